@@ -1,0 +1,29 @@
+"""Attestation ids, compared as sets.
+
+The reference compares the lists, so reordering ids counts as a divergence there.
+Ids are identifiers, so replaywatch compares them as sets: an order-only change or a
+repeated id is not a divergence. ``missing`` and ``unexpected`` are sorted.
+"""
+
+from __future__ import annotations
+
+from replaywatch.compare.canonical import Json
+
+
+def extract(snapshot: Json) -> tuple[str, ...]:
+    """The distinct string ids in the top-level ``attestation_ids`` array, sorted.
+
+    Absent, not an array, or holding non-strings: those parts count as no ids.
+    """
+    if type(snapshot) is not dict:
+        return ()
+    ids = snapshot.get("attestation_ids")
+    if type(ids) is not list:
+        return ()
+    return tuple(sorted({i for i in ids if type(i) is str}))
+
+
+def diff(recorded: tuple[str, ...], current: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(missing: recorded but not current, unexpected: current but not recorded)."""
+    rec, cur = set(recorded), set(current)
+    return tuple(sorted(rec - cur)), tuple(sorted(cur - rec))

@@ -1,0 +1,299 @@
+"""The comparison of a step's baseline attempt with a newer attempt.
+
+Rules (from the reference replay executor, as the engine issue states them):
+usage numbers and tolerance (``usage``), structure (``structure``), attestation ids
+(``attestations``), tool events, and the verdict by precedence
+``attestation_divergence`` > ``tool_event_divergence`` > ``drift`` >
+``within_tolerance``. Every field is computed whatever the verdict.
+
+An attempt is *prepared* once (usage numbers found, structure fingerprinted) so that
+the per-event work of the stream is one preparation plus a constant-time comparison;
+the JSON Patch of a structural change is built only when the structure differs.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from replaywatch.compare import attestations, structure, usage
+from replaywatch.compare.canonical import Json, canonical_bytes, sha256_hex
+from replaywatch.compare.ignore import IgnoreRules
+from replaywatch.exceptions import ConfigError
+
+
+class Verdict(str, enum.Enum):
+    WITHIN_TOLERANCE = "within_tolerance"
+    DRIFT = "drift"
+    ATTESTATION_DIVERGENCE = "attestation_divergence"
+    TOOL_EVENT_DIVERGENCE = "tool_event_divergence"
+
+
+class DiffKind(str, enum.Enum):
+    ATTESTATION = "replay_attestation_diff"
+    TOOL = "replay_tool_diff"
+    STRUCTURE = "replay_structure_diff"
+
+
+class _Absent:
+    """Tool events that an attempt does not carry (unlike JSON null, which it does)."""
+
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()
+
+ComparisonBase = Literal["first", "previous"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompareConfig:
+    """Tolerances, ignore rules and the comparison base. Validated on construction."""
+
+    tokens_tolerance: float = 0.0
+    cost_tolerance: float = 0.0
+    ignore: IgnoreRules = field(default_factory=IgnoreRules)
+    base: ComparisonBase = "first"
+
+    def __post_init__(self) -> None:
+        for name in ("tokens_tolerance", "cost_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}"
+                )
+        if self.base not in ("first", "previous"):
+            raise ConfigError(f"comparison base must be 'first' or 'previous', got {self.base!r}")
+
+    @classmethod
+    def build(
+        cls,
+        tokens_tolerance: float = 0.0,
+        cost_tolerance: float = 0.0,
+        ignore: tuple[str, ...] | list[str] = (),
+        base: str = "first",
+    ) -> CompareConfig:
+        return cls(tokens_tolerance, cost_tolerance, IgnoreRules.compile(ignore), base)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of one step, as its event reports it (JSON already parsed).
+
+    ``output_snapshot`` is None when the attempt carries none; ``tool_events`` is
+    ABSENT when the attempt carries none (JSON null is a value, not absence).
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    output_snapshot: Json = None
+    tool_events: Json = ABSENT
+    event_id: str = ""
+    status: str = "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAttempt:
+    """What a comparison needs of one attempt. Built once by ``prepare``."""
+
+    attempt: int
+    output_snapshot: Json
+    tool_events: Json
+    tokens: float | None
+    cost: float | None
+    attestation_ids: tuple[str, ...]
+    structure_fp: bytes
+    tool_fp: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """A diff object: its canonical bytes are what is stored, its sha256 its name."""
+
+    kind: DiffKind
+    body: bytes
+    sha256: str
+
+    @classmethod
+    def of(cls, kind: DiffKind, payload: dict[str, Any]) -> Diff:
+        body = canonical_bytes(payload)
+        return cls(kind, body, sha256_hex(body))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    run_id: str
+    step_id: str
+    baseline_attempt: int
+    current_attempt: int
+    verdict: Verdict
+    token_delta: float | None
+    cost_delta: float | None
+    tokens_within: bool
+    cost_within: bool
+    structure_equal: bool
+    tool_events_equal: bool
+    missing_attestations: tuple[str, ...]
+    unexpected_attestations: tuple[str, ...]
+    tolerance_tokens: float
+    tolerance_cost: float
+    diff: Diff | None
+
+    @property
+    def event_id(self) -> str:
+        return comparison_id(self.run_id, self.step_id, self.baseline_attempt, self.current_attempt)
+
+    def summary(self) -> dict[str, Any]:
+        """The comparison as plain JSON-ready data (what the CLI prints)."""
+        return {
+            "event_id": self.event_id,
+            "verdict": self.verdict.value,
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "baseline_attempt": self.baseline_attempt,
+            "current_attempt": self.current_attempt,
+            "token_delta": self.token_delta,
+            "cost_delta": self.cost_delta,
+            "tokens_within": self.tokens_within,
+            "cost_within": self.cost_within,
+            "structure_equal": self.structure_equal,
+            "tool_events_equal": self.tool_events_equal,
+            "missing_attestations": list(self.missing_attestations),
+            "unexpected_attestations": list(self.unexpected_attestations),
+            "tolerance_tokens": self.tolerance_tokens,
+            "tolerance_cost": self.tolerance_cost,
+            "diff_kind": self.diff.kind.value if self.diff else None,
+            "diff_sha256": self.diff.sha256 if self.diff else None,
+        }
+
+
+_ID_NAMESPACE: Final = uuid.UUID("5b1c2d3e-8f4a-4b6c-9d0e-7a1b2c3d4e5f")
+
+
+def comparison_id(run_id: str, step_id: str, baseline_attempt: int, current_attempt: int) -> str:
+    """Deterministic event id: the same pair of attempts always gets the same id."""
+    name = f"{run_id}\x1f{step_id}\x1f{baseline_attempt}\x1f{current_attempt}"
+    return str(uuid.uuid5(_ID_NAMESPACE, name))
+
+
+def _fingerprint(value: Json) -> bytes:
+    return hashlib.blake2b(canonical_bytes(value), digest_size=16).digest()
+
+
+def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: CompareConfig) -> PreparedAttempt:
+    """Find usage numbers and fingerprint the structure and tool events of one attempt."""
+    rules = config.ignore
+    return PreparedAttempt(
+        attempt=attempt,
+        output_snapshot=output_snapshot,
+        tool_events=tool_events,
+        tokens=usage.find_number(output_snapshot, usage.TOKEN_KEYS),
+        cost=usage.find_number(output_snapshot, usage.COST_KEYS),
+        attestation_ids=attestations.extract(output_snapshot),
+        structure_fp=_fingerprint(structure.output_structure(output_snapshot, rules)),
+        tool_fp=None if tool_events is ABSENT else _fingerprint(structure.tool_structure(tool_events, rules)),
+    )
+
+
+def compare(
+    run_id: str,
+    step_id: str,
+    recorded: PreparedAttempt,
+    current: PreparedAttempt,
+    config: CompareConfig,
+) -> Comparison:
+    """Compare a prepared baseline with a prepared current attempt. Pure."""
+    token_delta = usage.delta(recorded.tokens, current.tokens)
+    cost_delta = usage.delta(recorded.cost, current.cost)
+    tokens_within = usage.within_tolerance(token_delta, recorded.tokens, config.tokens_tolerance)
+    cost_within = usage.within_tolerance(cost_delta, recorded.cost, config.cost_tolerance)
+    structure_equal = recorded.structure_fp == current.structure_fp
+    tools_equal = recorded.tool_fp == current.tool_fp
+    missing, unexpected = attestations.diff(recorded.attestation_ids, current.attestation_ids)
+
+    diff: Diff | None
+    if recorded.attestation_ids != current.attestation_ids:
+        verdict = Verdict.ATTESTATION_DIVERGENCE
+        diff = Diff.of(
+            DiffKind.ATTESTATION,
+            {
+                "run_id": run_id,
+                "step_id": step_id,
+                "recorded": list(recorded.attestation_ids),
+                "current": list(current.attestation_ids),
+                "missing": list(missing),
+                "unexpected": list(unexpected),
+            },
+        )
+    elif not tools_equal:
+        verdict = Verdict.TOOL_EVENT_DIVERGENCE
+        diff = Diff.of(
+            DiffKind.TOOL,
+            {
+                "run_id": run_id,
+                "step_id": step_id,
+                "recorded": None if recorded.tool_events is ABSENT else recorded.tool_events,
+                "current": None if current.tool_events is ABSENT else current.tool_events,
+            },
+        )
+    elif not (tokens_within and cost_within and structure_equal):
+        verdict = Verdict.DRIFT
+        diff = None
+        if not structure_equal:
+            rules = config.ignore
+            patch = structure.json_patch(
+                structure.output_structure(recorded.output_snapshot, rules),
+                structure.output_structure(current.output_snapshot, rules),
+            )
+            diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch})
+    else:
+        verdict = Verdict.WITHIN_TOLERANCE
+        diff = None
+
+    return Comparison(
+        run_id=run_id,
+        step_id=step_id,
+        baseline_attempt=recorded.attempt,
+        current_attempt=current.attempt,
+        verdict=verdict,
+        token_delta=token_delta,
+        cost_delta=cost_delta,
+        tokens_within=tokens_within,
+        cost_within=cost_within,
+        structure_equal=structure_equal,
+        tool_events_equal=tools_equal,
+        missing_attestations=missing,
+        unexpected_attestations=unexpected,
+        tolerance_tokens=config.tokens_tolerance,
+        tolerance_cost=config.cost_tolerance,
+        diff=diff,
+    )
+
+
+def compare_attempts(recorded: Attempt, current: Attempt, config: CompareConfig) -> Comparison:
+    """Prepare two attempts and compare them (for the CLI and tests)."""
+    return compare(
+        recorded.run_id,
+        recorded.step_id,
+        prepare(recorded.attempt, recorded.output_snapshot, recorded.tool_events, config),
+        prepare(current.attempt, current.output_snapshot, current.tool_events, config),
+        config,
+    )

@@ -1,0 +1,168 @@
+"""Ignore rules: paths left out of the structure and tool-event comparisons.
+
+Live attempts carry span ids, clocks and request ids that always differ; an ignore
+rule drops them before comparing. Syntax (documented in the README):
+
+- A path starts at the attempt: its first segment is ``output_snapshot``,
+  ``tool_events`` or ``**`` (both documents).
+- Segments are joined by ``.``: ``name`` is an object key, ``*`` any object key,
+  ``[N]`` array item N, ``[*]`` any array item, ``**`` any number of levels (zero
+  or more keys or items). A key holding dots or brackets is written ``["a.b"]``.
+- A matched object member is removed. A matched array item is replaced by null so
+  that the items after it keep their positions.
+
+Examples: ``tool_events[*].trace.span_id``, ``**.timestamp``,
+``output_snapshot.meta["request.id"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from replaywatch.exceptions import IgnorePathError
+
+# Token kinds
+KEY: Final = 0
+ANY_KEY: Final = 1
+INDEX: Final = 2
+ANY_ITEM: Final = 3
+DEEP: Final = 4
+
+Token = tuple[int, str | int | None]
+Pattern = tuple[Token, ...]
+State = tuple[int, int]
+"""(pattern number, position in it)."""
+
+ROOTS: Final = ("output_snapshot", "tool_events")
+
+_SEGMENT = re.compile(
+    r"""
+    \[\s*(?:(?P<index>\d+)|(?P<anyitem>\*)|"(?P<qkey>(?:[^"\\]|\\.)*)")\s*\]   # [3] [*] ["k"]
+    | (?P<deep>\*\*)
+    | (?P<anykey>\*)
+    | (?P<key>[^.\[\]"*]+)
+    """,
+    re.VERBOSE,
+)
+
+
+def parse_path(path: str) -> Pattern:
+    """Parse one ignore path into tokens. Raises IgnorePathError naming the problem."""
+    tokens: list[Token] = []
+    pos = 0
+    expect_segment = True
+    while pos < len(path):
+        if path[pos] == "." and not expect_segment:
+            pos += 1
+            expect_segment = True
+            continue
+        m = _SEGMENT.match(path, pos)
+        if m is None or (m.group("key") is not None and not expect_segment):
+            raise IgnorePathError(
+                f"ignore path {path!r}: unexpected {path[pos:]!r} at character {pos}; "
+                "use segments like name, *, **, [3], [*] or [\"a.b\"] joined by '.'"
+            )
+        if m.group("index") is not None:
+            tokens.append((INDEX, int(m.group("index"))))
+        elif m.group("anyitem") is not None:
+            tokens.append((ANY_ITEM, None))
+        elif m.group("qkey") is not None:
+            tokens.append((KEY, re.sub(r"\\(.)", r"\1", m.group("qkey"))))
+        elif m.group("deep") is not None:
+            tokens.append((DEEP, None))
+        elif m.group("anykey") is not None:
+            tokens.append((ANY_KEY, None))
+        else:
+            tokens.append((KEY, m.group("key")))
+        pos = m.end()
+        expect_segment = False
+    if not tokens or expect_segment:
+        raise IgnorePathError(f"ignore path {path!r} is empty or ends with '.'")
+    head_kind, head = tokens[0]
+    if not ((head_kind == KEY and head in ROOTS) or head_kind == DEEP):
+        raise IgnorePathError(
+            f"ignore path {path!r} must start with output_snapshot, tool_events or **"
+        )
+    if len(tokens) == 1 and head_kind == KEY:
+        raise IgnorePathError(
+            f"ignore path {path!r} would drop the whole document; name a part of it"
+        )
+    return tuple(tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoreRules:
+    """Compiled ignore paths, split by the document they apply to."""
+
+    paths: tuple[str, ...] = ()
+    output: tuple[Pattern, ...] = ()
+    tools: tuple[Pattern, ...] = ()
+
+    @classmethod
+    def compile(cls, paths: tuple[str, ...] | list[str]) -> IgnoreRules:
+        output: list[Pattern] = []
+        tools: list[Pattern] = []
+        for raw in paths:
+            tokens = parse_path(raw)
+            kind, head = tokens[0]
+            if kind == DEEP:
+                output.append(tokens)
+                tools.append(tokens)
+            elif head == "output_snapshot":
+                output.append(tokens[1:])
+            else:
+                tools.append(tokens[1:])
+        return cls(tuple(paths), tuple(output), tuple(tools))
+
+
+def closure(patterns: tuple[Pattern, ...], states: frozenset[State]) -> frozenset[State]:
+    """Add the states reached by letting a ``**`` match zero levels."""
+    out = set(states)
+    todo = list(states)
+    while todo:
+        p, i = todo.pop()
+        pat = patterns[p]
+        if i < len(pat) and pat[i][0] == DEEP and (p, i + 1) not in out:
+            out.add((p, i + 1))
+            todo.append((p, i + 1))
+    return frozenset(out)
+
+
+def initial(patterns: tuple[Pattern, ...]) -> frozenset[State] | None:
+    """Start states at a document's root, or None when no rule applies to it."""
+    if not patterns:
+        return None
+    return closure(patterns, frozenset((p, 0) for p in range(len(patterns))))
+
+
+def step(
+    patterns: tuple[Pattern, ...], states: frozenset[State], key: str | None, index: int | None
+) -> tuple[bool, frozenset[State] | None]:
+    """Move from a node to one child (an object key, or an array index).
+
+    Returns (child is ignored, states for the child's subtree or None when no rule
+    can match below it).
+    """
+    nxt: set[State] = set()
+    for p, i in states:
+        pat = patterns[p]
+        if i >= len(pat):
+            continue
+        kind, arg = pat[i]
+        if kind == DEEP:
+            nxt.add((p, i))
+            continue
+        if key is not None:
+            ok = kind == ANY_KEY or (kind == KEY and arg == key)
+        else:
+            ok = kind == ANY_ITEM or (kind == INDEX and arg == index)
+        if ok:
+            nxt.add((p, i + 1))
+    if not nxt:
+        return False, None
+    full = closure(patterns, frozenset(nxt))
+    if any(i == len(patterns[p]) for p, i in full):
+        return True, None
+    return False, full

@@ -1,0 +1,68 @@
+"""Usage numbers (tokens, cost) and the tolerance rule, as the reference executor has them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from replaywatch.compare.canonical import Json
+
+TOKEN_KEYS: Final = ("tokens", "token_count", "total_tokens")
+COST_KEYS: Final = ("cost", "cost_usd", "total_cost")
+USAGE_KEYS: Final = frozenset(TOKEN_KEYS + COST_KEYS)
+
+
+def as_number(value: Json) -> float | None:
+    """A JSON number as float; None for anything else (booleans are not numbers)."""
+    t = type(value)
+    if t is float:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        try:
+            return float(value)
+        except OverflowError:  # wider than a double: not a usable number
+            return None
+    return None
+
+
+def find_number(value: Json, keys: tuple[str, ...]) -> float | None:
+    """The first numeric value under one of ``keys``, searched depth-first.
+
+    In each object its own keys are looked at first, in the order of ``keys``; only
+    then are its values searched, in document order. Arrays are searched item by item.
+    A non-numeric value under a key is passed over and the search goes on.
+    """
+    if isinstance(value, dict):
+        for key in keys:
+            if key in value:
+                num = as_number(value[key])
+                if num is not None:
+                    return num
+        for child in value.values():
+            if isinstance(child, (dict, list)):
+                found = find_number(child, keys)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                found = find_number(item, keys)
+                if found is not None:
+                    return found
+    return None
+
+
+def delta(recorded: float | None, current: float | None) -> float | None:
+    """current - recorded, only when both are known."""
+    if recorded is None or current is None:
+        return None
+    return current - recorded
+
+
+def within_tolerance(d: float | None, recorded: float | None, tolerance: float) -> bool:
+    """Relative to a non-zero recorded value, absolute against 0; no delta is within."""
+    if d is None or recorded is None:
+        return True
+    if recorded != 0:
+        return abs(d / recorded) <= tolerance
+    return abs(d) <= tolerance

@@ -1,0 +1,89 @@
+"""``replaywatch devstack up|down|status|env|start|stop``."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replaywatch.devstack.stack import SERVICES, Stack, default_dir
+from replaywatch.exceptions import DevstackError
+
+devstack_app = typer.Typer(help="Start and stop the local stack (Kafka, PostgreSQL, S3).", no_args_is_help=True)
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", envvar="REPLAYWATCH_DEVSTACK_DIR", help="State directory.", show_default=False),
+]
+
+
+def _stack(dir: Path | None) -> Stack:
+    return Stack(dir or default_dir())
+
+
+def _fail(exc: DevstackError) -> None:
+    typer.echo(f"replaywatch devstack: error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@devstack_app.command()
+def up(dir: DirOption = None) -> None:
+    """Start Kafka, PostgreSQL and S3 (keeps data from an earlier run)."""
+    t0 = time.monotonic()
+    try:
+        took = _stack(dir).start()
+    except DevstackError as exc:
+        _fail(exc)
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in took.items()) or "already running"
+    typer.echo(f"devstack up in {time.monotonic() - t0:.1f}s ({parts})", err=True)
+
+
+@devstack_app.command()
+def down(
+    dir: DirOption = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the state directory (data, ports).")] = False,
+) -> None:
+    """Stop exactly the processes that 'up' started."""
+    stack = _stack(dir)
+    if purge:
+        stack.purge()
+        typer.echo("devstack stopped and purged", err=True)
+    else:
+        stopped = stack.stop()
+        typer.echo(f"devstack stopped: {', '.join(stopped) or 'nothing was running'}", err=True)
+
+
+@devstack_app.command()
+def start(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
+          dir: DirOption = None) -> None:
+    """Start one service again, with its data kept."""
+    try:
+        took = _stack(dir).start(service)
+    except DevstackError as exc:
+        _fail(exc)
+    typer.echo(f"{service} started in {took.get(service, 0):.1f}s", err=True)
+
+
+@devstack_app.command()
+def stop(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
+         dir: DirOption = None) -> None:
+    """Stop one service, keeping its data."""
+    stopped = _stack(dir).stop(service)
+    typer.echo(f"{service} {'stopped' if stopped else 'was not running'}", err=True)
+
+
+@devstack_app.command()
+def status(dir: DirOption = None) -> None:
+    """Show each service, its PID and port."""
+    for name, st in _stack(dir).status().items():
+        typer.echo(f"{name:9} {'up  ' if st['running'] else 'down'} pid={st['pid']} port={st['port']}")
+
+
+@devstack_app.command()
+def env(dir: DirOption = None) -> None:
+    """Print the endpoints as shell variables (eval "$(replaywatch devstack env)")."""
+    for k, v in _stack(dir).env().items():
+        typer.echo(f"export {k}={shlex.quote(v)}")

@@ -1,0 +1,117 @@
+"""A throwaway PostgreSQL cluster from Debian's ``postgresql`` package (initdb, pg_ctl).
+
+PostgreSQL refuses to run as root; when started as root the cluster is owned by and
+run as the ``postgres`` user that the package creates (or ``nobody``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from replaywatch.devstack import process
+from replaywatch.exceptions import DevstackError
+
+USER = "replaywatch"
+DATABASE = "replaywatch"
+
+
+def pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    if candidates:
+        return candidates[0]
+    raise DevstackError(
+        f"PostgreSQL's {name} was not found; install Debian's postgresql package "
+        "(apt-get install postgresql, or run 'make deps')"
+    )
+
+
+def _run_as() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise DevstackError("running as root, but there is no 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+class Postgres:
+    name = "postgres"
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.dir = root / "postgres"
+        self.data = self.dir / "data"
+        self.port = port
+        self.log = self.dir / "postgres.log"
+
+    @property
+    def marker(self) -> str:
+        return str(self.data)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _chown(self, user: str | None) -> None:
+        if user is None:
+            return
+        pw = pwd.getpwnam(user)
+        for path in [self.dir, *self.dir.rglob("*")]:
+            os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+    def start(self) -> int:
+        process.ensure_bindable(self.port, "PostgreSQL")
+        user = _run_as()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._chown(user)
+        if not (self.data / "PG_VERSION").exists():
+            res = subprocess.run(
+                [pg_bin("initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
+                 "-E", "UTF8", "--no-locale", "--no-sync"],
+                capture_output=True, text=True, user=user,
+            )
+            if res.returncode != 0:
+                raise DevstackError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB")
+        res = subprocess.run(
+            [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"],
+            capture_output=True, text=True, user=user,
+        )
+        if res.returncode != 0:
+            raise DevstackError(f"PostgreSQL did not start: {process.tail(self.log, 3)}")
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        self._ensure_database(user)
+        return pid
+
+    def _ensure_database(self, user: str | None) -> None:
+        psql = pg_bin("psql")
+        q = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+        base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres", "-tAc"]
+        res = subprocess.run([*base, q], capture_output=True, text=True, user=user)
+        if res.stdout.strip() != "1":
+            subprocess.run([*base, f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True,
+                           user=user, check=True)
+
+    def wait_ready(self, pid: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = subprocess.run(
+                [pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-d", DATABASE, "-U", USER],
+                capture_output=True,
+            )
+            if res.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise DevstackError(f"PostgreSQL not ready after {timeout:.0f}s; see {self.log}")

@@ -1,0 +1,111 @@
+"""Processes the devstack starts: launched, recorded by PID, and stopped by that PID only.
+
+Before any signal is sent, the PID's command line is checked for the marker (a path in
+the state directory) that the devstack put there, so a PID reused by some other
+process is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from replaywatch.exceptions import DevstackError
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_bindable(port: int, what: str) -> None:
+    """Fail with one line when 127.0.0.1:port can't be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise DevstackError(
+                f"{what}: cannot bind 127.0.0.1:{port} ({exc.strerror}); stop what uses it, "
+                f"or run 'replaywatch devstack down --purge' to pick new free ports"
+            ) from None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_ours(pid: int | None, marker: str) -> bool:
+    """True when ``pid`` is alive, not a zombie, and its command line holds ``marker``."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return marker in cmdline(pid)
+
+
+def spawn(argv: list[str], log: Path, *, env: dict[str, str] | None = None,
+          user: str | None = None, cwd: Path | None = None) -> int:
+    """Start a detached process (own session, output to ``log``); return its PID."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            user=user,
+            cwd=cwd,
+        )
+    return proc.pid
+
+
+def stop(pid: int | None, marker: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
+    """Signal our process and wait for it to go; SIGKILL it after ``timeout``.
+
+    Returns False when there was nothing of ours to stop.
+    """
+    if not is_ours(pid, marker):
+        return False
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not is_ours(pid, marker):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while is_ours(pid, marker):
+        _reap(pid)
+        time.sleep(0.05)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,177 @@
+"""The local stack: Kafka, PostgreSQL and S3 on 127.0.0.1, state in one directory.
+
+``state.json`` in that directory records each service's ports and the PID that ``up``
+started; ``down`` stops exactly those PIDs. Ports are chosen free on the first ``up``
+and kept, so a service stopped and started again comes back where it was, data kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from replaywatch.devstack import process, s3
+from replaywatch.devstack.kafka import Kafka
+from replaywatch.devstack.postgres import Postgres
+from replaywatch.devstack.s3 import S3
+from replaywatch.exceptions import DevstackError
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("kafka", "postgres", "s3")
+
+
+class Service(Protocol):
+    name: str
+
+    @property
+    def marker(self) -> str: ...
+    def start(self) -> int: ...
+    def wait_ready(self, pid: int, timeout: float = ...) -> None: ...
+
+
+def default_dir() -> Path:
+    """``REPLAYWATCH_DEVSTACK_DIR``, else ``$TMPDIR/replaywatch-devstack`` (a path the
+    unprivileged PostgreSQL user can reach even when we run as root)."""
+    env = os.environ.get("REPLAYWATCH_DEVSTACK_DIR")
+    return Path(env) if env else Path(tempfile.gettempdir()) / "replaywatch-devstack"
+
+
+def _port_setting(name: str) -> int:
+    raw = os.environ.get(f"REPLAYWATCH_DEVSTACK_{name}_PORT", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise DevstackError(f"REPLAYWATCH_DEVSTACK_{name}_PORT must be a port number, got {raw!r}") from None
+
+
+@dataclass
+class Stack:
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def _state(self) -> dict[str, dict[str, int | None]]:
+        try:
+            data: dict[str, dict[str, int | None]] = json.loads(self.state_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict[str, dict[str, int | None]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def _ports(self) -> dict[str, dict[str, int | None]]:
+        state = self._state()
+        if not state:
+            state = {
+                "kafka": {"port": _port_setting("KAFKA") or process.free_port(),
+                          "controller_port": process.free_port(), "pid": None},
+                "postgres": {"port": _port_setting("POSTGRES") or process.free_port(), "pid": None},
+                "s3": {"port": _port_setting("S3") or process.free_port(), "pid": None},
+            }
+            self._save(state)
+        return state
+
+    def service(self, name: str) -> Service:
+        st = self._ports()[name]
+        if name == "kafka":
+            return Kafka(self.root, int(st["port"] or 0), int(st["controller_port"] or 0))
+        if name == "postgres":
+            return Postgres(self.root, int(st["port"] or 0))
+        if name == "s3":
+            return S3(self.root, int(st["port"] or 0))
+        raise DevstackError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+
+    def pid(self, name: str) -> int | None:
+        return self._state().get(name, {}).get("pid")
+
+    def running(self, name: str) -> bool:
+        return process.is_ours(self.pid(name), self.service(name).marker)
+
+    def start(self, *names: str) -> dict[str, float]:
+        """Start the named services (all by default) in parallel; return seconds each took."""
+        names = names or SERVICES
+        state = self._ports()
+        todo = [n for n in names if not self.running(n)]
+        took: dict[str, float] = {}
+
+        def one(name: str) -> tuple[str, int, float]:
+            t0 = time.monotonic()
+            svc = self.service(name)
+            pid = svc.start()
+            state[name]["pid"] = pid
+            self._save(state)
+            svc.wait_ready(pid)
+            return name, pid, time.monotonic() - t0
+
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
+            futures = [pool.submit(one, n) for n in todo]
+            for f in futures:
+                try:
+                    name, _pid, secs = f.result()
+                    took[name] = secs
+                except DevstackError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise DevstackError("; ".join(errors))
+        return took
+
+    def stop(self, *names: str) -> list[str]:
+        """Stop the named services (all by default), by the PIDs we recorded."""
+        names = names or SERVICES
+        state = self._state()
+        stopped = []
+        for name in names:
+            st = state.get(name)
+            if not st:
+                continue
+            svc = self.service(name)
+            # PostgreSQL: SIGINT is its "fast" shutdown; the others stop on SIGTERM.
+            sig = 2 if name == "postgres" else 15
+            if process.stop(st.get("pid"), svc.marker, sig=sig):
+                stopped.append(name)
+            st["pid"] = None
+        if state:
+            self._save(state)
+        return stopped
+
+    def purge(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def env(self) -> dict[str, str]:
+        kafka = self.service("kafka")
+        pg = self.service("postgres")
+        obj = self.service("s3")
+        assert isinstance(kafka, Kafka) and isinstance(pg, Postgres) and isinstance(obj, S3)
+        return {
+            "REPLAYWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "REPLAYWATCH_POSTGRES_DSN": pg.dsn,
+            "REPLAYWATCH_S3_ENDPOINT": obj.endpoint,
+            "REPLAYWATCH_S3_ACCESS_KEY_ID": s3.ACCESS_KEY_ID,
+            "REPLAYWATCH_S3_SECRET_ACCESS_KEY": s3.SECRET_ACCESS_KEY,
+            "REPLAYWATCH_S3_REGION": s3.REGION,
+        }
+
+    def status(self) -> dict[str, dict[str, object]]:
+        state = self._state()
+        return {
+            name: {"running": self.running(name), "pid": state.get(name, {}).get("pid"),
+                   "port": state.get(name, {}).get("port")}
+            for name in SERVICES
+        }

@@ -1,0 +1,135 @@
+"""Per-step state, and how one attempt event changes it. Pure: no IO, no clock.
+
+A step's projection keeps a *pair* of prepared attempts, the comparison base and the
+current attempt, and nothing else of the attempt history, so its size is bounded
+whatever the number of retries:
+
+- base ``first`` (the reference): base = the lowest-numbered attempt with an output
+  snapshot, current = the highest-numbered one;
+- base ``previous`` (shadow mode): current = the highest-numbered one, base = the
+  highest-numbered one below it.
+
+An event emits one comparison exactly when it changes the pair and the pair holds two
+different attempts. Attempts arrive in any order and more than once: a duplicate, or
+a late attempt that changes neither end of the pair, changes nothing and emits
+nothing. So the final pair, and its verdict, equal the batch comparison over the set
+of distinct attempts (``replay_step``), whatever the order of arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, prepare
+from replaywatch.compare.engine import Verdict
+from replaywatch.exceptions import MissingOutputSnapshots
+
+MISSING_SNAPSHOTS = "missing output snapshots; cannot run mocked replay"
+
+
+@dataclass(frozen=True, slots=True)
+class StepProjection:
+    run_id: str
+    step_id: str
+    base: PreparedAttempt | None = None
+    current: PreparedAttempt | None = None
+    max_attempt: int = -1
+    """Highest attempt number seen, with or without a snapshot."""
+    last_status: str | None = None
+    last_verdict: Verdict | None = None
+    comparisons: int = 0
+
+    @classmethod
+    def empty(cls, run_id: str, step_id: str) -> StepProjection:
+        return cls(run_id, step_id)
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.current is not None
+
+
+def _next_pair(
+    proj: StepProjection, n: int, config: CompareConfig
+) -> tuple[int, int] | None:
+    """The (base, current) attempt numbers after attempt ``n`` arrives, or None when
+    the pair does not change."""
+    base, cur = proj.base, proj.current
+    if base is None or cur is None:
+        return n, n
+    if n in (base.attempt, cur.attempt):
+        return None
+    if config.base == "first":
+        if n < base.attempt:
+            return n, cur.attempt
+        if n > cur.attempt:
+            return base.attempt, n
+        return None
+    # previous: base is the highest attempt below current
+    if n > cur.attempt:
+        return cur.attempt, n
+    if base.attempt == cur.attempt or n > base.attempt:
+        return n, cur.attempt
+    return None
+
+
+def apply(
+    proj: StepProjection, event: Attempt, config: CompareConfig
+) -> tuple[StepProjection, tuple[Comparison, ...]]:
+    """Apply one attempt event. Returns the new projection and the comparisons it causes
+    (none or one). Applying an event twice changes nothing the second time."""
+    status_changed = event.attempt > proj.max_attempt
+    bookkeeping = replace(
+        proj,
+        max_attempt=max(proj.max_attempt, event.attempt),
+        last_status=event.status if status_changed else proj.last_status,
+    )
+    if event.output_snapshot is None:
+        return bookkeeping, ()
+    pair = _next_pair(proj, event.attempt, config)
+    if pair is None:
+        return bookkeeping, ()
+
+    arrived = prepare(event.attempt, event.output_snapshot, event.tool_events, config)
+    known = {p.attempt: p for p in (proj.base, proj.current) if p is not None}
+    known[event.attempt] = arrived
+    base, cur = known[pair[0]], known[pair[1]]
+    if base.attempt == cur.attempt:
+        return replace(bookkeeping, base=base, current=cur, last_verdict=Verdict.WITHIN_TOLERANCE), ()
+    comparison = compare(proj.run_id, proj.step_id, base, cur, config)
+    new = replace(
+        bookkeeping,
+        base=base,
+        current=cur,
+        last_verdict=comparison.verdict,
+        comparisons=proj.comparisons + 1,
+    )
+    return new, (comparison,)
+
+
+def replay_step(attempts: Iterable[Attempt], config: CompareConfig) -> Comparison:
+    """The batch oracle: compare a step's attempts as the reference does, all at once.
+
+    Raises MissingOutputSnapshots when no attempt carries an output snapshot.
+    """
+    with_snapshot: dict[int, Attempt] = {}
+    step_id = "?"
+    for a in attempts:
+        step_id = a.step_id
+        if a.output_snapshot is not None:
+            with_snapshot.setdefault(a.attempt, a)
+    if not with_snapshot:
+        raise MissingOutputSnapshots(f"step {step_id} {MISSING_SNAPSHOTS}")
+    numbers = sorted(with_snapshot)
+    cur = with_snapshot[numbers[-1]]
+    if config.base == "first":
+        base = with_snapshot[numbers[0]]
+    else:
+        base = with_snapshot[numbers[-2]] if len(numbers) > 1 else cur
+    return compare(
+        cur.run_id,
+        cur.step_id,
+        prepare(base.attempt, base.output_snapshot, base.tool_events, config),
+        prepare(cur.attempt, cur.output_snapshot, cur.tool_events, config),
+        config,
+    )
