@@ -14,6 +14,7 @@ import orjson
 import typer
 
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, compare_attempts, parse_json
+from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
 
 app = typer.Typer(
@@ -44,8 +45,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
     snapshot = doc.get("output_snapshot")
     if type(snapshot) is not dict:
         fail(
-            f"{path}: missing output snapshots; cannot run mocked replay "
-            "(the object needs an 'output_snapshot' object)"
+            f"{path}: missing output snapshots; cannot run mocked replay (the object needs an 'output_snapshot' object)"
         )
     attempt = doc.get("attempt", default_attempt)
     if type(attempt) is not int:
@@ -55,7 +55,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
         step_id=str(doc.get("step_id", "")),
         attempt=attempt,
         output_snapshot=snapshot,
-        tool_events=doc["tool_events"] if "tool_events" in doc else ABSENT,
+        tool_events=doc.get("tool_events", ABSENT),
     )
 
 
@@ -63,9 +63,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
 def compare(
     baseline: Annotated[Path, typer.Argument(help="JSON file of the baseline attempt.")],
     current: Annotated[Path, typer.Argument(help="JSON file of the current attempt.")],
-    tokens_tolerance: Annotated[
-        float, typer.Option(help="Allowed relative token change (0.01 = 1%).")
-    ] = 0.0,
+    tokens_tolerance: Annotated[float, typer.Option(help="Allowed relative token change (0.01 = 1%).")] = 0.0,
     cost_tolerance: Annotated[float, typer.Option(help="Allowed relative cost change.")] = 0.0,
     ignore: Annotated[
         list[str] | None,
@@ -90,12 +88,8 @@ def compare(
     raise typer.Exit(0 if result.verdict.value == "within_tolerance" else 1)
 
 
-def _register_subcommands() -> None:
-    from replaywatch.devstack.cli import devstack_app
-
-    app.add_typer(devstack_app, name="devstack")
+app.add_typer(devstack_app, name="devstack")
 
 
 def main() -> None:
-    _register_subcommands()
     app()

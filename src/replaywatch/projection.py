@@ -19,7 +19,7 @@ of distinct attempts (``replay_step``), whatever the order of arrival.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, prepare
 from replaywatch.compare.engine import Verdict
@@ -28,8 +28,9 @@ from replaywatch.exceptions import MissingOutputSnapshots
 MISSING_SNAPSHOTS = "missing output snapshots; cannot run mocked replay"
 
 
-@dataclass(frozen=True, slots=True)
-class StepProjection:
+class StepProjection(NamedTuple):
+    """One step's state: the (base, current) pair and a little bookkeeping."""
+
     run_id: str
     step_id: str
     base: PreparedAttempt | None = None
@@ -49,9 +50,7 @@ class StepProjection:
         return self.current is not None
 
 
-def _next_pair(
-    proj: StepProjection, n: int, config: CompareConfig
-) -> tuple[int, int] | None:
+def _next_pair(proj: StepProjection, n: int, config: CompareConfig) -> tuple[int, int] | None:
     """The (base, current) attempt numbers after attempt ``n`` arrives, or None when
     the pair does not change."""
     base, cur = proj.base, proj.current
@@ -73,14 +72,11 @@ def _next_pair(
     return None
 
 
-def apply(
-    proj: StepProjection, event: Attempt, config: CompareConfig
-) -> tuple[StepProjection, tuple[Comparison, ...]]:
+def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[StepProjection, tuple[Comparison, ...]]:
     """Apply one attempt event. Returns the new projection and the comparisons it causes
     (none or one). Applying an event twice changes nothing the second time."""
     status_changed = event.attempt > proj.max_attempt
-    bookkeeping = replace(
-        proj,
+    bookkeeping = proj._replace(
         max_attempt=max(proj.max_attempt, event.attempt),
         last_status=event.status if status_changed else proj.last_status,
     )
@@ -95,10 +91,9 @@ def apply(
     known[event.attempt] = arrived
     base, cur = known[pair[0]], known[pair[1]]
     if base.attempt == cur.attempt:
-        return replace(bookkeeping, base=base, current=cur, last_verdict=Verdict.WITHIN_TOLERANCE), ()
+        return bookkeeping._replace(base=base, current=cur, last_verdict=Verdict.WITHIN_TOLERANCE), ()
     comparison = compare(proj.run_id, proj.step_id, base, cur, config)
-    new = replace(
-        bookkeeping,
+    new = bookkeeping._replace(
         base=base,
         current=cur,
         last_verdict=comparison.verdict,

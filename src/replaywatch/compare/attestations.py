@@ -7,7 +7,11 @@ repeated id is not a divergence. ``missing`` and ``unexpected`` are sorted.
 
 from __future__ import annotations
 
+from typing import Final
+
 from replaywatch.compare.canonical import Json
+
+ATTESTATION_KEY: Final = "attestation_ids"
 
 
 def extract(snapshot: Json) -> tuple[str, ...]:
@@ -17,7 +21,7 @@ def extract(snapshot: Json) -> tuple[str, ...]:
     """
     if type(snapshot) is not dict:
         return ()
-    ids = snapshot.get("attestation_ids")
+    ids = snapshot.get(ATTESTATION_KEY)
     if type(ids) is not list:
         return ()
     return tuple(sorted({i for i in ids if type(i) is str}))

@@ -51,9 +51,9 @@ def canonical_bytes(value: Json) -> bytes:
     try:
         return orjson.dumps(value, option=_SORT)
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
 
 
 def sha256_hex(data: bytes) -> str:

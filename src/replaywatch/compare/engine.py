@@ -14,11 +14,10 @@ the JSON Patch of a structural change is built only when the structure differs.
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from replaywatch.compare import attestations, structure, usage
 from replaywatch.compare.canonical import Json, canonical_bytes, sha256_hex
@@ -26,14 +25,14 @@ from replaywatch.compare.ignore import IgnoreRules
 from replaywatch.exceptions import ConfigError
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     WITHIN_TOLERANCE = "within_tolerance"
     DRIFT = "drift"
     ATTESTATION_DIVERGENCE = "attestation_divergence"
     TOOL_EVENT_DIVERGENCE = "tool_event_divergence"
 
 
-class DiffKind(str, enum.Enum):
+class DiffKind(enum.StrEnum):
     ATTESTATION = "replay_attestation_diff"
     TOOL = "replay_tool_diff"
     STRUCTURE = "replay_structure_diff"
@@ -76,9 +75,7 @@ class CompareConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
-                raise ConfigError(
-                    f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}"
-                )
+                raise ConfigError(f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}")
         if self.base not in ("first", "previous"):
             raise ConfigError(f"comparison base must be 'first' or 'previous', got {self.base!r}")
 
@@ -110,9 +107,13 @@ class Attempt:
     status: str = "succeeded"
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedAttempt:
-    """What a comparison needs of one attempt. Built once by ``prepare``."""
+class PreparedAttempt(NamedTuple):
+    """What a comparison needs of one attempt. Built once by ``prepare``.
+
+    Hot-path values are NamedTuples: immutable plain data like a frozen dataclass,
+    but built several times faster (a frozen dataclass sets each field through
+    ``object.__setattr__``), which shows in the per-event budget.
+    """
 
     attempt: int
     output_snapshot: Json
@@ -138,8 +139,9 @@ class Diff:
         return cls(kind, body, sha256_hex(body))
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
+class Comparison(NamedTuple):
+    """The result of comparing a step's base attempt with a current attempt."""
+
     run_id: str
     step_id: str
     baseline_attempt: int
@@ -195,21 +197,54 @@ def comparison_id(run_id: str, step_id: str, baseline_attempt: int, current_atte
 
 
 def _fingerprint(value: Json) -> bytes:
-    return hashlib.blake2b(canonical_bytes(value), digest_size=16).digest()
+    """The canonical bytes themselves: comparing them is cheaper than hashing them,
+    and the snapshot is held anyway."""
+    return canonical_bytes(value)
 
 
 def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: CompareConfig) -> PreparedAttempt:
-    """Find usage numbers and fingerprint the structure and tool events of one attempt."""
+    """Find usage numbers and fingerprint the structure and tool events of one attempt.
+
+    Fingerprints hash the canonical bytes without normalizing numbers, so equal
+    fingerprints mean equal structures; unequal ones are confirmed by value in
+    ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
+    """
     rules = config.ignore
+    stripped, tokens, cost = structure.strip_usage(output_snapshot)
+    if rules.output:
+        stripped = structure.drop_ignored(stripped, rules.output)
+    tool_fp = None
+    if tool_events is not ABSENT:
+        tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools) if rules.tools else tool_events)
     return PreparedAttempt(
         attempt=attempt,
         output_snapshot=output_snapshot,
         tool_events=tool_events,
-        tokens=usage.find_number(output_snapshot, usage.TOKEN_KEYS),
-        cost=usage.find_number(output_snapshot, usage.COST_KEYS),
+        tokens=tokens,
+        cost=cost,
         attestation_ids=attestations.extract(output_snapshot),
-        structure_fp=_fingerprint(structure.output_structure(output_snapshot, rules)),
-        tool_fp=None if tool_events is ABSENT else _fingerprint(structure.tool_structure(tool_events, rules)),
+        structure_fp=_fingerprint(stripped),
+        tool_fp=tool_fp,
+    )
+
+
+def _structure_equal(recorded: PreparedAttempt, current: PreparedAttempt, rules: IgnoreRules) -> bool:
+    if recorded.structure_fp == current.structure_fp:
+        return True
+    return structure.same(
+        structure.output_structure(recorded.output_snapshot, rules),
+        structure.output_structure(current.output_snapshot, rules),
+    )
+
+
+def _tools_equal(recorded: PreparedAttempt, current: PreparedAttempt, rules: IgnoreRules) -> bool:
+    if recorded.tool_fp == current.tool_fp:
+        return True
+    if recorded.tool_fp is None or current.tool_fp is None:
+        return False
+    return structure.same(
+        structure.tool_structure(recorded.tool_events, rules),
+        structure.tool_structure(current.tool_events, rules),
     )
 
 
@@ -225,12 +260,16 @@ def compare(
     cost_delta = usage.delta(recorded.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, recorded.tokens, config.tokens_tolerance)
     cost_within = usage.within_tolerance(cost_delta, recorded.cost, config.cost_tolerance)
-    structure_equal = recorded.structure_fp == current.structure_fp
-    tools_equal = recorded.tool_fp == current.tool_fp
-    missing, unexpected = attestations.diff(recorded.attestation_ids, current.attestation_ids)
+    structure_equal = _structure_equal(recorded, current, config.ignore)
+    tools_equal = _tools_equal(recorded, current, config.ignore)
+    if recorded.attestation_ids == current.attestation_ids:
+        missing: tuple[str, ...] = ()
+        unexpected: tuple[str, ...] = ()
+    else:
+        missing, unexpected = attestations.diff(recorded.attestation_ids, current.attestation_ids)
 
     diff: Diff | None
-    if recorded.attestation_ids != current.attestation_ids:
+    if missing or unexpected:
         verdict = Verdict.ATTESTATION_DIVERGENCE
         diff = Diff.of(
             DiffKind.ATTESTATION,

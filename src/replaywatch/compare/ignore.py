@@ -82,13 +82,9 @@ def parse_path(path: str) -> Pattern:
         raise IgnorePathError(f"ignore path {path!r} is empty or ends with '.'")
     head_kind, head = tokens[0]
     if not ((head_kind == KEY and head in ROOTS) or head_kind == DEEP):
-        raise IgnorePathError(
-            f"ignore path {path!r} must start with output_snapshot, tool_events or **"
-        )
+        raise IgnorePathError(f"ignore path {path!r} must start with output_snapshot, tool_events or **")
     if len(tokens) == 1 and head_kind == KEY:
-        raise IgnorePathError(
-            f"ignore path {path!r} would drop the whole document; name a part of it"
-        )
+        raise IgnorePathError(f"ignore path {path!r} would drop the whole document; name a part of it")
     return tuple(tokens)
 
 

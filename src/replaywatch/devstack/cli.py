@@ -57,8 +57,9 @@ def down(
 
 
 @devstack_app.command()
-def start(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
-          dir: DirOption = None) -> None:
+def start(
+    service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")], dir: DirOption = None
+) -> None:
     """Start one service again, with its data kept."""
     try:
         took = _stack(dir).start(service)
@@ -68,8 +69,7 @@ def start(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVIC
 
 
 @devstack_app.command()
-def stop(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")],
-         dir: DirOption = None) -> None:
+def stop(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")], dir: DirOption = None) -> None:
     """Stop one service, keeping its data."""
     stopped = _stack(dir).stop(service)
     typer.echo(f"{service} {'stopped' if stopped else 'was not running'}", err=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import re
@@ -71,9 +72,18 @@ def classpath() -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         with resources.as_file(pom) as pom_path:
             res = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
-                capture_output=True, text=True,
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom_path),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={tmp}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
             )
         if res.returncode != 0:
             last = (res.stdout + res.stderr).strip().splitlines()[-1:] or ["(no output)"]
@@ -137,13 +147,22 @@ class Kafka:
         log4j = resources.files("replaywatch.devstack") / "log4j2.properties"
         log4j_path = self.dir / "log4j2.properties"
         log4j_path.write_text(log4j.read_text())
-        jvm = [java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={log4j_path}", "-cp", cp]
+        jvm = [
+            java,
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j_path}",
+            "-cp",
+            cp,
+        ]
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             res = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.config)],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
             if res.returncode != 0:
                 raise DevstackError(f"Kafka storage format failed: {res.stdout.strip()} {res.stderr.strip()}")
@@ -178,10 +197,8 @@ async def probe(bootstrap: str) -> None:
     try:
         topics = await admin.list_topics()
         if PROBE_TOPIC not in topics:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(PROBE_TOPIC, 1, 1)])
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)

@@ -77,17 +77,33 @@ class Postgres:
         self._chown(user)
         if not (self.data / "PG_VERSION").exists():
             res = subprocess.run(
-                [pg_bin("initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
-                 "-E", "UTF8", "--no-locale", "--no-sync"],
-                capture_output=True, text=True, user=user,
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
             )
             if res.returncode != 0:
                 raise DevstackError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB"
+        )
         res = subprocess.run(
             [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"],
-            capture_output=True, text=True, user=user,
+            capture_output=True,
+            text=True,
+            user=user,
         )
         if res.returncode != 0:
             raise DevstackError(f"PostgreSQL did not start: {process.tail(self.log, 3)}")
@@ -101,8 +117,9 @@ class Postgres:
         base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres", "-tAc"]
         res = subprocess.run([*base, q], capture_output=True, text=True, user=user)
         if res.stdout.strip() != "1":
-            subprocess.run([*base, f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True,
-                           user=user, check=True)
+            subprocess.run(
+                [*base, f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, user=user, check=True
+            )
 
     def wait_ready(self, pid: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

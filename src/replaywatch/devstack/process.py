@@ -57,8 +57,9 @@ def is_ours(pid: int | None, marker: str) -> bool:
     return marker in cmdline(pid)
 
 
-def spawn(argv: list[str], log: Path, *, env: dict[str, str] | None = None,
-          user: str | None = None, cwd: Path | None = None) -> int:
+def spawn(
+    argv: list[str], log: Path, *, env: dict[str, str] | None = None, user: str | None = None, cwd: Path | None = None
+) -> int:
     """Start a detached process (own session, output to ``log``); return its PID."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -78,8 +78,11 @@ class Stack:
         state = self._state()
         if not state:
             state = {
-                "kafka": {"port": _port_setting("KAFKA") or process.free_port(),
-                          "controller_port": process.free_port(), "pid": None},
+                "kafka": {
+                    "port": _port_setting("KAFKA") or process.free_port(),
+                    "controller_port": process.free_port(),
+                    "pid": None,
+                },
                 "postgres": {"port": _port_setting("POSTGRES") or process.free_port(), "pid": None},
                 "s3": {"port": _port_setting("S3") or process.free_port(), "pid": None},
             }
@@ -171,7 +174,10 @@ class Stack:
     def status(self) -> dict[str, dict[str, object]]:
         state = self._state()
         return {
-            name: {"running": self.running(name), "pid": state.get(name, {}).get("pid"),
-                   "port": state.get(name, {}).get("port")}
+            name: {
+                "running": self.running(name),
+                "pid": state.get(name, {}).get("pid"),
+                "port": state.get(name, {}).get("port"),
+            }
             for name in SERVICES
         }

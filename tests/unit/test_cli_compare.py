@@ -1,0 +1,89 @@
+"""``replaywatch compare``: output, exit status, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from replaywatch.cli import app
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, name: str, doc: object) -> str:
+    p = tmp_path / name
+    p.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return str(p)
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["compare", *args])
+
+
+def test_within_exits_0(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.json", {"output_snapshot": {"m": 1, "tokens": 100}})
+    b = write(tmp_path, "b.json", {"output_snapshot": {"m": 1, "tokens": 100.5}})
+    r = invoke(a, b, "--tokens-tolerance", "0.01")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "within_tolerance" and out["token_delta"] == 0.5
+    assert out["diff_kind"] is None and out["diff_sha256"] is None
+
+
+def test_divergence_exits_1_and_shows_diff(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.json", {"output_snapshot": {"attestation_ids": ["x"]}, "run_id": "r", "step_id": "s"})
+    b = write(tmp_path, "b.json", {"output_snapshot": {"attestation_ids": ["y"]}, "run_id": "r", "step_id": "s"})
+    r = invoke(a, b, "--show-diff")
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "attestation_divergence"
+    assert out["missing_attestations"] == ["x"] and out["unexpected_attestations"] == ["y"]
+    assert out["diff_kind"] == "replay_attestation_diff" and len(out["diff_sha256"]) == 64
+    assert out["diff"]["missing"] == ["x"]
+
+
+def test_ignore_flag(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.json", {"output_snapshot": {"m": 1}, "tool_events": [{"span": 1}]})
+    b = write(tmp_path, "b.json", {"output_snapshot": {"m": 1}, "tool_events": [{"span": 2}]})
+    assert invoke(a, b).exit_code == 1
+    assert invoke(a, b, "--ignore", "tool_events[*].span").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must hold one JSON object"),
+        ('{"tool_events": []}', "missing output snapshots; cannot run mocked replay"),
+        ('{"output_snapshot": {"a": NaN}}', "NaN"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {}})
+    bad = write(tmp_path, "bad.json", content)
+    r = invoke(good, bad)
+    assert r.exit_code == 2
+    assert "bad.json" in r.stderr and message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {}})
+    r = invoke(good, str(tmp_path / "nope.json"))
+    assert r.exit_code == 2 and "nope.json" in r.stderr and "cannot read" in r.stderr
+
+
+@pytest.mark.parametrize("tol", ["-0.1", "nan", "inf"])
+def test_bad_tolerance(tmp_path: Path, tol: str) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {}})
+    r = invoke(good, good, "--tokens-tolerance", tol)
+    assert r.exit_code == 2 and "tokens_tolerance" in r.stderr
+
+
+def test_bad_ignore_path(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {}})
+    r = invoke(good, good, "--ignore", "meta.id")
+    assert r.exit_code == 2 and "must start with" in r.stderr

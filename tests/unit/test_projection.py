@@ -1,0 +1,136 @@
+"""The projection: incremental, order-insensitive, idempotent, bounded."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replaywatch.compare import ABSENT, Attempt, CompareConfig, PreparedAttempt, compare, prepare
+from replaywatch.compare.engine import Verdict
+from replaywatch.projection import StepProjection, apply, replay_step
+
+from .strategies import json_values, snapshots
+
+CONFIGS = st.builds(
+    CompareConfig.build,
+    tokens_tolerance=st.sampled_from([0.0, 0.01, 0.5]),
+    cost_tolerance=st.sampled_from([0.0, 0.01]),
+    ignore=st.sampled_from([(), ("**.id",), ("tool_events[*].trace",)]),
+    base=st.sampled_from(["first", "previous"]),
+)
+
+
+@st.composite
+def attempt_streams(draw: st.DrawFn) -> tuple[list[Attempt], list[Attempt]]:
+    """Distinct attempts of one step, and an arrival order with duplicates."""
+    numbers = draw(st.lists(st.integers(0, 20), min_size=1, max_size=7, unique=True))
+    distinct = []
+    for n in numbers:
+        snap = draw(st.one_of(st.none(), snapshots, st.just({"tokens": 1, "attestation_ids": ["a"]})))
+        tools = draw(st.one_of(st.just(ABSENT), json_values))
+        distinct.append(Attempt("run", "step", n, snap, tool_events=tools, event_id=f"e{n}"))
+    arrivals = draw(st.lists(st.sampled_from(distinct), min_size=len(distinct), max_size=len(distinct) * 2))
+    missing = [a for a in distinct if a not in arrivals]
+    order = draw(st.permutations(arrivals + missing))
+    return distinct, list(order)
+
+
+def run(events: list[Attempt], config: CompareConfig) -> tuple[StepProjection, list]:  # type: ignore[type-arg]
+    proj = StepProjection.empty("run", "step")
+    emitted = []
+    for e in events:
+        proj, out = apply(proj, e, config)
+        assert len(out) <= 1
+        emitted.extend(out)
+    return proj, emitted
+
+
+@settings(max_examples=2000)
+@given(attempt_streams(), CONFIGS)
+def test_final_verdict_equals_the_batch_oracle(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
+    distinct, order = stream
+    proj, emitted = run(order, config)
+    with_snapshot = [a for a in distinct if a.output_snapshot is not None]
+    assert proj.max_attempt == max(a.attempt for a in distinct)
+    if not with_snapshot:
+        assert proj.base is None and proj.current is None and emitted == []
+        return
+    oracle = replay_step(distinct, config)
+    assert proj.base is not None and proj.current is not None
+    final = compare("run", "step", proj.base, proj.current, config)
+    assert final == oracle
+    if proj.base.attempt != proj.current.attempt:
+        assert emitted[-1] == oracle
+        assert proj.last_verdict == oracle.verdict
+    else:
+        assert oracle.verdict is Verdict.WITHIN_TOLERANCE
+    # no pair is compared twice: event ids are unique
+    ids = [c.event_id for c in emitted]
+    assert len(ids) == len(set(ids))
+
+
+@settings(max_examples=2000)
+@given(attempt_streams(), CONFIGS)
+def test_reapplying_changes_nothing(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
+    _, order = stream
+    proj, _ = run(order, config)
+    for e in order:
+        again, out = apply(proj, e, config)
+        assert out == ()
+        assert again == proj
+
+
+@settings(max_examples=1000)
+@given(attempt_streams(), CONFIGS)
+def test_comparisons_are_a_function_of_baseline_current_and_config(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
+    distinct, order = stream
+    by_number = {a.attempt: a for a in distinct}
+    _, emitted = run(order, config)
+    for c in emitted:
+        b, k = by_number[c.baseline_attempt], by_number[c.current_attempt]
+        fresh = compare(
+            "run",
+            "step",
+            prepare(b.attempt, b.output_snapshot, b.tool_events, config),
+            prepare(k.attempt, k.output_snapshot, k.tool_events, config),
+            config,
+        )
+        assert fresh == c
+
+
+@given(attempt_streams(), CONFIGS)
+def test_state_is_bounded_to_a_pair(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
+    _, order = stream
+    proj, _ = run(order + order, config)
+    held = [name for name, v in proj._asdict().items() if isinstance(v, PreparedAttempt)]
+    assert set(held) <= {"base", "current"}  # nothing else holds attempts
+
+
+def test_first_base_keeps_the_lowest_attempt() -> None:
+    cfg = CompareConfig()
+    p = StepProjection.empty("run", "step")
+    p, out = apply(p, Attempt("run", "step", 2, {"m": 2}), cfg)
+    assert out == ()
+    p, out = apply(p, Attempt("run", "step", 3, {"m": 3}), cfg)
+    assert [(c.baseline_attempt, c.current_attempt) for c in out] == [(2, 3)]
+    p, out = apply(p, Attempt("run", "step", 1, {"m": 1}), cfg)  # late baseline
+    assert [(c.baseline_attempt, c.current_attempt) for c in out] == [(1, 3)]
+    p, out = apply(p, Attempt("run", "step", 2, {"m": 2}), cfg)  # in the middle: nothing
+    assert out == ()
+
+
+def test_previous_base_compares_neighbours() -> None:
+    cfg = CompareConfig.build(base="previous")
+    p = StepProjection.empty("run", "step")
+    pairs = []
+    for n in (1, 2, 4, 3):
+        p, out = apply(p, Attempt("run", "step", n, {"m": n}), cfg)
+        pairs += [(c.baseline_attempt, c.current_attempt) for c in out]
+    assert pairs == [(1, 2), (2, 4), (3, 4)]
+
+
+def test_attempts_without_snapshot_still_count() -> None:
+    cfg = CompareConfig()
+    p = StepProjection.empty("run", "step")
+    p, out = apply(p, Attempt("run", "step", 1, None, status="failed"), cfg)
+    assert out == () and p.max_attempt == 1 and p.last_status == "failed" and not p.has_snapshot
