@@ -70,10 +70,22 @@ class Postgres:
         for path in [self.dir, *self.dir.rglob("*")]:
             os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
+    def _check_reachable(self, user: str | None) -> None:
+        if user is None:
+            return
+        for parent in self.dir.resolve().parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                raise DevstackError(
+                    f"PostgreSQL runs as '{user}' and cannot reach {self.dir}: {parent} is not "
+                    "searchable by other users; set REPLAYWATCH_DEVSTACK_DIR to a directory under /tmp"
+                )
+
     def start(self) -> int:
         process.ensure_bindable(self.port, "PostgreSQL")
         user = _run_as()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._check_reachable(user)
         self._chown(user)
         if not (self.data / "PG_VERSION").exists():
             res = subprocess.run(

@@ -131,6 +131,8 @@ class Stack:
                 except DevstackError as exc:
                     errors.append(str(exc))
         if errors:
+            # leave nothing half-started behind
+            self.stop(*todo)
             raise DevstackError("; ".join(errors))
         return took
 

@@ -1,0 +1,82 @@
+# replaywatch: `make test` and `make demo` are the two commands a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RW := $(BIN)/replaywatch
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv lint typecheck test test-unit test-integration test-faults demo bench bench-compare \
+        stack-up stack-down clean
+
+help:
+	@echo "make test      lint, type-check, and run every test on a real local stack"
+	@echo "make demo      the whole pipeline end to end on the local stack"
+	@echo "make bench     the end-to-end benchmark; make bench-compare: the engine alone"
+	@echo "make stack-up / stack-down   the local stack (Kafka, PostgreSQL, S3)"
+
+# System packages: Java 17+ and Maven (for Kafka's jars), PostgreSQL. Installed with
+# apt-get only when missing.
+deps:
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+# Starts the stack unless REPLAYWATCH_KAFKA_BOOTSTRAP is given, runs the tests, stops
+# what it started, and exits with pytest's status.
+define with_stack
+	@set +e; started=""; \
+	if [ -z "$$REPLAYWATCH_KAFKA_BOOTSTRAP" ]; then \
+	  $(RW) devstack down --purge >/dev/null 2>&1; \
+	  $(RW) devstack up || { $(RW) devstack down --purge; exit 1; }; \
+	  eval "$$($(RW) devstack env)"; started=1; \
+	fi; \
+	$(1); rc=$$?; \
+	if [ -n "$$started" ]; then $(RW) devstack down --purge; fi; \
+	exit $$rc
+endef
+
+test: deps $(STAMP) lint typecheck
+	$(call with_stack,$(BIN)/pytest tests -m "not slow_faults" $(PYTEST_ARGS))
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: deps $(STAMP)
+	$(call with_stack,$(BIN)/pytest tests/integration $(PYTEST_ARGS))
+
+stack-up: deps $(STAMP)
+	$(RW) devstack up
+	@$(RW) devstack env
+
+stack-down: $(STAMP)
+	$(RW) devstack down
+
+bench-compare: $(STAMP)
+	$(BIN)/python bench/compare_bench.py
+
+clean:
+	-$(RW) devstack down --purge
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

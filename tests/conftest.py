@@ -1,0 +1,145 @@
+"""Session fixtures: the real stack, and per-test topics, schemas and buckets.
+
+Where the stack comes from, in order:
+1. the ``REPLAYWATCH_*`` endpoints, when set (``make test`` sets them from the devstack);
+2. testcontainers, when ``REPLAYWATCH_STACK=containers`` and a Docker engine answers;
+3. the devstack, started here and stopped at the end of the session.
+There is no skip: without a stack, integration tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from replaywatch.devstack import Stack, default_dir
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    postgres_dsn: str
+    s3_endpoint: str
+    s3_access_key_id: str
+    s3_secret_access_key: str
+    s3_region: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Endpoints:
+        return cls(
+            env["REPLAYWATCH_KAFKA_BOOTSTRAP"],
+            env["REPLAYWATCH_POSTGRES_DSN"],
+            env["REPLAYWATCH_S3_ENDPOINT"],
+            env.get("REPLAYWATCH_S3_ACCESS_KEY_ID", "test"),
+            env.get("REPLAYWATCH_S3_SECRET_ACCESS_KEY", "test"),
+            env.get("REPLAYWATCH_S3_REGION", "us-east-1"),
+        )
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
+        yield Endpoints.from_env(dict(os.environ))
+        return
+    if os.environ.get("REPLAYWATCH_STACK") == "containers" and _docker_answers():
+        yield from _containers()
+        return
+    stack = Stack(default_dir())
+    started = stack.start()
+    try:
+        yield Endpoints.from_env(stack.env())
+    finally:
+        if started:
+            stack.stop()
+
+
+def _containers() -> Iterator[Endpoints]:  # pragma: no cover - needs a Docker engine
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.minio import MinioContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as pg, MinioContainer() as minio:
+        cfg = minio.get_config()
+        yield Endpoints(
+            kafka.get_bootstrap_server(),
+            pg.get_connection_url().replace("postgresql+psycopg2", "postgresql"),
+            f"http://{cfg['endpoint']}",
+            cfg["access_key"],
+            cfg["secret_key"],
+            "us-east-1",
+        )
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def new_topic(endpoints: Endpoints, unique: str) -> AsyncIterator[object]:
+    """Create topics with unique names: ``await new_topic("in", partitions=4)``."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def make(stem: str = "t", partitions: int = 1) -> str:
+        name = f"rw-{stem}-{unique}-{len(created)}"
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+        created.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        if created:
+            await admin.delete_topics(created)
+        await admin.close()
+
+
+@pytest.fixture
+async def pg_schema(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    import asyncpg
+
+    name = f"rw_{unique}"
+    conn = await asyncpg.connect(endpoints.postgres_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+        yield name
+        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def bucket(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
+    """An S3 bucket of this test's own."""
+    import aioboto3
+
+    name = f"rw-{unique}"
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=endpoints.s3_endpoint,
+        aws_access_key_id=endpoints.s3_access_key_id,
+        aws_secret_access_key=endpoints.s3_secret_access_key,
+        region_name=endpoints.s3_region,
+    ) as s3:
+        await s3.create_bucket(Bucket=name)
+        yield name
