@@ -6,6 +6,9 @@ usage errors, which is what scripts expect.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -13,9 +16,13 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 
+from replaywatch import telemetry
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, compare_attempts, parse_json
+from replaywatch.config import Settings, load_settings
 from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
+from replaywatch.pipeline import Pipeline
+from replaywatch.store.postgres import PostgresStore
 
 app = typer.Typer(
     help="Watch fleets of AI agents for replay drift.",
@@ -89,6 +96,210 @@ def compare(
 
 
 app.add_typer(devstack_app, name="devstack")
+
+# Flags for `run` and the other commands that talk to the stack. Each one falls back to
+# its REPLAYWATCH_* environment variable, then to the default in config.Settings.
+Bootstrap = Annotated[str | None, typer.Option("--kafka-bootstrap", help="[env REPLAYWATCH_KAFKA_BOOTSTRAP]")]
+InputTopic = Annotated[str | None, typer.Option("--input-topic", help="[env REPLAYWATCH_INPUT_TOPIC]")]
+OutputTopic = Annotated[str | None, typer.Option("--output-topic", help="[env REPLAYWATCH_OUTPUT_TOPIC]")]
+PostgresDsn = Annotated[str | None, typer.Option("--postgres-dsn", help="[env REPLAYWATCH_POSTGRES_DSN]")]
+PostgresSchema = Annotated[str | None, typer.Option("--postgres-schema", help="[env REPLAYWATCH_POSTGRES_SCHEMA]")]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except UsageError as exc:
+        fail(str(exc))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+
+
+@app.command()
+def run(
+    kafka_bootstrap: Bootstrap = None,
+    input_topic: InputTopic = None,
+    output_topic: OutputTopic = None,
+    dlq_topic: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_DLQ_TOPIC]")] = None,
+    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_S3_ENDPOINT]")] = None,
+    s3_bucket: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_S3_BUCKET]")] = None,
+    tokens_tolerance: Annotated[float | None, typer.Option(help="[env REPLAYWATCH_TOKENS_TOLERANCE]")] = None,
+    cost_tolerance: Annotated[float | None, typer.Option(help="[env REPLAYWATCH_COST_TOLERANCE]")] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Ignore path, repeatable [env REPLAYWATCH_IGNORE_PATHS]")
+    ] = None,
+    comparison_base: Annotated[
+        str | None, typer.Option(help="first|previous [env REPLAYWATCH_COMPARISON_BASE]")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="[env REPLAYWATCH_BATCH_SIZE]")] = None,
+) -> None:
+    """Consume attempt events, compare, and publish drift events (until SIGTERM/SIGINT)."""
+    settings = _settings(
+        kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
+        group_id=group_id, postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, s3_endpoint=s3_endpoint,
+        s3_bucket=s3_bucket, tokens_tolerance=tokens_tolerance, cost_tolerance=cost_tolerance,
+        ignore_paths=tuple(ignore) if ignore else None, comparison_base=comparison_base, batch_size=batch_size,
+    )  # fmt: skip
+    _configure_logging(settings.log_level)
+    telemetry.setup()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Pipeline(settings).run(stop)
+
+    try:
+        asyncio.run(main())
+    except UsageError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def migrate(postgres_dsn: PostgresDsn = None, postgres_schema: PostgresSchema = None) -> None:
+    """Apply the database migrations (idempotent; `run` applies them too)."""
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
+
+    async def main() -> list[int]:
+        store = await PostgresStore.connect(
+            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
+            topic=settings.input_topic,
+        )  # fmt: skip
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    try:
+        applied = asyncio.run(main())
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+    typer.echo(f"migrations applied: {applied or 'none (up to date)'}", err=True)
+
+
+@app.command("produce-demo")
+def produce_demo(
+    runs: int = 20,
+    steps: int = 4,
+    attempts: int = 3,
+    drift: float = 0.07,
+    tool_divergence: float = 0.02,
+    attestation_divergence: float = 0.01,
+    duplicates: float = 0.02,
+    out_of_order: float = 0.05,
+    no_snapshot: float = 0.0,
+    snapshot_bytes: int = 1000,
+    seed: int = 7,
+    kafka_bootstrap: Bootstrap = None,
+    input_topic: InputTopic = None,
+    expect_file: Annotated[Path | None, typer.Option(help="Write the expected comparison ids here (JSON).")] = None,
+) -> None:
+    """Send a synthetic fleet's attempt events (with duplicates and out-of-order ones)."""
+    from replaywatch import demo
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap, input_topic=input_topic)
+    spec = demo.FleetSpec(
+        runs=runs, steps=steps, attempts=attempts, drift=drift, tool_divergence=tool_divergence,
+        attestation_divergence=attestation_divergence, duplicates=duplicates, out_of_order=out_of_order,
+        no_snapshot=no_snapshot, snapshot_bytes=snapshot_bytes, seed=seed,
+    )  # fmt: skip
+    events = demo.synthetic_fleet(spec)
+    expected = demo.expected_comparisons(events, settings.compare_config())
+    try:
+        asyncio.run(produce(settings, events))
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+    if expect_file:
+        expect_file.write_text(orjson.dumps(expected).decode())
+    typer.echo(f"sent {len(events)} attempt events to {settings.input_topic}; expect {len(expected)} comparisons")
+
+
+async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from replaywatch.codec import encode_attempt
+    from replaywatch.pipeline import ensure_topics
+    from replaywatch.stream.kafka_errors import translate_errors
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    async with translate_errors("produce"):
+        await admin.start()
+        try:
+            await ensure_topics(admin, settings)
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, linger_ms=10,
+            max_batch_size=1 << 20,
+        )  # fmt: skip
+        await producer.start()
+        try:
+            for ev in events:
+                await producer.send(settings.input_topic, encode_attempt(ev), key=ev["run_id"].encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+
+@app.command()
+def tail(
+    kafka_bootstrap: Bootstrap = None,
+    output_topic: OutputTopic = None,
+    until: Annotated[int | None, typer.Option(help="Stop after this many distinct events.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    from_beginning: Annotated[bool, typer.Option(help="Read the topic from its start.")] = True,
+) -> None:
+    """Show a live, coloured table of verdicts from the output topic."""
+    from replaywatch.tail import tail as run_tail
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap, output_topic=output_topic)
+    counts = asyncio.run(
+        run_tail(settings.kafka_bootstrap, settings.output_topic, until=until, timeout=timeout,
+                 from_beginning=from_beginning)
+    )  # fmt: skip
+    typer.echo("summary: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), err=True)
+    if until is not None and sum(v for k, v in counts.items() if not k.startswith("(")) < until:
+        fail(f"saw {sum(counts.values())} events before the timeout, expected {until}", 1)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Option("--run", help="The run to report on.")],
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+) -> None:
+    """Each step's state and verdicts for one run, from the projections."""
+    from rich.console import Console
+
+    from replaywatch.report import report as run_report
+
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
+
+    async def main() -> bool:
+        store = await PostgresStore.connect(
+            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
+            topic=settings.input_topic,
+        )  # fmt: skip
+        try:
+            return await run_report(store, run_id, Console())
+        finally:
+            await store.close()
+
+    try:
+        ok = asyncio.run(main())
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+    raise typer.Exit(0 if ok else 1)
 
 
 def main() -> None:

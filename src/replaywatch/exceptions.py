@@ -4,8 +4,10 @@
 
     ReplaywatchError
     ├── TransientError          retry with backoff (a service is slow or down)
+    │   └── Fenced              another consumer moved our partition on: drop it, reload
     ├── BadRecordError          this record can never be processed: dead-letter it
-    │   └── InvalidJsonError    JSON text that does not parse, or NaN/Infinity
+    │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity
+    │   └── SnapshotTooDeep     nests deeper than the comparison can walk
     └── UsageError              misuse or configuration: fail fast, say what to do
         ├── ConfigError
         ├── IgnorePathError
@@ -27,12 +29,23 @@ class TransientError(ReplaywatchError):
     """A dependency failed in a way that may pass: retry with backoff."""
 
 
+class Fenced(TransientError):
+    """The stored offset of a partition is not where this consumer left it: another
+    member of the group owns the partition now. Drop its state and seek again."""
+
+
 class BadRecordError(ReplaywatchError):
     """A record that breaks the contract. It is dead-lettered, never retried."""
 
 
 class InvalidJsonError(BadRecordError):
     """JSON text that does not parse, or that holds NaN or Infinity."""
+
+
+class SnapshotTooDeep(BadRecordError):
+    """A snapshot nests deeper than the comparison can walk."""
+
+    reason = "too_deep"
 
 
 class UsageError(ReplaywatchError):

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, NamedTuple
 from replaywatch.compare import attestations, structure, usage
 from replaywatch.compare.canonical import Json, canonical_bytes, sha256_hex
 from replaywatch.compare.ignore import IgnoreRules
-from replaywatch.exceptions import ConfigError
+from replaywatch.exceptions import ConfigError, SnapshotTooDeep
 
 
 class Verdict(enum.StrEnum):
@@ -90,8 +90,7 @@ class CompareConfig:
         return cls(tokens_tolerance, cost_tolerance, IgnoreRules.compile(ignore), base)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One attempt of one step, as its event reports it (JSON already parsed).
 
     ``output_snapshot`` is None when the attempt carries none; ``tool_events`` is
@@ -105,6 +104,7 @@ class Attempt:
     tool_events: Json = ABSENT
     event_id: str = ""
     status: str = "succeeded"
+    occurred_at_ms: int = 0
 
 
 class PreparedAttempt(NamedTuple):
@@ -210,12 +210,18 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
     """
     rules = config.ignore
-    stripped, tokens, cost = structure.strip_usage(output_snapshot)
-    if rules.output:
-        stripped = structure.drop_ignored(stripped, rules.output)
-    tool_fp = None
-    if tool_events is not ABSENT:
-        tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools) if rules.tools else tool_events)
+    try:
+        stripped, tokens, cost = structure.strip_usage(output_snapshot)
+        if rules.output:
+            stripped = structure.drop_ignored(stripped, rules.output)
+        tool_fp = None
+        if tool_events is not ABSENT:
+            tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools) if rules.tools else tool_events)
+        structure_fp = _fingerprint(stripped)
+    except RecursionError:
+        raise SnapshotTooDeep(
+            f"attempt {attempt}: a snapshot or tool events nest too deeply to compare; flatten them"
+        ) from None
     return PreparedAttempt(
         attempt=attempt,
         output_snapshot=output_snapshot,
@@ -223,7 +229,7 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
         tokens=tokens,
         cost=cost,
         attestation_ids=attestations.extract(output_snapshot),
-        structure_fp=_fingerprint(stripped),
+        structure_fp=structure_fp,
         tool_fp=tool_fp,
     )
 

@@ -1,0 +1,197 @@
+"""Avro encode/decode of the contract in ``schemas/`` (fastavro).
+
+Input values are Avro binary of ``StepAttemptEvent`` v1, or the Confluent wire format
+(magic byte 0, a 4-byte big-endian schema id, then Avro binary) when the id is one the
+registry in ``schemas/registry.json`` knows. A plain Avro value can't start with byte 0:
+its first field is the event id, a non-empty string, whose length comes first.
+
+Every way a record can break the contract raises a ``BadRecordError`` subclass whose
+``reason`` is a short code for the dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import uuid
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar, NamedTuple
+
+import fastavro
+import orjson
+
+from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
+from replaywatch.exceptions import BadRecordError, InvalidJsonError
+
+
+class UndecodableRecord(BadRecordError):
+    reason: ClassVar[str] = "avro_decode"
+
+
+class UnknownSchemaId(BadRecordError):
+    reason: ClassVar[str] = "unknown_schema_id"
+
+
+class ContractViolation(BadRecordError):
+    reason: ClassVar[str] = "contract"
+
+
+def reason_of(exc: BadRecordError) -> str:
+    if isinstance(exc, InvalidJsonError):
+        return "invalid_json"
+    return getattr(exc, "reason", "bad_record")
+
+
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
+
+
+@cache
+def load_schema(name: str) -> Any:
+    """A schema from ``schemas/``, read with its logical types as their raw types: the
+    codec checks the uuid itself and keeps timestamps as epoch milliseconds, which is
+    what it needs (and converting to datetime and back would cost per record)."""
+    text = (resources.files("replaywatch.schemas") / name).read_text()
+    return fastavro.parse_schema(_without_logical_types(json.loads(text)))
+
+
+@cache
+def registry() -> dict[int, Any]:
+    doc = json.loads((resources.files("replaywatch.schemas") / "registry.json").read_text())
+    return {int(k): load_schema(v) for k, v in doc["ids"].items()}
+
+
+ATTEMPT_SCHEMA = "step_attempt.avsc"
+COMPARISON_SCHEMA = "replay_comparison.avsc"
+JSON_FIELDS = (
+    "spec_snapshot", "input_snapshot", "output_snapshot", "error_snapshot", "checkpoint",
+    "budget_snapshot", "guardrail_events", "tool_events", "artifacts",
+)  # fmt: skip
+_HEADER = struct.Struct(">bI")
+
+
+class AttemptRecord(NamedTuple):
+    """A decoded, validated input record: the engine's Attempt plus the record's key."""
+
+    attempt: Attempt
+    key: bytes | None
+
+
+def decode_attempt(value: bytes | None) -> Attempt:
+    """Decode and validate one input value. Raises BadRecordError on any breach."""
+    if not value:
+        raise UndecodableRecord("empty value: expected an Avro StepAttemptEvent")
+    reader = load_schema(ATTEMPT_SCHEMA)
+    writer = reader
+    buf = io.BytesIO(value)
+    if value[0] == 0:
+        if len(value) < 5:
+            raise UndecodableRecord("Confluent framing cut short: fewer than 5 bytes")
+        _, schema_id = _HEADER.unpack_from(value)
+        writer = registry().get(schema_id)
+        if writer is None:
+            raise UnknownSchemaId(f"Confluent schema id {schema_id} is unknown; known ids: {sorted(registry())}")
+        buf.seek(5)
+    try:
+        rec: dict[str, Any] = fastavro.schemaless_reader(buf, writer, None if writer is reader else reader)  # type: ignore[assignment]
+    except Exception as exc:  # fastavro raises many kinds on corrupt input
+        raise UndecodableRecord(f"not a StepAttemptEvent in Avro binary: {type(exc).__name__}: {exc}") from None
+    if buf.tell() != len(value):
+        raise UndecodableRecord(f"{len(value) - buf.tell()} trailing bytes after the Avro record")
+    return _validate(rec)
+
+
+def _validate(rec: dict[str, Any]) -> Attempt:
+    try:
+        uuid.UUID(rec["event_id"])
+    except ValueError:
+        raise ContractViolation(f"event_id {rec['event_id']!r} is not a UUID") from None
+    if rec["attempt"] < 0:
+        raise ContractViolation(f"attempt {rec['attempt']} is negative; attempts count from 0")
+    if not rec["run_id"] or not rec["step_id"]:
+        raise ContractViolation("run_id and step_id must not be empty")
+    parsed: dict[str, Any] = {}
+    for name in JSON_FIELDS:
+        text = rec[name]
+        if text is not None:
+            try:
+                parsed[name] = parse_json(text)
+            except InvalidJsonError as exc:
+                raise InvalidJsonError(f"{name}: {exc}") from None
+    tools = parsed.get("tool_events", ABSENT)
+    return Attempt(
+        run_id=rec["run_id"],
+        step_id=rec["step_id"],
+        attempt=rec["attempt"],
+        output_snapshot=parsed.get("output_snapshot"),
+        tool_events=tools,
+        event_id=rec["event_id"],
+        status=rec["status"],
+        occurred_at_ms=rec["occurred_at"],
+    )
+
+
+def encode_attempt(record: dict[str, Any], *, schema_id: int | None = None) -> bytes:
+    """Avro binary of a StepAttemptEvent (dict with the schema's fields; JSON fields as
+    text). With ``schema_id``, in the Confluent wire format."""
+    buf = io.BytesIO()
+    if schema_id is not None:
+        buf.write(_HEADER.pack(0, schema_id))
+    full = {name: None for name in JSON_FIELDS} | {"latency_ms": None, "provider": None, "provider_version": None}
+    fastavro.schemaless_writer(buf, load_schema(ATTEMPT_SCHEMA), full | record)
+    return buf.getvalue()
+
+
+def comparison_record(
+    c: Comparison, *, diff_uri: str | None, source: tuple[str, int, int], occurred_at_ms: int, detected_at_ms: int
+) -> dict[str, Any]:
+    return {
+        "event_id": c.event_id,
+        "verdict": c.verdict.value,
+        "run_id": c.run_id,
+        "step_id": c.step_id,
+        "baseline_attempt": c.baseline_attempt,
+        "current_attempt": c.current_attempt,
+        "token_delta": c.token_delta,
+        "cost_delta": c.cost_delta,
+        "tokens_within": c.tokens_within,
+        "cost_within": c.cost_within,
+        "structure_equal": c.structure_equal,
+        "tool_events_equal": c.tool_events_equal,
+        "tolerance_tokens": c.tolerance_tokens,
+        "tolerance_cost": c.tolerance_cost,
+        "missing_attestations": list(c.missing_attestations),
+        "unexpected_attestations": list(c.unexpected_attestations),
+        "diff_kind": c.diff.kind.value if c.diff else None,
+        "diff_sha256": c.diff.sha256 if c.diff else None,
+        "diff_uri": diff_uri,
+        "source_topic": source[0],
+        "source_partition": source[1],
+        "source_offset": source[2],
+        "occurred_at": occurred_at_ms,
+        "detected_at": detected_at_ms,
+    }
+
+
+def encode_comparison(record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, load_schema(COMPARISON_SCHEMA), record)
+    return buf.getvalue()
+
+
+def decode_comparison(value: bytes) -> dict[str, Any]:
+    rec: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+        io.BytesIO(value), load_schema(COMPARISON_SCHEMA), None
+    )
+    return rec
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a JSON-valued field."""
+    return orjson.dumps(value).decode()

@@ -1,0 +1,94 @@
+"""Settings: one frozen object, from ``REPLAYWATCH_*`` environment variables and flags.
+
+pydantic-settings reads and validates the environment (types, ranges) and gives one
+clear message per bad value; the CLI passes flags in as overrides. Secrets are
+``SecretStr`` so that they never print.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from replaywatch.compare import CompareConfig
+from replaywatch.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REPLAYWATCH_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    input_topic: str = Field("agent.step-attempts.v1", description="Topic of StepAttemptEvent records")
+    output_topic: str = Field("replaywatch.comparisons.v1", description="Topic for ReplayComparisonEvent records")
+    dlq_topic: str = Field(
+        "replaywatch.dead-letters.v1", description="Dead-letter topic for records that break the contract"
+    )
+    group_id: str = Field("replaywatch", description="Kafka consumer group id")
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where a new group starts")
+    postgres_dsn: SecretStr = Field(
+        SecretStr("postgresql://replaywatch@127.0.0.1:5432/replaywatch"), description="PostgreSQL DSN"
+    )
+    postgres_schema: str = Field("replaywatch", description="PostgreSQL schema for replaywatch's tables")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL (unset: AWS)")
+    s3_bucket: str = Field("replaywatch-diffs", description="Bucket for diff objects")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (unset: the AWS default chain)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key")
+    s3_concurrency: int = Field(16, ge=1, le=256, description="S3 puts in flight at once")
+    tokens_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative token tolerance (0.01 = 1%)")
+    cost_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative cost tolerance")
+    ignore_paths: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Ignore paths (JSON array, or comma-separated)"
+    )
+    comparison_base: Literal["first", "previous"] = Field(
+        "first", description="Compare with the first or previous attempt"
+    )
+    partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
+    batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
+    cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+
+    @field_validator("ignore_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return ()
+            if text.startswith("["):
+                return tuple(json.loads(text))
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return value
+
+    def compare_config(self) -> CompareConfig:
+        return CompareConfig.build(self.tokens_tolerance, self.cost_tolerance, self.ignore_paths, self.comparison_base)
+
+    @property
+    def publisher_group(self) -> str:
+        """The group under which the outbox publisher commits its progress, atomically
+        with the events it publishes."""
+        return f"{self.group_id}.outbox"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with non-None ``overrides`` (flags) on top.
+
+    Raises ConfigError naming each bad setting and its variable.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(**given)  # type: ignore[arg-type]
+        settings.compare_config()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"REPLAYWATCH_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"bad settings: {problems}") from None
+    except (SettingsError, ValueError) as exc:
+        raise ConfigError(f"bad settings: {exc}") from None
+    return settings

@@ -1,0 +1,400 @@
+"""The streaming pipeline, wired in one place. Per batch:
+
+    poll -> decode -> load projections -> compare -> store diffs -> dead letters
+         -> one PostgreSQL statement (projections, outbox, offsets) -> wake the publisher
+
+PostgreSQL is the commit point: the batch's projections, its outgoing events (the
+outbox) and each partition's next offset are written together, or not at all. On
+assignment the consumer seeks to the offsets stored there; the outbox publisher
+(``stream.publisher``) moves events to the output topic in Kafka transactions. A record
+that breaks the contract is dead-lettered before its offset is committed, so every
+input offset is either processed or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from replaywatch import codec, telemetry
+from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.config import Settings
+from replaywatch.exceptions import BadRecordError, Fenced, TransientError
+from replaywatch.projection import StepProjection, apply
+from replaywatch.store.artifacts import S3Artifacts
+from replaywatch.store.postgres import BatchCommit, ComparisonRow, OutboxRow, PostgresStore, StepKey
+from replaywatch.stream.deadletter import DeadLetters
+from replaywatch.stream.kafka_errors import translate_errors
+from replaywatch.stream.publisher import OutboxPublisher
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SHUTDOWN_SECONDS = 8.0
+
+
+class StepCache:
+    """Committed step projections of the partitions this consumer owns (LRU, bounded)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[StepKey, tuple[int, StepProjection]] = OrderedDict()
+
+    def get(self, key: StepKey) -> StepProjection | None:
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        self._items.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: StepKey, partition: int, proj: StepProjection) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = (partition, proj)
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        for key in [k for k, (p, _) in self._items.items() if p in partitions]:
+            del self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class BatchResult:
+    """The pure outcome of a batch: new projections, comparisons, bad records."""
+
+    projections: dict[StepKey, tuple[int, StepProjection]] = field(default_factory=dict)
+    emitted: list[tuple[Any, Attempt, Comparison]] = field(default_factory=list)
+    bad: list[tuple[Any, BadRecordError]] = field(default_factory=list)
+
+
+def decode_records(records: Iterable[Any]) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
+    """(decoded records in order, records that break the contract). Pure."""
+    good: list[tuple[Any, Attempt]] = []
+    bad: list[tuple[Any, BadRecordError]] = []
+    for record in records:
+        try:
+            good.append((record, codec.decode_attempt(record.value)))
+        except BadRecordError as exc:
+            bad.append((record, exc))
+    return good, bad
+
+
+def apply_records(
+    decoded: Iterable[tuple[Any, Attempt]], known: dict[StepKey, StepProjection], config: CompareConfig
+) -> BatchResult:
+    """Apply decoded attempts in order to the committed projections ``known``. Pure."""
+    out = BatchResult()
+    work: dict[StepKey, StepProjection] = {}
+    for record, attempt in decoded:
+        key = (attempt.run_id, attempt.step_id)
+        proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
+        try:
+            proj, comparisons = apply(proj, attempt, config)
+        except BadRecordError as exc:  # e.g. a snapshot nested too deeply to compare
+            out.bad.append((record, exc))
+            continue
+        work[key] = proj
+        out.projections[key] = (record.partition, proj)
+        for c in comparisons:
+            out.emitted.append((record, attempt, c))
+    return out
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._p = pipeline
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._p.revoked({tp.partition for tp in revoked if tp.topic == self._p.s.input_topic})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._p.assigned({tp.partition for tp in assigned if tp.topic == self._p.s.input_topic})
+
+
+class Pipeline:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.config = settings.compare_config()
+        self.cache = StepCache(settings.cache_steps)
+        self._lock = asyncio.Lock()
+        self._positions: dict[int, int | None] = {}
+        self._consumer: AIOKafkaConsumer
+        self._store: PostgresStore
+        self._artifacts: S3Artifacts
+        self._dlq: DeadLetters
+        self._publisher: OutboxPublisher
+        self._s3_slots = asyncio.Semaphore(settings.s3_concurrency)
+        self.processed = 0
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.s
+        async with AsyncExitStack() as stack:
+            self._store = await _retry(
+                lambda: PostgresStore.connect(
+                    s.postgres_dsn.get_secret_value(),
+                    schema=s.postgres_schema,
+                    group_id=s.group_id,
+                    topic=s.input_topic,
+                ),
+                "connect to PostgreSQL",
+                stop,
+            )
+            stack.push_async_callback(self._store.close)
+            await self._store.migrate()
+            self._artifacts = await stack.enter_async_context(
+                S3Artifacts.open(
+                    bucket=s.s3_bucket,
+                    endpoint=s.s3_endpoint,
+                    region=s.s3_region,
+                    access_key_id=s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
+                    secret_access_key=s.s3_secret_access_key.get_secret_value() if s.s3_secret_access_key else None,
+                )
+            )
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+            async with translate_errors("connect admin"):
+                await admin.start()
+            stack.push_async_callback(admin.close)
+            await ensure_topics(admin, s)
+
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.kafka_bootstrap,
+                enable_idempotence=True,
+                acks="all",
+                max_request_size=MAX_MESSAGE_BYTES,
+            )
+            async with translate_errors("start dead-letter producer"):
+                await producer.start()
+            stack.push_async_callback(lambda: asyncio.shield(producer.stop()))
+            self._dlq = DeadLetters(producer, s.dlq_topic)
+
+            self._publisher = OutboxPublisher(
+                store=self._store,
+                admin=admin,
+                bootstrap=s.kafka_bootstrap,
+                input_topic=s.input_topic,
+                output_topic=s.output_topic,
+                group_id=s.group_id,
+                progress_group=s.publisher_group,
+            )
+            stack.push_async_callback(self._publisher.close)
+
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.kafka_bootstrap,
+                group_id=s.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=s.auto_offset_reset,
+                isolation_level="read_committed",
+                max_poll_interval_ms=600_000,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=2_000,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            )
+            async with translate_errors("start consumer"):
+                await self._consumer.start()
+            stack.push_async_callback(lambda: asyncio.shield(self._consumer.stop()))
+            self._consumer.subscribe([s.input_topic], listener=_Listener(self))
+            logger.info("replaywatch consuming %s as group %s", s.input_topic, s.group_id)
+            self.ready.set()
+
+            while not stop.is_set():
+                batch = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms, max_records=s.batch_size)
+                if batch:
+                    await self._handle(batch, stop)
+            # Shutdown: no batch is in flight here; publish what is committed, then leave.
+            drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))
+            logger.info(
+                "replaywatch stopping: %d records processed, outbox %s",
+                self.processed,
+                "drained" if drained else "left for the next owner",
+            )
+
+    # -- rebalance ---------------------------------------------------------------------------------------------
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Let the batch in flight finish (the lock), then forget these partitions."""
+        async with self._lock:
+            for p in partitions:
+                self._positions.pop(p, None)
+            self.cache.drop_partitions(partitions)
+        await self._publisher.revoke(partitions)
+        if partitions:
+            logger.info("partitions revoked: %s", sorted(partitions))
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Resume each partition from the offset stored in PostgreSQL."""
+        stored = await _retry(lambda: self._store.load_offsets(partitions), "load offsets", None)
+        async with self._lock:
+            for p in partitions:
+                self._positions[p] = stored.get(p)
+                if p in stored:
+                    self._consumer.seek(TopicPartition(self.s.input_topic, p), stored[p])
+        self._publisher.assign(partitions)
+        if partitions:
+            logger.info("partitions assigned: %s (stored offsets %s)", sorted(partitions), stored)
+
+    # -- one batch ---------------------------------------------------------------------------------------------
+
+    async def _handle(self, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event) -> None:
+        delay = 0.1
+        deadline: float | None = None
+        paused = False
+        try:
+            while True:
+                try:
+                    async with self._lock:
+                        owned = {tp: recs for tp, recs in batch.items() if tp.partition in self._positions}
+                        if owned:
+                            await self._process(owned)
+                    return
+                except Fenced as exc:
+                    logger.warning("%s; reloading the partitions of this batch", exc)
+                    await self._reload({tp.partition for tp in batch})
+                    return
+                except TransientError as exc:
+                    if stop.is_set():
+                        deadline = deadline or time.monotonic() + 5.0
+                        if time.monotonic() > deadline:
+                            logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc)
+                            return
+                    if not paused:
+                        self._consumer.pause(*self._consumer.assignment())
+                        paused = True
+                    telemetry.RETRIES.add(1)
+                    logger.warning("%s; retrying the batch in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            if paused:
+                self._consumer.resume(*self._consumer.assignment())
+
+    async def _reload(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self.cache.drop_partitions(partitions)
+            stored = await self._store.load_offsets(partitions)
+            for p in partitions:
+                if p in self._positions:
+                    self._positions[p] = stored.get(p)
+                    if p in stored:
+                        self._consumer.seek(TopicPartition(self.s.input_topic, p), stored[p])
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        records = [r for recs in batch.values() for r in recs]
+        # 1. decode (pure)
+        decoded, bad = decode_records(records)
+        # 2. load the committed projections this batch needs (one query for the cache misses)
+        keys = {(a.run_id, a.step_id) for _, a in decoded}
+        known = {k: p for k in keys if (p := self.cache.get(k)) is not None}
+        missing = [k for k in keys if k not in known]
+        known.update(await self._store.load_projections(missing, self.config))
+        # 3. compare (pure)
+        result = apply_records(decoded, known, self.config)
+        result.bad[:0] = bad
+        # 4. diffs to S3, before anything refers to them
+        uris = await self._store_diffs(result.emitted)
+        # 5. dead letters, acknowledged before their offsets are committed
+        await self._dlq.send(result.bad)
+        # 6. one statement: offsets (fenced), projections, outbox, comparisons
+        detected = int(time.time() * 1000)
+        commit = BatchCommit(
+            offsets={tp.partition: (self._positions[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
+            projections={k: p for k, (_, p) in result.projections.items()},
+        )
+        for record, attempt, c in result.emitted:
+            uri = uris.get(c.diff.sha256) if c.diff else None
+            value = codec.encode_comparison(
+                codec.comparison_record(
+                    c,
+                    diff_uri=uri,
+                    source=(record.topic, record.partition, record.offset),
+                    occurred_at_ms=attempt.occurred_at_ms,
+                    detected_at_ms=detected,
+                )
+            )
+            commit.outbox.append(
+                OutboxRow(record.partition, record.offset, c.event_id, c.run_id.encode(), value, c.verdict.value)
+            )
+            commit.comparisons.append(
+                ComparisonRow(
+                    c.run_id,
+                    c.step_id,
+                    c.baseline_attempt,
+                    c.current_attempt,
+                    c.token_delta,
+                    c.cost_delta,
+                    c.diff.kind.value if c.diff else None,
+                    c.diff.sha256 if c.diff else None,
+                    uri,
+                    detected,
+                )
+            )
+        await self._store.commit_batch(commit)
+        # 7. committed: remember it, and let the publisher go
+        for tp, recs in batch.items():
+            self._positions[tp.partition] = recs[-1].offset + 1
+        for k, (partition, proj) in result.projections.items():
+            self.cache.put(k, partition, proj)
+        self._publisher.wake({tp.partition for tp in batch})
+        self.processed += len(records)
+        telemetry.record_batch(
+            len(records),
+            len(result.bad),
+            [c.verdict.value for _, _, c in result.emitted],
+            time.perf_counter() - started,
+        )
+
+    async def _store_diffs(self, emitted: list[tuple[Any, Attempt, Comparison]]) -> dict[str, str]:
+        diffs = {c.diff.sha256: c for _, _, c in emitted if c.diff is not None}
+
+        async def put(c: Comparison) -> tuple[str, str]:
+            assert c.diff is not None
+            async with self._s3_slots:
+                return c.diff.sha256, await self._artifacts.put(c.diff, c.run_id, c.step_id)
+
+        return dict(await asyncio.gather(*(put(c) for c in diffs.values())))
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, s: Settings) -> None:
+    """Create the input, output and dead-letter topics when missing."""
+    async with translate_errors("list topics"):
+        existing = set(await admin.list_topics())
+    wanted = [t for t in (s.input_topic, s.output_topic, s.dlq_topic) if t not in existing]
+    if not wanted:
+        return
+    config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    async with translate_errors("create topics"):
+        with contextlib.suppress(Exception):
+            await admin.create_topics([NewTopic(t, s.partitions, 1, topic_configs=config) for t in wanted])
+    logger.info("created topics %s with %d partitions", wanted, s.partitions)
+
+
+async def _retry(fn: Any, what: str, stop: asyncio.Event | None) -> Any:
+    delay = 0.2
+    while True:
+        try:
+            return await fn()
+        except TransientError as exc:
+            if stop is not None and stop.is_set():
+                raise
+            logger.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

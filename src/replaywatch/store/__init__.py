@@ -1,0 +1,1 @@
+"""Adapters to storage: PostgreSQL (projections, offsets, outbox) and artifacts (S3)."""

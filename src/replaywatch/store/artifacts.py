@@ -1,0 +1,121 @@
+"""Diff objects in S3 (aioboto3), content-addressed by sha256.
+
+Key ``sha256/<2 hex>/<2 hex>/<full hex>``, content type application/json, metadata
+kind, run_id and step_id. Putting a sha that already exists is a no-op (a HEAD finds
+it first), so a retried batch writes nothing twice. botocore's errors are translated
+here into ``TransientError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replaywatch.compare import Diff
+from replaywatch.exceptions import ConfigError, TransientError
+
+logger = logging.getLogger(__name__)
+
+
+def object_key(sha256: str) -> str:
+    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+class S3Artifacts:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._s3 = client
+        self.bucket = bucket
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        *,
+        bucket: str,
+        endpoint: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        create_bucket: bool = True,
+    ) -> AsyncIterator[S3Artifacts]:
+        session = aioboto3.Session()
+        config = Config(
+            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=15, max_pool_connections=64
+        )
+        async with session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=config,
+        ) as client:
+            store = cls(client, bucket)
+            if create_bucket:
+                await store.ensure_bucket()
+            yield store
+
+    async def ensure_bucket(self) -> None:
+        try:
+            await self._s3.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                try:
+                    await self._s3.create_bucket(Bucket=self.bucket)
+                except ClientError as exc2:
+                    raise ConfigError(f"cannot create bucket {self.bucket!r}: {exc2}") from None
+            elif _status(exc) == 403:
+                raise ConfigError(f"no access to bucket {self.bucket!r}; check the S3 credentials") from None
+            else:
+                raise TransientError(f"S3 head_bucket failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise TransientError(f"S3 unreachable: {exc}") from exc
+
+    def uri(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{object_key(sha256)}"
+
+    async def exists(self, sha256: str) -> bool:
+        try:
+            await self._s3.head_object(Bucket=self.bucket, Key=object_key(sha256))
+            return True
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise TransientError(f"S3 head_object failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise TransientError(f"S3 unreachable: {exc}") from exc
+
+    async def put(self, diff: Diff, run_id: str, step_id: str) -> str:
+        """Store the diff unless its sha is there already; return its s3:// URI."""
+        if await self.exists(diff.sha256):
+            return self.uri(diff.sha256)
+        try:
+            await self._s3.put_object(
+                Bucket=self.bucket,
+                Key=object_key(diff.sha256),
+                Body=diff.body,
+                ContentType="application/json",
+                Metadata={"kind": diff.kind.value, "run_id": run_id[:512], "step_id": step_id[:512]},
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise TransientError(f"S3 put_object failed: {exc}") from exc
+        return self.uri(diff.sha256)
+
+    async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
+        """(body, head) of a diff object; for tests and tools."""
+        try:
+            got = await self._s3.get_object(Bucket=self.bucket, Key=object_key(sha256))
+            body: bytes = await got["Body"].read()
+            return body, {"ContentType": got["ContentType"], "Metadata": got["Metadata"]}
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise TransientError(f"S3 get_object failed: {exc}") from exc

@@ -1,0 +1,124 @@
+"""Database migrations: numbered, idempotent, applied in order under an advisory lock.
+
+``{schema}`` is replaced by the quoted schema name.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE IF NOT EXISTS {schema}.step_projection (
+    run_id          text        NOT NULL,
+    step_id         text        NOT NULL,
+    base_attempt    int,
+    current_attempt int,
+    max_attempt     int         NOT NULL,
+    last_status     text,
+    last_verdict    text,
+    comparisons     int         NOT NULL DEFAULT 0,
+    base            json,        -- {"attempt", "output_snapshot", "tool_events"?}: text kept as sent
+    current         json,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, step_id)
+);
+
+-- The consumer's next offset per input partition: the commit point of the pipeline.
+CREATE TABLE IF NOT EXISTS {schema}.consumer_offset (
+    group_id    text   NOT NULL,
+    topic       text   NOT NULL,
+    partition   int    NOT NULL,
+    next_offset bigint NOT NULL,
+    PRIMARY KEY (group_id, topic, partition)
+);
+
+-- Events waiting to be published, keyed by the input record that caused them.
+CREATE TABLE IF NOT EXISTS {schema}.outbox (
+    group_id      text   NOT NULL,
+    topic         text   NOT NULL,
+    partition     int    NOT NULL,
+    source_offset bigint NOT NULL,
+    event_id      uuid   NOT NULL,
+    key           bytea,
+    value         bytea  NOT NULL,
+    verdict       text   NOT NULL,
+    PRIMARY KEY (group_id, topic, partition, source_offset)
+);
+
+-- Every comparison made, for `replaywatch report`.
+CREATE TABLE IF NOT EXISTS {schema}.comparison (
+    event_id         uuid        PRIMARY KEY,
+    run_id           text        NOT NULL,
+    step_id          text        NOT NULL,
+    baseline_attempt int         NOT NULL,
+    current_attempt  int         NOT NULL,
+    verdict          text        NOT NULL,
+    token_delta      double precision,
+    cost_delta       double precision,
+    diff_kind        text,
+    diff_sha256      text,
+    diff_uri         text,
+    detected_at      timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS comparison_run ON {schema}.comparison (run_id, step_id);
+
+-- One batch, one statement: advance each partition's offset only from the position
+-- the caller holds (a fence against a consumer that lost its partitions), then write
+-- projections, outbox rows and comparisons. Any failure rolls all of it back.
+CREATE OR REPLACE FUNCTION {schema}.commit_batch(
+    p_group text, p_topic text,
+    o_partition int[], o_expected bigint[], o_next bigint[],
+    s_run text[], s_step text[], s_base_attempt int[], s_current_attempt int[], s_max int[],
+    s_status text[], s_verdict text[], s_comparisons int[], s_base json[], s_current json[],
+    e_partition int[], e_offset bigint[], e_event uuid[], e_key bytea[], e_value bytea[], e_verdict text[],
+    c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
+    c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    n int;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(o_partition, 1), 0) LOOP
+        IF o_expected[i] IS NULL THEN
+            INSERT INTO {schema}.consumer_offset VALUES (p_group, p_topic, o_partition[i], o_next[i])
+            ON CONFLICT DO NOTHING;
+        ELSE
+            UPDATE {schema}.consumer_offset SET next_offset = o_next[i]
+            WHERE group_id = p_group AND topic = p_topic AND partition = o_partition[i]
+              AND next_offset = o_expected[i];
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'replaywatch_fenced: partition % of % moved on', o_partition[i], p_topic
+                USING ERRCODE = 'RW001';
+        END IF;
+    END LOOP;
+
+    INSERT INTO {schema}.step_projection AS p
+        (run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict,
+         comparisons, base, current, updated_at)
+    SELECT r, s, ba, ca, m, st, v, c, b, cu, now()
+    FROM unnest(s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict,
+                s_comparisons, s_base, s_current) AS t(r, s, ba, ca, m, st, v, c, b, cu)
+    ON CONFLICT (run_id, step_id) DO UPDATE SET
+        base_attempt = excluded.base_attempt, current_attempt = excluded.current_attempt,
+        max_attempt = excluded.max_attempt, last_status = excluded.last_status,
+        last_verdict = excluded.last_verdict, comparisons = excluded.comparisons,
+        base = excluded.base, current = excluded.current, updated_at = now();
+
+    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
+    SELECT p_group, p_topic, pa, so, ev, k, va, ve
+    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict) AS t(pa, so, ev, k, va, ve)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO {schema}.comparison
+    SELECT ev, r, s, b, cu, ve, tk, co, k, sh, u, d
+    FROM unnest(e_event, c_run, c_step, c_base, c_current, e_verdict, c_token, c_cost, c_kind, c_sha,
+                c_uri, c_detected) AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d)
+    ON CONFLICT (event_id) DO NOTHING;
+END;
+$$;
+""",
+    ),
+)

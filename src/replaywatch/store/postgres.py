@@ -1,0 +1,272 @@
+"""PostgreSQL: step projections, the consumer's offsets and the outbox (asyncpg).
+
+The pipeline's commit point. ``commit_batch`` writes one batch in one statement (a
+server-side function, so one round trip): offsets advance only from the position this
+consumer holds, so a consumer that lost its partitions cannot commit over the new
+owner (``Fenced``). asyncpg's errors are translated here: connection trouble becomes
+``TransientError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
+from replaywatch.compare.engine import Verdict
+from replaywatch.exceptions import ConfigError, Fenced, TransientError
+from replaywatch.projection import StepProjection
+from replaywatch.store.migrations import MIGRATIONS
+
+logger = logging.getLogger(__name__)
+
+StepKey = tuple[str, str]
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass
+class OutboxRow:
+    partition: int
+    source_offset: int
+    event_id: str
+    key: bytes | None
+    value: bytes
+    verdict: str
+
+
+@dataclass
+class ComparisonRow:
+    """What ``report`` and the history keep of one comparison."""
+
+    run_id: str
+    step_id: str
+    baseline_attempt: int
+    current_attempt: int
+    token_delta: float | None
+    cost_delta: float | None
+    diff_kind: str | None
+    diff_sha256: str | None
+    diff_uri: str | None
+    detected_at_ms: int
+
+
+@dataclass
+class BatchCommit:
+    """Everything one batch writes, in one statement."""
+
+    offsets: dict[int, tuple[int | None, int]] = field(default_factory=dict)
+    """partition -> (offset this consumer holds, or None if never stored; next offset)"""
+    projections: dict[StepKey, StepProjection] = field(default_factory=dict)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    comparisons: list[ComparisonRow] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def translate_errors(what: str) -> AsyncIterator[None]:
+    """asyncpg and socket errors -> TransientError (retry); fencing -> Fenced."""
+    try:
+        yield
+    except asyncpg.RaiseError as exc:
+        if exc.sqlstate == "RW001":
+            raise Fenced(str(exc)) from None
+        raise
+    except (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+        asyncpg.SerializationError,
+        asyncpg.DeadlockDetectedError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError,
+        TimeoutError,
+    ) as exc:
+        raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _attempt_json(p: PreparedAttempt | None) -> str | None:
+    if p is None:
+        return None
+    doc: dict[str, Any] = {"attempt": p.attempt, "output_snapshot": p.output_snapshot}
+    if p.tool_events is not ABSENT:
+        doc["tool_events"] = p.tool_events
+    return orjson.dumps(doc).decode()
+
+
+def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | None:
+    if text is None:
+        return None
+    doc = orjson.loads(text)
+    return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config)
+
+
+class PostgresStore:
+    def __init__(self, pool: asyncpg.Pool, schema: str, group_id: str, topic: str) -> None:
+        self._pool = pool
+        self.schema = schema
+        self._q = f'"{schema}"'
+        self.group_id = group_id
+        self.topic = topic
+
+    @classmethod
+    async def connect(cls, dsn: str, *, schema: str, group_id: str, topic: str, pool_size: int = 4) -> PostgresStore:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigError(f"postgres schema {schema!r} must be a plain lower-case identifier")
+        async with translate_errors("connect"):
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, command_timeout=60)
+        return cls(pool, schema, group_id, topic)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet applied; return their versions. Idempotent."""
+        q = self._q
+        applied: list[int] = []
+        async with translate_errors("migrate"), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"replaywatch-migrate-{self.schema}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q}.schema_migrations "
+                "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {q}.schema_migrations")}
+            for version, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.execute(sql.replace("{schema}", q))
+                await conn.execute(f"INSERT INTO {q}.schema_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+        return applied
+
+    async def load_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
+        async with translate_errors("load offsets"):
+            rows = await self._pool.fetch(
+                f"SELECT partition, next_offset FROM {self._q}.consumer_offset "
+                "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+                self.group_id,
+                self.topic,
+                list(partitions),
+            )
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def load_projections(self, keys: Sequence[StepKey], config: CompareConfig) -> dict[StepKey, StepProjection]:
+        if not keys:
+            return {}
+        async with translate_errors("load projections"):
+            rows = await self._pool.fetch(
+                f"SELECT p.* FROM {self._q}.step_projection p "
+                "JOIN unnest($1::text[], $2::text[]) AS k(r, s) ON p.run_id = k.r AND p.step_id = k.s",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+        out: dict[StepKey, StepProjection] = {}
+        for r in rows:
+            out[(r["run_id"], r["step_id"])] = StepProjection(
+                run_id=r["run_id"],
+                step_id=r["step_id"],
+                base=_attempt_from(r["base"], config),
+                current=_attempt_from(r["current"], config),
+                max_attempt=r["max_attempt"],
+                last_status=r["last_status"],
+                last_verdict=Verdict(r["last_verdict"]) if r["last_verdict"] else None,
+                comparisons=r["comparisons"],
+            )
+        return out
+
+    async def commit_batch(self, batch: BatchCommit) -> None:
+        offs = sorted(batch.offsets.items())
+        projs = list(batch.projections.values())
+        ob = batch.outbox
+        cs = batch.comparisons
+        async with translate_errors("commit"):
+            await self._pool.execute(
+                f"SELECT {self._q}.commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+                " $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+                self.group_id,
+                self.topic,
+                [p for p, _ in offs],
+                [o[0] for _, o in offs],
+                [o[1] for _, o in offs],
+                [p.run_id for p in projs],
+                [p.step_id for p in projs],
+                [p.base.attempt if p.base else None for p in projs],
+                [p.current.attempt if p.current else None for p in projs],
+                [p.max_attempt for p in projs],
+                [p.last_status for p in projs],
+                [p.last_verdict.value if p.last_verdict else None for p in projs],
+                [p.comparisons for p in projs],
+                [_attempt_json(p.base) for p in projs],
+                [_attempt_json(p.current) for p in projs],
+                [o.partition for o in ob],
+                [o.source_offset for o in ob],
+                [o.event_id for o in ob],
+                [o.key for o in ob],
+                [o.value for o in ob],
+                [o.verdict for o in ob],
+                [c.run_id for c in cs],
+                [c.step_id for c in cs],
+                [c.baseline_attempt for c in cs],
+                [c.current_attempt for c in cs],
+                [c.token_delta for c in cs],
+                [c.cost_delta for c in cs],
+                [c.diff_kind for c in cs],
+                [c.diff_sha256 for c in cs],
+                [c.diff_uri for c in cs],
+                [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in cs],
+            )
+
+    async def outbox_fetch(self, partition: int, limit: int) -> list[OutboxRow]:
+        async with translate_errors("outbox fetch"):
+            rows = await self._pool.fetch(
+                f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict "
+                f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
+                "ORDER BY source_offset LIMIT $4",
+                self.group_id,
+                self.topic,
+                partition,
+                limit,
+            )
+        return [OutboxRow(**dict(r)) for r in rows]
+
+    async def outbox_delete_before(self, partition: int, offset: int) -> None:
+        """Delete outbox rows of ``partition`` with source offset < ``offset``."""
+        async with translate_errors("outbox delete"):
+            await self._pool.execute(
+                f"DELETE FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
+                "AND source_offset < $4",
+                self.group_id,
+                self.topic,
+                partition,
+                offset,
+            )
+
+    async def outbox_size(self) -> int:
+        async with translate_errors("outbox size"):
+            n = await self._pool.fetchval(
+                f"SELECT count(*) FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2", self.group_id, self.topic
+            )
+        return int(n)
+
+    async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """(step projections of the run, its comparisons in order)."""
+        async with translate_errors("report"):
+            steps = await self._pool.fetch(
+                f"SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict, "
+                f"comparisons FROM {self._q}.step_projection WHERE run_id = $1 ORDER BY step_id",
+                run_id,
+            )
+            comps = await self._pool.fetch(
+                f"SELECT * FROM {self._q}.comparison WHERE run_id = $1 ORDER BY step_id, detected_at, current_attempt",
+                run_id,
+            )
+        return steps, comps

@@ -1,0 +1,1 @@
+"""Kafka adapters: the outbox publisher and the dead-letter sink."""

@@ -1,0 +1,68 @@
+"""The dead-letter topic: records that break the contract, unchanged, with headers
+that say what was wrong and where they came from."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+
+from replaywatch.codec import reason_of
+from replaywatch.exceptions import BadRecordError
+from replaywatch.stream.kafka_errors import translate_errors
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_LEN = 1000
+
+
+def headers_for(record: Any, error: BadRecordError, *, omitted: bool = False) -> list[tuple[str, bytes]]:
+    headers = [
+        ("replaywatch.error", type(error).__name__.encode()),
+        ("replaywatch.reason", reason_of(error).encode()),
+        ("replaywatch.message", str(error)[:MAX_MESSAGE_LEN].encode("utf-8", "replace")),
+        ("replaywatch.source.topic", record.topic.encode()),
+        ("replaywatch.source.partition", str(record.partition).encode()),
+        ("replaywatch.source.offset", str(record.offset).encode()),
+    ]
+    if omitted:
+        headers.append(("replaywatch.value_omitted", b"too large for the dead-letter topic"))
+    return headers + [(k, v) for k, v in (record.headers or ()) if not k.startswith("replaywatch.")]
+
+
+class DeadLetters:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self.topic = topic
+        self.count = 0
+
+    async def send(self, items: Sequence[tuple[Any, BadRecordError]]) -> None:
+        """Send every bad record and wait until the broker has them all."""
+        if not items:
+            return
+        async with translate_errors("dead-letter"):
+            futures = []
+            for record, error in items:
+                logger.warning(
+                    "dead-lettered %s[%d]@%d: %s (%s)",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    reason_of(error),
+                    str(error)[:200],
+                )
+                try:
+                    fut = await self._producer.send(
+                        self.topic, record.value, key=record.key, headers=headers_for(record, error)
+                    )
+                except MessageSizeTooLargeError:
+                    fut = await self._producer.send(
+                        self.topic, None, key=record.key, headers=headers_for(record, error, omitted=True)
+                    )
+                futures.append(fut)
+            await asyncio.gather(*futures)
+        self.count += len(items)

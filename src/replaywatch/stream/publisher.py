@@ -1,0 +1,141 @@
+"""The outbox publisher: PostgreSQL's outbox -> the output topic, exactly once.
+
+One transactional producer per input partition this consumer owns, with the
+transactional id ``{group}.outbox.{input_topic}.{partition}``: the next owner of a
+partition fences the last one. Each Kafka transaction carries the events *and* the
+publisher's progress (the input offset after the last event published), committed as
+the offset of the input partition under the group ``{group}.outbox``. After any
+crash the new owner reads that progress, deletes what was already published from the
+outbox and publishes the rest, so a ``read_committed`` reader sees each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from replaywatch.exceptions import Fenced, TransientError
+from replaywatch.store.postgres import PostgresStore
+from replaywatch.stream.kafka_errors import translate_errors
+
+logger = logging.getLogger(__name__)
+
+BATCH = 2000
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        *,
+        store: PostgresStore,
+        admin: AIOKafkaAdminClient,
+        bootstrap: str,
+        input_topic: str,
+        output_topic: str,
+        group_id: str,
+        progress_group: str,
+    ) -> None:
+        self._store = store
+        self._admin = admin
+        self._bootstrap = bootstrap
+        self._input = input_topic
+        self._output = output_topic
+        self._group = group_id
+        self._progress_group = progress_group
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._idle: dict[int, asyncio.Event] = {}
+        self.published = 0
+
+    def assign(self, partitions: set[int]) -> None:
+        for p in partitions - self._tasks.keys():
+            self._wake[p] = asyncio.Event()
+            self._idle[p] = asyncio.Event()
+            self._wake[p].set()
+            self._tasks[p] = asyncio.create_task(self._run(p), name=f"publisher-{p}")
+
+    async def revoke(self, partitions: set[int]) -> None:
+        tasks = [self._tasks.pop(p) for p in partitions if p in self._tasks]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in partitions:
+            self._wake.pop(p, None)
+            self._idle.pop(p, None)
+
+    def wake(self, partitions: set[int]) -> None:
+        for p in partitions:
+            if p in self._wake:
+                self._idle[p].clear()
+                self._wake[p].set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every owned partition's outbox is drained; False on timeout."""
+        self.wake(set(self._tasks))
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(e.wait() for e in self._idle.values()))
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        await self.revoke(set(self._tasks))
+
+    async def _progress(self, partition: int) -> int | None:
+        tp = TopicPartition(self._input, partition)
+        async with translate_errors("read publisher progress"):
+            offsets = await self._admin.list_consumer_group_offsets(self._progress_group, partitions=[tp])
+        meta = offsets.get(tp)
+        return None if meta is None or meta.offset < 0 else int(meta.offset)
+
+    async def _run(self, partition: int) -> None:
+        delay = 0.2
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                transactional_id=f"{self._group}.outbox.{self._input}.{partition}",
+                acks="all",
+                linger_ms=5,
+                max_batch_size=1 << 20,
+            )
+            try:
+                async with translate_errors("start publisher"):
+                    await producer.start()
+                done = await self._progress(partition)
+                if done is not None:
+                    await self._store.outbox_delete_before(partition, done)
+                await self._drain(partition, producer)
+            except (TransientError, Fenced) as exc:
+                logger.warning("publisher for partition %d: %s; retrying in %.1fs", partition, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(producer.stop())
+
+    async def _drain(self, partition: int, producer: AIOKafkaProducer) -> None:
+        wake, idle = self._wake[partition], self._idle[partition]
+        tp = TopicPartition(self._input, partition)
+        while True:
+            rows = await self._store.outbox_fetch(partition, BATCH)
+            if not rows:
+                idle.set()
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await wake.wait()
+                continue
+            upto = rows[-1].source_offset + 1
+            # 1. events and progress in one Kafka transaction
+            async with translate_errors("publish"), producer.transaction():
+                for r in rows:
+                    await producer.send(self._output, r.value, key=r.key, headers=[("verdict", r.verdict.encode())])
+                await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
+            self.published += len(rows)
+            # 2. only then forget them; a crash before this is mended by _progress()
+            await self._store.outbox_delete_before(partition, upto)
