@@ -141,6 +141,8 @@ class Pipeline:
         self._s3_slots = asyncio.Semaphore(settings.s3_concurrency)
         self.processed = 0
         self.ready = asyncio.Event()
+        self._assignment_done = asyncio.Event()
+        self._kafka_commits: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -218,6 +220,7 @@ class Pipeline:
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms, max_records=s.batch_size)
                 if batch:
+                    logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
                     await self._handle(batch, stop)
             # Shutdown: no batch is in flight here; publish what is committed, then leave.
             drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))
@@ -227,10 +230,15 @@ class Pipeline:
                 "drained" if drained else "left for the next owner",
             )
 
+    @property
+    def owned_partitions(self) -> set[int]:
+        return set(self._positions) if self._assignment_done.is_set() else set()
+
     # -- rebalance ---------------------------------------------------------------------------------------------
 
     async def revoked(self, partitions: set[int]) -> None:
         """Let the batch in flight finish (the lock), then forget these partitions."""
+        self._assignment_done.clear()
         async with self._lock:
             for p in partitions:
                 self._positions.pop(p, None)
@@ -248,12 +256,33 @@ class Pipeline:
                 if p in stored:
                     self._consumer.seek(TopicPartition(self.s.input_topic, p), stored[p])
         self._publisher.assign(partitions)
+        self._assignment_done.set()
         if partitions:
             logger.info("partitions assigned: %s (stored offsets %s)", sorted(partitions), stored)
 
     # -- one batch ---------------------------------------------------------------------------------------------
 
+    def _owned(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """The records of ``batch`` this consumer owns and has not committed yet.
+
+        aiokafka may hand out records fetched before ``assigned`` sought to the stored
+        offset. Those start at the offset committed to Kafka, which never passes the one
+        stored in PostgreSQL (it is committed after it), so dropping what lies below the
+        stored offset leaves exactly the records that follow it.
+        """
+        owned = {}
+        for tp, recs in batch.items():
+            if tp.partition not in self._positions:
+                continue
+            start = self._positions[tp.partition]
+            if start is not None and recs[0].offset < start:
+                recs = [r for r in recs if r.offset >= start]
+            if recs:
+                owned[tp] = recs
+        return owned
+
     async def _handle(self, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event) -> None:
+        await self._assignment_done.wait()
         delay = 0.1
         deadline: float | None = None
         paused = False
@@ -261,7 +290,7 @@ class Pipeline:
             while True:
                 try:
                     async with self._lock:
-                        owned = {tp: recs for tp, recs in batch.items() if tp.partition in self._positions}
+                        owned = self._owned(batch)
                         if owned:
                             await self._process(owned)
                     return
@@ -348,9 +377,11 @@ class Pipeline:
                 )
             )
         await self._store.commit_batch(commit)
-        # 7. committed: remember it, and let the publisher go
+        # 7. committed: remember it, tell Kafka's group (for lag tools, and so that a
+        #    restart's first fetch starts near here), and let the publisher go
         for tp, recs in batch.items():
             self._positions[tp.partition] = recs[-1].offset + 1
+        self._commit_to_kafka({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
         for k, (partition, proj) in result.projections.items():
             self.cache.put(k, partition, proj)
         self._publisher.wake({tp.partition for tp in batch})
@@ -361,6 +392,15 @@ class Pipeline:
             [c.verdict.value for _, _, c in result.emitted],
             time.perf_counter() - started,
         )
+
+    def _commit_to_kafka(self, offsets: dict[TopicPartition, int]) -> None:
+        async def commit() -> None:
+            with contextlib.suppress(Exception):  # advisory only: PostgreSQL holds the truth
+                await self._consumer.commit(offsets)
+
+        task = asyncio.create_task(commit())
+        self._kafka_commits.add(task)
+        task.add_done_callback(self._kafka_commits.discard)
 
     async def _store_diffs(self, emitted: list[tuple[Any, Attempt, Comparison]]) -> dict[str, str]:
         diffs = {c.diff.sha256: c for _, _, c in emitted if c.diff is not None}

@@ -1,0 +1,185 @@
+"""Helpers for the streaming tests: settings for one test, the pipeline in-process or
+as a subprocess, and readers of the output and dead-letter topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from replaywatch import codec
+from replaywatch.config import Settings, load_settings
+from replaywatch.pipeline import Pipeline
+from tests.conftest import Endpoints
+
+
+@dataclass
+class Lane:
+    """One test's topics, group, schema and bucket, and the settings that name them."""
+
+    endpoints: Endpoints
+    schema: str
+    bucket: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    partitions: int = 4
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        e = self.endpoints
+        env = {
+            "REPLAYWATCH_KAFKA_BOOTSTRAP": e.kafka_bootstrap,
+            "REPLAYWATCH_POSTGRES_DSN": e.postgres_dsn,
+            "REPLAYWATCH_POSTGRES_SCHEMA": self.schema,
+            "REPLAYWATCH_S3_ENDPOINT": e.s3_endpoint,
+            "REPLAYWATCH_S3_ACCESS_KEY_ID": e.s3_access_key_id,
+            "REPLAYWATCH_S3_SECRET_ACCESS_KEY": e.s3_secret_access_key,
+            "REPLAYWATCH_S3_REGION": e.s3_region,
+            "REPLAYWATCH_S3_BUCKET": self.bucket,
+            "REPLAYWATCH_INPUT_TOPIC": f"in-{self.tag}",
+            "REPLAYWATCH_OUTPUT_TOPIC": f"out-{self.tag}",
+            "REPLAYWATCH_DLQ_TOPIC": f"dlq-{self.tag}",
+            "REPLAYWATCH_GROUP_ID": f"g-{self.tag}",
+            "REPLAYWATCH_PARTITIONS": str(self.partitions),
+            "REPLAYWATCH_BATCH_TIMEOUT_MS": "20",
+        }
+        env.update({f"REPLAYWATCH_{k.upper()}": str(v) for k, v in self.extra.items()})
+        return env
+
+    def settings(self) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env)
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    async def create_topics(self) -> None:
+        s = self.settings()
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(t, self.partitions, 1) for t in (s.input_topic, s.output_topic, s.dlq_topic)]
+            )
+        finally:
+            await admin.close()
+
+    async def send(self, events: list[dict[str, Any]] | list[bytes], key: bytes | None = None) -> None:
+        s = self.settings()
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, enable_idempotence=True, linger_ms=5)
+        await producer.start()
+        try:
+            for ev in events:
+                if isinstance(ev, bytes):
+                    await producer.send(s.input_topic, ev, key=key or b"poison")
+                else:
+                    await producer.send(s.input_topic, codec.encode_attempt(ev), key=ev["run_id"].encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def read(self, topic: str, *, want: int, timeout: float = 60.0, settle: float = 1.0) -> list[Any]:
+        """Read ``topic`` (read_committed) from the start until ``want`` records, then a
+        little longer (``settle`` s) to catch any extra ones."""
+        s = self.settings()
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=s.kafka_bootstrap, isolation_level="read_committed",
+            auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+        )  # fmt: skip
+        await consumer.start()
+        out: list[Any] = []
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            settle_until: float | None = None
+            while loop.time() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                for msgs in batch.values():
+                    out.extend(msgs)
+                if len(out) >= want:
+                    settle_until = settle_until or loop.time() + settle
+                    if loop.time() >= settle_until:
+                        break
+        finally:
+            await consumer.stop()
+        return out
+
+    async def outputs(self, *, want: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        msgs = await self.read(self.settings().output_topic, want=want, timeout=timeout)
+        return [codec.decode_comparison(m.value) | {"_headers": dict(m.headers)} for m in msgs]
+
+    async def projections(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        conn = await asyncpg.connect(self.endpoints.postgres_dsn)
+        try:
+            rows = await conn.fetch(
+                f'SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_verdict '
+                f'FROM "{self.schema}".step_projection'
+            )
+        finally:
+            await conn.close()
+        return {(r["run_id"], r["step_id"]): (r["base_attempt"], r["current_attempt"], r["max_attempt"],
+                                              r["last_verdict"]) for r in rows}  # fmt: skip
+
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[Pipeline]:
+        """The pipeline in this process, stopped (as by SIGTERM) on exit."""
+        p = Pipeline(self.settings())
+        stop = asyncio.Event()
+        task = asyncio.create_task(p.run(stop))
+        ready = asyncio.create_task(p.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        try:
+            yield p
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """``replaywatch run`` as a subprocess."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "replaywatch", "run"],
+            env={**os.environ, **self.env, "REPLAYWATCH_LOG_LEVEL": "INFO"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+
+def stop_proc(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:
+    """Signal the process; return (exit code, seconds it took)."""
+    import time
+
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    code = proc.wait(timeout)
+    return code, time.monotonic() - t0
+
+
+def oracle_projection(events: list[dict[str, Any]], config: Any) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """What one clean pass gives for each step: (base, current, max attempt, verdict)."""
+    from replaywatch.projection import StepProjection, apply
+
+    state: dict[tuple[str, str], StepProjection] = {}
+    for ev in events:
+        a = codec.decode_attempt(codec.encode_attempt(ev))
+        key = (a.run_id, a.step_id)
+        state[key] = apply(state.get(key) or StepProjection.empty(*key), a, config)[0]
+    return {
+        k: (p.base.attempt if p.base else None, p.current.attempt if p.current else None, p.max_attempt,
+            p.last_verdict.value if p.last_verdict else None)
+        for k, p in state.items()
+    }  # fmt: skip
