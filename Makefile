@@ -67,6 +67,9 @@ test-unit: $(STAMP)
 test-integration: deps $(STAMP)
 	$(call with_stack,$(BIN)/pytest tests/integration $(PYTEST_ARGS))
 
+demo: deps $(STAMP)
+	bash scripts/demo.sh
+
 stack-up: deps $(STAMP)
 	$(RW) devstack up
 	@$(RW) devstack env

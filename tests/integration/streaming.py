@@ -125,7 +125,7 @@ class Lane:
         conn = await asyncpg.connect(self.endpoints.postgres_dsn)
         try:
             rows = await conn.fetch(
-                f'SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_verdict '
+                f"SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_verdict "
                 f'FROM "{self.schema}".step_projection'
             )
         finally:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make demo`: the real pipeline end to end on the local stack.
+# Stack up (unless REPLAYWATCH_KAFKA_BOOTSTRAP is given), migrations, the consumer,
+# a synthetic fleet, a live tail until every expected comparison is in, a report and a
+# summary, then the consumer and the stack are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RW=${RW:-.venv/bin/replaywatch}
+RUNS=${DEMO_RUNS:-40}
+tag=$(date +%s)-$$
+work=$(mktemp -d)
+started=""
+consumer=""
+
+cleanup() {
+  if [ -n "$consumer" ] && kill -0 "$consumer" 2>/dev/null; then
+    kill -TERM "$consumer"
+    wait "$consumer" || true
+  fi
+  if [ -n "$started" ]; then "$RW" devstack down --purge; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "${REPLAYWATCH_KAFKA_BOOTSTRAP:-}" ]; then
+  export REPLAYWATCH_DEVSTACK_DIR=${REPLAYWATCH_DEVSTACK_DIR:-${TMPDIR:-/tmp}/replaywatch-demo}
+  "$RW" devstack up
+  eval "$("$RW" devstack env)"
+  started=1
+fi
+export REPLAYWATCH_INPUT_TOPIC=demo.step-attempts.$tag
+export REPLAYWATCH_OUTPUT_TOPIC=demo.comparisons.$tag
+export REPLAYWATCH_DLQ_TOPIC=demo.dead-letters.$tag
+export REPLAYWATCH_GROUP_ID=demo-$tag
+export REPLAYWATCH_S3_BUCKET=${REPLAYWATCH_S3_BUCKET:-replaywatch-demo}
+export REPLAYWATCH_TOKENS_TOLERANCE=${REPLAYWATCH_TOKENS_TOLERANCE:-0.01}
+export REPLAYWATCH_COST_TOLERANCE=${REPLAYWATCH_COST_TOLERANCE:-0.01}
+
+"$RW" migrate
+"$RW" run 2> "$work/consumer.log" &
+consumer=$!
+"$RW" produce-demo --runs "$RUNS" --steps 4 --attempts 3 --no-snapshot 0.02 --expect-file "$work/expected.json" \
+  | tee "$work/produced.txt"
+expected=$("${PYTHON:-.venv/bin/python}" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/expected.json")
+t0=$(date +%s%N)
+"$RW" tail --until "$expected" --timeout 120
+t1=$(date +%s%N)
+"$RW" report --run run-7-000000 || true
+kill -TERM "$consumer"
+wait "$consumer"
+consumer=""
+echo
+echo "demo summary: $(cat "$work/produced.txt")"
+echo "demo summary: all $expected expected comparisons published in $(( (t1 - t0) / 1000000 )) ms; consumer stopped cleanly"
+grep -E "stopping|ERROR" "$work/consumer.log" | tail -2 || true

@@ -1,0 +1,37 @@
+"""`make demo`'s script, against this session's stack, ends with its summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Endpoints
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_script_runs_end_to_end(endpoints: Endpoints) -> None:
+    env = {
+        **os.environ,
+        "REPLAYWATCH_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        "REPLAYWATCH_POSTGRES_DSN": endpoints.postgres_dsn,
+        "REPLAYWATCH_S3_ENDPOINT": endpoints.s3_endpoint,
+        "REPLAYWATCH_S3_ACCESS_KEY_ID": endpoints.s3_access_key_id,
+        "REPLAYWATCH_S3_SECRET_ACCESS_KEY": endpoints.s3_secret_access_key,
+        "REPLAYWATCH_S3_REGION": endpoints.s3_region,
+        "REPLAYWATCH_POSTGRES_SCHEMA": "demo_test",
+        "RW": str(Path(sys.executable).parent / "replaywatch"),
+        "PYTHON": sys.executable,
+        "DEMO_RUNS": "10",
+    }
+    res = subprocess.run(["bash", str(ROOT / "scripts/demo.sh")], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = [line for line in res.stdout.splitlines() if line.startswith("demo summary:")]
+    assert len(summary) == 2, res.stdout[-3000:]
+    assert "expected comparisons published" in summary[1]
