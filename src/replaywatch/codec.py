@@ -74,6 +74,8 @@ JSON_FIELDS = (
     "budget_snapshot", "guardrail_events", "tool_events", "artifacts",
 )  # fmt: skip
 _HEADER = struct.Struct(">bI")
+MAX_ATTEMPT = 2**31 - 1
+MAX_ID_LEN = 1024
 
 
 class AttemptRecord(NamedTuple):
@@ -112,10 +114,14 @@ def _validate(rec: dict[str, Any]) -> Attempt:
         uuid.UUID(rec["event_id"])
     except ValueError:
         raise ContractViolation(f"event_id {rec['event_id']!r} is not a UUID") from None
-    if rec["attempt"] < 0:
-        raise ContractViolation(f"attempt {rec['attempt']} is negative; attempts count from 0")
-    if not rec["run_id"] or not rec["step_id"]:
-        raise ContractViolation("run_id and step_id must not be empty")
+    if not 0 <= rec["attempt"] <= MAX_ATTEMPT:
+        raise ContractViolation(f"attempt {rec['attempt']} is out of range; attempts count from 0 to {MAX_ATTEMPT}")
+    for name in ("run_id", "step_id"):
+        value = rec[name]
+        if not value or len(value) > MAX_ID_LEN or "\x00" in value:
+            raise ContractViolation(
+                f"{name} must be 1 to {MAX_ID_LEN} characters without NUL, got {len(value)} characters"
+            )
     parsed: dict[str, Any] = {}
     for name in JSON_FIELDS:
         text = rec[name]

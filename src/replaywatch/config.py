@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         "replaywatch.dead-letters.v1", description="Dead-letter topic for records that break the contract"
     )
     group_id: str = Field("replaywatch", description="Kafka consumer group id")
+    instance_id: str | None = Field(
+        None, description="Static group membership id: a restarted instance takes its partitions back at once"
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Where a new group starts")
     postgres_dsn: SecretStr = Field(
         SecretStr("postgresql://replaywatch@127.0.0.1:5432/replaywatch"), description="PostgreSQL DSN"
@@ -50,7 +53,8 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
-    cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory")
+    cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
+    cache_mb: int = Field(256, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
     @field_validator("ignore_paths", mode="before")

@@ -43,12 +43,24 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SHUTDOWN_SECONDS = 8.0
 
 
-class StepCache:
-    """Committed step projections of the partitions this consumer owns (LRU, bounded)."""
+def _weight(proj: StepProjection) -> int:
+    """Roughly the bytes a projection holds: its attempts' canonical forms."""
+    n = 200
+    for p in (proj.base, proj.current):
+        if p is not None:
+            n += 2 * len(p.structure_fp) + (len(p.tool_fp) if p.tool_fp else 0)
+    return n
 
-    def __init__(self, capacity: int) -> None:
+
+class StepCache:
+    """Committed step projections of the partitions this consumer owns: an LRU bounded
+    by count and by bytes, so a few huge snapshots cannot grow memory without bound."""
+
+    def __init__(self, capacity: int, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[StepKey, tuple[int, StepProjection]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[StepKey, tuple[int, StepProjection, int]] = OrderedDict()
 
     def get(self, key: StepKey) -> StepProjection | None:
         hit = self._items.get(key)
@@ -60,14 +72,22 @@ class StepCache:
     def put(self, key: StepKey, partition: int, proj: StepProjection) -> None:
         if self.capacity <= 0:
             return
-        self._items[key] = (partition, proj)
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        self._remove(key)
+        weight = _weight(proj)
+        self._items[key] = (partition, proj, weight)
+        self.bytes += weight
+        while self._items and (len(self._items) > self.capacity or self.bytes > self.max_bytes):
+            _, (_, _, w) = self._items.popitem(last=False)
+            self.bytes -= w
+
+    def _remove(self, key: StepKey) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
 
     def drop_partitions(self, partitions: set[int]) -> None:
-        for key in [k for k, (p, _) in self._items.items() if p in partitions]:
-            del self._items[key]
+        for key in [k for k, (p, _, _) in self._items.items() if p in partitions]:
+            self._remove(key)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -130,7 +150,7 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.config = settings.compare_config()
-        self.cache = StepCache(settings.cache_steps)
+        self.cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)
         self._lock = asyncio.Lock()
         self._positions: dict[int, int | None] = {}
         self._consumer: AIOKafkaConsumer

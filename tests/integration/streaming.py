@@ -71,15 +71,20 @@ class Lane:
         admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
         await admin.start()
         try:
+            config = {"max.message.bytes": str(16 * 1024 * 1024)}
             await admin.create_topics(
-                [NewTopic(t, self.partitions, 1) for t in (s.input_topic, s.output_topic, s.dlq_topic)]
+                [
+                    NewTopic(t, self.partitions, 1, topic_configs=config)
+                    for t in (s.input_topic, s.output_topic, s.dlq_topic)
+                ]
             )
         finally:
             await admin.close()
 
     async def send(self, events: list[dict[str, Any]] | list[bytes], key: bytes | None = None) -> None:
         s = self.settings()
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, enable_idempotence=True, linger_ms=5)
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, enable_idempotence=True, linger_ms=5,
+                                    max_request_size=16 * 1024 * 1024)  # fmt: skip
         await producer.start()
         try:
             for ev in events:

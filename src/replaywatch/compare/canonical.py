@@ -32,6 +32,12 @@ def parse_json(text: str | bytes) -> Json:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        at = text[exc.pos : exc.pos + 4]
+        if at[:3] in ("NaN", "Inf", b"NaN", b"Inf") or at in ("-Inf", b"-Inf"):
+            raise InvalidJsonError(
+                f"JSON holds NaN or Infinity at character {exc.pos}, which JSON does not allow; "
+                "send null or a finite number"
+            ) from None
         raise InvalidJsonError(f"JSON text does not parse: {exc}") from None
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aioboto3
 from botocore.config import Config
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 def object_key(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _ascii(value: str) -> str:
+    """S3 metadata is US-ASCII and 2 KB in all: ids are percent-encoded and cut."""
+    return quote(value, safe="-_.:/@ ")[:600]
 
 
 def _status(exc: ClientError) -> int:
@@ -105,7 +111,7 @@ class S3Artifacts:
                 Key=object_key(diff.sha256),
                 Body=diff.body,
                 ContentType="application/json",
-                Metadata={"kind": diff.kind.value, "run_id": run_id[:512], "step_id": step_id[:512]},
+                Metadata={"kind": diff.kind.value, "run_id": _ascii(run_id), "step_id": _ascii(step_id)},
             )
         except (ClientError, BotoCoreError, OSError) as exc:
             raise TransientError(f"S3 put_object failed: {exc}") from exc
