@@ -61,6 +61,11 @@ endef
 test: deps $(STAMP) lint typecheck
 	$(call with_stack,$(BIN)/pytest tests -m "not slow_faults" $(PYTEST_ARGS))
 
+# The long fault and fuzz suite: 50,000 events, 20+ SIGKILLs, Kafka and PostgreSQL
+# restarts, S3 stopped for 20 s, 10,000 fuzzed records. Reports in /tmp/replaywatch-*-report.md.
+test-faults: deps $(STAMP)
+	$(call with_stack,$(BIN)/pytest tests/faults -m slow_faults -s $(PYTEST_ARGS))
+
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 

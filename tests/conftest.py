@@ -121,7 +121,12 @@ async def pg_schema(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
     conn = await asyncpg.connect(endpoints.postgres_dsn)
     try:
         await conn.execute(f'CREATE SCHEMA "{name}"')
-        yield name
+    finally:
+        await conn.close()
+    yield name
+    # a new connection: the test may have restarted PostgreSQL
+    conn = await asyncpg.connect(endpoints.postgres_dsn)
+    try:
         await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
     finally:
         await conn.close()

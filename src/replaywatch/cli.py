@@ -113,11 +113,33 @@ def _settings(**overrides: object) -> Settings:
         fail(str(exc))
 
 
+class _OncePer:
+    """A log filter that lets the same message through once per ``seconds``: a broker
+    outage makes aiokafka log the same connection error many times a second."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.seconds:
+            return False
+        self._last[key] = now
+        return True
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    for name in ("aiokafka", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OncePer(10.0))
 
 
 @app.command()

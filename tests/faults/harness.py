@@ -57,6 +57,7 @@ class FaultRun:
         self.bad_sent = 0
         self.t0 = time.monotonic()
         self.log_path = f"/tmp/replaywatch-faults-{lane.tag}.log"
+        self._killing = False
 
     # -- the consumer process ------------------------------------------------------------------
 
@@ -69,18 +70,24 @@ class FaultRun:
 
     def check_alive(self) -> None:
         """A consumer that exited by itself is a crash; count it and start another."""
-        if self.proc is not None and self.proc.poll() is not None:
+        if not self._killing and self.proc is not None and self.proc.poll() is not None:
             self.crashes += 1
             self.spawn()
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.spawn()
+        self._killing = True
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(self.proc.wait)
+            self.spawn()
+        finally:
+            self._killing = False
 
     def stop(self) -> int:
+        """SIGTERM, as at the end of the run: an expected exit, not a crash."""
         assert self.proc is not None
+        self._killing = True
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
 

@@ -75,7 +75,7 @@ async def run_plan(plan: Plan, endpoints: Endpoints, stack: Stack, pg_schema: st
         for at, name in schedule:
             await asyncio.sleep(max(0.0, start + at - loop.time()))
             if name == "SIGKILL consumer":
-                await run.fault(name, lambda: asyncio.to_thread(run.kill))
+                await run.fault(name, run.kill)
             elif name.startswith("stop S3"):
                 await run.fault(name, lambda: run.pause_s3(plan.s3_pause))
             else:
