@@ -367,6 +367,7 @@ class Pipeline:
         commit = BatchCommit(
             offsets={tp.partition: (self._positions[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
             projections={k: p for k, (_, p) in result.projections.items()},
+            previous=known,
         )
         for record, attempt, c in result.emitted:
             uri = uris.get(c.diff.sha256) if c.diff else None

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {schema}.comparison (
 );
 CREATE INDEX IF NOT EXISTS comparison_run ON {schema}.comparison (run_id, step_id);
 
--- One batch, one statement: advance each partition's offset only from the position
+-- One batch, one statement (base/current null: unchanged): advance each partition's offset only from the position
 -- the caller holds (a fence against a consumer that lost its partitions), then write
 -- projections, outbox rows and comparisons. Any failure rolls all of it back.
 CREATE OR REPLACE FUNCTION {schema}.commit_batch(
@@ -105,7 +105,8 @@ BEGIN
         base_attempt = excluded.base_attempt, current_attempt = excluded.current_attempt,
         max_attempt = excluded.max_attempt, last_status = excluded.last_status,
         last_verdict = excluded.last_verdict, comparisons = excluded.comparisons,
-        base = excluded.base, current = excluded.current, updated_at = now();
+        base = coalesce(excluded.base, p.base), current = coalesce(excluded.current, p.current),
+        updated_at = now();
 
     INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
     SELECT p_group, p_topic, pa, so, ev, k, va, ve

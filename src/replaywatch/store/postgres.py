@@ -65,6 +65,9 @@ class BatchCommit:
     offsets: dict[int, tuple[int | None, int]] = field(default_factory=dict)
     """partition -> (offset this consumer holds, or None if never stored; next offset)"""
     projections: dict[StepKey, StepProjection] = field(default_factory=dict)
+    previous: dict[StepKey, StepProjection] = field(default_factory=dict)
+    """The committed projections the batch started from: an attempt that did not change
+    is not sent again (its snapshot is the bulk of a row)."""
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
 
@@ -186,6 +189,11 @@ class PostgresStore:
     async def commit_batch(self, batch: BatchCommit) -> None:
         offs = sorted(batch.offsets.items())
         projs = list(batch.projections.values())
+        before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
+
+        def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
+            return None if old is not None and new is not None and old.attempt == new.attempt else _attempt_json(new)
+
         ob = batch.outbox
         cs = batch.comparisons
         async with translate_errors("commit"):
@@ -205,8 +213,8 @@ class PostgresStore:
                 [p.last_status for p in projs],
                 [p.last_verdict.value if p.last_verdict else None for p in projs],
                 [p.comparisons for p in projs],
-                [_attempt_json(p.base) for p in projs],
-                [_attempt_json(p.current) for p in projs],
+                [changed(p.base, b.base if b else None) for p, b in zip(projs, before, strict=True)],
+                [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
                 [o.partition for o in ob],
                 [o.source_offset for o in ob],
                 [o.event_id for o in ob],

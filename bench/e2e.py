@@ -1,0 +1,337 @@
+"""End-to-end benchmark: replaywatch vs. the same job in Quix Streams, on the local stack.
+
+1. N synthetic attempt events (default 200,000; ~1 KB snapshots; 8 partitions; 90% within
+   tolerance, 7% drift, 2% tool-event and 1% attestation divergence; 2% duplicates, 5%
+   out of order) are produced up front.
+2. Each system runs from empty state until every expected comparison is on its output
+   topic: events/s, CPU seconds per 1,000 events, peak RSS.
+3. A latency run at a fixed rate (default half of replaywatch's measured maximum):
+   p50/p99/max of detected_at minus produce time.
+4. replaywatch again with 2 consumer processes in one group.
+5. The peer (bench/peers/quix_job.py) in at-least-once and exactly-once modes.
+6. Ceilings: aiokafka consume-only of the input topic, and Avro decode-only.
+
+Results: bench/results/e2e-<time>.{json,md,png}. Usage: python bench/e2e.py [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from replaywatch import codec, demo
+from replaywatch.config import load_settings
+from replaywatch.devstack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    def __init__(self, env: dict[str, str], partitions: int) -> None:
+        self.env = env
+        self.partitions = partitions
+        self.bootstrap = env["REPLAYWATCH_KAFKA_BOOTSTRAP"]
+
+    async def create(self, *topics: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, self.partitions, 1) for t in topics])
+        finally:
+            await admin.close()
+
+    async def produce(self, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+        p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
+        await p.start()
+        t0 = time.perf_counter()
+        try:
+            for key, value in records:
+                await p.send(topic, value, key=key)
+            await p.flush()
+        finally:
+            await p.stop()
+        return time.perf_counter() - t0
+
+    async def consume_only(self, topic: str, n: int) -> float:
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)  # fmt: skip
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(self.partitions)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            got, t0 = 0, time.perf_counter()
+            while got < n:
+                batch = await c.getmany(timeout_ms=500, max_records=10_000)
+                got += sum(len(v) for v in batch.values())
+            return n / (time.perf_counter() - t0)
+        finally:
+            await c.stop()
+
+    def system_env(self, tag: str, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.env, "REPLAYWATCH_INPUT_TOPIC": f"bench-in-{tag}",
+                "REPLAYWATCH_OUTPUT_TOPIC": f"bench-out-{tag}", "REPLAYWATCH_DLQ_TOPIC": f"bench-dlq-{tag}",
+                "REPLAYWATCH_GROUP_ID": f"bench-{tag}", "REPLAYWATCH_POSTGRES_SCHEMA": f"bench_{tag}",
+                "REPLAYWATCH_S3_BUCKET": f"bench-{tag}", "REPLAYWATCH_LOG_LEVEL": "WARNING", **extra}  # fmt: skip
+
+    async def run_system(self, name: str, argv: list[str], env: dict[str, str], out_topic: str, want: int,
+                         processes: int = 1, timeout: float = 900) -> dict[str, Any]:  # fmt: skip
+        """Start the system, wait until ``want`` distinct events are on ``out_topic``."""
+        c = AIOKafkaConsumer(out_topic, bootstrap_servers=self.bootstrap, isolation_level="read_committed",
+                             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)  # fmt: skip
+        await c.start()
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=open(f"/tmp/bench-{name}-{i}.log", "wb"))  # noqa: SIM115
+                 for i in range(processes)]  # fmt: skip
+        t0 = time.perf_counter()
+        ids: set[str] = set()
+        raw = 0
+        first = None
+        try:
+            while len(ids) < want:
+                if time.perf_counter() - t0 > timeout:
+                    raise TimeoutError(f"{name}: {len(ids)}/{want} events after {timeout}s")
+                for p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{name} exited with {p.returncode}; see /tmp/bench-{name}-*.log")
+                batch = await c.getmany(timeout_ms=200, max_records=20_000)
+                for msgs in batch.values():
+                    for m in msgs:
+                        raw += 1
+                        ids.add(codec.decode_comparison(m.value)["event_id"])
+                if first is None and ids:
+                    first = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            cpu = sum(cpu_seconds(p.pid) for p in procs)
+            rss = max(peak_rss_mb(p.pid) for p in procs)
+        finally:
+            await c.stop()
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        return {"seconds": elapsed, "first_output_s": first, "cpu_s": cpu, "peak_rss_mb": rss,
+                "events_out": len(ids), "raw_out": raw}  # fmt: skip
+
+
+def fleet(n: int, seed: int) -> list[dict[str, Any]]:
+    runs = max(1, round(n / (4 * 3 * 1.02)))
+    spec = demo.FleetSpec(runs=runs, steps=4, attempts=3, drift=0.07, tool_divergence=0.02,
+                          attestation_divergence=0.01, duplicates=0.02, out_of_order=0.05, snapshot_bytes=1000,
+                          seed=seed)  # fmt: skip
+    return demo.synthetic_fleet(spec)
+
+
+async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[str, Any]:
+    env = b.system_env(tag)
+    in_topic, out_topic = env["REPLAYWATCH_INPUT_TOPIC"], env["REPLAYWATCH_OUTPUT_TOPIC"]
+    await b.create(in_topic, out_topic, env["REPLAYWATCH_DLQ_TOPIC"])
+    proc = subprocess.Popen([sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(f"/tmp/bench-latency-{tag}.log", "wb"))  # noqa: SIM115  # fmt: skip
+    await asyncio.sleep(4)  # joined and assigned
+    events = fleet(int(rate * seconds) + 100, seed=99)
+    producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=2, acks=1)
+    await producer.start()
+    reader = AIOKafkaConsumer(out_topic, bootstrap_servers=b.bootstrap, isolation_level="read_committed",
+                              auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)  # fmt: skip
+    await reader.start()
+    lat: list[float] = []
+
+    async def read() -> None:
+        while True:
+            batch = await reader.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                for m in msgs:
+                    ev = codec.decode_comparison(m.value)
+                    lat.append(ev["detected_at"] - ev["occurred_at"])
+
+    task = asyncio.create_task(read())
+    sent = 0
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds and sent < len(events):
+            due = int((time.perf_counter() - t0) * rate)
+            while sent < due and sent < len(events):
+                ev = events[sent] | {"occurred_at": int(time.time() * 1000)}
+                await producer.send(in_topic, codec.encode_attempt(ev), key=ev["run_id"].encode())
+                sent += 1
+            await asyncio.sleep(0.005)
+        await producer.flush()
+        await asyncio.sleep(3)
+    finally:
+        task.cancel()
+        await producer.stop()
+        await reader.stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    lat.sort()
+    q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [0.0] * 99
+    return {"rate": rate, "sent": sent, "comparisons": len(lat), "p50_ms": q[49], "p99_ms": q[98],
+            "max_ms": lat[-1] if lat else None}  # fmt: skip
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+
+    stack = None
+    if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
+        env = {k: v for k, v in os.environ.items() if k.startswith("REPLAYWATCH_")}
+    else:
+        stack = Stack(Path(os.environ.get("REPLAYWATCH_DEVSTACK_DIR", "/tmp/replaywatch-bench")))
+        print("starting the local stack ...", flush=True)
+        stack.start()
+        env = stack.env()
+    b = Bench(env, args.partitions)
+    tag = uuid.uuid4().hex[:6]
+    results: dict[str, Any] = {"events": args.events, "partitions": args.partitions, "cpus": os.cpu_count()}
+    try:
+        print(f"generating {args.events} events ...", flush=True)
+        events = fleet(args.events, seed=5)
+        records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
+        config = load_settings().compare_config()
+        expected = demo.expected_comparisons(events, config)
+        results["events"] = len(records)
+        results["expected_comparisons"] = len(expected)
+        results["mean_value_bytes"] = sum(len(v) for _, v in records) / len(records)
+        source = f"bench-src-{tag}"
+        await b.create(source)
+        results["produce_s"] = await b.produce(source, records)
+        print(f"produced {len(records)} events in {results['produce_s']:.1f}s", flush=True)
+
+        # ceilings
+        results["ceiling_consume_eps"] = await b.consume_only(source, len(records))
+        t0 = time.perf_counter()
+        for _, v in records:
+            codec.decode_attempt(v)
+        results["ceiling_decode_eps"] = len(records) / (time.perf_counter() - t0)
+        both = 1 / (1 / results["ceiling_consume_eps"] + 1 / results["ceiling_decode_eps"])
+        results["ceiling_consume_decode_eps"] = both
+        ceil_c, ceil_d = results["ceiling_consume_eps"], results["ceiling_decode_eps"]
+        print(f"ceilings: consume {ceil_c:,.0f}/s, decode {ceil_d:,.0f}/s", flush=True)
+
+        async def system(name: str, argv: list[str], processes: int = 1, **extra: str) -> dict[str, Any]:
+            t = f"{tag}{name.replace('-', '')}"
+            e = b.system_env(t, **extra)
+            await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
+            await b.produce(e["REPLAYWATCH_INPUT_TOPIC"], records)
+            print(f"running {name} ...", flush=True)
+            r = await b.run_system(name, argv, e, e["REPLAYWATCH_OUTPUT_TOPIC"], len(expected), processes)
+            r["events_per_s"] = len(records) / r["seconds"]
+            r["cpu_s_per_1000"] = r["cpu_s"] / len(records) * 1000
+            print(f"  {name}: {r['events_per_s']:,.0f} events/s, {r['cpu_s_per_1000']:.3f} CPU s/1000, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+            return r
+
+        rw = [sys.executable, "-m", "replaywatch", "run"]
+        results["replaywatch"] = await system("replaywatch", rw)
+        results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
+        rate = results["replaywatch"]["events_per_s"] / 2
+        print(f"latency run at {rate:,.0f} events/s ...", flush=True)
+        results["latency"] = await latency_run(b, rate, args.latency_seconds, f"{tag}lat")
+        if not args.skip_peer:
+            quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
+            results["quix_alo"] = await system("quix-alo", quix, QUIX_GUARANTEE="at-least-once",
+                                               QUIX_STATE_DIR=f"/tmp/quix-{tag}-alo")  # fmt: skip
+            results["quix_eos"] = await system("quix-eos", quix, QUIX_GUARANTEE="exactly-once",
+                                               QUIX_STATE_DIR=f"/tmp/quix-{tag}-eos")  # fmt: skip
+    finally:
+        if stack is not None:
+            stack.purge()
+    write(results, args.out)
+
+
+def write(r: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"e2e-{stamp}.json").write_text(json.dumps(r, indent=2))
+    rw = r["replaywatch"]
+    rows = ["| system | events/s | CPU s / 1000 events | peak RSS MB | vs replaywatch (events/s) |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for key, label in (
+        ("replaywatch", "replaywatch, 1 process"),
+        ("replaywatch_2proc", "replaywatch, 2 processes"),
+        ("quix_alo", "Quix Streams, at-least-once"),
+        ("quix_eos", "Quix Streams, exactly-once"),
+    ):
+        if key in r:
+            s = r[key]
+            rows.append(f"| {label} | {s['events_per_s']:,.0f} | {s['cpu_s_per_1000']:.3f} | {s['peak_rss_mb']:.0f} | "
+                        f"{rw['events_per_s'] / s['events_per_s']:.2f}x |")  # fmt: skip
+    lat = r["latency"]
+    lines = [f"# replaywatch end-to-end benchmark ({r['events']:,} events, {r['partitions']} partitions, "
+             f"{r['cpus']} cores, {r['mean_value_bytes']:.0f} B per value)", "", *rows, "",
+             f"Latency at {lat['rate']:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
+             f"max {lat['max_ms']} ms ({lat['comparisons']} comparisons).", "",
+             f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
+             f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s. replaywatch reaches "
+             f"{rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode."]  # fmt: skip
+    for key in ("quix_alo", "quix_eos"):
+        if key in r:
+            s = r[key]
+            lines.append(f"Ratios replaywatch/{key}: events/s {rw['events_per_s'] / s['events_per_s']:.2f}, "
+                         f"CPU per event {rw['cpu_s_per_1000'] / s['cpu_s_per_1000']:.2f}, "
+                         f"peak RSS {rw['peak_rss_mb'] / s['peak_rss_mb']:.2f}")  # fmt: skip
+    md = "\n".join(lines) + "\n"
+    (out / f"e2e-{stamp}.md").write_text(md)
+    print(md)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        names = [k for k in ("replaywatch", "replaywatch_2proc", "quix_alo", "quix_eos") if k in r]
+        a1.bar(names, [r[k]["events_per_s"] for k in names], color=["#2a7", "#2a7", "#888", "#888"][: len(names)])
+        a1.axhline(r["ceiling_consume_decode_eps"], color="r", linestyle="--", label="consume+decode ceiling")
+        a1.set_ylabel("events/s")
+        a1.set_title("throughput")
+        a1.legend()
+        a2.bar(["p50", "p99", "max"], [lat["p50_ms"], lat["p99_ms"], lat["max_ms"] or 0], color="#27a")
+        a2.set_ylabel("ms")
+        a2.set_title(f"latency at {lat['rate']:,.0f} events/s")
+        fig.tight_layout()
+        fig.savefig(out / f"e2e-{stamp}.png", dpi=100)
+    except ImportError:
+        print("matplotlib not installed: no chart (make bench installs it)")
+    _ = orjson
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
