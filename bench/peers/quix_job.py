@@ -44,18 +44,15 @@ def main() -> None:
         rocksdb_options=RocksDBOptions(dumps=pickle.dumps, loads=pickle.loads),
         state_dir=os.environ.get("QUIX_STATE_DIR", "/tmp/quix-state"),
         loglevel="WARNING",
-        auto_create_topics=False,
     )
     source = app.topic(s.input_topic, value_deserializer="bytes", key_deserializer="bytes")
     sink = app.topic(s.output_topic, value_serializer="bytes", key_serializer="bytes")
 
     def put_diff(c: Any) -> str:
         key = object_key(c.diff.sha256)
-        try:
-            s3.head_object(Bucket=s.s3_bucket, Key=key)
-        except ClientError:
+        with contextlib.suppress(ClientError):  # 412: already stored
             s3.put_object(Bucket=s.s3_bucket, Key=key, Body=c.diff.body, ContentType="application/json",
-                          Metadata={"kind": c.diff.kind.value})  # fmt: skip
+                          Metadata={"kind": c.diff.kind.value}, IfNoneMatch="*")  # fmt: skip
         return f"s3://{s.s3_bucket}/{key}"
 
     def process(value: bytes, state: Any) -> list[bytes]:

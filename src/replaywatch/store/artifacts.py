@@ -1,8 +1,8 @@
 """Diff objects in S3 (aioboto3), content-addressed by sha256.
 
 Key ``sha256/<2 hex>/<2 hex>/<full hex>``, content type application/json, metadata
-kind, run_id and step_id. Putting a sha that already exists is a no-op (a HEAD finds
-it first), so a retried batch writes nothing twice. botocore's errors are translated
+kind, run_id and step_id. Putting a sha that already exists is a no-op (a conditional
+put), so a retried batch writes nothing twice. botocore's errors are translated
 here into ``TransientError``.
 """
 
@@ -102,9 +102,12 @@ class S3Artifacts:
             raise TransientError(f"S3 unreachable: {exc}") from exc
 
     async def put(self, diff: Diff, run_id: str, step_id: str) -> str:
-        """Store the diff unless its sha is there already; return its s3:// URI."""
-        if await self.exists(diff.sha256):
-            return self.uri(diff.sha256)
+        """Store the diff unless its sha is there already; return its s3:// URI.
+
+        One conditional request (``If-None-Match: *``): S3 refuses to overwrite an
+        existing key with 412, which here means "already stored". Each request costs
+        milliseconds of CPU in botocore, so a HEAD first would double the cost.
+        """
         try:
             await self._s3.put_object(
                 Bucket=self.bucket,
@@ -112,8 +115,14 @@ class S3Artifacts:
                 Body=diff.body,
                 ContentType="application/json",
                 Metadata={"kind": diff.kind.value, "run_id": _ascii(run_id), "step_id": _ascii(step_id)},
+                IfNoneMatch="*",
             )
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if _status(exc) == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return self.uri(diff.sha256)
+            raise TransientError(f"S3 put_object failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
             raise TransientError(f"S3 put_object failed: {exc}") from exc
         return self.uri(diff.sha256)
 

@@ -1,0 +1,40 @@
+"""Diff objects in S3: content-addressed, and a second put of a sha is a no-op."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from replaywatch.compare import Diff, DiffKind
+from replaywatch.store.artifacts import S3Artifacts, object_key
+from tests.conftest import Endpoints
+
+pytestmark = pytest.mark.integration
+
+
+async def test_put_is_content_addressed_and_idempotent(endpoints: Endpoints, bucket: str) -> None:
+    diff = Diff.of(DiffKind.TOOL, {"run_id": "r", "step_id": "s", "recorded": [1], "current": [2]})
+    async with S3Artifacts.open(bucket=bucket, endpoint=endpoints.s3_endpoint, region=endpoints.s3_region,
+                                access_key_id=endpoints.s3_access_key_id,
+                                secret_access_key=endpoints.s3_secret_access_key) as store:  # fmt: skip
+        uri = await store.put(diff, "r", "s")
+        assert uri == f"s3://{bucket}/{object_key(diff.sha256)}"
+        head1 = await store._s3.head_object(Bucket=bucket, Key=object_key(diff.sha256))
+        assert await store.put(diff, "r", "s") == uri  # already there: no error, no rewrite
+        head2 = await store._s3.head_object(Bucket=bucket, Key=object_key(diff.sha256))
+        assert head1["ETag"] == head2["ETag"] and head1["LastModified"] == head2["LastModified"]
+        body, meta = await store.get(diff.sha256)
+        assert hashlib.sha256(body).hexdigest() == diff.sha256
+        assert meta["ContentType"] == "application/json"
+        assert meta["Metadata"] == {"kind": "replay_tool_diff", "run_id": "r", "step_id": "s"}
+
+
+async def test_non_ascii_ids_are_encoded_in_metadata(endpoints: Endpoints, bucket: str) -> None:
+    diff = Diff.of(DiffKind.ATTESTATION, {"run_id": "rün-😀", "step_id": "ステップ"})
+    async with S3Artifacts.open(bucket=bucket, endpoint=endpoints.s3_endpoint, region=endpoints.s3_region,
+                                access_key_id=endpoints.s3_access_key_id,
+                                secret_access_key=endpoints.s3_secret_access_key) as store:  # fmt: skip
+        await store.put(diff, "rün-😀", "ステップ")
+        _, meta = await store.get(diff.sha256)
+        assert meta["Metadata"]["run_id"] == "r%C3%BCn-%F0%9F%98%80"
