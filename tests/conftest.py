@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -132,19 +133,23 @@ async def pg_schema(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-@pytest.fixture
-async def bucket(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
-    """An S3 bucket of this test's own."""
+def s3_client(endpoints: Endpoints) -> Any:
+    """An aioboto3 S3 client for the stack (an async context manager)."""
     import aioboto3
 
-    name = f"rw-{unique}"
-    session = aioboto3.Session()
-    async with session.client(
+    return aioboto3.Session().client(
         "s3",
         endpoint_url=endpoints.s3_endpoint,
         aws_access_key_id=endpoints.s3_access_key_id,
         aws_secret_access_key=endpoints.s3_secret_access_key,
         region_name=endpoints.s3_region,
-    ) as s3:
+    )
+
+
+@pytest.fixture
+async def bucket(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
+    """An S3 bucket of this test's own."""
+    name = f"rw-{unique}"
+    async with s3_client(endpoints) as s3:
         await s3.create_bucket(Bucket=name)
-        yield name
+    yield name

@@ -132,6 +132,25 @@ class _OncePer:
         return True
 
 
+def _with_store(settings: Settings, use: Any) -> Any:
+    """Connect to PostgreSQL, run ``await use(store)``, close; errors end the command."""
+
+    async def main() -> Any:
+        store = await PostgresStore.connect(
+            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
+            topic=settings.input_topic,
+        )  # fmt: skip
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
@@ -191,20 +210,7 @@ def migrate(postgres_dsn: PostgresDsn = None, postgres_schema: PostgresSchema = 
     """Apply the database migrations (idempotent; `run` applies them too)."""
     settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
 
-    async def main() -> list[int]:
-        store = await PostgresStore.connect(
-            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
-            topic=settings.input_topic,
-        )  # fmt: skip
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
-
-    try:
-        applied = asyncio.run(main())
-    except ReplaywatchError as exc:
-        fail(str(exc), 1)
+    applied: list[int] = _with_store(settings, lambda store: store.migrate())
     typer.echo(f"migrations applied: {applied or 'none (up to date)'}", err=True)
 
 
@@ -307,20 +313,7 @@ def report(
 
     settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
 
-    async def main() -> bool:
-        store = await PostgresStore.connect(
-            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
-            topic=settings.input_topic,
-        )  # fmt: skip
-        try:
-            return await run_report(store, run_id, Console())
-        finally:
-            await store.close()
-
-    try:
-        ok = asyncio.run(main())
-    except ReplaywatchError as exc:
-        fail(str(exc), 1)
+    ok: bool = _with_store(settings, lambda store: run_report(store, run_id, Console()))
     raise typer.Exit(0 if ok else 1)
 
 

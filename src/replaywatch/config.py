@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
-    cache_mb: int = Field(256, ge=0, description="Memory for cached step projections, in MB (at most)")
+    cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
     @field_validator("ignore_paths", mode="before")

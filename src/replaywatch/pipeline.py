@@ -44,11 +44,13 @@ SHUTDOWN_SECONDS = 8.0
 
 
 def _weight(proj: StepProjection) -> int:
-    """Roughly the bytes a projection holds: its attempts' canonical forms."""
-    n = 200
+    """Roughly the bytes of memory a projection holds. A parsed snapshot takes about
+    twelve times its JSON size in Python objects (measured: 12.9 KB for a 1.1 KB
+    snapshot with its tool events, fingerprints included)."""
+    n = 500
     for p in (proj.base, proj.current):
         if p is not None:
-            n += 2 * len(p.structure_fp) + (len(p.tool_fp) if p.tool_fp else 0)
+            n += 12 * (len(p.structure_fp) + (len(p.tool_fp) if p.tool_fp else 0)) + 1000
     return n
 
 

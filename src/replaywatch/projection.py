@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, prepare
+from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, compare_attempts, prepare
 from replaywatch.compare.engine import Verdict
 from replaywatch.exceptions import MissingOutputSnapshots
 
@@ -121,10 +121,4 @@ def replay_step(attempts: Iterable[Attempt], config: CompareConfig) -> Compariso
         base = with_snapshot[numbers[0]]
     else:
         base = with_snapshot[numbers[-2]] if len(numbers) > 1 else cur
-    return compare(
-        cur.run_id,
-        cur.step_id,
-        prepare(base.attempt, base.output_snapshot, base.tool_events, config),
-        prepare(cur.attempt, cur.output_snapshot, cur.tool_events, config),
-        config,
-    )
+    return compare_attempts(base, cur, config)

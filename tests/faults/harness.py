@@ -226,16 +226,11 @@ class FaultRun:
             ]
         finally:
             await conn.close()
-        import aioboto3
-
         from replaywatch.store.artifacts import object_key
+        from tests.conftest import s3_client
 
-        e = self.lane.endpoints
         missing = 0
-        async with aioboto3.Session().client(
-            "s3", endpoint_url=e.s3_endpoint, aws_access_key_id=e.s3_access_key_id,
-            aws_secret_access_key=e.s3_secret_access_key, region_name=e.s3_region,
-        ) as s3:  # fmt: skip
+        async with s3_client(self.lane.endpoints) as s3:
             for sha in shas:
                 try:
                     await s3.head_object(Bucket=self.lane.bucket, Key=object_key(sha))

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-import aioboto3
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.conftest import Endpoints
+from tests.conftest import Endpoints, s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -119,14 +118,7 @@ async def test_s3_put_get_head(endpoints: Endpoints, bucket: str) -> None:
     body = b'{"diff":"example"}'
     sha = hashlib.sha256(body).hexdigest()
     key = f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        aws_access_key_id=endpoints.s3_access_key_id,
-        aws_secret_access_key=endpoints.s3_secret_access_key,
-        region_name=endpoints.s3_region,
-    ) as s3:
+    async with s3_client(endpoints) as s3:
         await s3.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType="application/json", Metadata={"kind": "replay_tool_diff"}
         )

@@ -12,14 +12,13 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import aioboto3
 import orjson
 import pytest
 
 from replaywatch import codec, demo
 from replaywatch.compare import comparison_id
 from replaywatch.store.artifacts import object_key
-from tests.conftest import Endpoints
+from tests.conftest import Endpoints, s3_client
 from tests.integration.streaming import Lane, oracle_projection, stop_proc
 
 pytestmark = pytest.mark.integration
@@ -41,11 +40,7 @@ def attempt(run: str, step: str, n: int, snapshot: Any, tools: Any = None) -> di
 
 
 async def s3_object(lane: Lane, sha: str) -> tuple[bytes, dict[str, Any]]:
-    e = lane.endpoints
-    async with aioboto3.Session().client(
-        "s3", endpoint_url=e.s3_endpoint, aws_access_key_id=e.s3_access_key_id,
-        aws_secret_access_key=e.s3_secret_access_key, region_name=e.s3_region,
-    ) as s3:  # fmt: skip
+    async with s3_client(lane.endpoints) as s3:
         got = await s3.get_object(Bucket=lane.bucket, Key=object_key(sha))
         return await got["Body"].read(), {"ContentType": got["ContentType"], "Metadata": got["Metadata"]}
 
