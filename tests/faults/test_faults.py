@@ -52,11 +52,24 @@ async def run_plan(plan: Plan, endpoints: Endpoints, stack: Stack, pg_schema: st
     feeder = asyncio.create_task(run.feed(chunks=60, pause=plan.seconds / 60))
 
     rng = run.rng
-    schedule: list[tuple[float, str]] = [(rng.uniform(0.05, 0.95) * plan.seconds, "SIGKILL consumer")
-                                         for _ in range(plan.kills)]  # fmt: skip
-    schedule += [(rng.uniform(0.2, 0.4) * plan.seconds, "restart Kafka"),
-                 (rng.uniform(0.5, 0.7) * plan.seconds, "restart PostgreSQL"),
-                 (rng.uniform(0.75, 0.85) * plan.seconds, f"stop S3 {plan.s3_pause:.0f}s"),
+    restarts = [(rng.uniform(0.2, 0.4) * plan.seconds, "restart Kafka"),
+                (rng.uniform(0.5, 0.7) * plan.seconds, "restart PostgreSQL")]  # fmt: skip
+
+    window = 30.0 if plan.seconds >= 60 else 4.0
+
+    def quiet(t: float) -> bool:
+        # No SIGKILL from just before a service restart until a while after it: the
+        # recovery measured after a restart is then the restart's, not kill churn's.
+        return all(not (at - 1 <= t <= at + window) for at, _ in restarts)
+
+    kills: list[float] = []
+    while len(kills) < plan.kills:
+        t = rng.uniform(0.05, 0.95) * plan.seconds
+        if quiet(t):
+            kills.append(t)
+    schedule: list[tuple[float, str]] = [(t, "SIGKILL consumer") for t in kills]
+    schedule += restarts
+    schedule += [(rng.uniform(0.75, 0.85) * plan.seconds, f"stop S3 {plan.s3_pause:.0f}s"),
                  (rng.uniform(0.1, 0.2) * plan.seconds, "slow S3 (200 ms per chunk, 5 s)")]  # fmt: skip
     schedule.sort()
 
