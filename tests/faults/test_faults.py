@@ -132,4 +132,4 @@ async def test_faults_short(endpoints: Endpoints, stack: Stack, pg_schema: str, 
 
 @pytest.mark.slow_faults
 async def test_faults_long(endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str) -> None:
-    await run_plan(Plan(runs=5200, kills=22, s3_pause=20, seconds=150), endpoints, stack, pg_schema, bucket)
+    await run_plan(Plan(runs=5500, kills=22, s3_pause=20, seconds=150), endpoints, stack, pg_schema, bucket)
