@@ -25,11 +25,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from replaywatch import codec, telemetry
 from replaywatch.compare import Attempt, CompareConfig, Comparison
 from replaywatch.config import Settings
-from replaywatch.exceptions import BadRecordError, Fenced, TransientError
+from replaywatch.exceptions import BadRecordError, ConfigError, Fenced, TransientError
 from replaywatch.projection import StepProjection, apply
 from replaywatch.store.artifacts import S3Artifacts
 from replaywatch.store.postgres import BatchCommit, ComparisonRow, OutboxRow, PostgresStore, StepKey
@@ -445,8 +446,10 @@ async def ensure_topics(admin: AIOKafkaAdminClient, s: Settings) -> None:
         return
     config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     async with translate_errors("create topics"):
-        with contextlib.suppress(Exception):
-            await admin.create_topics([NewTopic(t, s.partitions, 1, topic_configs=config) for t in wanted])
+        resp = await admin.create_topics([NewTopic(t, s.partitions, 1, topic_configs=config) for t in wanted])
+    for topic, code, *_ in resp.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):  # already there: another instance was first
+            raise ConfigError(f"cannot create topic {topic!r}: {for_code(code).__name__}; create it yourself")
     logger.info("created topics %s with %d partitions", wanted, s.partitions)
 
 
