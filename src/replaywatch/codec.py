@@ -17,10 +17,9 @@ import struct
 import uuid
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import fastavro
-import orjson
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.exceptions import BadRecordError, InvalidJsonError
@@ -76,13 +75,6 @@ JSON_FIELDS = (
 _HEADER = struct.Struct(">bI")
 MAX_ATTEMPT = 2**31 - 1
 MAX_ID_LEN = 1024
-
-
-class AttemptRecord(NamedTuple):
-    """A decoded, validated input record: the engine's Attempt plus the record's key."""
-
-    attempt: Attempt
-    key: bytes | None
 
 
 def decode_attempt(value: bytes | None) -> Attempt:
@@ -196,8 +188,3 @@ def decode_comparison(value: bytes) -> dict[str, Any]:
         io.BytesIO(value), load_schema(COMPARISON_SCHEMA), None
     )
     return rec
-
-
-def dumps(value: Any) -> str:
-    """JSON text for a JSON-valued field."""
-    return orjson.dumps(value).decode()

@@ -113,9 +113,10 @@ def synthetic_fleet(spec: FleetSpec) -> list[dict[str, Any]]:
     return events
 
 
-def expected_comparisons(events: list[dict[str, Any]], config: Any) -> dict[str, str]:
-    """event_id -> verdict of the comparisons these events cause, sent in this order
-    (one partition per run keeps each run's order, which is all that matters)."""
+def replay(events: list[dict[str, Any]], config: Any) -> tuple[dict[tuple[str, str], Any], dict[str, str]]:
+    """One clean pass over these events, sent in this order (one partition per run keeps
+    each run's order, which is all that matters): (final projection per step,
+    event_id -> verdict of every comparison made)."""
     from replaywatch.codec import decode_attempt, encode_attempt
     from replaywatch.projection import StepProjection, apply
 
@@ -128,4 +129,9 @@ def expected_comparisons(events: list[dict[str, Any]], config: Any) -> dict[str,
         state[key] = proj
         for c in comps:
             out[c.event_id] = c.verdict.value
-    return out
+    return state, out
+
+
+def expected_comparisons(events: list[dict[str, Any]], config: Any) -> dict[str, str]:
+    """event_id -> verdict of the comparisons these events cause."""
+    return replay(events, config)[1]

@@ -243,7 +243,8 @@ class Pipeline:
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms, max_records=s.batch_size)
                 if batch:
-                    logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
                     await self._handle(batch, stop)
             # Shutdown: no batch is in flight here; publish what is committed, then leave.
             drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))

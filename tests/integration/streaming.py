@@ -176,13 +176,9 @@ def stop_proc(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout:
 
 def oracle_projection(events: list[dict[str, Any]], config: Any) -> dict[tuple[str, str], tuple[Any, ...]]:
     """What one clean pass gives for each step: (base, current, max attempt, verdict)."""
-    from replaywatch.projection import StepProjection, apply
+    from replaywatch import demo
 
-    state: dict[tuple[str, str], StepProjection] = {}
-    for ev in events:
-        a = codec.decode_attempt(codec.encode_attempt(ev))
-        key = (a.run_id, a.step_id)
-        state[key] = apply(state.get(key) or StepProjection.empty(*key), a, config)[0]
+    state, _ = demo.replay(events, config)
     return {
         k: (p.base.attempt if p.base else None, p.current.attempt if p.current else None, p.max_attempt,
             p.last_verdict.value if p.last_verdict else None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any, Final
 
 import orjson
@@ -53,17 +52,3 @@ def canonical_bytes(value: Json) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def normalize_numbers(value: Json) -> Json:
-    """Integral floats become ints, so numbers compare by value (1 == 1.0).
-
-    Booleans stay booleans: JSON true is not the number 1.
-    """
-    if isinstance(value, dict):
-        return {k: normalize_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [normalize_numbers(v) for v in value]
-    if type(value) is float and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value

@@ -90,17 +90,6 @@ class S3Artifacts:
     def uri(self, sha256: str) -> str:
         return f"s3://{self.bucket}/{object_key(sha256)}"
 
-    async def exists(self, sha256: str) -> bool:
-        try:
-            await self._s3.head_object(Bucket=self.bucket, Key=object_key(sha256))
-            return True
-        except ClientError as exc:
-            if _status(exc) == 404:
-                return False
-            raise TransientError(f"S3 head_object failed: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise TransientError(f"S3 unreachable: {exc}") from exc
-
     async def put(self, diff: Diff, run_id: str, step_id: str) -> str:
         """Store the diff unless its sha is there already; return its s3:// URI.
 

@@ -258,13 +258,6 @@ class PostgresStore:
                 offset,
             )
 
-    async def outbox_size(self) -> int:
-        async with translate_errors("outbox size"):
-            n = await self._pool.fetchval(
-                f"SELECT count(*) FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2", self.group_id, self.topic
-            )
-        return int(n)
-
     async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         """(step projections of the run, its comparisons in order)."""
         async with translate_errors("report"):
