@@ -29,13 +29,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo
 from replaywatch.config import load_settings
 from replaywatch.devstack import Stack
+from replaywatch.devstack.stack import default_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -46,6 +46,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process, its live children and the children it has reaped (PostgreSQL
+    backends are children of the postmaster)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = sum(int(f) for f in fields[11:15]) / TICK
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                f = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == pid:
+                total += sum(int(x) for x in f[11:13]) / TICK
+    return total
+
+
+def service_cpu(stack_dir: Path) -> dict[str, float]:
+    """CPU seconds so far of each local-stack service (kafka, postgres, s3)."""
+    try:
+        state = json.loads((stack_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: tree_cpu_seconds(s["pid"]) for name, s in state.items() if s.get("pid")}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -54,8 +82,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, env: dict[str, str], partitions: int) -> None:
+    def __init__(self, env: dict[str, str], partitions: int, stack_dir: Path) -> None:
         self.env = env
+        self.stack_dir = stack_dir
         self.partitions = partitions
         self.bootstrap = env["REPLAYWATCH_KAFKA_BOOTSTRAP"]
 
@@ -111,6 +140,8 @@ class Bench:
                                   stderr=open(f"/tmp/bench-{name}-{i}.log", "wb"))  # noqa: SIM115
                  for i in range(processes)]  # fmt: skip
         t0 = time.perf_counter()
+        services0 = service_cpu(self.stack_dir)
+        reader0 = time.process_time()
         ids: set[str] = set()
         raw = 0
         first = None
@@ -130,6 +161,8 @@ class Bench:
                     first = time.perf_counter() - t0
             elapsed = time.perf_counter() - t0
             cpu = sum(cpu_seconds(p.pid) for p in procs)
+            services = {k: v - services0.get(k, 0.0) for k, v in service_cpu(self.stack_dir).items()}
+            services["bench reader"] = time.process_time() - reader0
             rss = max(peak_rss_mb(p.pid) for p in procs)
         finally:
             await c.stop()
@@ -141,7 +174,7 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     p.kill()
         return {"seconds": elapsed, "first_output_s": first, "cpu_s": cpu, "peak_rss_mb": rss,
-                "events_out": len(ids), "raw_out": raw}  # fmt: skip
+                "events_out": len(ids), "raw_out": raw, "service_cpu_s": services}  # fmt: skip
 
 
 def fleet(n: int, seed: int) -> list[dict[str, Any]]:
@@ -166,14 +199,17 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
                               auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)  # fmt: skip
     await reader.start()
     lat: list[float] = []
+    visible: list[float] = []
 
     async def read() -> None:
         while True:
             batch = await reader.getmany(timeout_ms=200)
+            now = time.time() * 1000
             for msgs in batch.values():
                 for m in msgs:
                     ev = codec.decode_comparison(m.value)
                     lat.append(ev["detected_at"] - ev["occurred_at"])
+                    visible.append(now - ev["occurred_at"])
 
     task = asyncio.create_task(read())
     sent = 0
@@ -195,9 +231,12 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     lat.sort()
+    visible.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [0.0] * 99
+    v = statistics.quantiles(visible, n=100) if len(visible) > 2 else [0.0] * 99
     return {"rate": rate, "sent": sent, "comparisons": len(lat), "p50_ms": q[49], "p99_ms": q[98],
-            "max_ms": lat[-1] if lat else None}  # fmt: skip
+            "max_ms": lat[-1] if lat else None, "visible_p50_ms": v[49], "visible_p99_ms": v[98],
+            "visible_max_ms": visible[-1] if visible else 0.0}  # fmt: skip
 
 
 async def main() -> None:
@@ -206,18 +245,25 @@ async def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--systems", default="replaywatch,replaywatch-2,latency,quix-alo,quix-eos",
+                    help="which runs to make, comma-separated")  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
 
     stack = None
     if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
         env = {k: v for k, v in os.environ.items() if k.startswith("REPLAYWATCH_")}
+        stack_dir = default_dir()
     else:
         stack = Stack(Path(os.environ.get("REPLAYWATCH_DEVSTACK_DIR", "/tmp/replaywatch-bench")))
         print("starting the local stack ...", flush=True)
         stack.start()
         env = stack.env()
-    b = Bench(env, args.partitions)
+        stack_dir = stack.root
+    b = Bench(env, args.partitions, stack_dir)
+    wanted = set(args.systems.split(","))
+    if args.skip_peer:
+        wanted -= {"quix-alo", "quix-eos"}
     tag = uuid.uuid4().hex[:6]
     results: dict[str, Any] = {"events": args.events, "partitions": args.partitions, "cpus": os.cpu_count()}
     try:
@@ -260,14 +306,17 @@ async def main() -> None:
 
         rw = [sys.executable, "-m", "replaywatch", "run"]
         results["replaywatch"] = await system("replaywatch", rw)
-        results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
-        rate = results["replaywatch"]["events_per_s"] / 2
-        print(f"latency run at {rate:,.0f} events/s ...", flush=True)
-        results["latency"] = await latency_run(b, rate, args.latency_seconds, f"{tag}lat")
-        if not args.skip_peer:
-            quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
+        if "replaywatch-2" in wanted:
+            results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
+        if "latency" in wanted:
+            rate = results["replaywatch"]["events_per_s"] / 2
+            print(f"latency run at {rate:,.0f} events/s ...", flush=True)
+            results["latency"] = await latency_run(b, rate, args.latency_seconds, f"{tag}lat")
+        quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
+        if "quix-alo" in wanted:
             results["quix_alo"] = await system("quix-alo", quix, QUIX_GUARANTEE="at-least-once",
                                                QUIX_STATE_DIR=f"/tmp/quix-{tag}-alo")  # fmt: skip
+        if "quix-eos" in wanted:
             results["quix_eos"] = await system("quix-eos", quix, QUIX_GUARANTEE="exactly-once",
                                                QUIX_STATE_DIR=f"/tmp/quix-{tag}-eos")  # fmt: skip
     finally:
@@ -276,31 +325,45 @@ async def main() -> None:
     write(results, args.out)
 
 
+SYSTEMS = (
+    ("replaywatch", "replaywatch, 1 process"),
+    ("replaywatch_2proc", "replaywatch, 2 processes"),
+    ("quix_alo", "Quix Streams, at-least-once"),
+    ("quix_eos", "Quix Streams, exactly-once"),
+)
+
+
 def write(r: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"e2e-{stamp}.json").write_text(json.dumps(r, indent=2))
     rw = r["replaywatch"]
-    rows = ["| system | events/s | CPU s / 1000 events | peak RSS MB | vs replaywatch (events/s) |",
+    n = r["events"]
+    rows = ["| system | events/s | CPU s / 1000 events | peak RSS MB | replaywatch ÷ this (events/s) |",
             "|---|---|---|---|---|"]  # fmt: skip
-    for key, label in (
-        ("replaywatch", "replaywatch, 1 process"),
-        ("replaywatch_2proc", "replaywatch, 2 processes"),
-        ("quix_alo", "Quix Streams, at-least-once"),
-        ("quix_eos", "Quix Streams, exactly-once"),
-    ):
+    cpu_rows = ["| system | itself | kafka | postgres | s3 (moto) | bench reader | whole machine |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, label in SYSTEMS:
         if key in r:
             s = r[key]
             rows.append(f"| {label} | {s['events_per_s']:,.0f} | {s['cpu_s_per_1000']:.3f} | {s['peak_rss_mb']:.0f} | "
                         f"{rw['events_per_s'] / s['events_per_s']:.2f}x |")  # fmt: skip
-    lat = r["latency"]
-    lines = [f"# replaywatch end-to-end benchmark ({r['events']:,} events, {r['partitions']} partitions, "
+            svc = s.get("service_cpu_s", {})
+            parts = [s["cpu_s"], *(svc.get(k, 0.0) for k in ("kafka", "postgres", "s3", "bench reader"))]
+            cpu_rows.append(f"| {label} | " + " | ".join(f"{1000 * v / n:.3f}" for v in parts) +
+                            f" | {1000 * sum(parts) / n:.3f} |")  # fmt: skip
+    lines = [f"# replaywatch end-to-end benchmark ({n:,} events, {r['partitions']} partitions, "
              f"{r['cpus']} cores, {r['mean_value_bytes']:.0f} B per value)", "", *rows, "",
-             f"Latency at {lat['rate']:,.0f} events/s: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, "
-             f"max {lat['max_ms']} ms ({lat['comparisons']} comparisons).", "",
-             f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
-             f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s. replaywatch reaches "
-             f"{rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode."]  # fmt: skip
+             "CPU seconds per 1,000 events, by process, during each run:", "", *cpu_rows, ""]  # fmt: skip
+    lat = r.get("latency")
+    if lat:
+        lines += [f"Latency at {lat['rate']:,.0f} events/s ({lat['comparisons']} comparisons): detected_at - produce "
+                  f"time p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']} ms; "
+                  f"on the output topic (read_committed) - produce time p50 {lat['visible_p50_ms']:.0f} ms, "
+                  f"p99 {lat['visible_p99_ms']:.0f} ms, max {lat['visible_max_ms']:.0f} ms.", ""]  # fmt: skip
+    lines.append(f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
+                 f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s. replaywatch "
+                 f"reaches {rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode.")  # fmt: skip
     for key in ("quix_alo", "quix_eos"):
         if key in r:
             s = r[key]
@@ -317,20 +380,25 @@ def write(r: dict[str, Any], out: Path) -> None:
         import matplotlib.pyplot as plt
 
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        names = [k for k in ("replaywatch", "replaywatch_2proc", "quix_alo", "quix_eos") if k in r]
-        a1.bar(names, [r[k]["events_per_s"] for k in names], color=["#2a7", "#2a7", "#888", "#888"][: len(names)])
+        names = [k for k, _ in SYSTEMS if k in r]
+        a1.bar(names, [r[k]["events_per_s"] for k in names], color=["#2a7" if "replay" in k else "#888" for k in names])
         a1.axhline(r["ceiling_consume_decode_eps"], color="r", linestyle="--", label="consume+decode ceiling")
         a1.set_ylabel("events/s")
         a1.set_title("throughput")
         a1.legend()
-        a2.bar(["p50", "p99", "max"], [lat["p50_ms"], lat["p99_ms"], lat["max_ms"] or 0], color="#27a")
-        a2.set_ylabel("ms")
-        a2.set_title(f"latency at {lat['rate']:,.0f} events/s")
+        if lat:
+            a2.bar(["p50", "p99", "max"], [lat["p50_ms"], lat["p99_ms"], lat["max_ms"] or 0], color="#27a",
+                   label="detected_at")  # fmt: skip
+            a2.bar(["visible p50", "visible p99", "visible max"],
+                   [lat["visible_p50_ms"], lat["visible_p99_ms"], lat["visible_max_ms"]], color="#7a2",
+                   label="on the output topic")  # fmt: skip
+            a2.set_ylabel("ms after produce")
+            a2.set_title(f"latency at {lat['rate']:,.0f} events/s")
+            a2.legend()
         fig.tight_layout()
         fig.savefig(out / f"e2e-{stamp}.png", dpi=100)
     except ImportError:
         print("matplotlib not installed: no chart (make bench installs it)")
-    _ = orjson
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from replaywatch import codec
 from replaywatch.config import load_settings
 from replaywatch.exceptions import BadRecordError
 from replaywatch.projection import StepProjection, apply
-from replaywatch.store.artifacts import object_key
+from replaywatch.store.artifacts import object_key, share_endpoint_cache
 
 
 def main() -> None:
@@ -34,6 +34,7 @@ def main() -> None:
         aws_access_key_id=s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
         aws_secret_access_key=s.s3_secret_access_key.get_secret_value() if s.s3_secret_access_key else None,
     )  # fmt: skip
+    share_endpoint_cache(s3)  # the same botocore fix replaywatch applies, so the two pay the same per PUT
     with contextlib.suppress(ClientError):
         s3.create_bucket(Bucket=s.s3_bucket)
     app = Application(
