@@ -1,7 +1,14 @@
-"""The streaming pipeline, wired in one place. Per batch:
+"""The streaming pipeline, wired in one place. Per batch, in two stages:
 
-    poll -> decode -> load projections -> compare -> store diffs -> dead letters
-         -> one PostgreSQL statement (projections, outbox, offsets) -> wake the publisher
+    prepare: poll -> decode -> load projections -> compare -> encode events   (CPU)
+    write:   store diffs -> dead letters -> one PostgreSQL statement
+             (projections, outbox, offsets) -> wake the publisher             (IO)
+
+The stages overlap: while batch N is written, batch N+1 is prepared on top of N's
+projections, which stay in memory (``_pending``) until N's statement commits. Writes
+happen one batch at a time, in order, so the offsets each one advances from are the
+ones the previous one committed. If a write is fenced, the batch prepared on top of
+it is thrown away and every partition resumes from PostgreSQL.
 
 PostgreSQL is the commit point: the batch's projections, its outgoing events (the
 outbox) and each partition's next offset are written together, or not at all. On
@@ -44,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SHUTDOWN_SECONDS = 8.0
+CHUNK = 200
+"""Records prepared between two yields to the event loop: the uploads and the write in
+flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
 
 
 def _weight(proj: StepProjection) -> int:
@@ -140,6 +150,30 @@ def apply_records(
     return out
 
 
+class _GaveUp(Exception):
+    """A batch's write was abandoned to stop (its cause: the last transient error)."""
+
+
+@dataclass
+class _Prepared:
+    """A batch prepared and not yet written."""
+
+    seq: int
+    batch: dict[TopicPartition, list[Any]]
+    records: int
+    result: BatchResult
+    commit: BatchCommit
+    diffs: list[Comparison]
+    uploads: list[asyncio.Task[None]]
+    """The diffs' uploads, started while the batch was prepared."""
+    started: float
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, pipeline: Pipeline) -> None:
         self._p = pipeline
@@ -168,6 +202,11 @@ class Pipeline:
         self.ready = asyncio.Event()
         self._assignment_done = asyncio.Event()
         self._kafka_commits: set[asyncio.Task[None]] = set()
+        self._writing: asyncio.Task[None] | None = None
+        self._pending: dict[StepKey, tuple[int, StepProjection]] = {}
+        """Projections of prepared batches not committed yet: key -> (batch seq, projection)."""
+        self._seq = 0
+        self._stop = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -243,13 +282,19 @@ class Pipeline:
             _tune_gc()
             self.ready.set()
 
+            self._stop = stop
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=s.batch_timeout_ms, max_records=s.batch_size)
                 if batch:
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
                     await self._handle(batch, stop)
-            # Shutdown: no batch is in flight here; publish what is committed, then leave.
+                elif self._writing is not None and self._writing.done():
+                    async with self._lock:
+                        await self._finish_write()
+            # Shutdown: finish the write in flight, publish what is committed, then leave.
+            async with self._lock:
+                await asyncio.shield(self._finish_write())
             drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))
             logger.info(
                 "replaywatch stopping: %d records processed, outbox %s",
@@ -267,6 +312,8 @@ class Pipeline:
         """Let the batch in flight finish (the lock), then forget these partitions."""
         self._assignment_done.clear()
         async with self._lock:
+            await self._finish_write()  # its commit lands (or is fenced) before the partitions go
+            self._pending.clear()  # nothing is prepared and unwritten here; keep it that way
             for p in partitions:
                 self._positions.pop(p, None)
             self.cache.drop_partitions(partitions)
@@ -312,72 +359,114 @@ class Pipeline:
         await self._assignment_done.wait()
         delay = 0.1
         deadline: float | None = None
-        paused = False
+        while True:
+            try:
+                async with self._lock:
+                    owned = self._owned(batch)
+                    if not owned:
+                        return
+                    prepared = await self._prepare(owned)
+                    if not await self._finish_write():  # the previous batch failed: this one is void
+                        return
+                    self._launch(prepared)
+                return
+            except TransientError as exc:  # loading projections; nothing was changed
+                if stop.is_set():
+                    deadline = deadline or time.monotonic() + 5.0
+                    if time.monotonic() > deadline:
+                        logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc)
+                        return
+                telemetry.RETRIES.add(1)
+                logger.warning("%s; retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _finish_write(self) -> bool:
+        """Wait for the batch being written. False if it was not committed (fenced, or
+        given up to stop): then everything prepared after it is void, and every
+        partition resumes from the offsets PostgreSQL holds. Call with the lock held."""
+        task, self._writing = self._writing, None
+        if task is None:
+            return True
         try:
-            while True:
-                try:
-                    async with self._lock:
-                        owned = self._owned(batch)
-                        if owned:
-                            await self._process(owned)
-                    return
-                except Fenced as exc:
-                    logger.warning("%s; reloading the partitions of this batch", exc)
-                    await self._reload({tp.partition for tp in batch})
-                    return
-                except TransientError as exc:
-                    if stop.is_set():
-                        deadline = deadline or time.monotonic() + 5.0
-                        if time.monotonic() > deadline:
-                            logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc)
-                            return
-                    if not paused:
-                        self._consumer.pause(*self._consumer.assignment())
-                        paused = True
-                    telemetry.RETRIES.add(1)
-                    logger.warning("%s; retrying the batch in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-        finally:
-            if paused:
-                self._consumer.resume(*self._consumer.assignment())
+            await task
+            return True
+        except Fenced as exc:
+            logger.warning("%s; resuming every partition from PostgreSQL", exc)
+        except _GaveUp as exc:
+            logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc.__cause__)
+        await self._reload(set(self._positions))
+        return False
+
+    def _launch(self, prepared: _Prepared) -> None:
+        self._writing = asyncio.create_task(self._write(prepared), name=f"write-batch-{prepared.seq}")
 
     async def _reload(self, partitions: set[int]) -> None:
-        async with self._lock:
-            self.cache.drop_partitions(partitions)
-            stored = await self._store.load_offsets(partitions)
-            for p in partitions:
-                if p in self._positions:
-                    self._positions[p] = stored.get(p)
-                    if p in stored:
-                        self._consumer.seek(TopicPartition(self.s.input_topic, p), stored[p])
+        """Forget what was prepared and not committed; seek to the stored offsets."""
+        self._pending.clear()
+        self.cache.drop_partitions(partitions)
+        stored = await _retry(lambda: self._store.load_offsets(partitions), "load offsets", None)
+        for p in partitions:
+            if p in self._positions:
+                self._positions[p] = stored.get(p)
+                if p in stored:
+                    self._consumer.seek(TopicPartition(self.s.input_topic, p), stored[p])
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Prepared:
+        """Decode, compare and encode a batch on top of the projections before it
+        (committed or pending). Changes no state until it returns."""
         started = time.perf_counter()
         records = [r for recs in batch.values() for r in recs]
-        # 1. decode (pure)
-        decoded, bad = decode_records(records)
-        # 2. load the committed projections this batch needs (one query for the cache misses)
+        # 1. decode (pure), yielding now and then so that IO in flight progresses
+        decoded: list[tuple[Any, Attempt]] = []
+        bad: list[tuple[Any, BadRecordError]] = []
+        for i in range(0, len(records), CHUNK):
+            good_part, bad_part = decode_records(records[i : i + CHUNK])
+            decoded += good_part
+            bad += bad_part
+            await asyncio.sleep(0)
+        # 2. the projections this batch starts from: pending, cached, else one query
         keys = {(a.run_id, a.step_id) for _, a in decoded}
-        known = {k: p for k in keys if (p := self.cache.get(k)) is not None}
-        missing = [k for k in keys if k not in known]
+        known: dict[StepKey, StepProjection] = {}
+        missing = []
+        for k in keys:
+            hit = self._pending.get(k)
+            p = hit[1] if hit is not None else self.cache.get(k)
+            if p is None:
+                missing.append(k)
+            else:
+                known[k] = p
         known.update(await self._store.load_projections(missing, self.config))
-        # 3. compare (pure)
-        result = apply_records(decoded, known, self.config)
-        result.bad[:0] = bad
-        # 4. diffs to S3, before anything refers to them
-        uris = await self._store_diffs(result.emitted)
-        # 5. dead letters, acknowledged before their offsets are committed
-        await self._dlq.send(result.bad)
-        # 6. one statement: offsets (fenced), projections, outbox, comparisons
+        # 3. compare (pure), a chunk at a time; each chunk's diffs start uploading at once
+        result = BatchResult(bad=bad)
+        state = dict(known)
+        diffs: dict[str, Comparison] = {}
+        uploads: list[asyncio.Task[None]] = []
+        for i in range(0, len(decoded), CHUNK):
+            part = apply_records(decoded[i : i + CHUNK], state, self.config)
+            for k, (partition, proj) in part.projections.items():
+                state[k] = proj
+                result.projections[k] = (partition, proj)
+            result.emitted += part.emitted
+            result.bad += part.bad
+            new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in diffs}
+            if new:
+                diffs.update(new)
+                task = asyncio.create_task(self._store_diffs(list(new.values())))
+                task.add_done_callback(_retrieve)  # a void batch's uploads may fail unobserved
+                uploads.append(task)
+            await asyncio.sleep(0)
+        # 4. the batch's statement
         detected = int(time.time() * 1000)
         commit = BatchCommit(
             offsets={tp.partition: (self._positions[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
             projections={k: p for k, (_, p) in result.projections.items()},
             previous=known,
         )
-        for record, attempt, c in result.emitted:
-            uri = uris.get(c.diff.sha256) if c.diff else None
+        for n, (record, attempt, c) in enumerate(result.emitted, 1):
+            if n % CHUNK == 0:
+                await asyncio.sleep(0)
+            uri = self._artifacts.uri(c.diff.sha256) if c.diff is not None else None
             value = codec.encode_comparison(
                 codec.comparison_record(
                     c,
@@ -404,21 +493,55 @@ class Pipeline:
                     detected,
                 )
             )
-        await self._store.commit_batch(commit)
-        # 7. committed: remember it, tell Kafka's group (for lag tools, and so that a
-        #    restart's first fetch starts near here), and let the publisher go
+        # 5. prepared: later batches build on it
+        self._seq += 1
         for tp, recs in batch.items():
             self._positions[tp.partition] = recs[-1].offset + 1
-        self._commit_to_kafka({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
-        for k, (partition, proj) in result.projections.items():
+        for k, (_, proj) in result.projections.items():
+            self._pending[k] = (self._seq, proj)
+        return _Prepared(self._seq, batch, len(records), result, commit, list(diffs.values()), uploads, started)
+
+    async def _write(self, b: _Prepared) -> None:
+        """Diffs, dead letters, then the statement; retried until it commits, is
+        fenced, or the pipeline stops (``_GaveUp``)."""
+        delay = 0.1
+        deadline: float | None = None
+        while True:
+            try:
+                if b.uploads:
+                    uploads, b.uploads = b.uploads, []
+                    await asyncio.gather(*uploads)
+                else:
+                    await self._store_diffs(b.diffs)  # a retry
+                await self._dlq.send(b.result.bad)  # acknowledged before their offsets are committed
+                await self._store.commit_batch(b.commit)
+                break
+            except Fenced:
+                raise
+            except TransientError as exc:
+                if self._stop.is_set():
+                    deadline = deadline or time.monotonic() + 5.0
+                    if time.monotonic() > deadline:
+                        raise _GaveUp() from exc
+                telemetry.RETRIES.add(1)
+                logger.warning("%s; retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        # committed: tell Kafka's group (for lag tools, and so that a restart's first
+        # fetch starts near here), cache the projections, let the publisher go
+        self._commit_to_kafka({tp: recs[-1].offset + 1 for tp, recs in b.batch.items()})
+        for k, (partition, proj) in b.result.projections.items():
             self.cache.put(k, partition, proj)
-        self._publisher.wake({tp.partition for tp in batch})
-        self.processed += len(records)
+            hit = self._pending.get(k)
+            if hit is not None and hit[0] == b.seq:
+                del self._pending[k]
+        self._publisher.wake({tp.partition for tp in b.batch})
+        self.processed += b.records
         telemetry.record_batch(
-            len(records),
-            len(result.bad),
-            [c.verdict.value for _, _, c in result.emitted],
-            time.perf_counter() - started,
+            b.records,
+            len(b.result.bad),
+            [c.verdict.value for _, _, c in b.result.emitted],
+            time.perf_counter() - b.started,
         )
 
     def _commit_to_kafka(self, offsets: dict[TopicPartition, int]) -> None:
@@ -430,15 +553,13 @@ class Pipeline:
         self._kafka_commits.add(task)
         task.add_done_callback(self._kafka_commits.discard)
 
-    async def _store_diffs(self, emitted: list[tuple[Any, Attempt, Comparison]]) -> dict[str, str]:
-        diffs = {c.diff.sha256: c for _, _, c in emitted if c.diff is not None}
-
-        async def put(c: Comparison) -> tuple[str, str]:
+    async def _store_diffs(self, diffs: list[Comparison]) -> None:
+        async def put(c: Comparison) -> None:
             assert c.diff is not None
             async with self._s3_slots:
-                return c.diff.sha256, await self._artifacts.put(c.diff, c.run_id, c.step_id)
+                await self._artifacts.put(c.diff, c.run_id, c.step_id)
 
-        return dict(await asyncio.gather(*(put(c) for c in diffs.values())))
+        await asyncio.gather(*(put(c) for c in diffs))
 
 
 def _tune_gc() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
@@ -138,6 +140,46 @@ async def test_two_consumers_share_the_partitions_and_one_leaves(lane: Lane) -> 
     ids = [e["event_id"] for e in out]
     assert len(ids) == len(set(ids)), "duplicate event ids"
     assert set(ids) == set(expected)
+    assert await lane.projections() == oracle_projection(events, config)
+
+
+async def test_a_fenced_write_resumes_every_partition_from_postgres(
+    lane: Lane, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored offsets move under the consumer (as when another member took the
+    partitions over, or an operator reset them), so its next write is fenced: what it
+    prepared and did not commit is thrown away, every partition resumes from the stored
+    offsets, and the records read again change nothing and say nothing twice."""
+    events = demo.synthetic_fleet(demo.FleetSpec(runs=120, steps=3, attempts=3, seed=41))
+    first, second = events[: len(events) // 2], events[len(events) // 2 :]
+    config = lane.settings().compare_config()
+    expected = demo.expected_comparisons(events, config)
+    s = lane.settings()
+    await lane.create_topics()
+    async with lane.pipeline() as p:
+        await lane.send(first)
+        await lane.outputs(want=len(demo.expected_comparisons(first, config)))
+        async with asyncio.timeout(30):
+            while p.processed < len(first):
+                await asyncio.sleep(0.05)
+        conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
+        try:
+            moved = await conn.execute(
+                f'UPDATE "{lane.schema}".consumer_offset SET next_offset = 0 WHERE group_id = $1', s.group_id
+            )
+        finally:
+            await conn.close()
+        assert moved != "UPDATE 0"
+        with caplog.at_level(logging.WARNING, logger="replaywatch.pipeline"):
+            await lane.send(second)
+            out = await lane.outputs(want=len(expected))
+            async with asyncio.timeout(30):
+                while p.processed < len(events) + len(first):  # the first half is read twice
+                    await asyncio.sleep(0.05)
+    assert "resuming every partition from PostgreSQL" in caplog.text
+    ids = [e["event_id"] for e in out]
+    assert len(ids) == len(set(ids)), "duplicate event ids"
+    assert {e["event_id"]: e["verdict"] for e in out} == expected
     assert await lane.projections() == oracle_projection(events, config)
 
 

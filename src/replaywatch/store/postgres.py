@@ -72,28 +72,33 @@ class BatchCommit:
     comparisons: list[ComparisonRow] = field(default_factory=list)
 
 
+_TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
 @contextlib.asynccontextmanager
 async def translate_errors(what: str) -> AsyncIterator[None]:
     """asyncpg and socket errors -> TransientError (retry); fencing -> Fenced."""
     try:
         yield
-    except asyncpg.RaiseError as exc:
-        if exc.sqlstate == "RW001":
+    except Exception as exc:
+        # commit_batch raises SQLSTATE RW001, which asyncpg does not know: it arrives
+        # as UnknownPostgresError, not as RaiseError
+        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == "RW001":
             raise Fenced(str(exc)) from None
+        if isinstance(exc, _TRANSIENT):
+            raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
         raise
-    except (
-        OSError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.SerializationError,
-        asyncpg.DeadlockDetectedError,
-        asyncpg.AdminShutdownError,
-        asyncpg.CrashShutdownError,
-        TimeoutError,
-    ) as exc:
-        raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _attempt_json(p: PreparedAttempt | None) -> str | None:
