@@ -26,7 +26,7 @@ import gc
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SHUTDOWN_SECONDS = 8.0
+WRITES_IN_FLIGHT = 4
+"""Batches prepared ahead of the oldest write: records keep being decoded and compared
+(and their diffs uploaded) while earlier batches commit."""
 CHUNK = 200
 """Records prepared between two yields to the event loop: the uploads and the write in
 flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
@@ -154,6 +157,10 @@ class _GaveUp(Exception):
     """A batch's write was abandoned to stop (its cause: the last transient error)."""
 
 
+class _Void(Exception):
+    """A batch was not written because a batch before it was not committed."""
+
+
 @dataclass
 class _Prepared:
     """A batch prepared and not yet written."""
@@ -202,7 +209,8 @@ class Pipeline:
         self.ready = asyncio.Event()
         self._assignment_done = asyncio.Event()
         self._kafka_commits: set[asyncio.Task[None]] = set()
-        self._writing: asyncio.Task[None] | None = None
+        self._writes: deque[asyncio.Task[None]] = deque()
+        """Batches being written, oldest first; each waits for the one before it."""
         self._pending: dict[StepKey, tuple[int, StepProjection]] = {}
         """Projections of prepared batches not committed yet: key -> (batch seq, projection)."""
         self._seq = 0
@@ -289,12 +297,12 @@ class Pipeline:
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
                     await self._handle(batch, stop)
-                elif self._writing is not None and self._writing.done():
+                elif self._writes and self._writes[0].done():
                     async with self._lock:
-                        await self._finish_write()
+                        await self._settle(WRITES_IN_FLIGHT)
             # Shutdown: finish the write in flight, publish what is committed, then leave.
             async with self._lock:
-                await asyncio.shield(self._finish_write())
+                await asyncio.shield(self._settle(0))
             drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))
             logger.info(
                 "replaywatch stopping: %d records processed, outbox %s",
@@ -312,7 +320,7 @@ class Pipeline:
         """Let the batch in flight finish (the lock), then forget these partitions."""
         self._assignment_done.clear()
         async with self._lock:
-            await self._finish_write()  # its commit lands (or is fenced) before the partitions go
+            await self._settle(0)  # their commits land (or are fenced) before the partitions go
             self._pending.clear()  # nothing is prepared and unwritten here; keep it that way
             for p in partitions:
                 self._positions.pop(p, None)
@@ -366,7 +374,7 @@ class Pipeline:
                     if not owned:
                         return
                     prepared = await self._prepare(owned)
-                    if not await self._finish_write():  # the previous batch failed: this one is void
+                    if not await self._settle(WRITES_IN_FLIGHT - 1):  # a batch before it failed: it is void
                         return
                     self._launch(prepared)
                 return
@@ -381,25 +389,35 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _finish_write(self) -> bool:
-        """Wait for the batch being written. False if it was not committed (fenced, or
-        given up to stop): then everything prepared after it is void, and every
-        partition resumes from the offsets PostgreSQL holds. Call with the lock held."""
-        task, self._writing = self._writing, None
-        if task is None:
+    async def _settle(self, keep: int) -> bool:
+        """Wait until at most ``keep`` batches are being written. False if a batch was
+        not committed (fenced, or given up to stop): then every batch after it is void,
+        and every partition resumes from the offsets PostgreSQL holds. Call with the
+        lock held."""
+        failed: BaseException | None = None
+        while self._writes and (len(self._writes) > keep or self._writes[0].done()):
+            try:
+                await self._writes[0]
+            except (Fenced, _GaveUp, _Void) as exc:
+                failed = exc
+                for later in self._writes:
+                    later.cancel()
+                await asyncio.gather(*self._writes, return_exceptions=True)
+                self._writes.clear()
+                break
+            self._writes.popleft()
+        if failed is None:
             return True
-        try:
-            await task
-            return True
-        except Fenced as exc:
-            logger.warning("%s; resuming every partition from PostgreSQL", exc)
-        except _GaveUp as exc:
-            logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc.__cause__)
+        if isinstance(failed, Fenced):
+            logger.warning("%s; resuming every partition from PostgreSQL", failed)
+        elif isinstance(failed, _GaveUp):
+            logger.error("giving up the batches in flight to stop (not committed): %s", failed.__cause__)
         await self._reload(set(self._positions))
         return False
 
     def _launch(self, prepared: _Prepared) -> None:
-        self._writing = asyncio.create_task(self._write(prepared), name=f"write-batch-{prepared.seq}")
+        before = self._writes[-1] if self._writes else None
+        self._writes.append(asyncio.create_task(self._write(prepared, before), name=f"write-batch-{prepared.seq}"))
 
     async def _reload(self, partitions: set[int]) -> None:
         """Forget what was prepared and not committed; seek to the stored offsets."""
@@ -501,9 +519,13 @@ class Pipeline:
             self._pending[k] = (self._seq, proj)
         return _Prepared(self._seq, batch, len(records), result, commit, list(diffs.values()), uploads, started)
 
-    async def _write(self, b: _Prepared) -> None:
-        """Diffs, dead letters, then the statement; retried until it commits, is
-        fenced, or the pipeline stops (``_GaveUp``)."""
+    async def _write(self, b: _Prepared, before: asyncio.Task[None] | None) -> None:
+        """Diffs, dead letters, then the statement, after the batch ``before`` it has
+        committed; retried until it commits, is fenced, or the pipeline stops (``_GaveUp``)."""
+        if before is not None:
+            await asyncio.wait([before])  # its outcome is _settle's to handle; if it failed, this is cancelled
+            if before.cancelled() or before.exception() is not None:
+                raise _Void()
         delay = 0.1
         deadline: float | None = None
         while True:

@@ -27,7 +27,7 @@ async def test_put_is_content_addressed_and_idempotent(endpoints: Endpoints, buc
         body, meta = await store.get(diff.sha256)
         assert hashlib.sha256(body).hexdigest() == diff.sha256
         assert meta["ContentType"] == "application/json"
-        assert meta["Metadata"] == {"kind": "replay_tool_diff", "run_id": "r", "step_id": "s"}
+        assert meta["Metadata"] == {"kind": "replay_tool_diff", "run-id": "r", "step-id": "s"}
 
 
 async def test_non_ascii_ids_are_encoded_in_metadata(endpoints: Endpoints, bucket: str) -> None:
@@ -37,4 +37,4 @@ async def test_non_ascii_ids_are_encoded_in_metadata(endpoints: Endpoints, bucke
                                 secret_access_key=endpoints.s3_secret_access_key) as store:  # fmt: skip
         await store.put(diff, "rün-😀", "ステップ")
         _, meta = await store.get(diff.sha256)
-        assert meta["Metadata"]["run_id"] == "r%C3%BCn-%F0%9F%98%80"
+        assert meta["Metadata"]["run-id"] == "r%C3%BCn-%F0%9F%98%80"

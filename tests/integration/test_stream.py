@@ -93,7 +93,7 @@ async def test_reference_scenarios_through_kafka(lane: Lane) -> None:
         body, head = await s3_object(lane, sha)
         assert hashlib.sha256(body).hexdigest() == sha
         assert head["ContentType"] == "application/json"
-        assert head["Metadata"] == {"kind": ev["diff_kind"], "run_id": run, "step_id": ev["step_id"]}
+        assert head["Metadata"] == {"kind": ev["diff_kind"], "run-id": run, "step-id": ev["step_id"]}
     assert orjson.loads((await s3_object(lane, s4["diff_sha256"]))[0])["current"] == tools_b
 
     proj = await lane.projections()

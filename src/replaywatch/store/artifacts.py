@@ -1,7 +1,8 @@
 """Diff objects in S3 (aioboto3), content-addressed by sha256.
 
 Key ``sha256/<2 hex>/<2 hex>/<full hex>``, content type application/json, metadata
-kind, run_id and step_id. Putting a sha that already exists is a no-op (a conditional
+kind, run-id and step-id (dashes: underscores in header names are dropped by many
+proxies and folded by WSGI servers). Putting a sha that already exists is a no-op (a conditional
 put), so a retried batch writes nothing twice. botocore's errors are translated
 here into ``TransientError``.
 """
@@ -162,7 +163,7 @@ class S3Artifacts:
                 Key=object_key(diff.sha256),
                 Body=diff.body,
                 ContentType="application/json",
-                Metadata={"kind": diff.kind.value, "run_id": _ascii(run_id), "step_id": _ascii(step_id)},
+                Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
                 IfNoneMatch="*",
             )
         except ClientError as exc:
