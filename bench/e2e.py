@@ -41,27 +41,34 @@ ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int(_stat(int(proc.name))[1]) == pid:
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process, its live children and the children it has reaped (PostgreSQL
-    backends are children of the postmaster)."""
+    backends are children of the postmaster; replaywatch's S3 uploader is its child)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(f) for f in _stat(pid)[11:15]) / TICK
     except OSError:
         return 0.0
-    total = sum(int(f) for f in fields[11:15]) / TICK
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                f = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(f[1]) == pid:
-                total += sum(int(x) for x in f[11:13]) / TICK
+    for child in children(pid):
+        try:
+            total += sum(int(f) for f in _stat(child)[11:13]) / TICK
+        except OSError:
+            continue
     return total
 
 
@@ -160,10 +167,10 @@ class Bench:
                 if first is None and ids:
                     first = time.perf_counter() - t0
             elapsed = time.perf_counter() - t0
-            cpu = sum(cpu_seconds(p.pid) for p in procs)
+            cpu = sum(tree_cpu_seconds(p.pid) for p in procs)  # with helper processes (S3 uploads)
             services = {k: v - services0.get(k, 0.0) for k, v in service_cpu(self.stack_dir).items()}
             services["bench reader"] = time.process_time() - reader0
-            rss = max(peak_rss_mb(p.pid) for p in procs)
+            rss = max(peak_rss_mb(p.pid) + sum(peak_rss_mb(c) for c in children(p.pid)) for p in procs)
         finally:
             await c.stop()
             for p in procs:

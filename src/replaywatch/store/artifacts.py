@@ -18,10 +18,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aioboto3
+import botocore
 import botocore.loaders
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replaywatch import __version__
 from replaywatch.compare import Diff
 from replaywatch.exceptions import ConfigError, TransientError
 
@@ -115,7 +117,15 @@ class S3Artifacts:
     ) -> AsyncIterator[S3Artifacts]:
         session = aioboto3.Session()
         config = Config(
-            retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=15, max_pool_connections=64
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=15,
+            max_pool_connections=64,
+            # Per request, botocore otherwise rebuilds its user agent from ~40 parts and
+            # validates parameters we build ourselves: together ~15% of a PUT's CPU here.
+            # A fixed agent also names replaywatch in S3 access logs.
+            user_agent=f"replaywatch/{__version__} botocore/{botocore.__version__}",
+            parameter_validation=False,
         )
         async with session.client(
             "s3",
