@@ -51,9 +51,11 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SHUTDOWN_SECONDS = 8.0
-WRITES_IN_FLIGHT = 4
-"""Batches prepared ahead of the oldest write: records keep being decoded and compared
-(and their diffs uploaded) while earlier batches commit."""
+UNWRITTEN_RECORDS = 4000
+"""Records prepared and not yet committed before the consumer waits: records keep being
+decoded and compared (and their diffs uploaded) while earlier batches commit."""
+GROUP_RECORDS = 5000
+"""At most this many records commit in one statement."""
 CHUNK = 200
 """Records prepared between two yields to the event loop: the uploads and the write in
 flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
@@ -209,8 +211,10 @@ class Pipeline:
         self.ready = asyncio.Event()
         self._assignment_done = asyncio.Event()
         self._kafka_commits: set[asyncio.Task[None]] = set()
-        self._writes: deque[asyncio.Task[None]] = deque()
-        """Batches being written, oldest first; each waits for the one before it."""
+        self._writes: deque[tuple[asyncio.Task[None], list[_Prepared]]] = deque()
+        """Writes in flight, oldest first, with their batches; each waits for the one before it."""
+        self._started: set[int] = set()
+        """Writes (by their first batch's seq) that have begun: no batch joins them any more."""
         self._pending: dict[StepKey, tuple[int, StepProjection]] = {}
         """Projections of prepared batches not committed yet: key -> (batch seq, projection)."""
         self._seq = 0
@@ -297,9 +301,9 @@ class Pipeline:
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
                     await self._handle(batch, stop)
-                elif self._writes and self._writes[0].done():
+                elif self._writes and self._writes[0][0].done():
                     async with self._lock:
-                        await self._settle(WRITES_IN_FLIGHT)
+                        await self._settle(UNWRITTEN_RECORDS)
             # Shutdown: finish the write in flight, publish what is committed, then leave.
             async with self._lock:
                 await asyncio.shield(self._settle(0))
@@ -374,7 +378,7 @@ class Pipeline:
                     if not owned:
                         return
                     prepared = await self._prepare(owned)
-                    if not await self._settle(WRITES_IN_FLIGHT - 1):  # a batch before it failed: it is void
+                    if not await self._settle(UNWRITTEN_RECORDS):  # a batch before it failed: it is void
                         return
                     self._launch(prepared)
                 return
@@ -390,19 +394,20 @@ class Pipeline:
                 delay = min(delay * 2, 5.0)
 
     async def _settle(self, keep: int) -> bool:
-        """Wait until at most ``keep`` batches are being written. False if a batch was
-        not committed (fenced, or given up to stop): then every batch after it is void,
-        and every partition resumes from the offsets PostgreSQL holds. Call with the
-        lock held."""
+        """Wait until at most ``keep`` records are prepared and not yet committed. False
+        if a write was not committed (fenced, or given up to stop): then every batch
+        after it is void, and every partition resumes from the offsets PostgreSQL holds.
+        Call with the lock held."""
         failed: BaseException | None = None
-        while self._writes and (len(self._writes) > keep or self._writes[0].done()):
+        while self._writes and (self._unwritten() > keep or self._writes[0][0].done()):
+            task, _ = self._writes[0]
             try:
-                await self._writes[0]
+                await task
             except (Fenced, _GaveUp, _Void) as exc:
                 failed = exc
-                for later in self._writes:
+                for later, _ in self._writes:
                     later.cancel()
-                await asyncio.gather(*self._writes, return_exceptions=True)
+                await asyncio.gather(*(t for t, _ in self._writes), return_exceptions=True)
                 self._writes.clear()
                 break
             self._writes.popleft()
@@ -415,9 +420,26 @@ class Pipeline:
         await self._reload(set(self._positions))
         return False
 
+    def _unwritten(self) -> int:
+        return sum(b.records for _, group in self._writes for b in group)
+
     def _launch(self, prepared: _Prepared) -> None:
-        before = self._writes[-1] if self._writes else None
-        self._writes.append(asyncio.create_task(self._write(prepared, before), name=f"write-batch-{prepared.seq}"))
+        """Queue a prepared batch. While a write is committing, the batches prepared
+        meanwhile gather in the next write and commit in one statement (a group commit):
+        at low rates batches are small, and a commit costs about the same for 30
+        records as for 3,000."""
+        if self._writes:
+            task, group = self._writes[-1]
+            if not task.done() and group[0].seq not in self._started and self._group_records(group) < GROUP_RECORDS:
+                group.append(prepared)
+                return
+        before = self._writes[-1][0] if self._writes else None
+        group = [prepared]
+        self._writes.append((asyncio.create_task(self._write(group, before), name=f"write-{prepared.seq}"), group))
+
+    @staticmethod
+    def _group_records(group: list[_Prepared]) -> int:
+        return sum(b.records for b in group)
 
     async def _reload(self, partitions: set[int]) -> None:
         """Forget what was prepared and not committed; seek to the stored offsets."""
@@ -519,24 +541,36 @@ class Pipeline:
             self._pending[k] = (self._seq, proj)
         return _Prepared(self._seq, batch, len(records), result, commit, list(diffs.values()), uploads, started)
 
-    async def _write(self, b: _Prepared, before: asyncio.Task[None] | None) -> None:
-        """Diffs, dead letters, then the statement, after the batch ``before`` it has
-        committed; retried until it commits, is fenced, or the pipeline stops (``_GaveUp``)."""
+    async def _write(self, group: list[_Prepared], before: asyncio.Task[None] | None) -> None:
+        """Diffs, dead letters, then one statement for the batches of ``group``, once
+        the write ``before`` it has committed; retried until it commits, is fenced, or
+        the pipeline stops (``_GaveUp``). Batches join ``group`` until it starts."""
         if before is not None:
             await asyncio.wait([before])  # its outcome is _settle's to handle; if it failed, this is cancelled
             if before.cancelled() or before.exception() is not None:
                 raise _Void()
+        self._started.add(group[0].seq)
+        try:
+            await self._write_group(group)
+        finally:
+            self._started.discard(group[0].seq)
+
+    async def _write_group(self, group: list[_Prepared]) -> None:
+        commit = BatchCommit.merged([b.commit for b in group])
+        bad = [x for b in group for x in b.result.bad]
         delay = 0.1
         deadline: float | None = None
         while True:
             try:
-                if b.uploads:
-                    uploads, b.uploads = b.uploads, []
+                uploads = [t for b in group for t in b.uploads]
+                if uploads:
+                    for b in group:
+                        b.uploads = []
                     await asyncio.gather(*uploads)
                 else:
-                    await self._store_diffs(b.diffs)  # a retry
-                await self._dlq.send(b.result.bad)  # acknowledged before their offsets are committed
-                await self._store.commit_batch(b.commit)
+                    await self._store_diffs([c for b in group for c in b.diffs])  # a retry
+                await self._dlq.send(bad)  # acknowledged before their offsets are committed
+                await self._store.commit_batch(commit)
                 break
             except Fenced:
                 raise
@@ -551,20 +585,23 @@ class Pipeline:
                 delay = min(delay * 2, 5.0)
         # committed: tell Kafka's group (for lag tools, and so that a restart's first
         # fetch starts near here), cache the projections, let the publisher go
-        self._commit_to_kafka({tp: recs[-1].offset + 1 for tp, recs in b.batch.items()})
-        for k, (partition, proj) in b.result.projections.items():
-            self.cache.put(k, partition, proj)
-            hit = self._pending.get(k)
-            if hit is not None and hit[0] == b.seq:
-                del self._pending[k]
-        self._publisher.wake({tp.partition for tp in b.batch})
-        self.processed += b.records
-        telemetry.record_batch(
-            b.records,
-            len(b.result.bad),
-            [c.verdict.value for _, _, c in b.result.emitted],
-            time.perf_counter() - b.started,
-        )
+        offsets: dict[TopicPartition, int] = {}
+        for b in group:
+            offsets.update({tp: recs[-1].offset + 1 for tp, recs in b.batch.items()})
+            for k, (partition, proj) in b.result.projections.items():
+                self.cache.put(k, partition, proj)
+                hit = self._pending.get(k)
+                if hit is not None and hit[0] == b.seq:
+                    del self._pending[k]
+            self.processed += b.records
+            telemetry.record_batch(
+                b.records,
+                len(b.result.bad),
+                [c.verdict.value for _, _, c in b.result.emitted],
+                time.perf_counter() - b.started,
+            )
+        self._commit_to_kafka(offsets)
+        self._publisher.wake({tp.partition for tp in offsets})
 
     def _commit_to_kafka(self, offsets: dict[TopicPartition, int]) -> None:
         async def commit() -> None:

@@ -71,6 +71,25 @@ class BatchCommit:
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
 
+    @classmethod
+    def merged(cls, commits: list[BatchCommit]) -> BatchCommit:
+        """Consecutive batches as one: each partition advances from where the first
+        batch found it to where the last left it; the last projection of a step wins,
+        and what it is compared with is what was committed before the first batch."""
+        if len(commits) == 1:
+            return commits[0]
+        out = cls()
+        for c in commits:
+            for partition, (expected, nxt) in c.offsets.items():
+                out.offsets[partition] = (out.offsets[partition][0] if partition in out.offsets else expected, nxt)
+            for key, proj in c.previous.items():
+                if key not in out.projections:  # else an earlier batch wrote it: its "before" stands
+                    out.previous.setdefault(key, proj)
+            out.projections.update(c.projections)
+            out.outbox += c.outbox
+            out.comparisons += c.comparisons
+        return out
+
 
 _TRANSIENT = (
     OSError,
