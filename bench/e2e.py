@@ -192,6 +192,10 @@ def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     return demo.synthetic_fleet(spec)
 
 
+WARMUP_S = 5.0
+"""The latency run's first seconds (new topics, cold JIT in the broker) are not counted."""
+
+
 async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[str, Any]:
     env = b.system_env(tag)
     in_topic, out_topic = env["REPLAYWATCH_INPUT_TOPIC"], env["REPLAYWATCH_OUTPUT_TOPIC"]
@@ -199,7 +203,7 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     proc = subprocess.Popen([sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(f"/tmp/bench-latency-{tag}.log", "wb"))  # noqa: SIM115  # fmt: skip
     await asyncio.sleep(4)  # joined and assigned
-    events = fleet(int(rate * seconds) + 100, seed=99)
+    events = fleet(int(rate * (seconds + WARMUP_S)) + 100, seed=99)
     producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=2, acks=1)
     await producer.start()
     reader = AIOKafkaConsumer(out_topic, bootstrap_servers=b.bootstrap, isolation_level="read_committed",
@@ -215,14 +219,16 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
             for msgs in batch.values():
                 for m in msgs:
                     ev = codec.decode_comparison(m.value)
-                    lat.append(ev["detected_at"] - ev["occurred_at"])
-                    visible.append(now - ev["occurred_at"])
+                    if ev["occurred_at"] >= counted_from:
+                        lat.append(ev["detected_at"] - ev["occurred_at"])
+                        visible.append(now - ev["occurred_at"])
 
     task = asyncio.create_task(read())
     sent = 0
     t0 = time.perf_counter()
+    counted_from = time.time() * 1000 + WARMUP_S * 1000
     try:
-        while time.perf_counter() - t0 < seconds and sent < len(events):
+        while time.perf_counter() - t0 < seconds + WARMUP_S and sent < len(events):
             due = int((time.perf_counter() - t0) * rate)
             while sent < due and sent < len(events):
                 ev = events[sent] | {"occurred_at": int(time.time() * 1000)}
@@ -251,6 +257,7 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--latency-rate", type=float, default=None, help="events/s (default: half the measured maximum)")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--systems", default="replaywatch,replaywatch-2,latency,quix-alo,quix-eos",
                     help="which runs to make, comma-separated")  # fmt: skip
@@ -316,7 +323,7 @@ async def main() -> None:
         if "replaywatch-2" in wanted:
             results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
         if "latency" in wanted:
-            rate = results["replaywatch"]["events_per_s"] / 2
+            rate = args.latency_rate or results["replaywatch"]["events_per_s"] / 2
             print(f"latency run at {rate:,.0f} events/s ...", flush=True)
             results["latency"] = await latency_run(b, rate, args.latency_seconds, f"{tag}lat")
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]

@@ -601,6 +601,7 @@ class Pipeline:
                 time.perf_counter() - b.started,
             )
         self._commit_to_kafka(offsets)
+        self._publisher.offer(commit.outbox)
         self._publisher.wake({tp.partition for tp in offsets})
 
     def _commit_to_kafka(self, offsets: dict[TopicPartition, int]) -> None:

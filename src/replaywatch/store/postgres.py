@@ -257,15 +257,17 @@ class PostgresStore:
                 [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in cs],
             )
 
-    async def outbox_fetch(self, partition: int, limit: int) -> list[OutboxRow]:
+    async def outbox_fetch(self, partition: int, start: int, limit: int) -> list[OutboxRow]:
+        """Outbox rows of ``partition`` from source offset ``start`` on, in order."""
         async with translate_errors("outbox fetch"):
             rows = await self._pool.fetch(
                 f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
-                "ORDER BY source_offset LIMIT $4",
+                "AND source_offset >= $4 ORDER BY source_offset LIMIT $5",
                 self.group_id,
                 self.topic,
                 partition,
+                start,
                 limit,
             )
         return [OutboxRow(**dict(r)) for r in rows]

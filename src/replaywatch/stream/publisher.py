@@ -7,6 +7,13 @@ publisher's progress (the input offset after the last event published), committe
 the offset of the input partition under the group ``{group}.outbox``. After any
 crash the new owner reads that progress, deletes what was already published from the
 outbox and publishes the rest, so a ``read_committed`` reader sees each event once.
+
+PostgreSQL's outbox is what survives a crash; in the running process the consumer also
+hands each committed batch's events straight to the partition's publisher
+(``offer``), so the steady state reads nothing back from PostgreSQL. A publisher first
+catches up from the outbox, from its progress on, then serves what is offered, skipping
+what it has published already. Published rows are deleted from the outbox at most once
+a second.
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from replaywatch.exceptions import Fenced, TransientError
-from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.postgres import OutboxRow, PostgresStore
 from replaywatch.stream.kafka_errors import translate_errors
 
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
+QUEUE_LIMIT = 50_000
+"""Events offered and not yet published, per partition, kept in memory; beyond that the
+publisher forgets them and reads the outbox again when it catches up."""
+DELETE_EVERY = 1.0
 
 
 class OutboxPublisher:
@@ -49,12 +61,16 @@ class OutboxPublisher:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._idle: dict[int, asyncio.Event] = {}
+        self._queue: dict[int, list[OutboxRow]] = {}
+        self._overflow: dict[int, bool] = {}
         self.published = 0
 
     def assign(self, partitions: set[int]) -> None:
         for p in partitions - self._tasks.keys():
             self._wake[p] = asyncio.Event()
             self._idle[p] = asyncio.Event()
+            self._queue[p] = []
+            self._overflow[p] = False
             self._wake[p].set()
             self._tasks[p] = asyncio.create_task(self._run(p), name=f"publisher-{p}")
 
@@ -66,6 +82,20 @@ class OutboxPublisher:
         for p in partitions:
             self._wake.pop(p, None)
             self._idle.pop(p, None)
+            self._queue.pop(p, None)
+            self._overflow.pop(p, None)
+
+    def offer(self, rows: list[OutboxRow]) -> None:
+        """Events just committed to the outbox, in source order per partition."""
+        for r in rows:
+            queue = self._queue.get(r.partition)
+            if queue is None:
+                continue
+            if len(queue) >= QUEUE_LIMIT:
+                queue.clear()
+                self._overflow[r.partition] = True
+            if not self._overflow[r.partition]:
+                queue.append(r)
 
     def wake(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -109,7 +139,7 @@ class OutboxPublisher:
                 done = await self._progress(partition)
                 if done is not None:
                     await self._store.outbox_delete_before(partition, done)
-                await self._drain(partition, producer)
+                await self._drain(partition, producer, done or 0)
             except (TransientError, Fenced) as exc:
                 logger.warning("publisher for partition %d: %s; retrying in %.1fs", partition, exc, delay)
                 await asyncio.sleep(delay)
@@ -118,12 +148,24 @@ class OutboxPublisher:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(producer.stop())
 
-    async def _drain(self, partition: int, producer: AIOKafkaProducer) -> None:
-        wake, idle = self._wake[partition], self._idle[partition]
+    async def _drain(self, partition: int, producer: AIOKafkaProducer, upto: int) -> None:
+        """Publish from source offset ``upto`` on: the outbox first, then what is offered."""
+        wake, idle, queue = self._wake[partition], self._idle[partition], self._queue[partition]
         tp = TopicPartition(self._input, partition)
+        from_outbox = True
+        deleted_at = time.monotonic()
         while True:
-            rows = await self._store.outbox_fetch(partition, BATCH)
+            if from_outbox:
+                self._overflow[partition] = False  # from here on the queue is complete again
+                rows = await self._store.outbox_fetch(partition, upto, BATCH)
+                from_outbox = len(rows) == BATCH
+            else:
+                rows = [r for r in queue[:BATCH] if r.source_offset >= upto]
+                del queue[:BATCH]
             if not rows:
+                if queue or self._overflow[partition]:
+                    from_outbox = self._overflow[partition]
+                    continue
                 idle.set()
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -131,11 +173,13 @@ class OutboxPublisher:
                         await wake.wait()
                 continue
             upto = rows[-1].source_offset + 1
-            # 1. events and progress in one Kafka transaction
+            # events and progress in one Kafka transaction
             async with translate_errors("publish"), producer.transaction():
                 for r in rows:
                     await producer.send(self._output, r.value, key=r.key, headers=[("verdict", r.verdict.encode())])
                 await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
             self.published += len(rows)
-            # 2. only then forget them; a crash before this is mended by _progress()
-            await self._store.outbox_delete_before(partition, upto)
+            # only then forget them (now and then); a crash before this is mended by _progress()
+            if time.monotonic() - deleted_at > DELETE_EVERY:
+                await self._store.outbox_delete_before(partition, upto)
+                deleted_at = time.monotonic()
