@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -178,6 +177,19 @@ class _Prepared:
     started: float
 
 
+@dataclass
+class _Write:
+    """One statement in flight: the batches it commits. Batches join it until it starts."""
+
+    batches: list[_Prepared]
+    task: asyncio.Task[None] | None = None
+    started: bool = False
+
+    @property
+    def records(self) -> int:
+        return sum(b.records for b in self.batches)
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
@@ -211,10 +223,8 @@ class Pipeline:
         self.ready = asyncio.Event()
         self._assignment_done = asyncio.Event()
         self._kafka_commits: set[asyncio.Task[None]] = set()
-        self._writes: deque[tuple[asyncio.Task[None], list[_Prepared]]] = deque()
-        """Writes in flight, oldest first, with their batches; each waits for the one before it."""
-        self._started: set[int] = set()
-        """Writes (by their first batch's seq) that have begun: no batch joins them any more."""
+        self._writes: deque[_Write] = deque()
+        """Writes in flight, oldest first; each waits for the one before it."""
         self._pending: dict[StepKey, tuple[int, StepProjection]] = {}
         """Projections of prepared batches not committed yet: key -> (batch seq, projection)."""
         self._seq = 0
@@ -300,8 +310,8 @@ class Pipeline:
                 if batch:
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("batch of %d records from %s", sum(map(len, batch.values())), sorted(batch))
-                    await self._handle(batch, stop)
-                elif self._writes and self._writes[0][0].done():
+                    await self._handle(batch)
+                elif self._writes and self._done(self._writes[0]):
                     async with self._lock:
                         await self._settle(UNWRITTEN_RECORDS)
             # Shutdown: finish the write in flight, publish what is committed, then leave.
@@ -367,7 +377,7 @@ class Pipeline:
                 owned[tp] = recs
         return owned
 
-    async def _handle(self, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event) -> None:
+    async def _handle(self, batch: dict[TopicPartition, list[Any]]) -> None:
         await self._assignment_done.wait()
         delay = 0.1
         deadline: float | None = None
@@ -383,7 +393,7 @@ class Pipeline:
                     self._launch(prepared)
                 return
             except TransientError as exc:  # loading projections; nothing was changed
-                if stop.is_set():
+                if self._stop.is_set():
                     deadline = deadline or time.monotonic() + 5.0
                     if time.monotonic() > deadline:
                         logger.error("giving up the batch in flight to stop (nothing was committed): %s", exc)
@@ -399,15 +409,15 @@ class Pipeline:
         after it is void, and every partition resumes from the offsets PostgreSQL holds.
         Call with the lock held."""
         failed: BaseException | None = None
-        while self._writes and (self._unwritten() > keep or self._writes[0][0].done()):
-            task, _ = self._writes[0]
+        while self._writes and (self._unwritten() > keep or self._done(self._writes[0])):
             try:
-                await task
+                await self._task(self._writes[0])
             except (Fenced, _GaveUp, _Void) as exc:
                 failed = exc
-                for later, _ in self._writes:
+                tasks = [self._task(w) for w in self._writes]
+                for later in tasks:
                     later.cancel()
-                await asyncio.gather(*(t for t, _ in self._writes), return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self._writes.clear()
                 break
             self._writes.popleft()
@@ -421,25 +431,29 @@ class Pipeline:
         return False
 
     def _unwritten(self) -> int:
-        return sum(b.records for _, group in self._writes for b in group)
+        return sum(w.records for w in self._writes)
+
+    @staticmethod
+    def _task(w: _Write) -> asyncio.Task[None]:
+        assert w.task is not None
+        return w.task
+
+    def _done(self, w: _Write) -> bool:
+        return self._task(w).done()
 
     def _launch(self, prepared: _Prepared) -> None:
         """Queue a prepared batch. While a write is committing, the batches prepared
         meanwhile gather in the next write and commit in one statement (a group commit):
         at low rates batches are small, and a commit costs about the same for 30
         records as for 3,000."""
-        if self._writes:
-            task, group = self._writes[-1]
-            if not task.done() and group[0].seq not in self._started and self._group_records(group) < GROUP_RECORDS:
-                group.append(prepared)
-                return
-        before = self._writes[-1][0] if self._writes else None
-        group = [prepared]
-        self._writes.append((asyncio.create_task(self._write(group, before), name=f"write-{prepared.seq}"), group))
-
-    @staticmethod
-    def _group_records(group: list[_Prepared]) -> int:
-        return sum(b.records for b in group)
+        last = self._writes[-1] if self._writes else None
+        if last is not None and not last.started and last.records < GROUP_RECORDS:
+            last.batches.append(prepared)
+            return
+        w = _Write([prepared])
+        before = self._task(last) if last is not None else None
+        w.task = asyncio.create_task(self._write(w, before), name=f"write-{prepared.seq}")
+        self._writes.append(w)
 
     async def _reload(self, partitions: set[int]) -> None:
         """Forget what was prepared and not committed; seek to the stored offsets."""
@@ -541,21 +555,16 @@ class Pipeline:
             self._pending[k] = (self._seq, proj)
         return _Prepared(self._seq, batch, len(records), result, commit, list(diffs.values()), uploads, started)
 
-    async def _write(self, group: list[_Prepared], before: asyncio.Task[None] | None) -> None:
-        """Diffs, dead letters, then one statement for the batches of ``group``, once
-        the write ``before`` it has committed; retried until it commits, is fenced, or
-        the pipeline stops (``_GaveUp``). Batches join ``group`` until it starts."""
+    async def _write(self, w: _Write, before: asyncio.Task[None] | None) -> None:
+        """Diffs, dead letters, then one statement for the batches of ``w``, once the
+        write ``before`` it has committed; retried until it commits, is fenced, or the
+        pipeline stops (``_GaveUp``)."""
         if before is not None:
             await asyncio.wait([before])  # its outcome is _settle's to handle; if it failed, this is cancelled
             if before.cancelled() or before.exception() is not None:
                 raise _Void()
-        self._started.add(group[0].seq)
-        try:
-            await self._write_group(group)
-        finally:
-            self._started.discard(group[0].seq)
-
-    async def _write_group(self, group: list[_Prepared]) -> None:
+        w.started = True
+        group = w.batches
         commit = BatchCommit.merged([b.commit for b in group])
         bad = [x for b in group for x in b.result.bad]
         delay = 0.1
@@ -631,8 +640,6 @@ def _tune_gc() -> None:
     and collecting the young generation less often leaves the collector for what
     actually makes cycles (asyncio and client objects).
     """
-    if os.environ.get("REPLAYWATCH_GC_DEFAULTS") == "1":  # to measure the difference
-        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)

@@ -34,14 +34,11 @@ async def test_consumer_group_commits_an_offset(endpoints: Endpoints, new_topic,
     finally:
         await producer.stop()
 
-    group = f"g-{unique}"
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=endpoints.kafka_bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    def member() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(topic, bootstrap_servers=endpoints.kafka_bootstrap, group_id=f"g-{unique}",
+                                enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+
+    consumer = member()
     await consumer.start()
     try:
         assert await drain(consumer, 3) == [b"m0", b"m1", b"m2"]
@@ -51,13 +48,7 @@ async def test_consumer_group_commits_an_offset(endpoints: Endpoints, new_topic,
         await consumer.stop()
 
     # a new member of the group starts after the committed offset
-    again = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=endpoints.kafka_bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    again = member()
     await again.start()
     try:
         await asyncio.sleep(0)  # joins the group on the first fetch

@@ -13,7 +13,7 @@ import pytest
 
 from replaywatch.store.postgres import OutboxRow
 from replaywatch.stream import publisher as publisher_module
-from replaywatch.stream.publisher import OutboxPublisher
+from replaywatch.stream.publisher import OutboxPublisher, _Lane
 
 
 def row(offset: int, partition: int = 0) -> OutboxRow:
@@ -56,8 +56,7 @@ class FakeProducer:
 def publisher(store: FakeStore) -> OutboxPublisher:
     p = OutboxPublisher(store=store, admin=None, bootstrap="", input_topic="in", output_topic="out",  # type: ignore[arg-type]
                         group_id="g", progress_group="g.outbox")  # fmt: skip
-    # the state assign() sets up, without starting the real Kafka task
-    p._wake[0], p._idle[0], p._queue[0], p._overflow[0] = asyncio.Event(), asyncio.Event(), [], False
+    p._lanes[0] = _Lane()  # what assign() sets up, without starting the real Kafka task
     return p
 
 
@@ -83,7 +82,7 @@ async def test_catches_up_from_the_outbox_then_serves_offers_once_each() -> None
     store, producer = FakeStore(), FakeProducer()
     store.rows = [row(i) for i in range(5)]  # committed before the publisher started
     pub = publisher(store)
-    task = asyncio.create_task(pub._drain(0, producer, 2))  # type: ignore[arg-type]  # 0 and 1 already published
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 2))  # type: ignore[arg-type]  # 0 and 1 already published
     await commit(store, pub, [row(5), row(6)])
     await commit(store, pub, [row(7)])
     await run_until(producer, 6, task)
@@ -98,8 +97,8 @@ async def test_an_overflowing_queue_falls_back_to_the_outbox(monkeypatch: pytest
     for i in range(0, 10, 2):  # offered faster than published: the queue overflows
         store.rows += [row(i), row(i + 1)]
         pub.offer([row(i), row(i + 1)])
-    assert pub._overflow[0]
-    task = asyncio.create_task(pub._drain(0, producer, 0))  # type: ignore[arg-type]
+    assert pub._lanes[0].overflow
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
     pub.wake({0})
     await commit(store, pub, [row(10)])
     await run_until(producer, 11, task)

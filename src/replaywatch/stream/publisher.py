@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +38,19 @@ QUEUE_LIMIT = 50_000
 """Events offered and not yet published, per partition, kept in memory; beyond that the
 publisher forgets them and reads the outbox again when it catches up."""
 DELETE_EVERY = 1.0
+
+
+@dataclass
+class _Lane:
+    """One input partition's publisher state."""
+
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    queue: list[OutboxRow] = field(default_factory=list)
+    """Events offered and not yet published, in source order."""
+    overflow: bool = False
+    """The queue was dropped: the outbox must be read again."""
 
 
 class OutboxPublisher:
@@ -58,63 +72,51 @@ class OutboxPublisher:
         self._output = output_topic
         self._group = group_id
         self._progress_group = progress_group
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._wake: dict[int, asyncio.Event] = {}
-        self._idle: dict[int, asyncio.Event] = {}
-        self._queue: dict[int, list[OutboxRow]] = {}
-        self._overflow: dict[int, bool] = {}
+        self._lanes: dict[int, _Lane] = {}
         self.published = 0
 
     def assign(self, partitions: set[int]) -> None:
-        for p in partitions - self._tasks.keys():
-            self._wake[p] = asyncio.Event()
-            self._idle[p] = asyncio.Event()
-            self._queue[p] = []
-            self._overflow[p] = False
-            self._wake[p].set()
-            self._tasks[p] = asyncio.create_task(self._run(p), name=f"publisher-{p}")
+        for p in partitions - self._lanes.keys():
+            lane = self._lanes[p] = _Lane()
+            lane.wake.set()
+            lane.task = asyncio.create_task(self._run(p, lane), name=f"publisher-{p}")
 
     async def revoke(self, partitions: set[int]) -> None:
-        tasks = [self._tasks.pop(p) for p in partitions if p in self._tasks]
+        tasks = [lane.task for p in partitions if (lane := self._lanes.pop(p, None)) and lane.task]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for p in partitions:
-            self._wake.pop(p, None)
-            self._idle.pop(p, None)
-            self._queue.pop(p, None)
-            self._overflow.pop(p, None)
 
     def offer(self, rows: list[OutboxRow]) -> None:
         """Events just committed to the outbox, in source order per partition."""
         for r in rows:
-            queue = self._queue.get(r.partition)
-            if queue is None:
+            lane = self._lanes.get(r.partition)
+            if lane is None:
                 continue
-            if len(queue) >= QUEUE_LIMIT:
-                queue.clear()
-                self._overflow[r.partition] = True
-            if not self._overflow[r.partition]:
-                queue.append(r)
+            if len(lane.queue) >= QUEUE_LIMIT:
+                lane.queue.clear()
+                lane.overflow = True
+            if not lane.overflow:
+                lane.queue.append(r)
 
     def wake(self, partitions: set[int]) -> None:
         for p in partitions:
-            if p in self._wake:
-                self._idle[p].clear()
-                self._wake[p].set()
+            if (lane := self._lanes.get(p)) is not None:
+                lane.idle.clear()
+                lane.wake.set()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every owned partition's outbox is drained; False on timeout."""
-        self.wake(set(self._tasks))
+        self.wake(set(self._lanes))
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*(e.wait() for e in self._idle.values()))
+                await asyncio.gather(*(lane.idle.wait() for lane in self._lanes.values()))
             return True
         except TimeoutError:
             return False
 
     async def close(self) -> None:
-        await self.revoke(set(self._tasks))
+        await self.revoke(set(self._lanes))
 
     async def _progress(self, partition: int) -> int | None:
         tp = TopicPartition(self._input, partition)
@@ -123,7 +125,7 @@ class OutboxPublisher:
         meta = offsets.get(tp)
         return None if meta is None or meta.offset < 0 else int(meta.offset)
 
-    async def _run(self, partition: int) -> None:
+    async def _run(self, partition: int, lane: _Lane) -> None:
         delay = 0.2
         while True:
             producer = AIOKafkaProducer(
@@ -139,7 +141,7 @@ class OutboxPublisher:
                 done = await self._progress(partition)
                 if done is not None:
                     await self._store.outbox_delete_before(partition, done)
-                await self._drain(partition, producer, done or 0)
+                await self._drain(partition, lane, producer, done or 0)
             except (TransientError, Fenced) as exc:
                 logger.warning("publisher for partition %d: %s; retrying in %.1fs", partition, exc, delay)
                 await asyncio.sleep(delay)
@@ -148,29 +150,29 @@ class OutboxPublisher:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(producer.stop())
 
-    async def _drain(self, partition: int, producer: AIOKafkaProducer, upto: int) -> None:
+    async def _drain(self, partition: int, lane: _Lane, producer: AIOKafkaProducer, upto: int) -> None:
         """Publish from source offset ``upto`` on: the outbox first, then what is offered."""
-        wake, idle, queue = self._wake[partition], self._idle[partition], self._queue[partition]
+        queue = lane.queue
         tp = TopicPartition(self._input, partition)
         from_outbox = True
         deleted_at = time.monotonic()
         while True:
             if from_outbox:
-                self._overflow[partition] = False  # from here on the queue is complete again
+                lane.overflow = False  # from here on the queue is complete again
                 rows = await self._store.outbox_fetch(partition, upto, BATCH)
                 from_outbox = len(rows) == BATCH
             else:
                 rows = [r for r in queue[:BATCH] if r.source_offset >= upto]
                 del queue[:BATCH]
             if not rows:
-                if queue or self._overflow[partition]:
-                    from_outbox = self._overflow[partition]
+                if queue or lane.overflow:
+                    from_outbox = lane.overflow
                     continue
-                idle.set()
-                wake.clear()
+                lane.idle.set()
+                lane.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
-                        await wake.wait()
+                        await lane.wake.wait()
                 continue
             upto = rows[-1].source_offset + 1
             # events and progress in one Kafka transaction
