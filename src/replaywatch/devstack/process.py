@@ -44,15 +44,25 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), None when gone or a zombie."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
+        return None
+    return fields[19]
+
+
 def is_ours(pid: int | None, marker: str) -> bool:
     """True when ``pid`` is alive, not a zombie, and its command line holds ``marker``."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+    if not pid or _start_time(pid) is None:
         return False
     return marker in cmdline(pid)
 
@@ -79,23 +89,29 @@ def spawn(
 def stop(pid: int | None, marker: str, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
     """Signal our process and wait for it to go; SIGKILL it after ``timeout``.
 
-    Returns False when there was nothing of ours to stop.
+    Returns False when there was nothing of ours to stop. Once signalled, the process is
+    followed by its PID and start time, not its command line: a process that is exiting
+    loses its command line before it is gone, and "stopped" means gone (or a zombie).
     """
     if not is_ours(pid, marker):
         return False
     assert pid is not None
+    started = _start_time(pid)
+
+    def alive() -> bool:
+        _reap(pid)
+        return started is not None and _start_time(pid) == started
+
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_ours(pid, marker):
+        if not alive():
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    while is_ours(pid, marker):
-        _reap(pid)
+    while alive():
         time.sleep(0.05)
     return True
 
