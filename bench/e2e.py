@@ -207,7 +207,8 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=2, acks=1)
     await producer.start()
     reader = AIOKafkaConsumer(out_topic, bootstrap_servers=b.bootstrap, isolation_level="read_committed",
-                              auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)  # fmt: skip
+                              auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                              fetch_min_bytes=65536, fetch_max_wait_ms=10)  # fmt: skip
     await reader.start()
     lat: list[float] = []
     visible: list[float] = []
@@ -227,8 +228,12 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     sent = 0
     t0 = time.perf_counter()
     counted_from = time.time() * 1000 + WARMUP_S * 1000
+    cpu0: dict[str, float] | None = None
+    window = 0.0
     try:
         while time.perf_counter() - t0 < seconds + WARMUP_S and sent < len(events):
+            if cpu0 is None and time.perf_counter() - t0 >= WARMUP_S:
+                cpu0, window = _cpu_now(b, proc.pid), time.perf_counter()
             due = int((time.perf_counter() - t0) * rate)
             while sent < due and sent < len(events):
                 ev = events[sent] | {"occurred_at": int(time.time() * 1000)}
@@ -236,6 +241,7 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
                 sent += 1
             await asyncio.sleep(0.005)
         await producer.flush()
+        cpu1, window = _cpu_now(b, proc.pid), time.perf_counter() - window
         await asyncio.sleep(3)
     finally:
         task.cancel()
@@ -249,7 +255,13 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     v = statistics.quantiles(visible, n=100) if len(visible) > 2 else [0.0] * 99
     return {"rate": rate, "sent": sent, "comparisons": len(lat), "p50_ms": q[49], "p99_ms": q[98],
             "max_ms": lat[-1] if lat else None, "visible_p50_ms": v[49], "visible_p99_ms": v[98],
-            "visible_max_ms": visible[-1] if visible else 0.0}  # fmt: skip
+            "visible_max_ms": visible[-1] if visible else 0.0,
+            "cores": {k: (cpu1[k] - cpu0.get(k, 0.0)) / window for k in cpu1} if cpu0 else {}}  # fmt: skip
+
+
+def _cpu_now(b: Bench, pid: int) -> dict[str, float]:
+    """CPU seconds so far: the system, each local-stack service, the benchmark itself."""
+    return {"replaywatch": tree_cpu_seconds(pid), **service_cpu(b.stack_dir), "bench": time.process_time()}
 
 
 async def main() -> None:
@@ -375,6 +387,11 @@ def write(r: dict[str, Any], out: Path) -> None:
                   f"time p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']} ms; "
                   f"on the output topic (read_committed) - produce time p50 {lat['visible_p50_ms']:.0f} ms, "
                   f"p99 {lat['visible_p99_ms']:.0f} ms, max {lat['visible_max_ms']:.0f} ms.", ""]  # fmt: skip
+        if lat.get("cores"):
+            cores = lat["cores"]
+            lines += ["Cores busy during the latency run (of " + str(r["cpus"]) + "): " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + f"; in all {sum(cores.values()):.2f}.",
+                      ""]  # fmt: skip
     lines.append(f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
                  f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s. replaywatch "
                  f"reaches {rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode.")  # fmt: skip

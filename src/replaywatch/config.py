@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
+    fetch_min_bytes: int = Field(
+        65536, ge=1, description="Bytes the broker gathers before it answers a fetch (fewer fetches at low rates)"
+    )
+    fetch_max_wait_ms: int = Field(
+        10, ge=0, le=60_000, description="Longest the broker holds a fetch to gather REPLAYWATCH_FETCH_MIN_BYTES"
+    )
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")

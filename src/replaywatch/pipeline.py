@@ -53,6 +53,8 @@ SHUTDOWN_SECONDS = 8.0
 UNWRITTEN_RECORDS = 4000
 """Records prepared and not yet committed before the consumer waits: records keep being
 decoded and compared (and their diffs uploaded) while earlier batches commit."""
+KAFKA_COMMIT_EVERY = 1.0
+"""Seconds between two commits of the group's offsets to Kafka (advisory: for lag tools)."""
 GROUP_RECORDS = 5000
 """At most this many records commit in one statement."""
 CHUNK = 200
@@ -222,7 +224,9 @@ class Pipeline:
         self.processed = 0
         self.ready = asyncio.Event()
         self._assignment_done = asyncio.Event()
-        self._kafka_commits: set[asyncio.Task[None]] = set()
+        self._kafka_offsets: dict[TopicPartition, int] = {}
+        self._kafka_committed_at = 0.0
+        self._kafka_commit: asyncio.Task[None] | None = None
         self._writes: deque[_Write] = deque()
         """Writes in flight, oldest first; each waits for the one before it."""
         self._pending: dict[StepKey, tuple[int, StepProjection]] = {}
@@ -294,6 +298,8 @@ class Pipeline:
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=2_000,
                 fetch_max_bytes=64 * 1024 * 1024,
+                fetch_min_bytes=s.fetch_min_bytes,
+                fetch_max_wait_ms=s.fetch_max_wait_ms,
                 max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             )
             async with translate_errors("start consumer"):
@@ -317,6 +323,7 @@ class Pipeline:
             # Shutdown: finish the write in flight, publish what is committed, then leave.
             async with self._lock:
                 await asyncio.shield(self._settle(0))
+            await asyncio.shield(self._flush_kafka_commits())
             drained = await asyncio.shield(self._publisher.flush(SHUTDOWN_SECONDS))
             logger.info(
                 "replaywatch stopping: %d records processed, outbox %s",
@@ -335,6 +342,8 @@ class Pipeline:
         self._assignment_done.clear()
         async with self._lock:
             await self._settle(0)  # their commits land (or are fenced) before the partitions go
+            await self._flush_kafka_commits()
+            self._kafka_offsets = {tp: o for tp, o in self._kafka_offsets.items() if tp.partition not in partitions}
             self._pending.clear()  # nothing is prepared and unwritten here; keep it that way
             for p in partitions:
                 self._positions.pop(p, None)
@@ -613,14 +622,30 @@ class Pipeline:
         self._publisher.offer(commit.outbox)
         self._publisher.wake({tp.partition for tp in offsets})
 
-    def _commit_to_kafka(self, offsets: dict[TopicPartition, int]) -> None:
-        async def commit() -> None:
-            with contextlib.suppress(Exception):  # advisory only: PostgreSQL holds the truth
-                await self._consumer.commit(offsets)
+    async def _flush_kafka_commits(self) -> None:
+        """Commit to Kafka's group now what is committed to PostgreSQL (on revoke and stop)."""
+        if self._kafka_commit is not None:
+            await asyncio.wait([self._kafka_commit], timeout=SHUTDOWN_SECONDS)
+        self._commit_to_kafka({}, now=True)
+        if self._kafka_commit is not None:
+            await asyncio.wait([self._kafka_commit], timeout=SHUTDOWN_SECONDS)
 
-        task = asyncio.create_task(commit())
-        self._kafka_commits.add(task)
-        task.add_done_callback(self._kafka_commits.discard)
+    def _commit_to_kafka(self, offsets: dict[TopicPartition, int], *, now: bool = False) -> None:
+        """Tell Kafka's group the offsets committed to PostgreSQL, at most once every
+        KAFKA_COMMIT_EVERY seconds (or ``now``): advisory only, PostgreSQL holds the truth,
+        and an offset commit per batch costs the broker more than the batch's fetch."""
+        self._kafka_offsets.update(offsets)
+        due = time.monotonic() - self._kafka_committed_at >= KAFKA_COMMIT_EVERY
+        if not self._kafka_offsets or not (now or due) or (self._kafka_commit and not self._kafka_commit.done()):
+            return
+        pending, self._kafka_offsets = self._kafka_offsets, {}
+        self._kafka_committed_at = time.monotonic()
+
+        async def commit() -> None:
+            with contextlib.suppress(Exception):
+                await self._consumer.commit(pending)
+
+        self._kafka_commit = asyncio.create_task(commit())
 
     async def _store_diffs(self, diffs: list[Comparison]) -> None:
         async def put(c: Comparison) -> None:

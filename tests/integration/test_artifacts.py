@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,32 @@ async def test_non_ascii_ids_are_encoded_in_metadata(endpoints: Endpoints, bucke
         await store.put(diff, "rün-😀", "ステップ")
         _, meta = await store.get(diff.sha256)
         assert meta["Metadata"]["run-id"] == "r%C3%BCn-%F0%9F%98%80"
+
+
+async def test_uploads_in_flight_keep_their_connections(
+    endpoints: Endpoints, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 PUTs in flight (REPLAYWATCH_S3_CONCURRENCY's default) reuse 16 connections: the
+    local S3 keeps them alive (cheroot closed all but 10 of them by default, and then
+    every other PUT paid a new TCP connection)."""
+    connects = 0
+    original = asyncio.BaseEventLoop.create_connection
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal connects
+        connects += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", counted)
+    slots = asyncio.Semaphore(16)
+    async with S3Artifacts.open(bucket=bucket, endpoint=endpoints.s3_endpoint, region=endpoints.s3_region,
+                                access_key_id=endpoints.s3_access_key_id,
+                                secret_access_key=endpoints.s3_secret_access_key) as store:  # fmt: skip
+
+        async def put(i: int) -> None:
+            async with slots:
+                await store.put(Diff.of(DiffKind.TOOL, {"run_id": "r", "step_id": f"s{i}"}), "r", f"s{i}")
+
+        connects = 0
+        await asyncio.gather(*(put(i) for i in range(300)))
+    assert connects <= 16

@@ -25,6 +25,9 @@ def main(port: int) -> None:
     moto.backends.list_of_moto_modules = lambda: modules  # the directory scan, once
     app = DomainDispatcherApplication(create_backend_app)
     server = wsgi.Server(("127.0.0.1", port), app, numthreads=8, request_queue_size=64)
+    # cheroot closes keep-alive connections beyond 10 (its default); a client with more
+    # uploads in flight (REPLAYWATCH_S3_CONCURRENCY, 16) would reconnect for every other PUT.
+    server.keep_alive_conn_limit = 256
     server.safe_start()
 
 
