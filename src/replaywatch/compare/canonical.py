@@ -50,5 +50,13 @@ def canonical_bytes(value: Json) -> bytes:
         )
 
 
+def compact_bytes(value: Json) -> bytes:
+    """UTF-8, keys in their order, no whitespace: a JSON value stored as it was sent."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
 from replaywatch.compare import attestations, structure, usage
-from replaywatch.compare.canonical import Json, canonical_bytes, sha256_hex
+from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
 from replaywatch.compare.ignore import IgnoreRules
 from replaywatch.exceptions import ConfigError, SnapshotTooDeep
 
@@ -110,19 +110,37 @@ class Attempt(NamedTuple):
 class PreparedAttempt(NamedTuple):
     """What a comparison needs of one attempt. Built once by ``prepare``.
 
+    Everything is held as bytes, not as parsed JSON: a step's pair stays in the step
+    cache for as long as the step lives, and bytes take a sixth of the memory of the
+    parsed objects and are invisible to the cyclic garbage collector, whose pauses over
+    cached snapshots made the latency tail. The compared forms are parsed again from
+    their fingerprints only when two fingerprints differ.
+
     Hot-path values are NamedTuples: immutable plain data like a frozen dataclass,
     but built several times faster (a frozen dataclass sets each field through
     ``object.__setattr__``), which shows in the per-event budget.
     """
 
     attempt: int
-    output_snapshot: Json
-    tool_events: Json
+    snapshot_json: bytes
+    """The output snapshot, compact JSON with keys in their order (what is stored)."""
+    tools_json: bytes | None
+    """The tool events, compact JSON; None when the attempt carries none."""
     tokens: float | None
     cost: float | None
     attestation_ids: tuple[str, ...]
     structure_fp: bytes
+    """Canonical bytes of the output structure that is compared (usage and ignored paths out)."""
     tool_fp: bytes | None
+    """Canonical bytes of the tool events that are compared (ignored paths out)."""
+
+    @property
+    def output_snapshot(self) -> Json:
+        return parse_json(self.snapshot_json)
+
+    @property
+    def tool_events(self) -> Json:
+        return ABSENT if self.tools_json is None else parse_json(self.tools_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,18 +232,23 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
         stripped, tokens, cost = structure.strip_usage(output_snapshot)
         if rules.output:
             stripped = structure.drop_ignored(stripped, rules.output)
-        tool_fp = None
+        tool_fp = tools_json = None
         if tool_events is not ABSENT:
-            tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools) if rules.tools else tool_events)
+            if rules.tools:
+                tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools))
+                tools_json = compact_bytes(tool_events)
+            else:  # what is compared is all of it: one copy serves both
+                tool_fp = tools_json = _fingerprint(tool_events)
         structure_fp = _fingerprint(stripped)
+        snapshot_json = compact_bytes(output_snapshot)
     except RecursionError:
         raise SnapshotTooDeep(
             f"attempt {attempt}: a snapshot or tool events nest too deeply to compare; flatten them"
         ) from None
     return PreparedAttempt(
         attempt=attempt,
-        output_snapshot=output_snapshot,
-        tool_events=tool_events,
+        snapshot_json=snapshot_json,
+        tools_json=tools_json,
         tokens=tokens,
         cost=cost,
         attestation_ids=attestations.extract(output_snapshot),
@@ -234,24 +257,18 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     )
 
 
-def _structure_equal(recorded: PreparedAttempt, current: PreparedAttempt, rules: IgnoreRules) -> bool:
+def _structure_equal(recorded: PreparedAttempt, current: PreparedAttempt) -> bool:
     if recorded.structure_fp == current.structure_fp:
         return True
-    return structure.same(
-        structure.output_structure(recorded.output_snapshot, rules),
-        structure.output_structure(current.output_snapshot, rules),
-    )
+    return structure.same(parse_json(recorded.structure_fp), parse_json(current.structure_fp))
 
 
-def _tools_equal(recorded: PreparedAttempt, current: PreparedAttempt, rules: IgnoreRules) -> bool:
+def _tools_equal(recorded: PreparedAttempt, current: PreparedAttempt) -> bool:
     if recorded.tool_fp == current.tool_fp:
         return True
     if recorded.tool_fp is None or current.tool_fp is None:
         return False
-    return structure.same(
-        structure.tool_structure(recorded.tool_events, rules),
-        structure.tool_structure(current.tool_events, rules),
-    )
+    return structure.same(parse_json(recorded.tool_fp), parse_json(current.tool_fp))
 
 
 def compare(
@@ -266,8 +283,8 @@ def compare(
     cost_delta = usage.delta(recorded.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, recorded.tokens, config.tokens_tolerance)
     cost_within = usage.within_tolerance(cost_delta, recorded.cost, config.cost_tolerance)
-    structure_equal = _structure_equal(recorded, current, config.ignore)
-    tools_equal = _tools_equal(recorded, current, config.ignore)
+    structure_equal = _structure_equal(recorded, current)
+    tools_equal = _tools_equal(recorded, current)
     if recorded.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()
         unexpected: tuple[str, ...] = ()
@@ -303,11 +320,7 @@ def compare(
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
-            rules = config.ignore
-            patch = structure.json_patch(
-                structure.output_structure(recorded.output_snapshot, rules),
-                structure.output_structure(current.output_snapshot, rules),
-            )
+            patch = structure.json_patch(parse_json(recorded.structure_fp), parse_json(current.structure_fp))
             diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch})
     else:
         verdict = Verdict.WITHIN_TOLERANCE

@@ -15,7 +15,6 @@ import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import orjson
@@ -121,12 +120,11 @@ async def translate_errors(what: str) -> AsyncIterator[None]:
 
 
 def _attempt_json(p: PreparedAttempt | None) -> str | None:
+    """``{"attempt", "output_snapshot", "tool_events"?}``, from the JSON the attempt holds."""
     if p is None:
         return None
-    doc: dict[str, Any] = {"attempt": p.attempt, "output_snapshot": p.output_snapshot}
-    if p.tool_events is not ABSENT:
-        doc["tool_events"] = p.tool_events
-    return orjson.dumps(doc).decode()
+    tools = b"" if p.tools_json is None else b',"tool_events":' + p.tools_json
+    return (b'{"attempt":%d,"output_snapshot":%s%s}' % (p.attempt, p.snapshot_json, tools)).decode()
 
 
 def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | None:
