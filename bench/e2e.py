@@ -204,7 +204,7 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
                             stderr=open(f"/tmp/bench-latency-{tag}.log", "wb"))  # noqa: SIM115  # fmt: skip
     await asyncio.sleep(4)  # joined and assigned
     events = fleet(int(rate * (seconds + WARMUP_S)) + 100, seed=99)
-    producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=2, acks=1)
+    producer = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=5, acks=1)  # Kafka 4.0 clients default to 5
     await producer.start()
     reader = AIOKafkaConsumer(out_topic, bootstrap_servers=b.bootstrap, isolation_level="read_committed",
                               auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
