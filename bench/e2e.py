@@ -59,7 +59,7 @@ def children(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process, its live children and the children it has reaped (PostgreSQL
-    backends are children of the postmaster; replaywatch's S3 uploader is its child)."""
+    backends are children of the postmaster)."""
     try:
         total = sum(int(f) for f in _stat(pid)[11:15]) / TICK
     except OSError:
@@ -79,6 +79,13 @@ def service_cpu(stack_dir: Path) -> dict[str, float]:
     except (OSError, ValueError):
         return {}
     return {name: tree_cpu_seconds(s["pid"]) for name, s in state.items() if s.get("pid")}
+
+
+def cpu_since(stack_dir: Path, pids: list[int], before: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds of the system (``pids`` and their children), each local-stack service
+    and this benchmark process: so far, or since ``before`` (an earlier result)."""
+    now = {"system": sum(tree_cpu_seconds(p) for p in pids), **service_cpu(stack_dir), "bench": time.process_time()}
+    return {k: v - (before or {}).get(k, 0.0) for k, v in now.items()}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -147,8 +154,7 @@ class Bench:
                                   stderr=open(f"/tmp/bench-{name}-{i}.log", "wb"))  # noqa: SIM115
                  for i in range(processes)]  # fmt: skip
         t0 = time.perf_counter()
-        services0 = service_cpu(self.stack_dir)
-        reader0 = time.process_time()
+        cpu0 = cpu_since(self.stack_dir, [p.pid for p in procs])
         ids: set[str] = set()
         raw = 0
         first = None
@@ -167,9 +173,9 @@ class Bench:
                 if first is None and ids:
                     first = time.perf_counter() - t0
             elapsed = time.perf_counter() - t0
-            cpu = sum(tree_cpu_seconds(p.pid) for p in procs)  # with helper processes (S3 uploads)
-            services = {k: v - services0.get(k, 0.0) for k, v in service_cpu(self.stack_dir).items()}
-            services["bench reader"] = time.process_time() - reader0
+            services = cpu_since(self.stack_dir, [p.pid for p in procs], cpu0)
+            cpu = services.pop("system")
+            services["bench reader"] = services.pop("bench")
             rss = max(peak_rss_mb(p.pid) + sum(peak_rss_mb(c) for c in children(p.pid)) for p in procs)
         finally:
             await c.stop()
@@ -233,7 +239,7 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     try:
         while time.perf_counter() - t0 < seconds + WARMUP_S and sent < len(events):
             if cpu0 is None and time.perf_counter() - t0 >= WARMUP_S:
-                cpu0, window = _cpu_now(b, proc.pid), time.perf_counter()
+                cpu0, window = cpu_since(b.stack_dir, [proc.pid]), time.perf_counter()
             due = int((time.perf_counter() - t0) * rate)
             while sent < due and sent < len(events):
                 ev = events[sent] | {"occurred_at": int(time.time() * 1000)}
@@ -241,7 +247,8 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
                 sent += 1
             await asyncio.sleep(0.005)
         await producer.flush()
-        cpu1, window = _cpu_now(b, proc.pid), time.perf_counter() - window
+        cpu1, window = cpu_since(b.stack_dir, [proc.pid], cpu0), time.perf_counter() - window
+        cpu1["replaywatch"] = cpu1.pop("system")
         await asyncio.sleep(3)
     finally:
         task.cancel()
@@ -256,12 +263,7 @@ async def latency_run(b: Bench, rate: float, seconds: float, tag: str) -> dict[s
     return {"rate": rate, "sent": sent, "comparisons": len(lat), "p50_ms": q[49], "p99_ms": q[98],
             "max_ms": lat[-1] if lat else None, "visible_p50_ms": v[49], "visible_p99_ms": v[98],
             "visible_max_ms": visible[-1] if visible else 0.0,
-            "cores": {k: (cpu1[k] - cpu0.get(k, 0.0)) / window for k in cpu1} if cpu0 else {}}  # fmt: skip
-
-
-def _cpu_now(b: Bench, pid: int) -> dict[str, float]:
-    """CPU seconds so far: the system, each local-stack service, the benchmark itself."""
-    return {"replaywatch": tree_cpu_seconds(pid), **service_cpu(b.stack_dir), "bench": time.process_time()}
+            "cores": {k: v / window for k, v in cpu1.items()} if cpu0 else {}}  # fmt: skip
 
 
 async def main() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec
@@ -125,6 +125,28 @@ class Lane:
     async def outputs(self, *, want: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         msgs = await self.read(self.settings().output_topic, want=want, timeout=timeout)
         return [codec.decode_comparison(m.value) | {"_headers": dict(m.headers)} for m in msgs]
+
+    async def group_offsets(self) -> dict[int, int]:
+        """The consumer group's offsets of the input topic, as Kafka holds them."""
+        s = self.settings()
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:
+            got = await admin.list_consumer_group_offsets(s.group_id)
+        finally:
+            await admin.close()
+        return {tp.partition: meta.offset for tp, meta in got.items() if tp.topic == s.input_topic}
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The input topic's end offsets, of the partitions that hold records."""
+        s = self.settings()
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(s.input_topic, p) for p in range(self.partitions)])
+        finally:
+            await consumer.stop()
+        return {tp.partition: end for tp, end in ends.items() if end}
 
     async def projections(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         conn = await asyncpg.connect(self.endpoints.postgres_dsn)

@@ -16,8 +16,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from replaywatch import codec, demo
 from replaywatch.compare import comparison_id
@@ -119,28 +117,6 @@ async def test_duplicates_and_out_of_order_match_the_batch_oracle(lane: Lane) ->
     assert await lane.projections() == oracle_projection(events, config)
 
 
-async def _group_offsets(lane: Lane) -> dict[int, int]:
-    s = lane.settings()
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    await admin.start()
-    try:
-        got = await admin.list_consumer_group_offsets(s.group_id)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in got.items() if tp.topic == s.input_topic}
-
-
-async def _end_offsets(lane: Lane) -> dict[int, int]:
-    s = lane.settings()
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(s.input_topic, p) for p in range(lane.partitions)])
-    finally:
-        await consumer.stop()
-    return {tp.partition: end for tp, end in ends.items() if end}
-
-
 async def test_the_group_offsets_in_kafka_follow_postgres_for_lag_tools(lane: Lane) -> None:
     """Kafka's group offsets are committed at most once a second while running (they
     are advisory), catch up with PostgreSQL's within seconds, and are exact on stop."""
@@ -148,20 +124,20 @@ async def test_the_group_offsets_in_kafka_follow_postgres_for_lag_tools(lane: La
     expected = demo.expected_comparisons(events, lane.settings().compare_config())
     await lane.create_topics()
     await lane.send(events)
-    ends = await _end_offsets(lane)
+    ends = await lane.end_offsets()
     assert sum(ends.values()) == len(events)
     async with lane.pipeline() as p:
         await lane.outputs(want=len(expected))
         async with asyncio.timeout(10):
-            while await _group_offsets(lane) != ends:
+            while await lane.group_offsets() != ends:
                 await asyncio.sleep(0.2)
         more = demo.synthetic_fleet(demo.FleetSpec(runs=10, steps=2, attempts=3, seed=6))
         await lane.send(more)
-        ends = await _end_offsets(lane)
+        ends = await lane.end_offsets()
         async with asyncio.timeout(30):
             while p.processed < len(events) + len(more):
                 await asyncio.sleep(0.01)
-    assert await _group_offsets(lane) == ends  # the last offsets are committed on stop
+    assert await lane.group_offsets() == ends  # the last offsets are committed on stop
 
 
 async def test_two_consumers_share_the_partitions_and_one_leaves(lane: Lane) -> None:
