@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -86,10 +88,13 @@ def compare(
         fail(str(exc))
     recorded = _load_attempt(baseline, 1)
     now = _load_attempt(current, 2)
-    result = compare_attempts(recorded, now, config)
-    out: dict[str, Any] = result.summary()
-    if show_diff:
-        out["diff"] = orjson.loads(result.diff.body) if result.diff else None
+    try:
+        result = compare_attempts(recorded, now, config)
+        out: dict[str, Any] = result.summary()
+        if show_diff:
+            out["diff"] = parse_json(result.diff.body) if result.diff else None
+    except Exception as exc:  # whatever the input, one line and exit 2, never a traceback
+        fail(f"cannot compare {baseline} with {current}: {type(exc).__name__}: {exc}")
     sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
     raise typer.Exit(0 if result.verdict.value == "within_tolerance" else 1)
@@ -192,17 +197,52 @@ def run(
     _configure_logging(settings.log_level)
     telemetry.setup()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await Pipeline(settings).run(stop)
-
     try:
-        asyncio.run(main())
+        asyncio.run(_run_until_signalled(settings))
     except UsageError as exc:
         fail(str(exc))
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    """Run the pipeline until SIGTERM or SIGINT, then stop within the grace period.
+
+    The pipeline first stops gracefully: it finishes the write in flight and publishes
+    what is committed. After ``REPLAYWATCH_SHUTDOWN_SECONDS`` it is cancelled, and if
+    even that does not end it (a client stuck on a dead service), the process exits
+    1.5 s later. Either way the exit status is 0: PostgreSQL holds what was committed,
+    and the next owner of the partitions resumes from there.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    log = logging.getLogger("replaywatch.cli")
+
+    def hard_exit() -> None:
+        log.warning("stopped: clients did not close in time; PostgreSQL holds what was committed")
+        logging.shutdown()
+        os._exit(0)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        loop.call_later(settings.shutdown_seconds, main.cancel)
+        watchdog = threading.Timer(settings.shutdown_seconds + 1.5, hard_exit)
+        watchdog.daemon = True
+        watchdog.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await Pipeline(settings).run(stop)
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        log.warning(
+            "stopped after %.0fs without finishing the work in flight; PostgreSQL holds what was committed",
+            settings.shutdown_seconds,
+        )
 
 
 @app.command()
@@ -257,10 +297,10 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
 
     from replaywatch.codec import encode_attempt
     from replaywatch.pipeline import ensure_topics
-    from replaywatch.stream.kafka_errors import translate_errors
+    from replaywatch.stream.kafka_errors import translate_kafka_errors
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    async with translate_errors("produce"):
+    async with translate_kafka_errors("produce"):
         await admin.start()
         try:
             await ensure_topics(admin, settings)

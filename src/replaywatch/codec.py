@@ -6,7 +6,9 @@ registry in ``schemas/registry.json`` knows. A plain Avro value can't start with
 its first field is the event id, a non-empty string, whose length comes first.
 
 Every way a record can break the contract raises a ``BadRecordError`` subclass whose
-``reason`` is a short code for the dead-letter headers.
+``reason`` is a short code for the dead-letter headers. Byte limits (``Limits``, from
+settings) keep what one record can cost bounded: its size, its ids in UTF-8, its
+attestation ids and its tool events.
 """
 
 from __future__ import annotations
@@ -17,30 +19,48 @@ import struct
 import uuid
 from functools import cache
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, NamedTuple
 
 import fastavro
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
-from replaywatch.exceptions import BadRecordError, InvalidJsonError
+from replaywatch.compare.attestations import ATTESTATION_KEY
+from replaywatch.exceptions import BadRecordError, RecordTooLarge
 
 
 class UndecodableRecord(BadRecordError):
-    reason: ClassVar[str] = "avro_decode"
+    reason = "avro_decode"
 
 
 class UnknownSchemaId(BadRecordError):
-    reason: ClassVar[str] = "unknown_schema_id"
+    reason = "unknown_schema_id"
 
 
 class ContractViolation(BadRecordError):
-    reason: ClassVar[str] = "contract"
+    reason = "contract"
 
 
 def reason_of(exc: BadRecordError) -> str:
-    if isinstance(exc, InvalidJsonError):
-        return "invalid_json"
-    return getattr(exc, "reason", "bad_record")
+    return exc.reason
+
+
+class Limits(NamedTuple):
+    """Byte limits of one input record (settings ``REPLAYWATCH_MAX_*``)."""
+
+    record_bytes: int = 16 * 1024 * 1024
+    id_bytes: int = 4096
+    """Each of run_id and step_id, in UTF-8 (1,024 characters of 4 bytes fit)."""
+    attestation_bytes: int = 4 * 1024 * 1024
+    """The attestation ids of an output snapshot, in UTF-8, all together."""
+    tool_events_bytes: int = 4 * 1024 * 1024
+    """The tool events' JSON text, in UTF-8."""
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _without_logical_types(node: Any) -> Any:
@@ -77,10 +97,15 @@ MAX_ATTEMPT = 2**31 - 1
 MAX_ID_LEN = 1024
 
 
-def decode_attempt(value: bytes | None) -> Attempt:
+def decode_attempt(value: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Attempt:
     """Decode and validate one input value. Raises BadRecordError on any breach."""
     if not value:
         raise UndecodableRecord("empty value: expected an Avro StepAttemptEvent")
+    if len(value) > limits.record_bytes:
+        raise RecordTooLarge(
+            f"record of {len(value)} bytes is over the limit of {limits.record_bytes} bytes "
+            "(REPLAYWATCH_MAX_RECORD_BYTES)"
+        )
     reader = load_schema(ATTEMPT_SCHEMA)
     writer = reader
     buf = io.BytesIO(value)
@@ -98,10 +123,10 @@ def decode_attempt(value: bytes | None) -> Attempt:
         raise UndecodableRecord(f"not a StepAttemptEvent in Avro binary: {type(exc).__name__}: {exc}") from None
     if buf.tell() != len(value):
         raise UndecodableRecord(f"{len(value) - buf.tell()} trailing bytes after the Avro record")
-    return _validate(rec)
+    return _validate(rec, limits)
 
 
-def _validate(rec: dict[str, Any]) -> Attempt:
+def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
     try:
         uuid.UUID(rec["event_id"])
     except ValueError:
@@ -114,14 +139,32 @@ def _validate(rec: dict[str, Any]) -> Attempt:
             raise ContractViolation(
                 f"{name} must be 1 to {MAX_ID_LEN} characters without NUL, got {len(value)} characters"
             )
+        if (size := _utf8_len(value)) > limits.id_bytes:
+            raise RecordTooLarge(
+                f"{name} of {size} bytes in UTF-8 is over the limit of {limits.id_bytes} (REPLAYWATCH_MAX_ID_BYTES)"
+            )
+    tools_text = rec["tool_events"]
+    if tools_text is not None and (size := _utf8_len(tools_text)) > limits.tool_events_bytes:
+        raise RecordTooLarge(
+            f"tool_events of {size} bytes is over the limit of {limits.tool_events_bytes} "
+            "(REPLAYWATCH_MAX_TOOL_EVENTS_BYTES)"
+        )
     parsed: dict[str, Any] = {}
     for name in JSON_FIELDS:
         text = rec[name]
         if text is not None:
             try:
                 parsed[name] = parse_json(text)
-            except InvalidJsonError as exc:
-                raise InvalidJsonError(f"{name}: {exc}") from None
+            except BadRecordError as exc:
+                raise type(exc)(f"{name}: {exc}") from None
+    snapshot = parsed.get("output_snapshot")
+    if type(snapshot) is dict and type(ids := snapshot.get(ATTESTATION_KEY)) is list:
+        size = sum(_utf8_len(i) for i in ids if type(i) is str)
+        if size > limits.attestation_bytes:
+            raise RecordTooLarge(
+                f"attestation_ids of {size} bytes is over the limit of {limits.attestation_bytes} "
+                "(REPLAYWATCH_MAX_ATTESTATION_BYTES)"
+            )
     tools = parsed.get("tool_events", ABSENT)
     return Attempt(
         run_id=rec["run_id"],
@@ -174,10 +217,38 @@ def comparison_record(
         "source_offset": source[2],
         "occurred_at": occurred_at_ms,
         "detected_at": detected_at_ms,
+        "missing_attestations_count": len(c.missing_attestations),
+        "unexpected_attestations_count": len(c.unexpected_attestations),
+        "attestations_truncated": False,
     }
 
 
-def encode_comparison(record: dict[str, Any]) -> bytes:
+def encode_comparison(record: dict[str, Any], max_bytes: int | None = None) -> bytes:
+    """Avro binary of a ReplayComparisonEvent. With ``max_bytes``, an event that would be
+    larger has its attestation lists cut (missing first, then unexpected, in order)
+    until it fits, and says so (``attestations_truncated``; the counts stay whole).
+    An event that cannot fit even with empty lists is returned as it is: the publisher
+    dead-letters what its topic cannot take."""
+    value = _encode(record)
+    if max_bytes is None or len(value) <= max_bytes:
+        return value
+    missing, unexpected = record["missing_attestations"], record["unexpected_attestations"]
+    bare = record | {"missing_attestations": [], "unexpected_attestations": [], "attestations_truncated": True}
+    budget = max_bytes - len(_encode(bare)) - 16  # 16: the arrays' block headers
+    kept: list[list[str]] = [[], []]
+    for n, ids in enumerate((missing, unexpected)):
+        for i in ids:
+            cost = _utf8_len(i) + 5  # the string and its length (a varint, 5 bytes at most)
+            if cost > budget:
+                break
+            budget -= cost
+            kept[n].append(i)
+    if budget < 0:
+        return value
+    return _encode(bare | {"missing_attestations": kept[0], "unexpected_attestations": kept[1]})
+
+
+def _encode(record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(COMPARISON_SCHEMA), record)
     return buf.getvalue()

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from replaywatch.codec import Limits
 from replaywatch.compare import CompareConfig
 from replaywatch.exceptions import ConfigError
 
@@ -59,6 +60,26 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, ge=0, le=60_000, description="Longest the broker holds a fetch to gather REPLAYWATCH_FETCH_MIN_BYTES"
     )
+    max_record_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest input record; larger ones are dead-lettered (too_large)"
+    )
+    max_id_bytes: int = Field(4096, ge=16, le=4096, description="Largest run_id or step_id, in UTF-8 bytes (too_large)")
+    max_attestation_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest attestation_ids of a snapshot, in UTF-8 bytes (too_large)"
+    )
+    max_tool_events_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest tool_events JSON text, in UTF-8 bytes (too_large)"
+    )
+    inflight_mb: int = Field(
+        128, ge=1, description="Input bytes prepared and not yet committed before the consumer waits, in MB"
+    )
+    batch_max_mb: int = Field(16, ge=1, description="Input bytes prepared at once (a poll is cut into such batches)")
+    publisher_queue_mb: int = Field(
+        64, ge=1, description="Committed events kept in memory for the publisher, in MB (beyond: read from the outbox)"
+    )
+    shutdown_seconds: float = Field(
+        8.0, gt=0, le=60, description="On SIGTERM, time to finish the write in flight and publish before exiting"
+    )
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
@@ -74,6 +95,9 @@ class Settings(BaseSettings):
                 return tuple(json.loads(text))
             return tuple(p.strip() for p in text.split(",") if p.strip())
         return value
+
+    def limits(self) -> Limits:
+        return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes)
 
     def compare_config(self) -> CompareConfig:
         return CompareConfig.build(self.tokens_tolerance, self.cost_tolerance, self.ignore_paths, self.comparison_base)

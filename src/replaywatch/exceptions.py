@@ -4,21 +4,31 @@
 
     ReplaywatchError
     ├── TransientError          retry with backoff (a service is slow or down)
-    │   └── Fenced              another consumer moved our partition on: drop it, reload
+    ├── Fenced                  another consumer moved our partition on: drop what was
+    │                           prepared and resume from PostgreSQL (never retried as is)
     ├── BadRecordError          this record can never be processed: dead-letter it
     │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity
-    │   └── SnapshotTooDeep     nests deeper than the comparison can walk
+    │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels
+    │   ├── RecordTooLarge      over a byte limit (a setting)
+    │   ├── RecordRejected      a service refused what the record makes, for good
+    │   ├── RecordFailed        an unexpected exception while processing the record
+    │   └── (codec.py)          UndecodableRecord, UnknownSchemaId, ContractViolation
     └── UsageError              misuse or configuration: fail fast, say what to do
         ├── ConfigError
-        ├── IgnorePathError
+        │   ├── IgnorePathError
+        │   └── ServiceRefused  a service refuses us for good (authorization, a missing
+        │                       topic or bucket): the process stops with this message
         ├── MissingOutputSnapshots
         └── DevstackError
 
 Adapters translate their library's exceptions into these at the boundary, so the
-core and the pipeline never see an aiokafka, asyncpg or botocore exception.
+core and the pipeline never see an aiokafka, asyncpg or botocore exception. Each
+``BadRecordError`` names its dead-letter ``reason``.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class ReplaywatchError(Exception):
@@ -29,23 +39,47 @@ class TransientError(ReplaywatchError):
     """A dependency failed in a way that may pass: retry with backoff."""
 
 
-class Fenced(TransientError):
+class Fenced(ReplaywatchError):
     """The stored offset of a partition is not where this consumer left it: another
     member of the group owns the partition now. Drop its state and seek again."""
 
 
 class BadRecordError(ReplaywatchError):
-    """A record that breaks the contract. It is dead-lettered, never retried."""
+    """A record that cannot be processed. It is dead-lettered, never retried."""
+
+    reason: ClassVar[str] = "bad_record"
 
 
 class InvalidJsonError(BadRecordError):
     """JSON text that does not parse, or that holds NaN or Infinity."""
 
+    reason = "invalid_json"
 
-class SnapshotTooDeep(BadRecordError):
-    """A snapshot nests deeper than the comparison can walk."""
+
+class JsonTooDeep(BadRecordError):
+    """JSON that nests deeper than the contract allows."""
 
     reason = "too_deep"
+
+
+class RecordTooLarge(BadRecordError):
+    """A record, an id, its attestation ids or its tool events are over a byte limit."""
+
+    reason = "too_large"
+
+
+class RecordRejected(BadRecordError):
+    """A service refused, for good, what this record makes (PostgreSQL refused its
+    step's rows, or S3 its diff): the record is dead-lettered, the rest committed."""
+
+    reason = "rejected"
+
+
+class RecordFailed(BadRecordError):
+    """An unexpected exception while processing this one record: a bug to report, not
+    a reason to stop watching the fleet. The message carries the exception's class."""
+
+    reason = "internal"
 
 
 class UsageError(ReplaywatchError):
@@ -54,6 +88,12 @@ class UsageError(ReplaywatchError):
 
 class ConfigError(UsageError):
     """A setting is out of range or malformed."""
+
+
+class ServiceRefused(ConfigError):
+    """A service refuses replaywatch for good: not authorized, or a topic or bucket is
+    missing. Retrying cannot help; the process stops with one message that says what
+    to fix."""
 
 
 class IgnorePathError(ConfigError):

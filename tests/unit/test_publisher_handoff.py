@@ -1,6 +1,9 @@
-"""The publisher's two sources: PostgreSQL's outbox (catching up) and the events the
-consumer offers after each commit. Every committed event is published once, in order,
-whatever the interleaving, and an overflowing queue falls back to the outbox."""
+"""The publisher's two sources: PostgreSQL's outbox (catching up) and the handoffs the
+consumer makes after each commit. Every committed event is published once, in order,
+whatever the interleaving; a handoff that does not continue what the publisher knows
+(one was lost) and an overflowing queue both fall back to the outbox; nothing is
+pruned before it is published; an event too large for its topic is dead-lettered in
+the same transaction and the partition goes on."""
 
 from __future__ import annotations
 
@@ -9,36 +12,41 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from replaywatch.store.postgres import OutboxRow
-from replaywatch.stream import publisher as publisher_module
 from replaywatch.stream.publisher import OutboxPublisher, _Lane
 
 
-def row(offset: int, partition: int = 0) -> OutboxRow:
-    return OutboxRow(partition, offset, f"id-{offset}", b"k", f"v{offset}".encode(), "within_tolerance")
+def row(offset: int, partition: int = 0, size: int = 0) -> OutboxRow:
+    value = f"v{offset}".encode() + b"x" * size
+    return OutboxRow(partition, offset, f"id-{offset}", b"k", value, "within_tolerance")
 
 
 class FakeStore:
-    """The outbox table of one partition."""
+    """The outbox table and the committed offset of partition 0."""
 
     def __init__(self) -> None:
         self.rows: list[OutboxRow] = []
+        self.committed: int | None = None
         self.fetches = 0
+        self.deleted_before: list[int] = []
 
-    async def outbox_fetch(self, partition: int, start: int, limit: int) -> list[OutboxRow]:
+    async def load_offsets(self, partitions: set[int]) -> dict[int, int]:
+        return {} if self.committed is None else {0: self.committed}
+
+    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:
         self.fetches += 1
         await asyncio.sleep(0)
-        return [r for r in self.rows if r.partition == partition and r.source_offset >= start][:limit]
+        rows = [r for r in self.rows if r.partition == partition and r.source_offset >= start]
+        return [r for r in rows if end is None or r.source_offset < end][:limit]
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
+        self.deleted_before.append(offset)
         self.rows = [r for r in self.rows if r.partition != partition or r.source_offset >= offset]
 
 
 class FakeProducer:
     def __init__(self) -> None:
-        self.sent: list[bytes] = []
+        self.sent: list[tuple[str, bytes | None]] = []
         self.progress: list[int] = []
 
     @contextlib.asynccontextmanager
@@ -46,25 +54,33 @@ class FakeProducer:
         yield
         await asyncio.sleep(0)
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> None:
-        self.sent.append(value)
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> None:
+        self.sent.append((topic, value))
 
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
         self.progress.extend(offsets.values())
 
+    def published(self) -> list[bytes | None]:
+        return [v for t, v in self.sent if t == "out"]
 
-def publisher(store: FakeStore) -> OutboxPublisher:
-    p = OutboxPublisher(store=store, admin=None, bootstrap="", input_topic="in", output_topic="out",  # type: ignore[arg-type]
-                        group_id="g", progress_group="g.outbox")  # fmt: skip
+
+def publisher(store: FakeStore, **kwargs: Any) -> OutboxPublisher:
+    p = OutboxPublisher(store=store, admin=None, producer_config={}, input_topic="in", output_topic="out",  # type: ignore[arg-type]
+                        dlq_topic="dlq", group_id="g", progress_group="g.outbox", **kwargs)  # fmt: skip
     p._lanes[0] = _Lane()  # what assign() sets up, without starting the real Kafka task
     return p
 
 
-async def commit(store: FakeStore, pub: OutboxPublisher, rows: list[OutboxRow]) -> None:
-    """What the pipeline does: the rows reach the outbox, then are offered."""
+async def commit(
+    store: FakeStore, pub: OutboxPublisher, rows: list[OutboxRow], end: int, *, hand_over: bool = True
+) -> None:
+    """What the pipeline does: the rows and the offset reach PostgreSQL, then the
+    write hands them over (unless its reply was lost)."""
+    start = store.committed
     store.rows += rows
-    pub.offer(rows)
-    pub.wake({0})
+    store.committed = end
+    if hand_over:
+        pub.offer({0: (start, end)}, rows)
     await asyncio.sleep(0)
 
 
@@ -78,28 +94,73 @@ async def run_until(producer: FakeProducer, want: int, task: asyncio.Task[None])
         await task
 
 
-async def test_catches_up_from_the_outbox_then_serves_offers_once_each() -> None:
+def values(offsets: range) -> list[bytes | None]:
+    return [f"v{i}".encode() for i in offsets]
+
+
+async def test_catches_up_from_the_outbox_then_serves_handoffs_once_each() -> None:
     store, producer = FakeStore(), FakeProducer()
     store.rows = [row(i) for i in range(5)]  # committed before the publisher started
+    store.committed = 5
     pub = publisher(store)
     task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 2))  # type: ignore[arg-type]  # 0 and 1 already published
-    await commit(store, pub, [row(5), row(6)])
-    await commit(store, pub, [row(7)])
+    await commit(store, pub, [row(5), row(6)], 7)
+    await commit(store, pub, [row(7)], 9)
     await run_until(producer, 6, task)
-    assert producer.sent == [f"v{i}".encode() for i in range(2, 8)]
+    assert producer.published() == values(range(2, 8))
     assert producer.progress == sorted(producer.progress) and producer.progress[-1] == 8
 
 
-async def test_an_overflowing_queue_falls_back_to_the_outbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publisher_module, "QUEUE_LIMIT", 3)
+async def test_a_lost_handoff_sends_the_publisher_back_to_the_outbox() -> None:
+    """A write whose commit reply was lost hands nothing over; the next handoff does not
+    start where the publisher's knowledge ends, so it reads the outbox: nothing skipped."""
     store, producer = FakeStore(), FakeProducer()
     pub = publisher(store)
-    for i in range(0, 10, 2):  # offered faster than published: the queue overflows
-        store.rows += [row(i), row(i + 1)]
-        pub.offer([row(i), row(i + 1)])
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    await commit(store, pub, [row(0), row(1)], 2)
+    await asyncio.sleep(0.05)
+    await commit(store, pub, [row(2), row(3)], 4, hand_over=False)  # the ambiguous commit
+    await commit(store, pub, [row(4)], 5)
+    await run_until(producer, 5, task)
+    assert producer.published() == values(range(5))
+    assert all(offset <= 5 for offset in store.deleted_before)
+
+
+async def test_rows_above_the_watermark_wait_for_their_handoff() -> None:
+    """Reading the outbox stops at the committed offset read first, so the rows of a
+    write that commits meanwhile come once, from its handoff."""
+    store, producer = FakeStore(), FakeProducer()
+    store.rows = [row(0)]
+    store.committed = 1
+    pub = publisher(store)
+    store.rows.append(row(1))  # committed after the watermark was read: not yet in `committed`
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert producer.published() == values(range(1))
+    pub.offer({0: (1, 2)}, [row(1)])
+    store.committed = 2
+    await run_until(producer, 2, task)
+    assert producer.published() == values(range(2))
+
+
+async def test_an_overflowing_queue_falls_back_to_the_outbox() -> None:
+    store, producer = FakeStore(), FakeProducer()
+    pub = publisher(store, queue_bytes=1000)
+    for i in range(0, 10, 2):  # handed over faster than published: the queue overflows
+        await commit(store, pub, [row(i, size=200), row(i + 1, size=200)], i + 2)
     assert pub._lanes[0].overflow
     task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
-    pub.wake({0})
-    await commit(store, pub, [row(10)])
+    await commit(store, pub, [row(10)], 11)
     await run_until(producer, 11, task)
-    assert producer.sent == [f"v{i}".encode() for i in range(11)]
+    assert producer.published() == [row(i, size=200).value for i in range(10)] + [row(10).value]
+
+
+async def test_an_event_too_large_for_its_topic_is_dead_lettered_and_the_partition_goes_on() -> None:
+    store, producer = FakeStore(), FakeProducer()
+    pub = publisher(store, max_message_bytes=2000)
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    await commit(store, pub, [row(0), row(1, size=5000), row(2)], 3)
+    await run_until(producer, 3, task)
+    assert producer.sent == [("out", b"v0"), ("dlq", None), ("out", b"v2")]
+    assert producer.progress[-1] == 3
+    assert pub.dead_lettered == 1 and pub.published == 2

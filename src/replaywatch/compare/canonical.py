@@ -1,8 +1,10 @@
 """Canonical JSON: the one byte form used for equality and for content addresses.
 
 Canonical bytes are UTF-8, keys sorted, no insignificant whitespace. orjson does the
-work; integers wider than 64 bits (which orjson refuses) fall back to the standard
-library with the same layout, so a document always gets the same bytes.
+work. It refuses documents nested deeper than 254 levels (the contract accepts 1,024)
+and integers wider than 64 bits; those are written by ``_dumps_iteratively``, an
+explicit-stack writer that gives the bytes orjson would give (each scalar is written by
+orjson itself), so a document always gets the same bytes whichever writer ran.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any, Final
 
 import orjson
 
-from replaywatch.exceptions import InvalidJsonError
+from replaywatch.exceptions import InvalidJsonError, JsonTooDeep
 
 Json = Any
 """A value as parsed from JSON: dict, list, str, int, float, bool or None."""
 
 _SORT: Final = orjson.OPT_SORT_KEYS
+MAX_DEPTH: Final = 1024
+"""Deepest nesting the contract accepts (orjson's parser refuses deeper documents)."""
 
 
 def parse_json(text: str | bytes) -> Json:
@@ -31,6 +35,10 @@ def parse_json(text: str | bytes) -> Json:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise JsonTooDeep(
+                f"JSON nests deeper than {MAX_DEPTH} levels, the contract's limit; flatten the document"
+            ) from None
         at = text[exc.pos : exc.pos + 4]
         if at[:3] in ("NaN", "Inf", b"NaN", b"Inf") or at in ("-Inf", b"-Inf"):
             raise InvalidJsonError(
@@ -51,18 +59,61 @@ def canonical_bytes(value: Json) -> bytes:
     """UTF-8, sorted keys, no whitespace. Same value, same bytes."""
     try:
         return _fit(orjson.dumps(value, option=_SORT))
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-            "utf-8"
-        )
+    except orjson.JSONEncodeError:  # too deep for orjson, or a wide integer
+        return _dumps_iteratively(value, sort_keys=True)
 
 
 def compact_bytes(value: Json) -> bytes:
     """UTF-8, keys in their order, no whitespace: a JSON value stored as it was sent."""
     try:
         return _fit(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except orjson.JSONEncodeError:
+        return _dumps_iteratively(value, sort_keys=False)
+
+
+def _scalar(value: Json) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer wider than 64 bits
+        return json.dumps(value, allow_nan=False).encode()
+
+
+class _Raw(bytes):
+    """Punctuation already written, pushed on the writer's stack between values."""
+
+
+_COMMA = _Raw(b",")
+_CLOSE_OBJECT, _CLOSE_ARRAY = _Raw(b"}"), _Raw(b"]")
+
+
+def _dumps_iteratively(value: Json, *, sort_keys: bool) -> bytes:
+    """orjson's layout, written with an explicit stack: any depth, any integer width."""
+    out: list[bytes] = []
+    stack: list[Json] = [value]
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is _Raw:
+            out.append(item)
+        elif t is dict:
+            keys = sorted(item) if sort_keys else list(item)
+            out.append(b"{")
+            stack.append(_CLOSE_OBJECT)
+            for i in range(len(keys) - 1, -1, -1):
+                stack.append(item[keys[i]])
+                stack.append(_Raw(_scalar(keys[i]) + b":"))
+                if i:
+                    stack.append(_COMMA)
+        elif t is list:
+            out.append(b"[")
+            stack.append(_CLOSE_ARRAY)
+            for i in range(len(item) - 1, -1, -1):
+                stack.append(item[i])
+                if i:
+                    stack.append(_COMMA)
+        else:
+            out.append(_scalar(item))
+    return b"".join(out)
 
 
 def sha256_hex(data: bytes) -> str:

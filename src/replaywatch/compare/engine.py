@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, NamedTuple
 from replaywatch.compare import attestations, structure, usage
 from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
 from replaywatch.compare.ignore import IgnoreRules
-from replaywatch.exceptions import ConfigError, SnapshotTooDeep
+from replaywatch.exceptions import ConfigError
 
 
 class Verdict(enum.StrEnum):
@@ -228,23 +228,18 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
     """
     rules = config.ignore
-    try:
-        stripped, tokens, cost = structure.strip_usage(output_snapshot)
-        if rules.output:
-            stripped = structure.drop_ignored(stripped, rules.output)
-        tool_fp = tools_json = None
-        if tool_events is not ABSENT:
-            if rules.tools:
-                tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools))
-                tools_json = compact_bytes(tool_events)
-            else:  # what is compared is all of it: one copy serves both
-                tool_fp = tools_json = _fingerprint(tool_events)
-        structure_fp = _fingerprint(stripped)
-        snapshot_json = compact_bytes(output_snapshot)
-    except RecursionError:
-        raise SnapshotTooDeep(
-            f"attempt {attempt}: a snapshot or tool events nest too deeply to compare; flatten them"
-        ) from None
+    stripped, tokens, cost = structure.strip_usage(output_snapshot)
+    if rules.output:
+        stripped = structure.drop_ignored(stripped, rules.output)
+    tool_fp = tools_json = None
+    if tool_events is not ABSENT:
+        if rules.tools:
+            tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools))
+            tools_json = compact_bytes(tool_events)
+        else:  # what is compared is all of it: one copy serves both
+            tool_fp = tools_json = _fingerprint(tool_events)
+    structure_fp = _fingerprint(stripped)
+    snapshot_json = compact_bytes(output_snapshot)
     return PreparedAttempt(
         attempt=attempt,
         snapshot_json=snapshot_json,

@@ -5,6 +5,10 @@ and the JSON Patch (RFC 6902) between two structures.
 without its usage keys *and* finds the usage numbers with the reference's search
 order (see ``usage.find_number``, its specification).
 
+Every walk here uses an explicit stack, not recursion: the contract accepts documents
+nested 1,024 levels deep, beyond what Python's recursion limit lets a recursive walk
+reach (a 600-level snapshot used to crash the consumer).
+
 The patch generator is our own, small and deterministic on purpose: its output is
 hashed into a content address, so it must not change with a library upgrade, and it
 must tell ``true`` from ``1`` (Python's ``==`` does not).
@@ -20,6 +24,8 @@ from replaywatch.compare.canonical import Json
 from replaywatch.compare.usage import COST_KEYS, TOKEN_KEYS, USAGE_KEYS, as_number
 
 _TOP_DROP = USAGE_KEYS | {ATTESTATION_KEY}
+_CONTAINERS = (dict, list)
+_NUMBERS = (int, float)
 
 
 def _own(d: dict[str, Any], keys: tuple[str, ...]) -> float | None:
@@ -31,100 +37,98 @@ def _own(d: dict[str, Any], keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def _search(value: Json, acc: list[float | None]) -> None:
-    """Find usage numbers in ``value`` without copying it (for dropped subtrees)."""
-    if type(value) is dict:
-        if acc[0] is None:
-            acc[0] = _own(value, TOKEN_KEYS)
-        if acc[1] is None:
-            acc[1] = _own(value, COST_KEYS)
-        children = value.values()
-    elif type(value) is list:
-        children = value  # type: ignore[assignment]
-    else:
-        return
-    for v in children:
-        if acc[0] is not None and acc[1] is not None:
-            return
-        t = type(v)
-        if t is dict or t is list:
-            _search(v, acc)
-
-
-def _strip_dict(d: dict[str, Any], acc: list[float | None], drop: frozenset[str]) -> dict[str, Any]:
-    if acc[0] is None:
-        acc[0] = _own(d, TOKEN_KEYS)
-    if acc[1] is None:
-        acc[1] = _own(d, COST_KEYS)
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        t = type(v)
-        if k in drop:
-            if (t is dict or t is list) and (acc[0] is None or acc[1] is None):
-                _search(v, acc)
-        elif t is dict:
-            out[k] = _strip_dict(v, acc, USAGE_KEYS)
-        elif t is list:
-            out[k] = _strip_list(v, acc)
-        else:
-            out[k] = v
-    return out
-
-
-def _strip_list(items: list[Any], acc: list[float | None]) -> list[Any]:
-    out: list[Any] = []
-    for v in items:
-        t = type(v)
-        if t is dict:
-            out.append(_strip_dict(v, acc, USAGE_KEYS))
-        elif t is list:
-            out.append(_strip_list(v, acc))
-        else:
-            out.append(v)
-    return out
-
-
 def strip_usage(snapshot: Json) -> tuple[Json, float | None, float | None]:
     """(snapshot without usage keys and top-level attestation ids, tokens, cost).
+
+    One walk, with an explicit stack so that any depth the contract accepts is walked:
+    it copies the snapshot without its usage keys *and* finds the usage numbers in the
+    reference's search order (an object's own keys, then its values in document order;
+    arrays item by item), looking into the dropped usage subtrees too.
 
     The top-level ``attestation_ids`` are left out of the structure: they have a rule
     of their own (compared as sets), and counting an order-only change as structural
     drift would undo that choice.
     """
-    acc: list[float | None] = [None, None]
-    t = type(snapshot)
-    if t is dict:
-        stripped: Json = _strip_dict(snapshot, acc, _TOP_DROP)
-    elif t is list:
-        stripped = _strip_list(snapshot, acc)
-    else:
-        stripped = snapshot
-    return stripped, acc[0], acc[1]
+    tokens: float | None = None
+    cost: float | None = None
+    root: list[Json] = [None]
+    # (value, the container its copy goes in (None: a dropped subtree, only searched), key or index there)
+    stack: list[tuple[Json, Any, Any]] = [(snapshot, root, 0)]
+    push, pop = stack.append, stack.pop
+    while stack:
+        value, parent, slot = pop()
+        t = type(value)
+        if t is dict:
+            if tokens is None:
+                tokens = _own(value, TOKEN_KEYS)
+            if cost is None:
+                cost = _own(value, COST_KEYS)
+            if parent is None:  # inside a dropped subtree: only searched
+                if tokens is None or cost is None:
+                    for v in reversed(value.values()):
+                        if type(v) is dict or type(v) is list:
+                            push((v, None, None))
+                continue
+            drop = _TOP_DROP if value is snapshot else USAGE_KEYS
+            copy: dict[str, Any] = {}
+            parent[slot] = copy
+            for k, v in reversed(value.items()):  # reversed: popped in document order
+                tv = type(v)
+                if tv is dict or tv is list:
+                    push((v, None if k in drop else copy, k))
+                elif k not in drop:
+                    copy[k] = v
+        elif t is list:
+            if parent is None:
+                if tokens is None or cost is None:
+                    for v in reversed(value):
+                        if type(v) is dict or type(v) is list:
+                            push((v, None, None))
+                continue
+            items = list(value)
+            parent[slot] = items
+            for i in range(len(items) - 1, -1, -1):
+                tv = type(items[i])
+                if tv is dict or tv is list:
+                    push((items[i], items, i))
+        elif parent is not None:
+            parent[slot] = value
+    return root[0], tokens, cost
 
 
-def drop_ignored(
-    value: Json, patterns: tuple[ignore.Pattern, ...], states: frozenset[ignore.State] | None = None
-) -> Json:
-    """Copy ``value`` without the paths that ignore rules match."""
+def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> Json:
+    """Copy ``value`` without the paths that ignore rules match (explicit stack: any depth).
+
+    A matched object member is removed; a matched array item is replaced by null. A
+    subtree that no rule can reach is shared, not copied.
+    """
+    states = ignore.initial(patterns)
     if states is None:
-        states = ignore.initial(patterns)
-        if states is None:
-            return value
-    t = type(value)
-    if t is dict:
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            dropped, sub = ignore.step(patterns, states, k, None)
-            if not dropped:
-                out[k] = v if sub is None else drop_ignored(v, patterns, sub)
-        return out
-    if t is list:
-        items: list[Any] = []
-        for i, v in enumerate(value):
-            dropped, sub = ignore.step(patterns, states, None, i)
-            items.append(None if dropped else v if sub is None else drop_ignored(v, patterns, sub))
-        return items
-    return value
+        return value
+    root: list[Json] = [value]
+    stack: list[tuple[Json, Any, Any, frozenset[ignore.State]]] = [(value, root, 0, states)]
+    while stack:
+        node, parent, slot, here = stack.pop()
+        t = type(node)
+        if t is dict:
+            out: dict[str, Any] = {}
+            for k, v in node.items():
+                dropped, sub = ignore.step(patterns, here, k, None)
+                if not dropped:
+                    out[k] = v
+                    if sub is not None:
+                        stack.append((v, out, k, sub))
+            parent[slot] = out
+        elif t is list:
+            items: list[Any] = list(node)
+            for i, v in enumerate(node):
+                dropped, sub = ignore.step(patterns, here, None, i)
+                if dropped:
+                    items[i] = None
+                elif sub is not None:
+                    stack.append((v, items, i, sub))
+            parent[slot] = items
+    return root[0]
 
 
 def output_structure(snapshot: Json, rules: ignore.IgnoreRules) -> Json:
@@ -139,50 +143,68 @@ def tool_structure(tool_events: Json, rules: ignore.IgnoreRules) -> Json:
 
 def same(a: Json, b: Json) -> bool:
     """JSON equality: objects regardless of key order, arrays in order, numbers by
-    value (1 == 1.0), and a boolean is never a number."""
-    ta, tb = type(a), type(b)
-    if ta is dict:
-        return tb is dict and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if ta is list:
-        return tb is list and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if ta is bool or tb is bool:
-        return ta is tb and a == b
-    if ta in (int, float) and tb in (int, float):
-        return bool(a == b)
-    return ta is tb and a == b
+    value (1 == 1.0), and a boolean is never a number. Explicit stack: any depth."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        tx, ty = type(x), type(y)
+        if tx is dict:
+            if ty is not dict or x.keys() != y.keys():
+                return False
+            stack.extend((x[k], y[k]) for k in x)
+        elif tx is list:
+            if ty is not list or len(x) != len(y):
+                return False
+            stack.extend(zip(x, y, strict=True))
+        elif tx is bool or ty is bool:
+            if not (tx is ty and x == y):
+                return False
+        elif tx in _NUMBERS and ty in _NUMBERS:
+            if x != y:
+                return False
+        elif not (tx is ty and x == y):
+            return False
+    return True
 
 
 def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def json_patch(recorded: Json, current: Json, path: str = "") -> list[dict[str, Any]]:
+def json_patch(recorded: Json, current: Json) -> list[dict[str, Any]]:
     """RFC 6902 operations that turn ``recorded`` into ``current``.
 
     Objects are walked by sorted key; arrays item by item, with trailing items added
     or removed (removals from the end first, so each index is valid when applied).
+    An explicit stack of work, in the order the operations are written: any depth.
     """
-    if same(recorded, current):
-        return []
-    if type(recorded) is dict and type(current) is dict:
-        ops: list[dict[str, Any]] = []
-        for key in sorted(recorded.keys() | current.keys()):
-            child = f"{path}/{_escape(key)}"
-            if key not in current:
-                ops.append({"op": "remove", "path": child})
-            elif key not in recorded:
-                ops.append({"op": "add", "path": child, "value": current[key]})
-            else:
-                ops.extend(json_patch(recorded[key], current[key], child))
-        return ops
-    if type(recorded) is list and type(current) is list:
-        ops = []
-        common = min(len(recorded), len(current))
-        for i in range(common):
-            ops.extend(json_patch(recorded[i], current[i], f"{path}/{i}"))
-        for i in range(len(recorded) - 1, common - 1, -1):
-            ops.append({"op": "remove", "path": f"{path}/{i}"})
-        for i in range(common, len(current)):
-            ops.append({"op": "add", "path": f"{path}/{i}", "value": current[i]})
-        return ops
-    return [{"op": "replace", "path": path, "value": current}]
+    ops: list[dict[str, Any]] = []
+    # work: an operation to write, or a (recorded, current, path) pair to compare
+    work: list[dict[str, Any] | tuple[Json, Json, str]] = [(recorded, current, "")]
+    while work:
+        item = work.pop()
+        if type(item) is dict:
+            ops.append(item)
+            continue
+        old, new, path = item
+        if same(old, new):
+            continue
+        todo: list[dict[str, Any] | tuple[Json, Json, str]] = []
+        if type(old) is dict and type(new) is dict:
+            for key in sorted(old.keys() | new.keys()):
+                child = f"{path}/{_escape(key)}"
+                if key not in new:
+                    todo.append({"op": "remove", "path": child})
+                elif key not in old:
+                    todo.append({"op": "add", "path": child, "value": new[key]})
+                else:
+                    todo.append((old[key], new[key], child))
+        elif type(old) is list and type(new) is list:
+            common = min(len(old), len(new))
+            todo += [(old[i], new[i], f"{path}/{i}") for i in range(common)]
+            todo += [{"op": "remove", "path": f"{path}/{i}"} for i in range(len(old) - 1, common - 1, -1)]
+            todo += [{"op": "add", "path": f"{path}/{i}", "value": new[i]} for i in range(common, len(new))]
+        else:
+            todo.append({"op": "replace", "path": path, "value": new})
+        work.extend(reversed(todo))
+    return ops

@@ -29,26 +29,24 @@ def find_number(value: Json, keys: tuple[str, ...]) -> float | None:
 
     In each object its own keys are looked at first, in the order of ``keys``; only
     then are its values searched, in document order. Arrays are searched item by item.
-    A non-numeric value under a key is passed over and the search goes on.
+    A non-numeric value under a key is passed over and the search goes on. An explicit
+    stack, so any depth the contract accepts is searched.
     """
-    if isinstance(value, dict):
-        for key in keys:
-            if key in value:
-                num = as_number(value[key])
-                if num is not None:
-                    return num
-        for child in value.values():
-            if isinstance(child, (dict, list)):
-                found = find_number(child, keys)
-                if found is not None:
-                    return found
-        return None
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, (dict, list)):
-                found = find_number(item, keys)
-                if found is not None:
-                    return found
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in keys:
+                if key in node:
+                    num = as_number(node[key])
+                    if num is not None:
+                        return num
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        stack.extend(c for c in reversed(children) if isinstance(c, (dict, list)))
     return None
 
 

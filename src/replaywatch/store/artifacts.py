@@ -3,12 +3,18 @@
 Key ``sha256/<2 hex>/<2 hex>/<full hex>``, content type application/json, metadata
 kind, run-id and step-id (dashes: underscores in header names are dropped by many
 proxies and folded by WSGI servers). Putting a sha that already exists is a no-op (a conditional
-put), so a retried batch writes nothing twice. botocore's errors are translated
-here into ``TransientError``.
+put), so a retried batch writes nothing twice. At most ``concurrency`` puts are in
+flight at once.
+
+botocore's errors are translated here (``translate_s3_errors``): 403 and a missing
+bucket are ``ServiceRefused`` (the process stops: retrying cannot mend them); another
+4xx refuses this one object (``RecordRejected``: the record is dead-lettered); 5xx,
+408, 429 and connection trouble are ``TransientError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -21,11 +27,11 @@ import aioboto3
 import botocore
 import botocore.loaders
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from replaywatch import __version__
 from replaywatch.compare import Diff
-from replaywatch.exceptions import ConfigError, TransientError
+from replaywatch.exceptions import ConfigError, RecordRejected, ServiceRefused, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +104,35 @@ def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextlib.asynccontextmanager
+async def translate_s3_errors(what: str, bucket: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        status, code = _status(exc), _code(exc)
+        if status in (401, 403) or code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId"):
+            raise ServiceRefused(
+                f"S3 refused {what} in bucket {bucket!r}: {code or status}; check that the bucket exists and that "
+                "the credentials may write to it"
+            ) from exc
+        if 400 <= status < 500 and status not in (408, 429):
+            raise RecordRejected(f"S3 refused {what}: {code or status}: {exc}") from exc
+        raise TransientError(f"S3 failed during {what}: {code or status}: {exc}") from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise ServiceRefused(f"S3 credentials are missing for {what}: {exc}; set them or the AWS chain") from exc
+    except (BotoCoreError, OSError) as exc:
+        raise TransientError(f"S3 unreachable during {what}: {type(exc).__name__}: {exc}") from exc
+
+
 class S3Artifacts:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, concurrency: int = 16) -> None:
         self._s3 = client
         self.bucket = bucket
+        self._slots = asyncio.Semaphore(concurrency)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -114,6 +145,7 @@ class S3Artifacts:
         access_key_id: str | None,
         secret_access_key: str | None,
         create_bucket: bool = True,
+        concurrency: int = 16,
     ) -> AsyncIterator[S3Artifacts]:
         session = aioboto3.Session()
         config = Config(
@@ -136,7 +168,7 @@ class S3Artifacts:
             config=config,
         ) as client:
             share_endpoint_cache(client)
-            store = cls(client, bucket)
+            store = cls(client, bucket, concurrency)
             if create_bucket:
                 await store.ensure_bucket()
             yield store
@@ -167,23 +199,28 @@ class S3Artifacts:
         existing key with 412, which here means "already stored". Each request costs
         milliseconds of CPU in botocore, so a HEAD first would double the cost.
         """
-        try:
-            await self._s3.put_object(
-                Bucket=self.bucket,
-                Key=object_key(diff.sha256),
-                Body=diff.body,
-                ContentType="application/json",
-                Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if _status(exc) == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return self.uri(diff.sha256)
-            raise TransientError(f"S3 put_object failed: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise TransientError(f"S3 put_object failed: {exc}") from exc
+        async with self._slots:
+            try:
+                async with translate_s3_errors(f"the put of diff {diff.sha256}", self.bucket):
+                    await self._put(diff, run_id, step_id)
+            except RecordRejected as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and (
+                    _status(cause) == 412 or _code(cause) in ("PreconditionFailed", "ConditionalRequestConflict")
+                ):
+                    return self.uri(diff.sha256)
+                raise
         return self.uri(diff.sha256)
+
+    async def _put(self, diff: Diff, run_id: str, step_id: str) -> None:
+        await self._s3.put_object(
+            Bucket=self.bucket,
+            Key=object_key(diff.sha256),
+            Body=diff.body,
+            ContentType="application/json",
+            Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
+            IfNoneMatch="*",
+        )
 
     async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
         """(body, head) of a diff object; for tests and tools."""

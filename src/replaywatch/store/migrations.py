@@ -122,4 +122,86 @@ END;
 $$;
 """,
     ),
+    (
+        2,
+        """
+-- Steps are keyed by sha256(run_id NUL step_id): ids of up to 4 KB each (1,024
+-- characters of 4 bytes) exceed a btree row (~2.7 KB), and NUL never occurs in an id.
+ALTER TABLE {schema}.step_projection ADD COLUMN IF NOT EXISTS step_key bytea;
+UPDATE {schema}.step_projection
+   SET step_key = sha256(convert_to(run_id, 'UTF8') || '\\x00'::bytea || convert_to(step_id, 'UTF8'))
+ WHERE step_key IS NULL;
+ALTER TABLE {schema}.step_projection ALTER COLUMN step_key SET NOT NULL;
+ALTER TABLE {schema}.step_projection DROP CONSTRAINT IF EXISTS step_projection_pkey;
+ALTER TABLE {schema}.step_projection ADD PRIMARY KEY (step_key);
+-- hash indexes: no size limit on the key, equality is all `report` asks
+CREATE INDEX IF NOT EXISTS step_projection_run ON {schema}.step_projection USING hash (run_id);
+DROP INDEX IF EXISTS {schema}.comparison_run;
+CREATE INDEX IF NOT EXISTS comparison_run_hash ON {schema}.comparison USING hash (run_id);
+
+DROP FUNCTION IF EXISTS {schema}.commit_batch(
+    text, text, int[], bigint[], bigint[], text[], text[], int[], int[], int[], text[], text[], int[], json[],
+    json[], int[], bigint[], uuid[], bytea[], bytea[], text[], text[], text[], int[], int[], double precision[],
+    double precision[], text[], text[], text[], timestamptz[]);
+
+-- One batch, one statement (base/current null: unchanged): advance each partition's
+-- offset only from the position the caller holds (a fence against a consumer that lost
+-- its partitions), then write projections, outbox rows and comparisons. Any failure
+-- rolls all of it back.
+CREATE OR REPLACE FUNCTION {schema}.commit_batch(
+    p_group text, p_topic text,
+    o_partition int[], o_expected bigint[], o_next bigint[],
+    s_key bytea[], s_run text[], s_step text[], s_base_attempt int[], s_current_attempt int[], s_max int[],
+    s_status text[], s_verdict text[], s_comparisons int[], s_base json[], s_current json[],
+    e_partition int[], e_offset bigint[], e_event uuid[], e_key bytea[], e_value bytea[], e_verdict text[],
+    c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
+    c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    n int;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(o_partition, 1), 0) LOOP
+        IF o_expected[i] IS NULL THEN
+            INSERT INTO {schema}.consumer_offset VALUES (p_group, p_topic, o_partition[i], o_next[i])
+            ON CONFLICT DO NOTHING;
+        ELSE
+            UPDATE {schema}.consumer_offset SET next_offset = o_next[i]
+            WHERE group_id = p_group AND topic = p_topic AND partition = o_partition[i]
+              AND next_offset = o_expected[i];
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'replaywatch_fenced: partition % of % moved on', o_partition[i], p_topic
+                USING ERRCODE = 'RW001';
+        END IF;
+    END LOOP;
+
+    INSERT INTO {schema}.step_projection AS p
+        (step_key, run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict,
+         comparisons, base, current, updated_at)
+    SELECT k, r, s, ba, ca, m, st, v, c, b, cu, now()
+    FROM unnest(s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict,
+                s_comparisons, s_base, s_current) AS t(k, r, s, ba, ca, m, st, v, c, b, cu)
+    ON CONFLICT (step_key) DO UPDATE SET
+        base_attempt = excluded.base_attempt, current_attempt = excluded.current_attempt,
+        max_attempt = excluded.max_attempt, last_status = excluded.last_status,
+        last_verdict = excluded.last_verdict, comparisons = excluded.comparisons,
+        base = coalesce(excluded.base, p.base), current = coalesce(excluded.current, p.current),
+        updated_at = now();
+
+    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
+    SELECT p_group, p_topic, pa, so, ev, k, va, ve
+    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict) AS t(pa, so, ev, k, va, ve)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO {schema}.comparison
+    SELECT ev, r, s, b, cu, ve, tk, co, k, sh, u, d
+    FROM unnest(e_event, c_run, c_step, c_base, c_current, e_verdict, c_token, c_cost, c_kind, c_sha,
+                c_uri, c_detected) AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d)
+    ON CONFLICT (event_id) DO NOTHING;
+END;
+$$;
+""",
+    ),
 )

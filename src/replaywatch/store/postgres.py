@@ -3,31 +3,49 @@
 The pipeline's commit point. ``commit_batch`` writes one batch in one statement (a
 server-side function, so one round trip): offsets advance only from the position this
 consumer holds, so a consumer that lost its partitions cannot commit over the new
-owner (``Fenced``). asyncpg's errors are translated here: connection trouble becomes
-``TransientError``.
+owner (``Fenced``). A commit whose reply was lost is recognised on its retry: the
+fence trips, but the stored offsets are the batch's own end offsets, so it had committed.
+
+asyncpg's errors are translated here (``translate_postgres_errors``): connection
+trouble and contention are ``TransientError``; a refusal of the data (SQLSTATE classes
+22, 23, 54: bad values, constraints, limits) is ``RecordRejected``, and the writer
+finds the steps whose rows cause it (``probe``); a refusal of replaywatch itself
+(authorization, a missing schema or table) is ``ServiceRefused``.
+
+Steps are keyed by ``step_key``, the sha256 of ``run_id NUL step_id``: every id the
+contract accepts fits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
 
 from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
-from replaywatch.exceptions import ConfigError, Fenced, TransientError
+from replaywatch.exceptions import ConfigError, Fenced, RecordRejected, ServiceRefused, TransientError
 from replaywatch.projection import StepProjection
 from replaywatch.store.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
 StepKey = tuple[str, str]
+
+
+def step_key(key: StepKey) -> bytes:
+    """The table key of a step: sha256 of its ids joined by NUL (which no id holds)."""
+    return hashlib.sha256(key[0].encode() + b"\0" + key[1].encode()).digest()
+
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -70,6 +88,22 @@ class BatchCommit:
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
 
+    def only(self, keys: set[StepKey]) -> BatchCommit:
+        """This batch reduced to the rows of the steps ``keys`` (offsets kept): what
+        ``probe`` tries when PostgreSQL refuses a batch."""
+        keep = [i for i, c in enumerate(self.comparisons) if (c.run_id, c.step_id) in keys]
+        return BatchCommit(
+            offsets=dict(self.offsets),
+            projections={k: p for k, p in self.projections.items() if k in keys},
+            previous={k: p for k, p in self.previous.items() if k in keys},
+            outbox=[self.outbox[i] for i in keep],
+            comparisons=[self.comparisons[i] for i in keep],
+        )
+
+    def without(self, keys: set[StepKey]) -> BatchCommit:
+        """This batch without the rows of the steps ``keys``."""
+        return self.only(set(self.projections) - keys)
+
     @classmethod
     def merged(cls, commits: list[BatchCommit]) -> BatchCommit:
         """Consecutive batches as one: each partition advances from where the first
@@ -90,7 +124,7 @@ class BatchCommit:
         return out
 
 
-_TRANSIENT = (
+_TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
@@ -104,18 +138,36 @@ _TRANSIENT = (
 )
 
 
+_REFUSED_DATA = ("22", "23", "54")
+"""SQLSTATE classes of a refusal of the data: data exception, integrity constraint
+violation, program limit exceeded."""
+_REFUSED_SERVICE = ("28", "3D", "3F", "42")
+"""SQLSTATE classes of a refusal of replaywatch: authorization, a missing database or
+schema, access rules and missing objects (42: undefined table or function, no privilege)."""
+
+
 @contextlib.asynccontextmanager
-async def translate_errors(what: str) -> AsyncIterator[None]:
-    """asyncpg and socket errors -> TransientError (retry); fencing -> Fenced."""
+async def translate_postgres_errors(what: str) -> AsyncIterator[None]:
+    """asyncpg's errors -> the error tree, by SQLSTATE class."""
     try:
         yield
     except Exception as exc:
+        state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
         # commit_batch raises SQLSTATE RW001, which asyncpg does not know: it arrives
         # as UnknownPostgresError, not as RaiseError
-        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == "RW001":
+        if state == "RW001":
             raise Fenced(str(exc)) from None
         if isinstance(exc, _TRANSIENT):
             raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
+        if state is not None and state[:2] in _REFUSED_DATA:
+            raise RecordRejected(f"PostgreSQL refused the rows during {what}: {state} {exc}") from exc
+        if state is not None and state[:2] in _REFUSED_SERVICE:
+            raise ServiceRefused(
+                f"PostgreSQL refused {what}: {state} {exc}; check the DSN's user, its privileges on the schema, "
+                "and that `replaywatch migrate` ran"
+            ) from exc
+        if isinstance(exc, asyncpg.PostgresError):  # resources, shutdown, internal errors: may pass
+            raise TransientError(f"PostgreSQL failed during {what}: {state} {type(exc).__name__}: {exc}") from exc
         raise
 
 
@@ -142,6 +194,9 @@ def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | 
     return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config)
 
 
+_COMMIT_SQL = "SELECT {q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
+
+
 class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, schema: str, group_id: str, topic: str) -> None:
         self._pool = pool
@@ -154,7 +209,7 @@ class PostgresStore:
     async def connect(cls, dsn: str, *, schema: str, group_id: str, topic: str, pool_size: int = 4) -> PostgresStore:
         if not _SCHEMA_NAME.match(schema):
             raise ConfigError(f"postgres schema {schema!r} must be a plain lower-case identifier")
-        async with translate_errors("connect"):
+        async with translate_postgres_errors("connect"):
             pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=pool_size, command_timeout=60, reset=_keep_session
             )
@@ -167,7 +222,7 @@ class PostgresStore:
         """Apply the migrations not yet applied; return their versions. Idempotent."""
         q = self._q
         applied: list[int] = []
-        async with translate_errors("migrate"), self._pool.acquire() as conn, conn.transaction():
+        async with translate_postgres_errors("migrate"), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"replaywatch-migrate-{self.schema}")
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
             await conn.execute(
@@ -184,7 +239,7 @@ class PostgresStore:
         return applied
 
     async def load_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
-        async with translate_errors("load offsets"):
+        async with translate_postgres_errors("load offsets"):
             rows = await self._pool.fetch(
                 f"SELECT partition, next_offset FROM {self._q}.consumer_offset "
                 "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
@@ -194,31 +249,72 @@ class PostgresStore:
             )
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    async def load_projections(self, keys: Sequence[StepKey], config: CompareConfig) -> dict[StepKey, StepProjection]:
+    async def load_projections(
+        self, keys: Sequence[StepKey], config: CompareConfig, broken: dict[StepKey, Exception] | None = None
+    ) -> dict[StepKey, StepProjection]:
+        """The stored projections of ``keys`` (absent: never seen). A row that cannot be
+        read back goes into ``broken`` (when given) instead of failing the others."""
         if not keys:
             return {}
-        async with translate_errors("load projections"):
+        async with translate_postgres_errors("load projections"):
             rows = await self._pool.fetch(
-                f"SELECT p.* FROM {self._q}.step_projection p "
-                "JOIN unnest($1::text[], $2::text[]) AS k(r, s) ON p.run_id = k.r AND p.step_id = k.s",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
+                f"SELECT * FROM {self._q}.step_projection WHERE step_key = ANY($1::bytea[])",
+                [step_key(k) for k in keys],
             )
         out: dict[StepKey, StepProjection] = {}
         for r in rows:
-            out[(r["run_id"], r["step_id"])] = StepProjection(
-                run_id=r["run_id"],
-                step_id=r["step_id"],
-                base=_attempt_from(r["base"], config),
-                current=_attempt_from(r["current"], config),
-                max_attempt=r["max_attempt"],
-                last_status=r["last_status"],
-                last_verdict=Verdict(r["last_verdict"]) if r["last_verdict"] else None,
-                comparisons=r["comparisons"],
-            )
+            key = (r["run_id"], r["step_id"])
+            try:
+                out[key] = StepProjection(
+                    run_id=r["run_id"],
+                    step_id=r["step_id"],
+                    base=_attempt_from(r["base"], config),
+                    current=_attempt_from(r["current"], config),
+                    max_attempt=r["max_attempt"],
+                    last_status=r["last_status"],
+                    last_verdict=Verdict(r["last_verdict"]) if r["last_verdict"] else None,
+                    comparisons=r["comparisons"],
+                )
+            except Exception as exc:
+                if broken is None:
+                    raise
+                broken[key] = exc
         return out
 
     async def commit_batch(self, batch: BatchCommit) -> None:
+        """Write the batch in one statement. Raises Fenced when another consumer moved a
+        partition on, unless the stored offsets are this batch's own end offsets: then
+        this batch had committed and only the reply was lost (an ambiguous commit)."""
+        try:
+            async with translate_postgres_errors("commit"):
+                await self._pool.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
+        except Fenced:
+            if await self._committed(batch):
+                logger.warning("a commit's reply was lost, and the commit had gone through: carrying on")
+                return
+            raise
+
+    async def _committed(self, batch: BatchCommit) -> bool:
+        stored = await self.load_offsets(batch.offsets)
+        return all(stored.get(p) == nxt for p, (_, nxt) in batch.offsets.items())
+
+    async def probe(self, batch: BatchCommit) -> str | None:
+        """Try the batch's statement in a transaction that is rolled back: the reason
+        PostgreSQL refuses its rows, or None when it takes them."""
+        async with translate_postgres_errors("probe"), self._pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == "RW001" or exc.sqlstate[:2] not in _REFUSED_DATA:
+                    raise
+                return f"{exc.sqlstate} {exc}"
+            finally:
+                await tx.rollback()
+        return None
+
+    def _commit_args(self, batch: BatchCommit) -> list[Any]:
         offs = sorted(batch.offsets.items())
         projs = list(batch.projections.values())
         before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
@@ -226,63 +322,64 @@ class PostgresStore:
         def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
             return None if old is not None and new is not None and old.attempt == new.attempt else _attempt_json(new)
 
-        ob = batch.outbox
-        cs = batch.comparisons
-        async with translate_errors("commit"):
-            await self._pool.execute(
-                f"SELECT {self._q}.commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-                " $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
-                self.group_id,
-                self.topic,
-                [p for p, _ in offs],
-                [o[0] for _, o in offs],
-                [o[1] for _, o in offs],
-                [p.run_id for p in projs],
-                [p.step_id for p in projs],
-                [p.base.attempt if p.base else None for p in projs],
-                [p.current.attempt if p.current else None for p in projs],
-                [p.max_attempt for p in projs],
-                [p.last_status for p in projs],
-                [p.last_verdict.value if p.last_verdict else None for p in projs],
-                [p.comparisons for p in projs],
-                [changed(p.base, b.base if b else None) for p, b in zip(projs, before, strict=True)],
-                [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
-                [o.partition for o in ob],
-                [o.source_offset for o in ob],
-                [o.event_id for o in ob],
-                [o.key for o in ob],
-                [o.value for o in ob],
-                [o.verdict for o in ob],
-                [c.run_id for c in cs],
-                [c.step_id for c in cs],
-                [c.baseline_attempt for c in cs],
-                [c.current_attempt for c in cs],
-                [c.token_delta for c in cs],
-                [c.cost_delta for c in cs],
-                [c.diff_kind for c in cs],
-                [c.diff_sha256 for c in cs],
-                [c.diff_uri for c in cs],
-                [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in cs],
-            )
+        outbox = batch.outbox
+        comps = batch.comparisons
+        return [
+            self.group_id,
+            self.topic,
+            [p for p, _ in offs],
+            [o[0] for _, o in offs],
+            [o[1] for _, o in offs],
+            [step_key((p.run_id, p.step_id)) for p in projs],
+            [p.run_id for p in projs],
+            [p.step_id for p in projs],
+            [p.base.attempt if p.base else None for p in projs],
+            [p.current.attempt if p.current else None for p in projs],
+            [p.max_attempt for p in projs],
+            [p.last_status for p in projs],
+            [p.last_verdict.value if p.last_verdict else None for p in projs],
+            [p.comparisons for p in projs],
+            [changed(p.base, b.base if b else None) for p, b in zip(projs, before, strict=True)],
+            [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+            [o.partition for o in outbox],
+            [o.source_offset for o in outbox],
+            [o.event_id for o in outbox],
+            [o.key for o in outbox],
+            [o.value for o in outbox],
+            [o.verdict for o in outbox],
+            [c.run_id for c in comps],
+            [c.step_id for c in comps],
+            [c.baseline_attempt for c in comps],
+            [c.current_attempt for c in comps],
+            [c.token_delta for c in comps],
+            [c.cost_delta for c in comps],
+            [c.diff_kind for c in comps],
+            [c.diff_sha256 for c in comps],
+            [c.diff_uri for c in comps],
+            [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in comps],
+        ]
 
-    async def outbox_fetch(self, partition: int, start: int, limit: int) -> list[OutboxRow]:
-        """Outbox rows of ``partition`` from source offset ``start`` on, in order."""
-        async with translate_errors("outbox fetch"):
+    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:
+        """Outbox rows of ``partition`` with source offsets in [start, end), in order
+        (``end`` None: no upper bound)."""
+        async with translate_postgres_errors("outbox fetch"):
             rows = await self._pool.fetch(
                 f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
-                "AND source_offset >= $4 ORDER BY source_offset LIMIT $5",
+                "AND source_offset >= $4 AND ($5::bigint IS NULL OR source_offset < $5) "
+                "ORDER BY source_offset LIMIT $6",
                 self.group_id,
                 self.topic,
                 partition,
                 start,
+                end,
                 limit,
             )
         return [OutboxRow(**dict(r)) for r in rows]
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
         """Delete outbox rows of ``partition`` with source offset < ``offset``."""
-        async with translate_errors("outbox delete"):
+        async with translate_postgres_errors("outbox delete"):
             await self._pool.execute(
                 f"DELETE FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
                 "AND source_offset < $4",
@@ -294,7 +391,7 @@ class PostgresStore:
 
     async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         """(step projections of the run, its comparisons in order)."""
-        async with translate_errors("report"):
+        async with translate_postgres_errors("report"):
             steps = await self._pool.fetch(
                 f"SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict, "
                 f"comparisons FROM {self._q}.step_projection WHERE run_id = $1 ORDER BY step_id",

@@ -13,7 +13,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from replaywatch.codec import reason_of
 from replaywatch.exceptions import BadRecordError
-from replaywatch.stream.kafka_errors import translate_errors
+from replaywatch.stream.kafka_errors import translate_kafka_errors
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,16 @@ class DeadLetters:
         self.topic = topic
         self.count = 0
 
-    async def send(self, items: Sequence[tuple[Any, BadRecordError]]) -> None:
-        """Send every bad record and wait until the broker has them all."""
-        if not items:
+    async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
+        """Send every bad record not in ``acknowledged`` (partition, offset) and wait
+        until the broker has them. Each one the broker acknowledged is added there, so a
+        retried write does not send it again."""
+        todo = [(r, e) for r, e in items if (r.partition, r.offset) not in acknowledged]
+        if not todo:
             return
-        async with translate_errors("dead-letter"):
+        async with translate_kafka_errors("dead-letter"):
             futures = []
-            for record, error in items:
+            for record, error in todo:
                 logger.warning(
                     "dead-lettered %s[%d]@%d: %s (%s)",
                     record.topic,
@@ -64,5 +67,17 @@ class DeadLetters:
                         self.topic, None, key=record.key, headers=headers_for(record, error, omitted=True)
                     )
                 futures.append(fut)
-            await asyncio.gather(*futures)
-        self.count += len(items)
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for n, ((record, error), result) in enumerate(zip(todo, results, strict=True)):
+                if isinstance(result, MessageSizeTooLargeError):  # the topic's limit, from the broker
+                    fut = await self._producer.send(
+                        self.topic, None, key=record.key, headers=headers_for(record, error, omitted=True)
+                    )
+                    results[n] = (await asyncio.gather(fut, return_exceptions=True))[0]
+            for (record, _), result in zip(todo, results, strict=True):
+                if not isinstance(result, BaseException):
+                    acknowledged.add((record.partition, record.offset))
+                    self.count += 1
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result

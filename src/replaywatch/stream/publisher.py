@@ -9,11 +9,16 @@ crash the new owner reads that progress, deletes what was already published from
 outbox and publishes the rest, so a ``read_committed`` reader sees each event once.
 
 PostgreSQL's outbox is what survives a crash; in the running process the consumer also
-hands each committed batch's events straight to the partition's publisher
-(``offer``), so the steady state reads nothing back from PostgreSQL. A publisher first
-catches up from the outbox, from its progress on, then serves what is offered, skipping
-what it has published already. Published rows are deleted from the outbox at most once
-a second.
+hands each committed write's events to the partition's publisher (``offer``), with
+the range of input offsets that write covered. The publisher serves a handoff from
+memory only when its range starts where the publisher's knowledge ends (``covered``);
+a gap (a write whose handoff never came, say one whose commit reply was lost) sends it
+back to the outbox. Reading the outbox, it first reads the partition's committed
+offset (the watermark) and then the rows below it, so it never passes over a row it
+has not published, and it deletes only rows it has published.
+
+An event larger than the output topic accepts goes to the dead-letter topic (headers
+only) in the same transaction, so one event can never stall its partition.
 """
 
 from __future__ import annotations
@@ -22,22 +27,44 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from replaywatch.exceptions import Fenced, TransientError
-from replaywatch.store.postgres import OutboxRow, PostgresStore
-from replaywatch.stream.kafka_errors import translate_errors
+from replaywatch.exceptions import Fenced, ServiceRefused, TransientError
+from replaywatch.store.postgres import OutboxRow
+from replaywatch.stream.kafka_errors import translate_kafka_errors
 
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
-QUEUE_LIMIT = 50_000
-"""Events offered and not yet published, per partition, kept in memory; beyond that the
-publisher forgets them and reads the outbox again when it catches up."""
 DELETE_EVERY = 1.0
+RECORD_OVERHEAD = 512
+"""Bytes a record takes in a batch besides its key, value and headers (with margin)."""
+
+
+class OutboxSource(Protocol):
+    """What the publisher reads of PostgreSQL."""
+
+    async def load_offsets(self, partitions: set[int]) -> dict[int, int]: ...
+
+    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]: ...
+
+    async def outbox_delete_before(self, partition: int, offset: int) -> None: ...
+
+
+@dataclass
+class Handoff:
+    """One committed write's events of one partition, and the input offsets it covered:
+    from ``start`` (None: the partition's first commit) to ``end``."""
+
+    start: int | None
+    end: int
+    rows: list[OutboxRow]
+    size: int
 
 
 @dataclass
@@ -47,33 +74,48 @@ class _Lane:
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    queue: list[OutboxRow] = field(default_factory=list)
-    """Events offered and not yet published, in source order."""
+    handoffs: deque[Handoff] = field(default_factory=deque)
+    queued_bytes: int = 0
     overflow: bool = False
-    """The queue was dropped: the outbox must be read again."""
+    """Handoffs were dropped to stay within the memory budget: read the outbox again."""
 
 
 class OutboxPublisher:
     def __init__(
         self,
         *,
-        store: PostgresStore,
+        store: OutboxSource,
         admin: AIOKafkaAdminClient,
-        bootstrap: str,
+        producer_config: dict[str, Any],
         input_topic: str,
         output_topic: str,
+        dlq_topic: str,
         group_id: str,
         progress_group: str,
+        max_message_bytes: int = 1024 * 1024,
+        queue_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._store = store
         self._admin = admin
-        self._bootstrap = bootstrap
+        self._producer_config = producer_config
         self._input = input_topic
         self._output = output_topic
+        self._dlq = dlq_topic
         self._group = group_id
         self._progress_group = progress_group
+        self._max_message_bytes = max_message_bytes
+        self._queue_bytes = queue_bytes
+        """Bytes of events kept in memory, over all partitions; beyond, the outbox is read."""
         self._lanes: dict[int, _Lane] = {}
+        self._failure: ServiceRefused | None = None
         self.published = 0
+        self.dead_lettered = 0
+
+    def raise_failure(self) -> None:
+        """Raise the refusal that stopped a partition's publishing, if any: Kafka refuses
+        us for good, and the process must stop rather than stall that partition."""
+        if self._failure is not None:
+            raise self._failure
 
     def assign(self, partitions: set[int]) -> None:
         for p in partitions - self._lanes.keys():
@@ -87,27 +129,34 @@ class OutboxPublisher:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def offer(self, rows: list[OutboxRow]) -> None:
-        """Events just committed to the outbox, in source order per partition."""
+    def offer(self, offsets: dict[int, tuple[int | None, int]], rows: list[OutboxRow]) -> None:
+        """A write just committed: per partition the input offsets it covered
+        (start, end), and its events in source order."""
+        by_partition: dict[int, list[OutboxRow]] = {}
         for r in rows:
-            lane = self._lanes.get(r.partition)
-            if lane is None:
+            by_partition.setdefault(r.partition, []).append(r)
+        budget = self._queue_bytes // max(1, len(self._lanes))
+        for partition, (start, end) in offsets.items():
+            lane = self._lanes.get(partition)
+            if lane is None or lane.overflow:
                 continue
-            if len(lane.queue) >= QUEUE_LIMIT:
-                lane.queue.clear()
+            mine = by_partition.get(partition, [])
+            size = sum(len(r.value) + 200 for r in mine)
+            if lane.queued_bytes + size > budget:
+                lane.handoffs.clear()
+                lane.queued_bytes = 0
                 lane.overflow = True
-            if not lane.overflow:
-                lane.queue.append(r)
-
-    def wake(self, partitions: set[int]) -> None:
-        for p in partitions:
-            if (lane := self._lanes.get(p)) is not None:
-                lane.idle.clear()
-                lane.wake.set()
+                continue
+            lane.handoffs.append(Handoff(start, end, mine, size))
+            lane.queued_bytes += size
+            lane.idle.clear()
+            lane.wake.set()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every owned partition's outbox is drained; False on timeout."""
-        self.wake(set(self._lanes))
+        for lane in self._lanes.values():
+            lane.idle.clear()
+            lane.wake.set()
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*(lane.idle.wait() for lane in self._lanes.values()))
@@ -120,7 +169,7 @@ class OutboxPublisher:
 
     async def _progress(self, partition: int) -> int | None:
         tp = TopicPartition(self._input, partition)
-        async with translate_errors("read publisher progress"):
+        async with translate_kafka_errors("read publisher progress"):
             offsets = await self._admin.list_consumer_group_offsets(self._progress_group, partitions=[tp])
         meta = offsets.get(tp)
         return None if meta is None or meta.offset < 0 else int(meta.offset)
@@ -129,19 +178,24 @@ class OutboxPublisher:
         delay = 0.2
         while True:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
+                **self._producer_config,
                 transactional_id=f"{self._group}.outbox.{self._input}.{partition}",
                 acks="all",
                 linger_ms=5,
-                max_batch_size=1 << 20,
+                max_batch_size=min(1 << 20, self._max_message_bytes),
+                max_request_size=max(1 << 20, self._max_message_bytes + RECORD_OVERHEAD),
             )
             try:
-                async with translate_errors("start publisher"):
+                async with translate_kafka_errors("start publisher"):
                     await producer.start()
                 done = await self._progress(partition)
                 if done is not None:
                     await self._store.outbox_delete_before(partition, done)
                 await self._drain(partition, lane, producer, done or 0)
+            except ServiceRefused as exc:
+                logger.error("publisher for partition %d stopped: %s", partition, exc)
+                self._failure = exc
+                return
             except (TransientError, Fenced) as exc:
                 logger.warning("publisher for partition %d: %s; retrying in %.1fs", partition, exc, delay)
                 await asyncio.sleep(delay)
@@ -151,37 +205,90 @@ class OutboxPublisher:
                     await asyncio.shield(producer.stop())
 
     async def _drain(self, partition: int, lane: _Lane, producer: AIOKafkaProducer, upto: int) -> None:
-        """Publish from source offset ``upto`` on: the outbox first, then what is offered."""
-        queue = lane.queue
-        tp = TopicPartition(self._input, partition)
+        """Publish from source offset ``upto`` on: the outbox up to its watermark, then
+        the handoffs that continue it, and the outbox again whenever they do not."""
+        covered: int | None = None
+        """All rows below this input offset are published or known (None: not yet read)."""
         from_outbox = True
         deleted_at = time.monotonic()
         while True:
+            rows: list[OutboxRow] = []
             if from_outbox:
-                lane.overflow = False  # from here on the queue is complete again
-                rows = await self._store.outbox_fetch(partition, upto, BATCH)
-                from_outbox = len(rows) == BATCH
-            else:
-                rows = [r for r in queue[:BATCH] if r.source_offset >= upto]
-                del queue[:BATCH]
-            if not rows:
-                if queue or lane.overflow:
-                    from_outbox = lane.overflow
+                lane.overflow = False  # from here on the handoffs are complete again
+                watermark = (await self._store.load_offsets({partition})).get(partition)
+                rows = await self._store.outbox_fetch(partition, upto, watermark, BATCH)
+                if len(rows) < BATCH:
+                    from_outbox = False
+                    covered = watermark
+            elif lane.handoffs:
+                handoff = lane.handoffs.popleft()
+                lane.queued_bytes -= handoff.size
+                if covered is not None and handoff.end <= covered:
+                    continue  # the outbox read covered it
+                if handoff.start != covered:
+                    logger.info(
+                        "publisher for partition %d: a handoff starts at %s, not at %s; reading the outbox",
+                        partition, handoff.start, covered,
+                    )  # fmt: skip
+                    lane.handoffs.clear()
+                    lane.queued_bytes = 0
+                    from_outbox = True
                     continue
+                covered = handoff.end
+                rows = [r for r in handoff.rows if r.source_offset >= upto]
+            elif lane.overflow:
+                from_outbox = True
+                continue
+            else:
                 lane.idle.set()
                 lane.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await lane.wake.wait()
                 continue
+            if not rows:
+                continue
             upto = rows[-1].source_offset + 1
-            # events and progress in one Kafka transaction
-            async with translate_errors("publish"), producer.transaction():
-                for r in rows:
-                    await producer.send(self._output, r.value, key=r.key, headers=[("verdict", r.verdict.encode())])
-                await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
-            self.published += len(rows)
+            await self._publish(partition, producer, rows, upto)
             # only then forget them (now and then); a crash before this is mended by _progress()
             if time.monotonic() - deleted_at > DELETE_EVERY:
                 await self._store.outbox_delete_before(partition, upto)
                 deleted_at = time.monotonic()
+
+    async def _publish(self, partition: int, producer: AIOKafkaProducer, rows: list[OutboxRow], upto: int) -> None:
+        """Events and progress in one Kafka transaction; an event too large for the
+        output topic goes to the dead-letter topic in the same transaction."""
+        tp = TopicPartition(self._input, partition)
+        dead = 0
+        async with translate_kafka_errors("publish"), producer.transaction():
+            for r in rows:
+                headers = [("verdict", r.verdict.encode())]
+                size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
+                if size <= self._max_message_bytes:
+                    await producer.send(self._output, r.value, key=r.key, headers=headers)
+                    continue
+                dead += 1
+                logger.error(
+                    "event %s (input %s[%d]@%d) is %d bytes, over %s's max.message.bytes of %d: dead-lettered",
+                    r.event_id, self._input, partition, r.source_offset, size, self._output, self._max_message_bytes,
+                )  # fmt: skip
+                await producer.send(self._dlq, None, key=r.key, headers=self._too_large_headers(r, partition, size))
+            await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
+        self.published += len(rows) - dead
+        self.dead_lettered += dead
+
+    def _too_large_headers(self, r: OutboxRow, partition: int, size: int) -> list[tuple[str, bytes]]:
+        return [
+            ("replaywatch.error", b"EventTooLarge"),
+            ("replaywatch.reason", b"too_large"),
+            (
+                "replaywatch.message",
+                f"the comparison event {r.event_id} ({r.verdict}) is {size} bytes with its key; the output topic "
+                f"{self._output} takes {self._max_message_bytes}; raise its max.message.bytes".encode(),
+            ),
+            ("replaywatch.event_id", r.event_id.encode()),
+            ("replaywatch.source.topic", self._input.encode()),
+            ("replaywatch.source.partition", str(partition).encode()),
+            ("replaywatch.source.offset", str(r.source_offset).encode()),
+            ("replaywatch.value_omitted", b"too large for the output topic"),
+        ]
