@@ -85,6 +85,15 @@ def _containers() -> Iterator[Endpoints]:  # pragma: no cover - needs a Docker e
         )
 
 
+@pytest.fixture(autouse=True)
+def no_consumer_left_behind() -> Iterator[None]:
+    """A test that fails never leaves a ``replaywatch run`` process behind."""
+    yield
+    from tests.integration.streaming import kill_spawned
+
+    kill_spawned()
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:12]

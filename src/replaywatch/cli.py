@@ -118,21 +118,27 @@ def _settings(**overrides: object) -> Settings:
         fail(str(exc))
 
 
-class _OncePer:
+class OncePer:
     """A log filter that lets the same message through once per ``seconds``: a broker
-    outage makes aiokafka log the same connection error many times a second."""
+    outage makes aiokafka log the same connection error many times a second.
 
-    def __init__(self, seconds: float) -> None:
+    "The same" is the formatted text, not the template: two rebalances a second apart
+    log different partitions with one template, and both must be seen."""
+
+    def __init__(self, seconds: float, remembered: int = 10_000) -> None:
         self.seconds = seconds
+        self.remembered = remembered
         self._last: dict[tuple[str, str], float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         import time
 
-        key = (record.name, str(record.msg))
+        key = (record.name, record.getMessage()[:500])
         now = time.monotonic()
         if now - self._last.get(key, -1e9) < self.seconds:
             return False
+        if len(self._last) >= self.remembered:
+            self._last.clear()
         self._last[key] = now
         return True
 
@@ -163,7 +169,7 @@ def _configure_logging(level: str) -> None:
     for name in ("aiokafka", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_OncePer(10.0))
+        handler.addFilter(OncePer(10.0))
 
 
 @app.command()
@@ -203,6 +209,18 @@ def run(
         fail(str(exc))
 
 
+def _quiet_client_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiokafka leaves some internal futures' errors unretrieved (a failed transaction's
+    offsets, say); the error has been raised to replaywatch already and handled there,
+    so asyncio's report with a traceback is noise: one DEBUG line instead."""
+    from aiokafka.errors import KafkaError
+
+    if isinstance(context.get("exception"), KafkaError) and "never retrieved" in context.get("message", ""):
+        logging.getLogger("replaywatch.cli").debug("unretrieved Kafka client error: %r", context["exception"])
+        return
+    loop.default_exception_handler(context)
+
+
 async def _run_until_signalled(settings: Settings) -> None:
     """Run the pipeline until SIGTERM or SIGINT, then stop within the grace period.
 
@@ -234,6 +252,7 @@ async def _run_until_signalled(settings: Settings) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.set_exception_handler(_quiet_client_futures)
     try:
         await Pipeline(settings).run(stop)
     except asyncio.CancelledError:

@@ -295,6 +295,9 @@ class Pipeline:
         self.cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)
         self._lock = asyncio.Lock()
         self._positions: dict[int, int | None] = {}
+        self._origins: dict[int, int] = {}
+        """Where a partition with no stored offset was first read from since it was
+        assigned: a reload of it goes back there (there is no stored offset to seek to)."""
         self._consumer: AIOKafkaConsumer
         self._store: PostgresStore
         self._artifacts: S3Artifacts
@@ -459,6 +462,7 @@ class Pipeline:
             self._pending.clear()  # nothing is prepared and unwritten here; keep it that way
             for p in partitions:
                 self._positions.pop(p, None)
+                self._origins.pop(p, None)
             self._forget_sources(lambda source: source[0] in partitions)
             self.cache.drop_partitions(partitions)
         await self._publisher.revoke(partitions)
@@ -601,8 +605,9 @@ class Pipeline:
         for p in partitions:
             if p in self._positions:
                 self._positions[p] = stored.get(p)
-                if p in stored:
-                    self._consumer.seek(TopicPartition(self.settings.input_topic, p), stored[p])
+                start = stored.get(p, self._origins.get(p))
+                if start is not None:
+                    self._consumer.seek(TopicPartition(self.settings.input_topic, p), start)
 
     async def _prepare(self, batch: dict[TopicPartition, list[Any]]) -> _Prepared:
         """Decode, compare and encode a batch on top of the projections before it
@@ -680,6 +685,8 @@ class Pipeline:
         # 5. prepared: later batches build on it
         self._seq += 1
         for tp, recs in batch.items():
+            if self._positions[tp.partition] is None:
+                self._origins.setdefault(tp.partition, recs[0].offset)
             self._positions[tp.partition] = recs[-1].offset + 1
         for k, (_, proj) in result.projections.items():
             self._pending[k] = (self._seq, proj)

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from replaywatch import codec, demo
 from replaywatch.devstack import Stack
-from tests.integration.streaming import Lane, oracle_projection
+from tests.integration.streaming import Lane, oracle_projection, spawn_run
 
 
 @dataclass
@@ -64,9 +63,7 @@ class FaultRun:
     def spawn(self) -> None:
         env = {**os.environ, **self.lane.env, "REPLAYWATCH_INSTANCE_ID": "faults-0", **self.extra_env}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL, stderr=log
-            )
+            self.proc = spawn_run(env, stderr=log)
 
     def check_alive(self) -> None:
         """A consumer that exited by itself is a crash; count it and start another."""

@@ -23,6 +23,28 @@ from replaywatch.config import Settings, load_settings
 from replaywatch.pipeline import Pipeline
 from tests.conftest import Endpoints
 
+SPAWNED: list[subprocess.Popen[bytes]] = []
+"""Every ``replaywatch run`` a test started: whatever a test's outcome, none outlives it
+(the autouse fixture ``no_consumer_left_behind`` kills what is still running)."""
+
+
+def spawn_run(env: dict[str, str], stderr: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+    )
+    SPAWNED.append(proc)
+    return proc
+
+
+def kill_spawned() -> list[int]:
+    """SIGKILL each spawned consumer still running; their PIDs."""
+    left = [p for p in SPAWNED if p.poll() is None]
+    for p in left:
+        p.kill()
+        p.wait(10)
+    SPAWNED.clear()
+    return [p.pid for p in left]
+
 
 @dataclass
 class Lane:
@@ -176,14 +198,9 @@ class Lane:
             stop.set()
             await asyncio.wait_for(task, 30)
 
-    def spawn(self) -> subprocess.Popen[bytes]:
-        """``replaywatch run`` as a subprocess."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "replaywatch", "run"],
-            env={**os.environ, **self.env, "REPLAYWATCH_LOG_LEVEL": "INFO"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+    def spawn(self, stderr: Any = subprocess.PIPE, **env: str) -> subprocess.Popen[bytes]:
+        """``replaywatch run`` as a subprocess (killed at the end of the test if still running)."""
+        return spawn_run({**os.environ, **self.env, "REPLAYWATCH_LOG_LEVEL": "INFO", **env}, stderr=stderr)
 
 
 def stop_proc(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:

@@ -87,3 +87,20 @@ def test_bad_ignore_path(tmp_path: Path) -> None:
     good = write(tmp_path, "good.json", {"output_snapshot": {}})
     r = invoke(good, good, "--ignore", "meta.id")
     assert r.exit_code == 2 and "must start with" in r.stderr
+
+
+def test_the_log_rate_limit_keeps_messages_that_differ_and_drops_repeats() -> None:
+    import logging
+
+    from replaywatch.cli import OncePer
+
+    limit = OncePer(10.0)
+
+    def record(*args: object) -> logging.LogRecord:
+        return logging.LogRecord(
+            "replaywatch.pipeline", logging.INFO, __file__, 1, "partitions assigned: %s", args, None
+        )
+
+    assert limit.filter(record([0, 1, 2, 3]))
+    assert limit.filter(record([0, 2]))  # the same template, another rebalance: seen
+    assert not limit.filter(record([0, 2]))  # the same text again within 10 s: dropped

@@ -115,6 +115,10 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+# ACLs are enforced, and none exist: everyone may do everything until a test denies
+# something (the permanent-error tests deny a topic or group to see a clean stop).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
 """
 
 

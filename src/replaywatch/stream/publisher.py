@@ -46,6 +46,11 @@ RECORD_OVERHEAD = 512
 """Bytes a record takes in a batch besides its key, value and headers (with margin)."""
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class OutboxSource(Protocol):
     """What the publisher reads of PostgreSQL."""
 
@@ -265,14 +270,18 @@ class OutboxPublisher:
                 headers = [("verdict", r.verdict.encode())]
                 size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
                 if size <= self._max_message_bytes:
-                    await producer.send(self._output, r.value, key=r.key, headers=headers)
+                    sent = await producer.send(self._output, r.value, key=r.key, headers=headers)
+                    sent.add_done_callback(_retrieve)  # the transaction's outcome says it all
                     continue
                 dead += 1
                 logger.error(
                     "event %s (input %s[%d]@%d) is %d bytes, over %s's max.message.bytes of %d: dead-lettered",
                     r.event_id, self._input, partition, r.source_offset, size, self._output, self._max_message_bytes,
                 )  # fmt: skip
-                await producer.send(self._dlq, None, key=r.key, headers=self._too_large_headers(r, partition, size))
+                sent = await producer.send(
+                    self._dlq, None, key=r.key, headers=self._too_large_headers(r, partition, size)
+                )
+                sent.add_done_callback(_retrieve)
             await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
         self.published += len(rows) - dead
         self.dead_lettered += dead
