@@ -50,7 +50,7 @@ class Limits(NamedTuple):
     record_bytes: int = 16 * 1024 * 1024
     id_bytes: int = 4096
     """Each of run_id and step_id, in UTF-8 (1,024 characters of 4 bytes fit)."""
-    attestation_bytes: int = 4 * 1024 * 1024
+    attestation_bytes: int = 8 * 1024 * 1024
     """The attestation ids of an output snapshot, in UTF-8, all together."""
     tool_events_bytes: int = 4 * 1024 * 1024
     """The tool events' JSON text, in UTF-8."""

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     )
     max_id_bytes: int = Field(4096, ge=16, le=4096, description="Largest run_id or step_id, in UTF-8 bytes (too_large)")
     max_attestation_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest attestation_ids of a snapshot, in UTF-8 bytes (too_large)"
+        8 * 1024 * 1024, ge=1024, description="Largest attestation_ids of a snapshot, in UTF-8 bytes (too_large)"
     )
     max_tool_events_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest tool_events JSON text, in UTF-8 bytes (too_large)"

@@ -63,7 +63,7 @@ def bad_records(n: int, seed: int, *, huge: int = 0) -> list[tuple[str, bytes]]:
         if kind == 3:
             return "invalid_json", codec.encode_attempt(base(rng) | {"output_snapshot": '{"a": [1, 2'})
         if kind == 4:
-            return "invalid_json", codec.encode_attempt(base(rng) | {"tool_events": deep})
+            return "too_deep", codec.encode_attempt(base(rng) | {"tool_events": deep})
         if kind == 5:
             text = rng.choice(['{"a": NaN}', '{"a": Infinity}', "[-Infinity]"])
             return "invalid_json", codec.encode_attempt(base(rng) | {"output_snapshot": text})

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import asyncpg
 import pytest
 
 from replaywatch import demo
@@ -133,3 +136,130 @@ async def test_faults_short(endpoints: Endpoints, stack: Stack, pg_schema: str, 
 @pytest.mark.slow_faults
 async def test_faults_long(endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str) -> None:
     await run_plan(Plan(runs=5500, kills=22, s3_pause=20, seconds=150), endpoints, stack, pg_schema, bucket)
+
+
+async def stored_total(lane: Lane) -> int:
+    conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
+    try:
+        return int(await conn.fetchval(f'SELECT coalesce(sum(next_offset), 0) FROM "{lane.schema}".consumer_offset'))
+    finally:
+        await conn.close()
+
+
+async def run_kill_burst(kills: int, endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str) -> float:
+    """A burst of ``kills`` SIGKILLs 0.5-3 s apart while records keep coming; returns the
+    seconds from the last kill until the consumer commits again. Nothing may be lost
+    or published twice."""
+    lane = Lane(endpoints, pg_schema, bucket, partitions=8)
+    events = demo.synthetic_fleet(demo.FleetSpec(runs=400, steps=3, attempts=3, seed=21, snapshot_bytes=300))
+    expected = expected_for(events, lane)
+    await lane.create_topics()
+    run = FaultRun(lane, stack, events, seed=22)
+    stop = asyncio.Event()
+    run.spawn()
+    sampler = asyncio.create_task(run.sample(stop))
+    reader = asyncio.create_task(run.read_outputs(stop))
+    feeder = asyncio.create_task(run.feed(chunks=120, pause=0.4))  # ~50 s of traffic
+    try:
+        while run.progress.processed == 0:
+            await asyncio.sleep(0.2)
+        for n in range(kills):
+            await run.fault("SIGKILL consumer (burst)", run.kill)
+            if n < kills - 1:
+                await asyncio.sleep(run.rng.uniform(0.5, 3.0))
+        # the last kill: what PostgreSQL holds once the killed process is gone, then the
+        # time until the new process commits past it
+        killed_at = run.faults[-1].at
+        before = await stored_total(lane)
+        recovery: float | None = None
+        while time.monotonic() - killed_at < 60:
+            if await stored_total(lane) > before:
+                recovery = time.monotonic() - killed_at
+                break
+            await asyncio.sleep(0.05)
+        await feeder
+        await run.wait_done(set(expected), len(events), timeout=180)
+        code = await asyncio.to_thread(run.stop)
+    finally:
+        stop.set()
+        await asyncio.gather(sampler, reader, return_exceptions=True)
+    result = await run.verdict(expected, len(events))
+    result["seconds from the last kill until the next commit"] = None if recovery is None else round(recovery, 2)
+    report = run.table(result)
+    print("\n" + report)
+    out = Path(os.environ.get("REPLAYWATCH_BURST_REPORT", "/tmp/replaywatch-burst-report.md"))
+    out.write_text(report + "\n")
+    assert code == 0
+    assert result["lost"] == 0 and result["duplicated ids"] == 0 and result["unexpected"] == 0
+    assert result["processed offsets"] == len(events)
+    assert result["projections equal oracle"]
+    assert recovery is not None, "the consumer did not commit again after the burst"
+    return recovery
+
+
+@pytest.mark.faults
+async def test_sigkill_burst_recovers_within_15s(
+    endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
+) -> None:
+    recovery = await run_kill_burst(10, endpoints, stack, pg_schema, bucket)
+    assert recovery <= 15.0, f"{recovery:.1f}s from the last kill until the consumer committed again"
+
+
+async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, stack: Stack, pg_schema: str,
+                                       bucket: str) -> tuple[int, float]:  # fmt: skip
+    """Kafka and PostgreSQL stopped and S3 frozen under a running consumer with work in
+    flight; after ``down_for`` seconds, SIGTERM. Returns (exit code, seconds to exit)."""
+    lane = Lane(endpoints, pg_schema, bucket, partitions=4)
+    events = demo.synthetic_fleet(demo.FleetSpec(runs=60, steps=3, attempts=3, seed=23, snapshot_bytes=300))
+    await lane.create_topics()
+    run = FaultRun(lane, stack, events, seed=24)
+    run.spawn()
+    assert run.proc is not None
+    await lane.send(events[:200])
+    stopped: list[str] = []
+    s3_pid = stack.pid("s3")
+    assert s3_pid is not None
+    try:
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(run.sample(stop))
+        while run.progress.processed < 200:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await sampler
+        await lane.send(events[200:])  # work in flight when everything goes
+        os.kill(s3_pid, signal.SIGSTOP)
+        stopped.append("s3")
+        for service in ("postgres", "kafka"):
+            await asyncio.to_thread(stack.stop, service)
+            stopped.append(service)
+        await asyncio.sleep(down_for)
+        t0 = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(run.proc.wait, 30)
+        seconds = time.monotonic() - t0
+        print(f"\nSIGTERM after {down_for:.0f}s without Kafka, PostgreSQL and S3: exit {code} in {seconds:.1f}s")
+        return code, seconds
+    finally:
+        if "s3" in stopped:
+            os.kill(s3_pid, signal.SIGCONT)
+        for service in ("postgres", "kafka"):
+            if service in stopped:
+                await asyncio.to_thread(stack.start, service)
+
+
+@pytest.mark.faults
+async def test_sigterm_with_every_service_down_exits_0_within_10s(
+    endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
+) -> None:
+    code, seconds = await stop_everything_then_sigterm(15.0, endpoints, stack, pg_schema, bucket)
+    assert code == 0, f"exit {code}"
+    assert seconds <= 10.0, f"SIGTERM took {seconds:.1f}s"
+
+
+@pytest.mark.slow_faults
+async def test_sigterm_after_40s_without_any_service_exits_0_within_10s(
+    endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
+) -> None:
+    code, seconds = await stop_everything_then_sigterm(40.0, endpoints, stack, pg_schema, bucket)
+    assert code == 0, f"exit {code}"
+    assert seconds <= 10.0, f"SIGTERM took {seconds:.1f}s"

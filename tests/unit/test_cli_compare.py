@@ -104,3 +104,47 @@ def test_the_log_rate_limit_keeps_messages_that_differ_and_drops_repeats() -> No
     assert limit.filter(record([0, 1, 2, 3]))
     assert limit.filter(record([0, 2]))  # the same template, another rebalance: seen
     assert not limit.filter(record([0, 2]))  # the same text again within 10 s: dropped
+
+
+def deep(levels: int, leaf: object) -> str:
+    return "[" * (levels - 1) + json.dumps(leaf) + "]" * (levels - 1)
+
+
+def test_snapshots_nested_600_and_1000_levels_compare(tmp_path: Path) -> None:
+    for levels in (600, 1000):
+        a = write(tmp_path, "a.json", '{"output_snapshot": {"d": ' + deep(levels, 1) + "}}")
+        b = write(tmp_path, "b.json", '{"output_snapshot": {"d": ' + deep(levels, 2) + "}}")
+        r = invoke(a, b, "--show-diff")
+        assert r.exit_code == 1, r.output  # drift, not a crash
+        out = json.loads(r.stdout)
+        assert out["verdict"] == "drift" and out["diff"]["patch"][0]["path"].count("/") == levels
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"output_snapshot": {"d": ' + deep(1030, 1) + "}}",  # deeper than the contract
+        '{"output_snapshot": {"n": 1e999}}',  # not a finite number
+        '{"output_snapshot": {"n": NaN}}',
+        "\udcff".encode("utf-8", "surrogatepass").decode("latin-1"),  # not UTF-8 JSON
+        '{"output_snapshot": {}, "attempt": 99999999999999999999}',
+        "",
+    ],
+)
+def test_anything_that_cannot_be_compared_exits_2_with_one_line(tmp_path: Path, content: str) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {"m": 1}})
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content.encode("latin-1", "replace") if content.startswith("\xed") else content.encode())
+    for args in ((good, str(bad)), (str(bad), good)):
+        r = invoke(*args)
+        assert r.exit_code == 2, r.output
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("replaywatch: error:") and "bad.json" in lines[0], r.stderr
+        assert "Traceback" not in r.output
+
+
+def test_a_directory_or_missing_file_exits_2(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", {"output_snapshot": {"m": 1}})
+    for path in (str(tmp_path), str(tmp_path / "missing.json")):
+        r = invoke(good, path)
+        assert r.exit_code == 2 and r.stderr.startswith("replaywatch: error:"), r.output
