@@ -28,10 +28,21 @@ SPAWNED: list[subprocess.Popen[bytes]] = []
 (the autouse fixture ``no_consumer_left_behind`` kills what is still running)."""
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies, however it dies (Linux). The
+    signal follows the spawning *thread*: spawn from the test's own thread, never from
+    a worker (``asyncio.to_thread``) that may exit first."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def spawn_run(env: dict[str, str], stderr: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-    )
+        [sys.executable, "-m", "replaywatch", "run"], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        preexec_fn=_die_with_parent,
+    )  # fmt: skip
     SPAWNED.append(proc)
     return proc
 

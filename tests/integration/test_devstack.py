@@ -26,9 +26,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[Stack]:
-    root = Path(tempfile.mkdtemp(prefix="rw-devstack-test-"))
-    os.chmod(root, 0o755)
-    stack = Stack(root)
+    # a space and a ';' in the path: pg_ctl hands its options to a shell
+    parent = Path(tempfile.mkdtemp(prefix="rw devstack; test-"))
+    os.chmod(parent, 0o755)
+    stack = Stack(parent / "state")
     t0 = time.monotonic()
     took = stack.start()
     print(f"\nown devstack started in {time.monotonic() - t0:.1f}s: {took}")
@@ -36,6 +37,7 @@ def own_stack() -> Iterator[Stack]:
         yield stack
     finally:
         stack.purge()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def processes_mentioning(marker: str) -> list[int]:

@@ -181,7 +181,11 @@ class Kafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not process.is_ours(pid, self.marker):
-                raise DevstackError(f"Kafka exited during start; last log lines:\n{process.tail(self.log)}")
+                status = process.exit_status(pid) or "not running"
+                raise DevstackError(
+                    f"Kafka (pid {pid}) exited during start ({status}); its log since this start:\n"
+                    f"{process.tail(self.log)}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass

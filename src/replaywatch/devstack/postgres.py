@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import time
@@ -32,6 +33,12 @@ def pg_bin(name: str) -> str:
         f"PostgreSQL's {name} was not found; install Debian's postgresql package "
         "(apt-get install postgresql, or run 'make deps')"
     )
+
+
+def postgres_group() -> int | None:
+    """The group of the user PostgreSQL runs as, when it runs as another user (root)."""
+    user = _run_as()
+    return None if user is None else pwd.getpwnam(user).pw_gid
 
 
 def _run_as() -> str | None:
@@ -73,9 +80,10 @@ class Postgres:
     def _check_reachable(self, user: str | None) -> None:
         if user is None:
             return
+        gid = pwd.getpwnam(user).pw_gid
         for parent in self.dir.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
+            info = parent.stat()
+            if not (info.st_mode & 0o001 or (info.st_gid == gid and info.st_mode & 0o010)):
                 raise DevstackError(
                     f"PostgreSQL runs as '{user}' and cannot reach {self.dir}: {parent} is not "
                     "searchable by other users; set REPLAYWATCH_DEVSTACK_DIR to a directory under /tmp"
@@ -107,8 +115,9 @@ class Postgres:
             )
             if res.returncode != 0:
                 raise DevstackError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
+        # pg_ctl hands -o to a shell: paths are quoted
         opts = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {shlex.quote(str(self.dir))} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB"
         )
         res = subprocess.run(

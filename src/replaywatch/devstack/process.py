@@ -67,12 +67,31 @@ def is_ours(pid: int | None, marker: str) -> bool:
     return marker in cmdline(pid)
 
 
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+"""The processes this process started, by PID: their exit status can be read back."""
+
+
+def exit_status(pid: int) -> str | None:
+    """How a process this process spawned ended ("exit code 1", "signal 9"), or None
+    when it is still running or was not spawned here."""
+    proc = _SPAWNED.get(pid)
+    if proc is None or proc.poll() is None:
+        return None
+    code = proc.returncode
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
 def spawn(
     argv: list[str], log: Path, *, env: dict[str, str] | None = None, user: str | None = None, cwd: Path | None = None
 ) -> int:
-    """Start a detached process (own session, output to ``log``); return its PID."""
+    """Start a detached process (own session, output to ``log``, after a line that marks
+    this start); return its PID."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
+        out.write(
+            f"=== replaywatch devstack: starting {Path(argv[0]).name} at {time.strftime('%H:%M:%S')} ===\n".encode()
+        )
+        out.flush()
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -83,6 +102,7 @@ def spawn(
             user=user,
             cwd=cwd,
         )
+    _SPAWNED[proc.pid] = proc
     return proc.pid
 
 

@@ -7,10 +7,12 @@ and kept, so a service stopped and started again comes back where it was, data k
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ from typing import Protocol
 
 from replaywatch.devstack import process, s3
 from replaywatch.devstack.kafka import Kafka
-from replaywatch.devstack.postgres import Postgres
+from replaywatch.devstack.postgres import Postgres, postgres_group
 from replaywatch.devstack.s3 import S3
 from replaywatch.exceptions import DevstackError
 
@@ -43,6 +45,33 @@ def default_dir() -> Path:
     unprivileged PostgreSQL user can reach even when we run as root)."""
     env = os.environ.get("REPLAYWATCH_DEVSTACK_DIR")
     return Path(env) if env else Path(tempfile.gettempdir()) / "replaywatch-devstack"
+
+
+def ensure_private_dir(root: Path) -> None:
+    """Create the state directory privately, or check that it is private.
+
+    Mode 0700, owned by whoever runs the devstack; when root runs PostgreSQL as the
+    ``postgres`` user, 0710 with that user's group, so that PostgreSQL can reach its own
+    0700 directory inside and nobody else can list or read anything. A symlink, or a
+    directory another user owns, is refused: the state holds a database and the stack's
+    credentials, and a directory in /tmp that someone else made first is theirs.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise DevstackError(f"{root} is a symlink or not a directory; remove it, or set REPLAYWATCH_DEVSTACK_DIR")
+    if info.st_uid != os.geteuid():
+        raise DevstackError(
+            f"{root} belongs to another user (uid {info.st_uid}); remove it, or set REPLAYWATCH_DEVSTACK_DIR"
+        )
+    group = postgres_group()
+    mode = 0o710 if group is not None else 0o700
+    if group is not None and info.st_gid != group:
+        os.chown(root, -1, group, follow_symlinks=False)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(root, mode, follow_symlinks=False)
 
 
 def _port_setting(name: str) -> int:
@@ -69,7 +98,7 @@ class Stack:
             return {}
 
     def _save(self, state: dict[str, dict[str, int | None]]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.root)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
@@ -108,6 +137,7 @@ class Stack:
     def start(self, *names: str) -> dict[str, float]:
         """Start the named services (all by default) in parallel; return seconds each took."""
         names = names or SERVICES
+        ensure_private_dir(self.root)
         state = self._ports()
         todo = [n for n in names if not self.running(n)]
         took: dict[str, float] = {}
@@ -115,10 +145,19 @@ class Stack:
         def one(name: str) -> tuple[str, int, float]:
             t0 = time.monotonic()
             svc = self.service(name)
-            pid = svc.start()
-            state[name]["pid"] = pid
-            self._save(state)
-            svc.wait_ready(pid)
+            for attempt in (1, 2):
+                pid = svc.start()
+                state[name]["pid"] = pid
+                self._save(state)
+                try:
+                    svc.wait_ready(pid)
+                    break
+                except DevstackError as exc:
+                    # A process that died during its start (not one that is slow) is
+                    # started once more: the failure is logged with its exit status.
+                    if attempt == 2 or process.is_ours(pid, svc.marker):
+                        raise
+                    logger.warning("%s; starting it once more", exc)
             return name, pid, time.monotonic() - t0
 
         errors: list[str] = []
