@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from replaywatch.devstack import process
 from replaywatch.exceptions import DevstackError
@@ -33,6 +34,15 @@ def pg_bin(name: str) -> str:
         f"PostgreSQL's {name} was not found; install Debian's postgresql package "
         "(apt-get install postgresql, or run 'make deps')"
     )
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a command as ``user``: its uid, its group and no
+    supplementary groups (``user=`` alone would keep root's groups)."""
+    if user is None:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
 def postgres_group() -> int | None:
@@ -111,7 +121,7 @@ class Postgres:
                 ],
                 capture_output=True,
                 text=True,
-                user=user,
+                **as_user(user),
             )
             if res.returncode != 0:
                 raise DevstackError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -124,7 +134,7 @@ class Postgres:
             [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"],
             capture_output=True,
             text=True,
-            user=user,
+            **as_user(user),
         )
         if res.returncode != 0:
             raise DevstackError(f"PostgreSQL did not start: {process.tail(self.log, 3)}")
@@ -136,10 +146,10 @@ class Postgres:
         psql = pg_bin("psql")
         q = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
         base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres", "-tAc"]
-        res = subprocess.run([*base, q], capture_output=True, text=True, user=user)
+        res = subprocess.run([*base, q], capture_output=True, text=True, **as_user(user))
         if res.stdout.strip() != "1":
             subprocess.run(
-                [*base, f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, user=user, check=True
+                [*base, f"CREATE DATABASE {DATABASE}"], capture_output=True, text=True, check=True, **as_user(user)
             )
 
     def wait_ready(self, pid: int, timeout: float = 30.0) -> None:
