@@ -54,8 +54,11 @@ class FakeProducer:
         yield
         await asyncio.sleep(0)
 
-    async def send(self, topic: str, value: bytes | None, **_: Any) -> None:
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
         self.sent.append((topic, value))
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
 
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
         self.progress.extend(offsets.values())
