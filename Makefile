@@ -32,7 +32,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,devstack]'
 	touch $@
 
 venv: $(STAMP)
@@ -84,7 +84,7 @@ stack-down: $(STAMP)
 
 # End to end, with the Quix Streams peer: results in bench/results/ (not committed).
 bench: deps $(STAMP)
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,devstack,bench]'
 	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS))
 
 bench-compare: $(STAMP)

@@ -1,3 +1,5 @@
+"""`python -m replaywatch`: the command line."""
+
 from replaywatch.cli import main
 
 main()

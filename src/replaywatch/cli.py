@@ -7,6 +7,7 @@ usage errors, which is what scripts expect.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -202,11 +203,28 @@ def run(
     )  # fmt: skip
     _configure_logging(settings.log_level)
     telemetry.setup()
+    tune_gc()
 
     try:
         asyncio.run(_run_until_signalled(settings))
     except UsageError as exc:
         fail(str(exc))
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Each decoded record allocates hundreds of containers (its parsed snapshot); with
+    CPython's default thresholds every few hundred records start a collection. The
+    step cache keeps its snapshots as bytes (``PreparedAttempt``), so what is parsed
+    dies young, freed by reference counting. Freezing what exists after start-up and
+    collecting the young generation less often leaves the collector for what actually
+    makes cycles (asyncio and client objects): measured, one young collection in 25 s
+    at 1,000 events/s.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 def _quiet_client_futures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -315,8 +333,8 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from replaywatch.codec import encode_attempt
-    from replaywatch.pipeline import ensure_topics
     from replaywatch.stream.kafka_errors import translate_kafka_errors
+    from replaywatch.stream.topics import ensure_topics
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     async with translate_kafka_errors("produce"):

@@ -25,19 +25,26 @@ import fastavro
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.compare.attestations import ATTESTATION_KEY
-from replaywatch.exceptions import BadRecordError, RecordTooLarge
+from replaywatch.exceptions import (
+    BadRecordError,
+    ContractViolation,
+    InvalidJsonError,
+    RecordTooLarge,
+    UndecodableRecord,
+    UnknownSchemaId,
+)
 
-
-class UndecodableRecord(BadRecordError):
-    reason = "avro_decode"
-
-
-class UnknownSchemaId(BadRecordError):
-    reason = "unknown_schema_id"
-
-
-class ContractViolation(BadRecordError):
-    reason = "contract"
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BadRecordError",
+    "ContractViolation",
+    "InvalidJsonError",
+    "Limits",
+    "UndecodableRecord",
+    "UnknownSchemaId",
+    "decode_attempt",
+    "encode_attempt",
+]
 
 
 def reason_of(exc: BadRecordError) -> str:

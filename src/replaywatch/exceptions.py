@@ -6,13 +6,15 @@
     ├── TransientError          retry with backoff (a service is slow or down)
     ├── Fenced                  another consumer moved our partition on: drop what was
     │                           prepared and resume from PostgreSQL (never retried as is)
-    ├── BadRecordError          this record can never be processed: dead-letter it
-    │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity
-    │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels
-    │   ├── RecordTooLarge      over a byte limit (a setting)
-    │   ├── RecordRejected      a service refused what the record makes, for good
-    │   ├── RecordFailed        an unexpected exception while processing the record
-    │   └── (codec.py)          UndecodableRecord, UnknownSchemaId, ContractViolation
+    ├── BadRecordError          this record can never be processed: dead-letter it (its reason)
+    │   ├── UndecodableRecord   not Avro of the contract (avro_decode)
+    │   ├── UnknownSchemaId     Confluent framing with an unknown schema id (unknown_schema_id)
+    │   ├── ContractViolation   an id, attempt or event id outside the contract (contract)
+    │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity (invalid_json)
+    │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels (too_deep)
+    │   ├── RecordTooLarge      over a byte limit (too_large)
+    │   ├── RecordRejected      a service refused what the record makes, for good (rejected)
+    │   └── RecordFailed        an unexpected exception while processing it (internal)
     └── UsageError              misuse or configuration: fail fast, say what to do
         ├── ConfigError
         │   ├── IgnorePathError
@@ -48,6 +50,24 @@ class BadRecordError(ReplaywatchError):
     """A record that cannot be processed. It is dead-lettered, never retried."""
 
     reason: ClassVar[str] = "bad_record"
+
+
+class UndecodableRecord(BadRecordError):
+    """Not a StepAttemptEvent in Avro binary (or bytes left over after one)."""
+
+    reason = "avro_decode"
+
+
+class UnknownSchemaId(BadRecordError):
+    """Confluent framing with a schema id the registry does not know."""
+
+    reason = "unknown_schema_id"
+
+
+class ContractViolation(BadRecordError):
+    """An id, an attempt number or an event id outside the contract."""
+
+    reason = "contract"
 
 
 class InvalidJsonError(BadRecordError):

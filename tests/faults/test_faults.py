@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import asyncpg
 import pytest
 
 from replaywatch import demo
@@ -138,14 +137,6 @@ async def test_faults_long(endpoints: Endpoints, stack: Stack, pg_schema: str, b
     await run_plan(Plan(runs=5500, kills=22, s3_pause=20, seconds=150), endpoints, stack, pg_schema, bucket)
 
 
-async def stored_total(lane: Lane) -> int:
-    conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
-    try:
-        return int(await conn.fetchval(f'SELECT coalesce(sum(next_offset), 0) FROM "{lane.schema}".consumer_offset'))
-    finally:
-        await conn.close()
-
-
 async def run_kill_burst(kills: int, endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str) -> float:
     """A burst of ``kills`` SIGKILLs 0.5-3 s apart while records keep coming; returns the
     seconds from the last kill until the consumer commits again. Nothing may be lost
@@ -170,10 +161,10 @@ async def run_kill_burst(kills: int, endpoints: Endpoints, stack: Stack, pg_sche
         # the last kill: what PostgreSQL holds once the killed process is gone, then the
         # time until the new process commits past it
         killed_at = run.faults[-1].at
-        before = await stored_total(lane)
+        before = await lane.stored_total()
         recovery: float | None = None
         while time.monotonic() - killed_at < 60:
-            if await stored_total(lane) > before:
+            if await lane.stored_total() > before:
                 recovery = time.monotonic() - killed_at
                 break
             await asyncio.sleep(0.05)

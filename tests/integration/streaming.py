@@ -181,6 +181,24 @@ class Lane:
             await consumer.stop()
         return {tp.partition: end for tp, end in ends.items() if end}
 
+    async def stored_total(self) -> int:
+        """The sum of the offsets PostgreSQL holds for this lane: records committed
+        (0 before `run` has migrated)."""
+        conn = await asyncpg.connect(self.endpoints.postgres_dsn)
+        try:
+            total = await conn.fetchval(f'SELECT coalesce(sum(next_offset), 0) FROM "{self.schema}".consumer_offset')
+        except asyncpg.UndefinedTableError:
+            total = 0
+        finally:
+            await conn.close()
+        return int(total)
+
+    async def committed_past(self, total: int, timeout: float = 60) -> None:
+        """Wait until the stored offsets add up to more than ``total``."""
+        async with asyncio.timeout(timeout):
+            while await self.stored_total() <= total:
+                await asyncio.sleep(0.1)
+
     async def projections(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         conn = await asyncpg.connect(self.endpoints.postgres_dsn)
         try:

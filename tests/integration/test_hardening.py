@@ -56,19 +56,7 @@ def fleet(runs: int, seed: int) -> list[dict[str, Any]]:
 
 async def wait_for_offsets(lane: Lane, total: int, timeout: float = 60) -> None:
     """Until PostgreSQL's stored offsets of the lane add up to ``total`` records."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
-        try:
-            n = await conn.fetchval(f'SELECT coalesce(sum(next_offset), 0) FROM "{lane.schema}".consumer_offset')
-        except asyncpg.UndefinedTableError:  # `run` has not migrated yet
-            n = 0
-        finally:
-            await conn.close()
-        if n >= total:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"stored offsets did not reach {total} in {timeout}s")
+    await lane.committed_past(total - 1, timeout)
 
 
 def with_port(dsn: str, port: int) -> str:

@@ -220,11 +220,11 @@ async def test_restart_by_sigterm_and_sigkill_loses_and_duplicates_nothing(lane:
 
     feeder = asyncio.create_task(feed())
     proc = lane.spawn()
-    await asyncio.sleep(3)
+    await lane.committed_past(0)  # stopped while it works, not before it starts
     code, took = stop_proc(proc, signal.SIGTERM)
     assert code == 0 and took < 10, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     proc = lane.spawn()
-    await asyncio.sleep(3)
+    await lane.committed_past(await lane.stored_total())
     stop_proc(proc, signal.SIGKILL)
     proc = lane.spawn()
     await feeder

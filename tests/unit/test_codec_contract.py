@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from replaywatch import codec, pipeline
+from replaywatch import batch, codec
 from replaywatch.compare import CompareConfig
 from replaywatch.exceptions import RecordFailed
 
@@ -95,7 +95,7 @@ def test_an_exception_raised_by_one_record_sets_only_that_record_aside(monkeypat
         return real(value, limits)
 
     monkeypatch.setattr(codec, "decode_attempt", flaky)
-    good, bad = pipeline.decode_records(records)
+    good, bad = batch.decode_records(records)
     assert [r.offset for r, _ in good] == [0, 1, 3, 4]
     assert [(r.offset, e.reason) for r, e in bad] == [(2, "internal")]
     assert isinstance(bad[0][1], RecordFailed) and "KeyError" in str(bad[0][1])
@@ -107,7 +107,7 @@ def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest
     records = [
         Record(i, codec.encode_attempt(event(step_id=f"s{i % 2}", attempt=i, output_snapshot="{}"))) for i in range(4)
     ]
-    decoded, _ = pipeline.decode_records(records)
+    decoded, _ = batch.decode_records(records)
     real = projection.apply
 
     def flaky(proj: Any, attempt: Any, config: CompareConfig) -> Any:
@@ -115,8 +115,8 @@ def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest
             raise RecursionError("a walk that recursed")
         return real(proj, attempt, config)
 
-    monkeypatch.setattr(pipeline, "apply", flaky)
-    result = pipeline.apply_records(decoded, {}, CompareConfig())
+    monkeypatch.setattr(batch, "apply", flaky)
+    result = batch.apply_records(decoded, {}, CompareConfig())
     assert [(r.offset, e.reason) for r, e in result.bad] == [(3, "internal")]
     assert {k[1]: p.current.attempt for k, (_, p) in result.projections.items() if p.current} == {"s0": 2, "s1": 1}
     assert [r.offset for r, _, _ in result.emitted] == [2]

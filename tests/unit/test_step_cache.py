@@ -7,8 +7,8 @@ import tracemalloc
 
 from replaywatch import codec, demo
 from replaywatch.compare import CompareConfig
-from replaywatch.pipeline import StepCache
 from replaywatch.projection import StepProjection, apply
+from replaywatch.state.cache import StepCache
 
 
 def test_the_weight_of_cached_projections_is_their_memory() -> None:

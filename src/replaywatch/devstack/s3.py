@@ -40,7 +40,9 @@ class S3:
         try:
             import moto.server  # noqa: F401
         except ImportError:
-            raise DevstackError("moto's server is not installed; pip install 'moto[server]' (make test does)") from None
+            raise DevstackError(
+                "moto's server is not installed; pip install 'replaywatch[devstack]' (make test does)"
+            ) from None
         self.dir.mkdir(parents=True, exist_ok=True)
         return process.spawn(
             [sys.executable, "-m", "replaywatch.devstack.moto_main", self.marker, str(self.port)],

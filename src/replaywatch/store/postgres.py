@@ -3,8 +3,7 @@
 The pipeline's commit point. ``commit_batch`` writes one batch in one statement (a
 server-side function, so one round trip): offsets advance only from the position this
 consumer holds, so a consumer that lost its partitions cannot commit over the new
-owner (``Fenced``). A commit whose reply was lost is recognised on its retry: the
-fence trips, but the stored offsets are the batch's own end offsets, so it had committed.
+owner (``Fenced``).
 
 asyncpg's errors are translated here (``translate_postgres_errors``): connection
 trouble and contention are ``TransientError``; a refusal of the data (SQLSTATE classes
@@ -282,21 +281,11 @@ class PostgresStore:
         return out
 
     async def commit_batch(self, batch: BatchCommit) -> None:
-        """Write the batch in one statement. Raises Fenced when another consumer moved a
-        partition on, unless the stored offsets are this batch's own end offsets: then
-        this batch had committed and only the reply was lost (an ambiguous commit)."""
-        try:
-            async with translate_postgres_errors("commit"):
-                await self._pool.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
-        except Fenced:
-            if await self._committed(batch):
-                logger.warning("a commit's reply was lost, and the commit had gone through: carrying on")
-                return
-            raise
-
-    async def _committed(self, batch: BatchCommit) -> bool:
-        stored = await self.load_offsets(batch.offsets)
-        return all(stored.get(p) == nxt for p, (_, nxt) in batch.offsets.items())
+        """Write the batch in one statement. Raises Fenced when a partition's stored
+        offset is not the one the batch advances from (the writer tells an ambiguous
+        commit, its own reply lost, from another consumer's)."""
+        async with translate_postgres_errors("commit"):
+            await self._pool.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
 
     async def probe(self, batch: BatchCommit) -> str | None:
         """Try the batch's statement in a transaction that is rolled back: the reason

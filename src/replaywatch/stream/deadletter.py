@@ -4,8 +4,9 @@ that say what was wrong and where they came from."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -39,6 +40,20 @@ class DeadLetters:
         self._producer = producer
         self.topic = topic
         self.count = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, bootstrap: str, topic: str, max_request_size: int) -> AsyncIterator[DeadLetters]:
+        """An idempotent producer for the dead-letter topic, stopped on exit."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", max_request_size=max_request_size
+        )
+        async with translate_kafka_errors("start dead-letter producer"):
+            await producer.start()
+        try:
+            yield cls(producer, topic)
+        finally:
+            await asyncio.shield(producer.stop())
 
     async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
         """Send every bad record not in ``acknowledged`` (partition, offset) and wait

@@ -1,0 +1,76 @@
+"""The adapters, opened from the settings on an exit stack: PostgreSQL (migrated), S3,
+Kafka's admin (topics ensured, the output topic's size limit read), the dead-letter
+producer, the outbox publisher and the input consumer. Each adapter takes explicit
+arguments; this is the one place that reads them from the settings."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from replaywatch.config import Settings
+from replaywatch.retry import Backoff
+from replaywatch.store.artifacts import S3Artifacts
+from replaywatch.store.postgres import PostgresStore
+from replaywatch.stream.consumer import InputConsumer
+from replaywatch.stream.deadletter import DeadLetters
+from replaywatch.stream.publisher import OutboxPublisher
+from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_admin, max_message_bytes
+
+
+@dataclass
+class Adapters:
+    store: PostgresStore
+    artifacts: S3Artifacts
+    dead_letters: DeadLetters
+    publisher: OutboxPublisher
+    consumer: InputConsumer
+    output_limit: int
+    """The output topic's max.message.bytes."""
+
+
+async def open_adapters(settings: Settings, stack: AsyncExitStack, retry: Backoff) -> Adapters:
+    """Open every adapter; each is closed when ``stack`` closes. The consumer is created,
+    not started: it joins the group once the pipeline is ready for its callbacks."""
+    store = await retry.call(
+        lambda: PostgresStore.connect(
+            settings.postgres_dsn.get_secret_value(),
+            schema=settings.postgres_schema,
+            group_id=settings.group_id,
+            topic=settings.input_topic,
+        ),
+        "connect to PostgreSQL",
+    )
+    stack.push_async_callback(store.close)
+    await retry.call(store.migrate, "migrate PostgreSQL")
+    secret_key = settings.s3_secret_access_key
+    artifacts = await stack.enter_async_context(
+        S3Artifacts.open(
+            bucket=settings.s3_bucket,
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            concurrency=settings.s3_concurrency,
+            access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+            secret_access_key=secret_key.get_secret_value() if secret_key else None,
+        )
+    )
+    admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))
+    await ensure_topics(admin, settings)
+    output_limit = await max_message_bytes(admin, settings.output_topic)
+    dead_letters = await stack.enter_async_context(
+        DeadLetters.open(settings.kafka_bootstrap, settings.dlq_topic, MAX_MESSAGE_BYTES)
+    )
+    publisher = OutboxPublisher(
+        store=store,
+        admin=admin,
+        producer_config={"bootstrap_servers": settings.kafka_bootstrap},
+        input_topic=settings.input_topic,
+        output_topic=settings.output_topic,
+        dlq_topic=settings.dlq_topic,
+        group_id=settings.group_id,
+        progress_group=settings.publisher_group,
+        max_message_bytes=output_limit,
+        queue_bytes=settings.publisher_queue_mb * 1024 * 1024,
+    )
+    stack.push_async_callback(publisher.close)
+    return Adapters(store, artifacts, dead_letters, publisher, InputConsumer.create(settings), output_limit)

@@ -1,0 +1,133 @@
+"""The pure parts of a batch: decode records, apply them to projections, build the
+rows that go out. Plain functions over plain data: no IO, no asyncio, no clock (the
+detection time is passed in).
+
+Whatever one record raises sets that record aside for the dead-letter topic (reason
+``internal``, its stack logged once); the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from replaywatch import codec
+from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.exceptions import BadRecordError, RecordFailed
+from replaywatch.projection import StepProjection, apply
+from replaywatch.store.postgres import ComparisonRow, OutboxRow, StepKey
+
+logger = logging.getLogger(__name__)
+
+Source = tuple[int, int]
+"""An input record's (partition, offset)."""
+
+
+@dataclass
+class BatchResult:
+    """The pure outcome of a batch: new projections, comparisons, bad records."""
+
+    projections: dict[StepKey, tuple[int, StepProjection]] = field(default_factory=dict)
+    emitted: list[tuple[Any, int, Comparison]] = field(default_factory=list)
+    """(input record, when its attempt occurred, the comparison it caused)"""
+    bad: list[tuple[Any, BadRecordError]] = field(default_factory=list)
+    sources: dict[StepKey, list[Any]] = field(default_factory=dict)
+    """The input records of each step: whom to dead-letter when a step's rows are refused."""
+
+
+def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
+    """An unexpected exception raised by one record: its stack is logged once, and the
+    record is dead-lettered (reason ``internal``) instead of stopping the process."""
+    logger.error(
+        "%s[%d]@%d raised %s while %s; dead-lettering it (please report this)",
+        record.topic, record.partition, record.offset, type(exc).__name__, doing, exc_info=exc,
+    )  # fmt: skip
+    return RecordFailed(f"{type(exc).__name__} while {doing}: {exc}")
+
+
+def decode_records(
+    records: Iterable[Any],
+    limits: codec.Limits = codec.DEFAULT_LIMITS,
+    refused: dict[Source, BadRecordError] | None = None,
+) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
+    """(decoded records in order, records that break the contract). Pure. ``refused``:
+    records a service refused earlier, dead-lettered with that reason."""
+    good: list[tuple[Any, Attempt]] = []
+    bad: list[tuple[Any, BadRecordError]] = []
+    for record in records:
+        if refused and (error := refused.get((record.partition, record.offset))) is not None:
+            bad.append((record, error))
+            continue
+        try:
+            good.append((record, codec.decode_attempt(record.value, limits)))
+        except BadRecordError as exc:
+            bad.append((record, exc))
+        except Exception as exc:
+            bad.append((record, failed(record, "decoding", exc)))
+    return good, bad
+
+
+def apply_records(
+    decoded: Iterable[tuple[Any, Attempt]], known: dict[StepKey, StepProjection], config: CompareConfig
+) -> BatchResult:
+    """Apply decoded attempts in order to the committed projections ``known``. Pure.
+    A record whose comparison raises is set aside (bad) and the others go on."""
+    out = BatchResult()
+    work: dict[StepKey, StepProjection] = {}
+    for record, attempt in decoded:
+        key = (attempt.run_id, attempt.step_id)
+        proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
+        try:
+            proj, comparisons = apply(proj, attempt, config)
+        except BadRecordError as exc:
+            out.bad.append((record, exc))
+            continue
+        except Exception as exc:
+            out.bad.append((record, failed(record, "comparing", exc)))
+            continue
+        work[key] = proj
+        out.projections[key] = (record.partition, proj)
+        out.sources.setdefault(key, []).append(record)
+        for c in comparisons:
+            out.emitted.append((record, attempt.occurred_at_ms, c))
+    return out
+
+
+def split_by_bytes(batch: dict[TopicPartition, list[Any]], max_bytes: int) -> list[dict[TopicPartition, list[Any]]]:
+    """Cut a poll into batches of at most ``max_bytes`` of values (at least one record
+    each), each partition's records in order."""
+    parts: list[dict[TopicPartition, list[Any]]] = [{}]
+    size = 0
+    for tp, records in batch.items():
+        for r in records:
+            n = len(r.value or b"")
+            if size and size + n > max_bytes:
+                parts.append({})
+                size = 0
+            parts[-1].setdefault(tp, []).append(r)
+            size += n
+    return [p for p in parts if p]
+
+
+def outgoing(
+    record: Any, occurred_at_ms: int, c: Comparison, *, detected_at_ms: int, diff_uri: str | None, max_event_bytes: int
+) -> tuple[OutboxRow, ComparisonRow]:
+    """The outbox row of one comparison (its event, cut to fit the output topic) and
+    its history row."""
+    key = c.run_id.encode()
+    value = codec.encode_comparison(
+        codec.comparison_record(
+            c, diff_uri=diff_uri, source=(record.topic, record.partition, record.offset),
+            occurred_at_ms=occurred_at_ms, detected_at_ms=detected_at_ms,
+        ),
+        max_bytes=max_event_bytes - len(key),
+    )  # fmt: skip
+    outbox = OutboxRow(record.partition, record.offset, c.event_id, key, value, c.verdict.value)
+    kind, sha = (c.diff.kind.value, c.diff.sha256) if c.diff else (None, None)
+    row = ComparisonRow(c.run_id, c.step_id, c.baseline_attempt, c.current_attempt, c.token_delta, c.cost_delta,
+                        kind, sha, diff_uri, detected_at_ms)  # fmt: skip
+    return outbox, row

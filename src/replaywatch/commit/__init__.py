@@ -1,0 +1,1 @@
+"""The commit point: ordered writes of prepared batches to PostgreSQL."""

@@ -1,0 +1,129 @@
+"""The prepare stage: a batch of input records becomes a ``PreparedBatch``, ready to be
+written. Decode, load the projections it starts from, compare, start uploading the
+diffs, encode the outgoing events. The pure work is ``batch``'s; this module runs it a
+chunk at a time, yielding to the event loop so that the write in flight progresses.
+
+It changes no state until it returns, then stages the batch's projections for the
+batches after it (``Projections.stage``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from replaywatch import codec
+from replaywatch.batch import BatchResult, apply_records, decode_records, failed, outgoing
+from replaywatch.commit.writer import PreparedBatch, Writer
+from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.exceptions import BadRecordError
+from replaywatch.ports import DiffStore, Source
+from replaywatch.projection import StepProjection
+from replaywatch.state.projections import Projections
+from replaywatch.store.postgres import BatchCommit, StepKey
+
+CHUNK = 200
+"""Records prepared between two yields to the event loop: the uploads and the write in
+flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(kw_only=True)
+class Preparer:
+    projections: Projections
+    diffs: DiffStore
+    writer: Writer
+    config: CompareConfig
+    limits: codec.Limits
+    event_bytes: int
+    """Largest output event value that fits the output topic."""
+    refused: dict[Source, BadRecordError]
+    """Records a service refused for good: dead-lettered when read again (the pipeline's)."""
+    seq: int = 0
+
+    async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
+        """``expected``: each partition's stored offset that the batch advances from."""
+        started = time.perf_counter()
+        records = [r for recs in batch.values() for r in recs]
+        # 1. decode (pure), a chunk at a time
+        decoded: list[tuple[Any, Attempt]] = []
+        bad: list[tuple[Any, BadRecordError]] = []
+        for i in range(0, len(records), CHUNK):
+            good_part, bad_part = decode_records(records[i : i + CHUNK], self.limits, self.refused)
+            decoded += good_part
+            bad += bad_part
+            await asyncio.sleep(0)
+        # 2. the projections this batch starts from: pending, cached, else one query
+        known, unreadable = await self.projections.load({(a.run_id, a.step_id) for _, a in decoded})
+        if unreadable:
+            bad += [(r, failed(r, "loading its step", unreadable[(a.run_id, a.step_id)]))
+                    for r, a in decoded if (a.run_id, a.step_id) in unreadable]  # fmt: skip
+            decoded = [(r, a) for r, a in decoded if (a.run_id, a.step_id) not in unreadable]
+        # 3. compare (pure), a chunk at a time; each chunk's diffs start uploading at once
+        result, diffs, uploads = await self._compare(decoded, known, bad)
+        del decoded  # the parsed attempts: the largest objects of a batch
+        # 4. the batch's statement and its outgoing events
+        commit = BatchCommit(
+            offsets={tp.partition: (expected[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
+            projections={k: p for k, (_, p) in result.projections.items()},
+            previous=known,
+        )
+        await self._encode(result, commit, detected_at_ms=int(time.time() * 1000))
+        # 5. prepared: later batches build on it
+        self.seq += 1
+        self.projections.stage(self.seq, result.projections)
+        size = sum(len(r.value or b"") for r in records)
+        return PreparedBatch(self.seq, len(records), size, result, commit, list(diffs.values()), uploads, started)
+
+    async def _compare(
+        self,
+        decoded: list[tuple[Any, Attempt]],
+        known: dict[StepKey, StepProjection],
+        bad: list[tuple[Any, BadRecordError]],
+    ) -> tuple[BatchResult, dict[str, Comparison], list[asyncio.Task[None]]]:
+        result = BatchResult(bad=bad)
+        state = dict(known)
+        diffs: dict[str, Comparison] = {}
+        uploads: list[asyncio.Task[None]] = []
+        for i in range(0, len(decoded), CHUNK):
+            part = apply_records(decoded[i : i + CHUNK], state, self.config)
+            for k, (partition, proj) in part.projections.items():
+                state[k] = proj
+                result.projections[k] = (partition, proj)
+            for k, recs in part.sources.items():
+                result.sources.setdefault(k, []).extend(recs)
+            result.emitted += part.emitted
+            result.bad += part.bad
+            new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in diffs}
+            if new:
+                diffs.update(new)
+                task = asyncio.create_task(self.writer.store_diffs(list(new.values())))
+                task.add_done_callback(_retrieve)  # a void batch's uploads may fail unobserved
+                uploads.append(task)
+            await asyncio.sleep(0)
+        return result, diffs, uploads
+
+    async def _encode(self, result: BatchResult, commit: BatchCommit, *, detected_at_ms: int) -> None:
+        emitted = []
+        for n, (record, occurred_at_ms, c) in enumerate(result.emitted, 1):
+            if n % CHUNK == 0:
+                await asyncio.sleep(0)
+            uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
+            try:
+                outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
+                                       max_event_bytes=self.event_bytes)  # fmt: skip
+            except Exception as exc:
+                result.bad.append((record, failed(record, "encoding its event", exc)))
+                continue
+            emitted.append((record, occurred_at_ms, c))
+            commit.outbox.append(outbox)
+            commit.comparisons.append(row)
+        result.emitted = emitted

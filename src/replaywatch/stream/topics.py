@@ -1,0 +1,63 @@
+"""The topics replaywatch uses: created when missing, and their size limit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from replaywatch.config import Settings
+from replaywatch.exceptions import ConfigError
+from replaywatch.stream.kafka_errors import translate_kafka_errors
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""max.message.bytes of the topics replaywatch creates, and the largest record it reads."""
+
+
+@contextlib.asynccontextmanager
+async def kafka_admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    async with translate_kafka_errors("connect admin"):
+        await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """Create the input, output and dead-letter topics when missing."""
+    async with translate_kafka_errors("list topics"):
+        existing = set(await admin.list_topics())
+    wanted = [t for t in (settings.input_topic, settings.output_topic, settings.dlq_topic) if t not in existing]
+    if not wanted:
+        return
+    config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    async with translate_kafka_errors("create topics"):
+        resp = await admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=config) for t in wanted])
+    for topic, code, *_ in resp.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):  # already there: another instance was first
+            raise ConfigError(f"cannot create topic {topic!r}: {for_code(code).__name__}; create it yourself")
+    logger.info("created topics %s with %d partitions", wanted, settings.partitions)
+
+
+async def max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int:
+    """The topic's ``max.message.bytes``: the largest record batch it accepts."""
+    async with translate_kafka_errors(f"describe topic {topic}"):
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
+    for response in responses:
+        for error_code, error_message, _type, _name, entries in response.resources:
+            if error_code:
+                raise ConfigError(f"cannot read the configuration of topic {topic!r}: {error_code} {error_message}")
+            for entry in entries:
+                if entry[0] == "max.message.bytes":
+                    return int(entry[1])
+    return 1024 * 1024 + 12  # the broker default
