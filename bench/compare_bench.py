@@ -68,11 +68,11 @@ def main() -> None:
     rec = Attempt("run-1", "step-1", 1, rec_snap, tool_events=TOOLS)
     cur = Attempt("run-1", "step-1", 2, cur_snap, tool_events=json.loads(json.dumps(TOOLS)))
     print(f"snapshot {len(orjson.dumps(rec_snap))} B, tool events {len(orjson.dumps(TOOLS))} B")
-    base = prepare(rec.attempt, rec.output_snapshot, rec.tool_events, config)
+    base = prepare(rec.number, rec.output_snapshot, rec.tool_events, config)
     assert compare_attempts(rec, cur, config).verdict.value == "within_tolerance"
 
     def stream() -> object:
-        p = prepare(cur.attempt, cur.output_snapshot, cur.tool_events, config)
+        p = prepare(cur.number, cur.output_snapshot, cur.tool_events, config)
         return compare("run-1", "step-1", base, p, config)
 
     def pair() -> object:

@@ -63,7 +63,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
     return Attempt(
         run_id=str(doc.get("run_id", "")),
         step_id=str(doc.get("step_id", "")),
-        attempt=attempt,
+        number=attempt,
         output_snapshot=snapshot,
         tool_events=doc.get("tool_events", ABSENT),
     )
@@ -87,10 +87,10 @@ def compare(
         config = CompareConfig.build(tokens_tolerance, cost_tolerance, tuple(ignore or ()))
     except UsageError as exc:
         fail(str(exc))
-    recorded = _load_attempt(baseline, 1)
-    now = _load_attempt(current, 2)
+    baseline_attempt = _load_attempt(baseline, 1)
+    current_attempt = _load_attempt(current, 2)
     try:
-        result = compare_attempts(recorded, now, config)
+        result = compare_attempts(baseline_attempt, current_attempt, config)
         out: dict[str, Any] = result.summary()
         if show_diff:
             out["diff"] = parse_json(result.diff.body) if result.diff else None

@@ -29,11 +29,11 @@ MISSING_SNAPSHOTS = "missing output snapshots; cannot run mocked replay"
 
 
 class StepProjection(NamedTuple):
-    """One step's state: the (base, current) pair and a little bookkeeping."""
+    """One step's state: the (baseline, current) pair and a little bookkeeping."""
 
     run_id: str
     step_id: str
-    base: PreparedAttempt | None = None
+    baseline: PreparedAttempt | None = None
     current: PreparedAttempt | None = None
     max_attempt: int = -1
     """Highest attempt number seen, with or without a snapshot."""
@@ -51,51 +51,51 @@ class StepProjection(NamedTuple):
 
 
 def _next_pair(proj: StepProjection, n: int, config: CompareConfig) -> tuple[int, int] | None:
-    """The (base, current) attempt numbers after attempt ``n`` arrives, or None when
+    """The (baseline, current) attempt numbers after attempt ``n`` arrives, or None when
     the pair does not change."""
-    base, cur = proj.base, proj.current
-    if base is None or cur is None:
+    baseline, current = proj.baseline, proj.current
+    if baseline is None or current is None:
         return n, n
-    if n in (base.attempt, cur.attempt):
+    if n in (baseline.number, current.number):
         return None
     if config.base == "first":
-        if n < base.attempt:
-            return n, cur.attempt
-        if n > cur.attempt:
-            return base.attempt, n
+        if n < baseline.number:
+            return n, current.number
+        if n > current.number:
+            return baseline.number, n
         return None
-    # previous: base is the highest attempt below current
-    if n > cur.attempt:
-        return cur.attempt, n
-    if base.attempt == cur.attempt or n > base.attempt:
-        return n, cur.attempt
+    # previous: baseline is the highest attempt below current
+    if n > current.number:
+        return current.number, n
+    if baseline.number == current.number or n > baseline.number:
+        return n, current.number
     return None
 
 
 def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[StepProjection, tuple[Comparison, ...]]:
     """Apply one attempt event. Returns the new projection and the comparisons it causes
     (none or one). Applying an event twice changes nothing the second time."""
-    status_changed = event.attempt > proj.max_attempt
+    status_changed = event.number > proj.max_attempt
     bookkeeping = proj._replace(
-        max_attempt=max(proj.max_attempt, event.attempt),
+        max_attempt=max(proj.max_attempt, event.number),
         last_status=event.status if status_changed else proj.last_status,
     )
     if event.output_snapshot is None:
         return bookkeeping, ()
-    pair = _next_pair(proj, event.attempt, config)
+    pair = _next_pair(proj, event.number, config)
     if pair is None:
         return bookkeeping, ()
 
-    arrived = prepare(event.attempt, event.output_snapshot, event.tool_events, config)
-    known = {p.attempt: p for p in (proj.base, proj.current) if p is not None}
-    known[event.attempt] = arrived
-    base, cur = known[pair[0]], known[pair[1]]
-    if base.attempt == cur.attempt:
-        return bookkeeping._replace(base=base, current=cur, last_verdict=Verdict.WITHIN_TOLERANCE), ()
-    comparison = compare(proj.run_id, proj.step_id, base, cur, config)
+    arrived = prepare(event.number, event.output_snapshot, event.tool_events, config)
+    known = {p.number: p for p in (proj.baseline, proj.current) if p is not None}
+    known[event.number] = arrived
+    baseline, current = known[pair[0]], known[pair[1]]
+    if baseline.number == current.number:
+        return bookkeeping._replace(baseline=baseline, current=current, last_verdict=Verdict.WITHIN_TOLERANCE), ()
+    comparison = compare(proj.run_id, proj.step_id, baseline, current, config)
     new = bookkeeping._replace(
-        base=base,
-        current=cur,
+        baseline=baseline,
+        current=current,
         last_verdict=comparison.verdict,
         comparisons=proj.comparisons + 1,
     )
@@ -112,13 +112,13 @@ def replay_step(attempts: Iterable[Attempt], config: CompareConfig) -> Compariso
     for a in attempts:
         step_id = a.step_id
         if a.output_snapshot is not None:
-            with_snapshot.setdefault(a.attempt, a)
+            with_snapshot.setdefault(a.number, a)
     if not with_snapshot:
         raise MissingOutputSnapshots(f"step {step_id} {MISSING_SNAPSHOTS}")
     numbers = sorted(with_snapshot)
-    cur = with_snapshot[numbers[-1]]
+    current = with_snapshot[numbers[-1]]
     if config.base == "first":
-        base = with_snapshot[numbers[0]]
+        baseline = with_snapshot[numbers[0]]
     else:
-        base = with_snapshot[numbers[-2]] if len(numbers) > 1 else cur
-    return compare_attempts(base, cur, config)
+        baseline = with_snapshot[numbers[-2]] if len(numbers) > 1 else current
+    return compare_attempts(baseline, current, config)

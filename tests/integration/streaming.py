@@ -248,7 +248,7 @@ def oracle_projection(events: list[dict[str, Any]], config: Any) -> dict[tuple[s
 
     state, _ = demo.replay(events, config)
     return {
-        k: (p.base.attempt if p.base else None, p.current.attempt if p.current else None, p.max_attempt,
+        k: (p.baseline.number if p.baseline else None, p.current.number if p.current else None, p.max_attempt,
             p.last_verdict.value if p.last_verdict else None)
         for k, p in state.items()
     }  # fmt: skip

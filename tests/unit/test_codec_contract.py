@@ -111,12 +111,12 @@ def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest
     real = projection.apply
 
     def flaky(proj: Any, attempt: Any, config: CompareConfig) -> Any:
-        if attempt.attempt == 3:
+        if attempt.number == 3:
             raise RecursionError("a walk that recursed")
         return real(proj, attempt, config)
 
     monkeypatch.setattr(batch, "apply", flaky)
     result = batch.apply_records(decoded, {}, CompareConfig())
     assert [(r.offset, e.reason) for r, e in result.bad] == [(3, "internal")]
-    assert {k[1]: p.current.attempt for k, (_, p) in result.projections.items() if p.current} == {"s0": 2, "s1": 1}
+    assert {k[1]: p.current.number for k, (_, p) in result.projections.items() if p.current} == {"s0": 2, "s1": 1}
     assert [r.offset for r, _, _ in result.emitted] == [2]

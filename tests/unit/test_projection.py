@@ -51,15 +51,15 @@ def test_final_verdict_equals_the_batch_oracle(stream, config: CompareConfig) ->
     distinct, order = stream
     proj, emitted = run(order, config)
     with_snapshot = [a for a in distinct if a.output_snapshot is not None]
-    assert proj.max_attempt == max(a.attempt for a in distinct)
+    assert proj.max_attempt == max(a.number for a in distinct)
     if not with_snapshot:
-        assert proj.base is None and proj.current is None and emitted == []
+        assert proj.baseline is None and proj.current is None and emitted == []
         return
     oracle = replay_step(distinct, config)
-    assert proj.base is not None and proj.current is not None
-    final = compare("run", "step", proj.base, proj.current, config)
+    assert proj.baseline is not None and proj.current is not None
+    final = compare("run", "step", proj.baseline, proj.current, config)
     assert final == oracle
-    if proj.base.attempt != proj.current.attempt:
+    if proj.baseline.number != proj.current.number:
         assert emitted[-1] == oracle
         assert proj.last_verdict == oracle.verdict
     else:
@@ -84,15 +84,15 @@ def test_reapplying_changes_nothing(stream, config: CompareConfig) -> None:  # t
 @given(attempt_streams(), CONFIGS)
 def test_comparisons_are_a_function_of_baseline_current_and_config(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
     distinct, order = stream
-    by_number = {a.attempt: a for a in distinct}
+    by_number = {a.number: a for a in distinct}
     _, emitted = run(order, config)
     for c in emitted:
         b, k = by_number[c.baseline_attempt], by_number[c.current_attempt]
         fresh = compare(
             "run",
             "step",
-            prepare(b.attempt, b.output_snapshot, b.tool_events, config),
-            prepare(k.attempt, k.output_snapshot, k.tool_events, config),
+            prepare(b.number, b.output_snapshot, b.tool_events, config),
+            prepare(k.number, k.output_snapshot, k.tool_events, config),
             config,
         )
         assert fresh == c
@@ -103,7 +103,7 @@ def test_state_is_bounded_to_a_pair(stream, config: CompareConfig) -> None:  # t
     _, order = stream
     proj, _ = run(order + order, config)
     held = [name for name, v in proj._asdict().items() if isinstance(v, PreparedAttempt)]
-    assert set(held) <= {"base", "current"}  # nothing else holds attempts
+    assert set(held) <= {"baseline", "current"}  # nothing else holds attempts
 
 
 def test_first_base_keeps_the_lowest_attempt() -> None:

@@ -27,7 +27,7 @@ def extract(snapshot: Json) -> tuple[str, ...]:
     return tuple(sorted({i for i in ids if type(i) is str}))
 
 
-def diff(recorded: tuple[str, ...], current: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(missing: recorded but not current, unexpected: current but not recorded)."""
-    rec, cur = set(recorded), set(current)
+def diff(baseline: tuple[str, ...], current: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(missing: baseline but not current, unexpected: current but not baseline)."""
+    rec, cur = set(baseline), set(current)
     return tuple(sorted(rec - cur)), tuple(sorted(cur - rec))

@@ -99,7 +99,8 @@ class Attempt(NamedTuple):
 
     run_id: str
     step_id: str
-    attempt: int
+    number: int
+    """The attempt number (the contract's ``attempt``)."""
     output_snapshot: Json = None
     tool_events: Json = ABSENT
     event_id: str = ""
@@ -121,7 +122,8 @@ class PreparedAttempt(NamedTuple):
     ``object.__setattr__``), which shows in the per-event budget.
     """
 
-    attempt: int
+    number: int
+    """The attempt number."""
     snapshot_json: bytes
     """The output snapshot, compact JSON with keys in their order (what is stored)."""
     tools_json: bytes | None
@@ -173,8 +175,8 @@ class Comparison(NamedTuple):
     tool_events_equal: bool
     missing_attestations: tuple[str, ...]
     unexpected_attestations: tuple[str, ...]
-    tolerance_tokens: float
-    tolerance_cost: float
+    tokens_tolerance: float
+    cost_tolerance: float
     diff: Diff | None
 
     @property
@@ -198,8 +200,8 @@ class Comparison(NamedTuple):
             "tool_events_equal": self.tool_events_equal,
             "missing_attestations": list(self.missing_attestations),
             "unexpected_attestations": list(self.unexpected_attestations),
-            "tolerance_tokens": self.tolerance_tokens,
-            "tolerance_cost": self.tolerance_cost,
+            "tolerance_tokens": self.tokens_tolerance,
+            "tolerance_cost": self.cost_tolerance,
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
         }
@@ -241,7 +243,7 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     structure_fp = _fingerprint(stripped)
     snapshot_json = compact_bytes(output_snapshot)
     return PreparedAttempt(
-        attempt=attempt,
+        number=attempt,
         snapshot_json=snapshot_json,
         tools_json=tools_json,
         tokens=tokens,
@@ -252,39 +254,39 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     )
 
 
-def _structure_equal(recorded: PreparedAttempt, current: PreparedAttempt) -> bool:
-    if recorded.structure_fp == current.structure_fp:
+def _structure_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
+    if baseline.structure_fp == current.structure_fp:
         return True
-    return structure.same(parse_json(recorded.structure_fp), parse_json(current.structure_fp))
+    return structure.same(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
 
 
-def _tools_equal(recorded: PreparedAttempt, current: PreparedAttempt) -> bool:
-    if recorded.tool_fp == current.tool_fp:
+def _tools_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
+    if baseline.tool_fp == current.tool_fp:
         return True
-    if recorded.tool_fp is None or current.tool_fp is None:
+    if baseline.tool_fp is None or current.tool_fp is None:
         return False
-    return structure.same(parse_json(recorded.tool_fp), parse_json(current.tool_fp))
+    return structure.same(parse_json(baseline.tool_fp), parse_json(current.tool_fp))
 
 
 def compare(
     run_id: str,
     step_id: str,
-    recorded: PreparedAttempt,
+    baseline: PreparedAttempt,
     current: PreparedAttempt,
     config: CompareConfig,
 ) -> Comparison:
     """Compare a prepared baseline with a prepared current attempt. Pure."""
-    token_delta = usage.delta(recorded.tokens, current.tokens)
-    cost_delta = usage.delta(recorded.cost, current.cost)
-    tokens_within = usage.within_tolerance(token_delta, recorded.tokens, config.tokens_tolerance)
-    cost_within = usage.within_tolerance(cost_delta, recorded.cost, config.cost_tolerance)
-    structure_equal = _structure_equal(recorded, current)
-    tools_equal = _tools_equal(recorded, current)
-    if recorded.attestation_ids == current.attestation_ids:
+    token_delta = usage.delta(baseline.tokens, current.tokens)
+    cost_delta = usage.delta(baseline.cost, current.cost)
+    tokens_within = usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance)
+    cost_within = usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance)
+    structure_equal = _structure_equal(baseline, current)
+    tools_equal = _tools_equal(baseline, current)
+    if baseline.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()
         unexpected: tuple[str, ...] = ()
     else:
-        missing, unexpected = attestations.diff(recorded.attestation_ids, current.attestation_ids)
+        missing, unexpected = attestations.diff(baseline.attestation_ids, current.attestation_ids)
 
     diff: Diff | None
     if missing or unexpected:
@@ -294,7 +296,7 @@ def compare(
             {
                 "run_id": run_id,
                 "step_id": step_id,
-                "recorded": list(recorded.attestation_ids),
+                "recorded": list(baseline.attestation_ids),
                 "current": list(current.attestation_ids),
                 "missing": list(missing),
                 "unexpected": list(unexpected),
@@ -307,7 +309,7 @@ def compare(
             {
                 "run_id": run_id,
                 "step_id": step_id,
-                "recorded": None if recorded.tool_events is ABSENT else recorded.tool_events,
+                "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
                 "current": None if current.tool_events is ABSENT else current.tool_events,
             },
         )
@@ -315,7 +317,7 @@ def compare(
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
-            patch = structure.json_patch(parse_json(recorded.structure_fp), parse_json(current.structure_fp))
+            patch = structure.json_patch(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
             diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch})
     else:
         verdict = Verdict.WITHIN_TOLERANCE
@@ -324,8 +326,8 @@ def compare(
     return Comparison(
         run_id=run_id,
         step_id=step_id,
-        baseline_attempt=recorded.attempt,
-        current_attempt=current.attempt,
+        baseline_attempt=baseline.number,
+        current_attempt=current.number,
         verdict=verdict,
         token_delta=token_delta,
         cost_delta=cost_delta,
@@ -335,18 +337,18 @@ def compare(
         tool_events_equal=tools_equal,
         missing_attestations=missing,
         unexpected_attestations=unexpected,
-        tolerance_tokens=config.tokens_tolerance,
-        tolerance_cost=config.cost_tolerance,
+        tokens_tolerance=config.tokens_tolerance,
+        cost_tolerance=config.cost_tolerance,
         diff=diff,
     )
 
 
-def compare_attempts(recorded: Attempt, current: Attempt, config: CompareConfig) -> Comparison:
+def compare_attempts(baseline: Attempt, current: Attempt, config: CompareConfig) -> Comparison:
     """Prepare two attempts and compare them (for the CLI and tests)."""
     return compare(
-        recorded.run_id,
-        recorded.step_id,
-        prepare(recorded.attempt, recorded.output_snapshot, recorded.tool_events, config),
-        prepare(current.attempt, current.output_snapshot, current.tool_events, config),
+        baseline.run_id,
+        baseline.step_id,
+        prepare(baseline.number, baseline.output_snapshot, baseline.tool_events, config),
+        prepare(current.number, current.output_snapshot, current.tool_events, config),
         config,
     )

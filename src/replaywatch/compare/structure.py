@@ -171,16 +171,16 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def json_patch(recorded: Json, current: Json) -> list[dict[str, Any]]:
-    """RFC 6902 operations that turn ``recorded`` into ``current``.
+def json_patch(baseline: Json, current: Json) -> list[dict[str, Any]]:
+    """RFC 6902 operations that turn ``baseline`` into ``current``.
 
     Objects are walked by sorted key; arrays item by item, with trailing items added
     or removed (removals from the end first, so each index is valid when applied).
     An explicit stack of work, in the order the operations are written: any depth.
     """
     ops: list[dict[str, Any]] = []
-    # work: an operation to write, or a (recorded, current, path) pair to compare
-    work: list[dict[str, Any] | tuple[Json, Json, str]] = [(recorded, current, "")]
+    # work: an operation to write, or a (baseline, current, path) pair to compare
+    work: list[dict[str, Any] | tuple[Json, Json, str]] = [(baseline, current, "")]
     while work:
         item = work.pop()
         if type(item) is dict:

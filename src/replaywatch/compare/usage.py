@@ -50,17 +50,17 @@ def find_number(value: Json, keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def delta(recorded: float | None, current: float | None) -> float | None:
-    """current - recorded, only when both are known."""
-    if recorded is None or current is None:
+def delta(baseline: float | None, current: float | None) -> float | None:
+    """current - baseline, only when both are known."""
+    if baseline is None or current is None:
         return None
-    return current - recorded
+    return current - baseline
 
 
-def within_tolerance(d: float | None, recorded: float | None, tolerance: float) -> bool:
-    """Relative to a non-zero recorded value, absolute against 0; no delta is within."""
-    if d is None or recorded is None:
+def within_tolerance(d: float | None, baseline: float | None, tolerance: float) -> bool:
+    """Relative to a non-zero baseline value, absolute against 0; no delta is within."""
+    if d is None or baseline is None:
         return True
-    if recorded != 0:
-        return abs(d / recorded) <= tolerance
+    if baseline != 0:
+        return abs(d / baseline) <= tolerance
     return abs(d) <= tolerance

@@ -38,26 +38,25 @@ def ensure_bindable(port: int, what: str) -> None:
 
 
 def cmdline(pid: int) -> str:
+    """The process's command line, space-joined ("" when gone or unreadable)."""
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None when gone."""
+def _start_time(pid: int) -> float | None:
+    """When the process started (with its PID, what identifies it), None when gone or a zombie."""
+    import psutil
+
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except psutil.Error:
         return None
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time (field 22 of /proc/<pid>/stat), None when gone or a zombie."""
-    fields = _stat(pid)
-    if fields is None or fields[0] == "Z":
-        return None
-    return fields[19]
 
 
 def is_ours(pid: int | None, marker: str) -> bool:

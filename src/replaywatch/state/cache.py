@@ -13,7 +13,7 @@ def weight(proj: StepProjection) -> int:
     """Roughly the bytes of memory a projection holds: the JSON bytes of its two
     attempts, and a few hundred bytes of tuples and small values."""
     n = 300
-    for p in (proj.base, proj.current):
+    for p in (proj.baseline, proj.current):
         if p is not None:
             n += 400 + len(p.snapshot_json) + len(p.structure_fp)
             if p.tool_fp is not None:

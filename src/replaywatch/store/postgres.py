@@ -183,7 +183,7 @@ def _attempt_json(p: PreparedAttempt | None) -> str | None:
     if p is None:
         return None
     tools = b"" if p.tools_json is None else b',"tool_events":' + p.tools_json
-    return (b'{"attempt":%d,"output_snapshot":%s%s}' % (p.attempt, p.snapshot_json, tools)).decode()
+    return (b'{"attempt":%d,"output_snapshot":%s%s}' % (p.number, p.snapshot_json, tools)).decode()
 
 
 def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | None:
@@ -267,7 +267,7 @@ class PostgresStore:
                 out[key] = StepProjection(
                     run_id=r["run_id"],
                     step_id=r["step_id"],
-                    base=_attempt_from(r["base"], config),
+                    baseline=_attempt_from(r["base"], config),
                     current=_attempt_from(r["current"], config),
                     max_attempt=r["max_attempt"],
                     last_status=r["last_status"],
@@ -309,7 +309,7 @@ class PostgresStore:
         before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
 
         def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
-            return None if old is not None and new is not None and old.attempt == new.attempt else _attempt_json(new)
+            return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
 
         outbox = batch.outbox
         comps = batch.comparisons
@@ -322,13 +322,13 @@ class PostgresStore:
             [step_key((p.run_id, p.step_id)) for p in projs],
             [p.run_id for p in projs],
             [p.step_id for p in projs],
-            [p.base.attempt if p.base else None for p in projs],
-            [p.current.attempt if p.current else None for p in projs],
+            [p.baseline.number if p.baseline else None for p in projs],
+            [p.current.number if p.current else None for p in projs],
             [p.max_attempt for p in projs],
             [p.last_status for p in projs],
             [p.last_verdict.value if p.last_verdict else None for p in projs],
             [p.comparisons for p in projs],
-            [changed(p.base, b.base if b else None) for p, b in zip(projs, before, strict=True)],
+            [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
             [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
             [o.partition for o in outbox],
             [o.source_offset for o in outbox],
