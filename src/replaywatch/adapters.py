@@ -71,6 +71,7 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack, retry: Backof
         progress_group=settings.publisher_group,
         max_message_bytes=output_limit,
         queue_bytes=settings.publisher_queue_mb * 1024 * 1024,
+        retry=retry,
     )
     stack.push_async_callback(publisher.close)
     return Adapters(store, artifacts, dead_letters, publisher, InputConsumer.create(settings), output_limit)

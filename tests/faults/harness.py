@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,17 @@ from aiokafka import AIOKafkaConsumer
 from replaywatch import codec, demo
 from replaywatch.devstack import Stack
 from tests.integration.streaming import Lane, oracle_projection, spawn_run
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB; 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 @dataclass
@@ -57,6 +69,7 @@ class FaultRun:
         self.t0 = time.monotonic()
         self.log_path = f"/tmp/replaywatch-faults-{lane.tag}.log"
         self._killing = False
+        self.peak_rss_mb = 0.0
 
     # -- the consumer process ------------------------------------------------------------------
 
@@ -135,6 +148,13 @@ class FaultRun:
                 pass  # PostgreSQL may be the thing restarting
             self.check_alive()
             await asyncio.sleep(0.25)
+
+    async def watch_rss(self, stop: asyncio.Event) -> None:
+        """Keep ``peak_rss_mb``: the highest peak RSS of the consumer processes seen."""
+        while not stop.is_set():
+            if self.proc is not None and self.proc.poll() is None:
+                self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb(self.proc.pid))
+            await asyncio.sleep(0.2)
 
     async def read_outputs(self, stop: asyncio.Event) -> None:
         s = self.lane.settings()

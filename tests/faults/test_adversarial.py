@@ -26,7 +26,6 @@ from replaywatch.store.artifacts import object_key
 from tests.conftest import Endpoints, s3_client
 from tests.faults.adversarial import build, interleave
 from tests.faults.harness import FaultRun, expected_for
-from tests.faults.test_bad_input import peak_rss_mb
 from tests.integration.streaming import Lane, oracle_projection
 
 MB = 1024 * 1024
@@ -85,16 +84,7 @@ async def run_adversarial(
     first_pid = run.proc.pid
     sampler = asyncio.create_task(run.sample(stop))
     reader = asyncio.create_task(run.read_outputs(stop))
-    rss = 0.0
-
-    async def watch_rss() -> None:
-        nonlocal rss
-        while not stop.is_set():
-            if run.proc is not None and run.proc.poll() is None:
-                rss = max(rss, peak_rss_mb(run.proc.pid))
-            await asyncio.sleep(0.2)
-
-    watcher = asyncio.create_task(watch_rss())
+    watcher = asyncio.create_task(run.watch_rss(stop))
     try:
         await run.feed(chunks=10 * scale, pause=0.1)
         await run.wait_done(set(expected), len(mixed), timeout=300)
@@ -107,6 +97,7 @@ async def run_adversarial(
     outputs = await lane.outputs(want=len(expected), timeout=60)
     attest = [o for o in outputs if o["run_id"] in adversarial.attestation_runs]
     got = run.progress.outputs
+    rss = run.peak_rss_mb
     report = "\n".join([
         "| figure | value |", "|---|---|",
         f"| records in | {len(mixed)} (adversarial accepted {len(adversarial.accepted)}, over a limit "

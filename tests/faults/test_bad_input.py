@@ -19,13 +19,6 @@ from tests.faults.harness import FaultRun, expected_for
 from tests.integration.streaming import Lane
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def run_fuzz(n_bad: int, huge: int, endpoints: Endpoints, stack: Stack, schema: str, bucket: str) -> None:
     lane = Lane(endpoints, schema, bucket, partitions=4)
     events = demo.synthetic_fleet(demo.FleetSpec(runs=150, steps=3, attempts=3, seed=77))
@@ -43,29 +36,18 @@ async def run_fuzz(n_bad: int, huge: int, endpoints: Endpoints, stack: Stack, sc
     stop = asyncio.Event()
     run.spawn()
     assert run.proc is not None
-    pid = run.proc.pid
     sampler = asyncio.create_task(run.sample(stop))
     reader = asyncio.create_task(run.read_outputs(stop))
-    rss_seen = 0.0
+    watcher = asyncio.create_task(run.watch_rss(stop))
     try:
         await run.feed(chunks=20, pause=0.2, bad=[v for _, v in bad])
         total_in = len(mixed) + len(bad)
-
-        async def watch_rss() -> None:
-            nonlocal rss_seen
-            while not stop.is_set():
-                if run.proc is not None and run.proc.poll() is None:
-                    rss_seen = max(rss_seen, peak_rss_mb(run.proc.pid))
-                await asyncio.sleep(0.5)
-
-        watcher = asyncio.create_task(watch_rss())
         await run.wait_done(set(expected), total_in, timeout=240)
-        rss_seen = max(rss_seen, peak_rss_mb(pid)) if run.proc and run.proc.pid == pid else rss_seen
         code = await asyncio.to_thread(run.stop)
     finally:
         stop.set()
-        await asyncio.gather(sampler, reader, return_exceptions=True)
-    watcher.cancel()
+        await asyncio.gather(sampler, reader, watcher, return_exceptions=True)
+    rss_seen = run.peak_rss_mb
     dead = await lane.read(lane.settings().dlq_topic, want=len(bad), timeout=60)
     reasons = Counter(dict(m.headers)["replaywatch.reason"].decode() for m in dead)
     want_reasons = Counter(r for r, _ in bad)

@@ -238,19 +238,13 @@ async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, st
                 await asyncio.to_thread(stack.start, service)
 
 
-@pytest.mark.faults
+@pytest.mark.parametrize(
+    "down_for",
+    [pytest.param(15.0, marks=pytest.mark.faults), pytest.param(40.0, marks=pytest.mark.slow_faults)],
+)
 async def test_sigterm_with_every_service_down_exits_0_within_10s(
-    endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
+    down_for: float, endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
 ) -> None:
-    code, seconds = await stop_everything_then_sigterm(15.0, endpoints, stack, pg_schema, bucket)
-    assert code == 0, f"exit {code}"
-    assert seconds <= 10.0, f"SIGTERM took {seconds:.1f}s"
-
-
-@pytest.mark.slow_faults
-async def test_sigterm_after_40s_without_any_service_exits_0_within_10s(
-    endpoints: Endpoints, stack: Stack, pg_schema: str, bucket: str
-) -> None:
-    code, seconds = await stop_everything_then_sigterm(40.0, endpoints, stack, pg_schema, bucket)
+    code, seconds = await stop_everything_then_sigterm(down_for, endpoints, stack, pg_schema, bucket)
     assert code == 0, f"exit {code}"
     assert seconds <= 10.0, f"SIGTERM took {seconds:.1f}s"

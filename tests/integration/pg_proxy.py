@@ -9,10 +9,11 @@ connections: the client sees a dead connection after a commit that went through.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import threading
+
+from tests.tcp_proxy import TcpProxy, close_all
 
 
 class _ClientReader:
@@ -47,39 +48,17 @@ class _ClientReader:
             self.buf = self.buf[1 + length :]
 
 
-class CommitReplyDropper:
+class CommitReplyDropper(TcpProxy):
     def __init__(self, target_port: int, *, every: int = 3) -> None:
-        self.target = ("127.0.0.1", target_port)
         self.every = every
         self.commits = 0
         self.dropped = 0
         self._statements: set[bytes] = set()
         self._lock = threading.Lock()
-        self._server = socket.socket()
-        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(64)
-        self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def close(self) -> None:
-        self._server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            armed = threading.Event()
-            threading.Thread(target=self._client_to_server, args=(client, upstream, armed), daemon=True).start()
-            threading.Thread(target=self._server_to_client, args=(upstream, client, armed), daemon=True).start()
+    def connection(self) -> threading.Event:
+        return threading.Event()  # armed: the next reply on this connection is lost
 
     def _is_commit(self, kind: bytes, body: bytes) -> bool:
         if kind == b"P":  # Parse: statement name, query
@@ -94,7 +73,7 @@ class CommitReplyDropper:
                 return statement in self._statements
         return False
 
-    def _client_to_server(self, src: socket.socket, dst: socket.socket, armed: threading.Event) -> None:
+    def upstream(self, src: socket.socket, dst: socket.socket, armed: threading.Event) -> None:
         reader = _ClientReader()
         try:
             while data := src.recv(65536):
@@ -108,9 +87,9 @@ class CommitReplyDropper:
         except OSError:
             pass
         finally:
-            _close(src, dst)
+            close_all(src, dst)
 
-    def _server_to_client(self, src: socket.socket, dst: socket.socket, armed: threading.Event) -> None:
+    def downstream(self, src: socket.socket, dst: socket.socket, armed: threading.Event) -> None:
         held = b""
         try:
             while data := src.recv(65536):
@@ -125,7 +104,7 @@ class CommitReplyDropper:
         except OSError:
             pass
         finally:
-            _close(src, dst)
+            close_all(src, dst)
 
 
 def _has_ready_for_query(data: bytes) -> bool:
@@ -137,11 +116,3 @@ def _has_ready_for_query(data: bytes) -> bool:
             return True
         pos += 1 + length
     return False
-
-
-def _close(*sockets: socket.socket) -> None:
-    for s in sockets:
-        with contextlib.suppress(OSError):
-            s.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            s.close()

@@ -211,8 +211,12 @@ def deny(lane: Lane, kind: ResourceType, name: str, operation: AclOperation) -> 
     return undo
 
 
-def last_line(err: str) -> str:
-    return err.strip().splitlines()[-1] if err.strip() else ""
+def assert_stopped_with_one_line(code: int, err: str, error: str) -> None:
+    """Exit 2, and a last line that names Kafka's refusal and what to fix; no traceback."""
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert code == 2, err
+    assert last.startswith("replaywatch: error: Kafka refused") and error in last and "ACL" in last, err
+    assert "Traceback" not in err, err[err.index("Traceback") - 300 :]
 
 
 async def test_a_permanent_kafka_refusal_at_start_stops_run_with_one_clear_message(lane: Lane) -> None:
@@ -226,10 +230,7 @@ async def test_a_permanent_kafka_refusal_at_start_stops_run_with_one_clear_messa
         err = proc.stderr.read().decode() if proc.stderr else ""
     finally:
         undo()
-    assert code == 2, err
-    assert last_line(err).startswith("replaywatch: error: Kafka refused"), err
-    assert "GroupAuthorizationFailed" in last_line(err) and "ACL" in last_line(err)
-    assert "Traceback" not in err
+    assert_stopped_with_one_line(code, err, "GroupAuthorizationFailed")
 
 
 async def test_a_permanent_kafka_refusal_while_running_stops_run_rather_than_stall(lane: Lane) -> None:
@@ -247,7 +248,4 @@ async def test_a_permanent_kafka_refusal_while_running_stops_run_rather_than_sta
         err = proc.stderr.read().decode() if proc.stderr else ""
     finally:
         undo()
-    assert code == 2, err
-    assert last_line(err).startswith("replaywatch: error: Kafka refused"), err
-    assert "Authorization" in last_line(err) and "ACL" in last_line(err)
-    assert "Traceback" not in err, err[err.index("Traceback") - 300 :]
+    assert_stopped_with_one_line(code, err, "TopicAuthorizationFailed")

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from replaywatch.exceptions import Fenced, ServiceRefused, TransientError
+from replaywatch.retry import Backoff, GaveUp
 from replaywatch.store.postgres import OutboxRow
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
@@ -99,6 +100,7 @@ class OutboxPublisher:
         progress_group: str,
         max_message_bytes: int = 1024 * 1024,
         queue_bytes: int = 64 * 1024 * 1024,
+        retry: Backoff | None = None,
     ) -> None:
         self._store = store
         self._admin = admin
@@ -111,6 +113,7 @@ class OutboxPublisher:
         self._max_message_bytes = max_message_bytes
         self._queue_bytes = queue_bytes
         """Bytes of events kept in memory, over all partitions; beyond, the outbox is read."""
+        self._retry = retry or Backoff(asyncio.Event())
         self._lanes: dict[int, _Lane] = {}
         self._failure: ServiceRefused | None = None
         self.published = 0
@@ -180,34 +183,37 @@ class OutboxPublisher:
         return None if meta is None or meta.offset < 0 else int(meta.offset)
 
     async def _run(self, partition: int, lane: _Lane) -> None:
-        delay = 0.2
-        while True:
-            producer = AIOKafkaProducer(
-                **self._producer_config,
-                transactional_id=f"{self._group}.outbox.{self._input}.{partition}",
-                acks="all",
-                linger_ms=5,
-                max_batch_size=min(1 << 20, self._max_message_bytes),
-                max_request_size=max(1 << 20, self._max_message_bytes + RECORD_OVERHEAD),
-            )
-            try:
-                async with translate_kafka_errors("start publisher"):
-                    await producer.start()
-                done = await self._progress(partition)
-                if done is not None:
-                    await self._store.outbox_delete_before(partition, done)
-                await self._drain(partition, lane, producer, done or 0)
-            except ServiceRefused as exc:
-                logger.error("publisher for partition %d stopped: %s", partition, exc)
-                self._failure = exc
-                return
-            except (TransientError, Fenced) as exc:
-                logger.warning("publisher for partition %d: %s; retrying in %.1fs", partition, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(producer.stop())
+        """Serve the partition until revoked, under the one retry policy; a refusal
+        stops the process (``raise_failure``)."""
+        try:
+            await self._retry.call(lambda: self._serve(partition, lane), f"publisher for partition {partition}")
+        except ServiceRefused as exc:
+            logger.error("publisher for partition %d stopped: %s", partition, exc)
+            self._failure = exc
+        except GaveUp:
+            pass  # stopping: the next owner publishes what is left
+
+    async def _serve(self, partition: int, lane: _Lane) -> None:
+        producer = AIOKafkaProducer(
+            **self._producer_config,
+            transactional_id=f"{self._group}.outbox.{self._input}.{partition}",
+            acks="all",
+            linger_ms=5,
+            max_batch_size=min(1 << 20, self._max_message_bytes),
+            max_request_size=max(1 << 20, self._max_message_bytes + RECORD_OVERHEAD),
+        )
+        try:
+            async with translate_kafka_errors("start publisher"):
+                await producer.start()
+            done = await self._progress(partition)
+            if done is not None:
+                await self._store.outbox_delete_before(partition, done)
+            await self._drain(partition, lane, producer, done or 0)
+        except Fenced as exc:  # another producer took the transactional id: start again (a revoke ends this)
+            raise TransientError(f"{exc}; starting the publisher again") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(producer.stop())
 
     async def _drain(self, partition: int, lane: _Lane, producer: AIOKafkaProducer, upto: int) -> None:
         """Publish from source offset ``upto`` on: the outbox up to its watermark, then
