@@ -47,10 +47,6 @@ __all__ = [
 ]
 
 
-def reason_of(exc: BadRecordError) -> str:
-    return exc.reason
-
-
 class Limits(NamedTuple):
     """Byte limits of one input record (settings ``REPLAYWATCH_MAX_*``)."""
 
@@ -242,6 +238,8 @@ def encode_comparison(record: dict[str, Any], max_bytes: int | None = None) -> b
     missing, unexpected = record["missing_attestations"], record["unexpected_attestations"]
     bare = record | {"missing_attestations": [], "unexpected_attestations": [], "attestations_truncated": True}
     budget = max_bytes - len(_encode(bare)) - 16  # 16: the arrays' block headers
+    if budget < 0:
+        return value
     kept: list[list[str]] = [[], []]
     for n, ids in enumerate((missing, unexpected)):
         for i in ids:
@@ -250,8 +248,6 @@ def encode_comparison(record: dict[str, Any], max_bytes: int | None = None) -> b
                 break
             budget -= cost
             kept[n].append(i)
-    if budget < 0:
-        return value
     return _encode(bare | {"missing_attestations": kept[0], "unexpected_attestations": kept[1]})
 
 

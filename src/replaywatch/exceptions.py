@@ -13,6 +13,7 @@
     │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity (invalid_json)
     │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels (too_deep)
     │   ├── RecordTooLarge      over a byte limit (too_large)
+    │   │   └── EventTooLarge   its comparison event is over the output topic's limit
     │   ├── RecordRejected      a service refused what the record makes, for good (rejected)
     │   └── RecordFailed        an unexpected exception while processing it (internal)
     └── UsageError              misuse or configuration: fail fast, say what to do
@@ -86,6 +87,11 @@ class RecordTooLarge(BadRecordError):
     """A record, an id, its attestation ids or its tool events are over a byte limit."""
 
     reason = "too_large"
+
+
+class EventTooLarge(RecordTooLarge):
+    """The comparison event a record caused is larger than the output topic accepts:
+    the publisher dead-letters the event (headers only) and its partition goes on."""
 
 
 class RecordRejected(BadRecordError):

@@ -108,6 +108,12 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _already_stored(exc: ClientError) -> bool:
+    """The conditional put lost: the key exists (412), or a concurrent put of it is in
+    progress (409); either way the content, named by its sha256, is the same."""
+    return _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
 @contextlib.asynccontextmanager
 async def translate_s3_errors(what: str, bucket: str) -> AsyncIterator[None]:
     try:
@@ -199,28 +205,20 @@ class S3Artifacts:
         existing key with 412, which here means "already stored". Each request costs
         milliseconds of CPU in botocore, so a HEAD first would double the cost.
         """
-        async with self._slots:
+        async with self._slots, translate_s3_errors(f"the put of diff {diff.sha256}", self.bucket):
             try:
-                async with translate_s3_errors(f"the put of diff {diff.sha256}", self.bucket):
-                    await self._put(diff, run_id, step_id)
-            except RecordRejected as exc:
-                cause = exc.__cause__
-                if isinstance(cause, ClientError) and (
-                    _status(cause) == 412 or _code(cause) in ("PreconditionFailed", "ConditionalRequestConflict")
-                ):
-                    return self.uri(diff.sha256)
-                raise
+                await self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=object_key(diff.sha256),
+                    Body=diff.body,
+                    ContentType="application/json",
+                    Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
+                    IfNoneMatch="*",
+                )
+            except ClientError as exc:
+                if not _already_stored(exc):
+                    raise
         return self.uri(diff.sha256)
-
-    async def _put(self, diff: Diff, run_id: str, step_id: str) -> None:
-        await self._s3.put_object(
-            Bucket=self.bucket,
-            Key=object_key(diff.sha256),
-            Body=diff.body,
-            ContentType="application/json",
-            Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
-            IfNoneMatch="*",
-        )
 
     async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
         """(body, head) of a diff object; for tests and tools."""

@@ -99,10 +99,6 @@ class BatchCommit:
             comparisons=[self.comparisons[i] for i in keep],
         )
 
-    def without(self, keys: set[StepKey]) -> BatchCommit:
-        """This batch without the rows of the steps ``keys``."""
-        return self.only(set(self.projections) - keys)
-
     @classmethod
     def merged(cls, commits: list[BatchCommit]) -> BatchCommit:
         """Consecutive batches as one: each partition advances from where the first
@@ -193,14 +189,12 @@ def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | 
     return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config)
 
 
-_COMMIT_SQL = "SELECT {q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
-
-
 class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, schema: str, group_id: str, topic: str) -> None:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -285,7 +279,7 @@ class PostgresStore:
         offset is not the one the batch advances from (the writer tells an ambiguous
         commit, its own reply lost, from another consumer's)."""
         async with translate_postgres_errors("commit"):
-            await self._pool.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
+            await self._pool.execute(self._commit_sql, *self._commit_args(batch))
 
     async def probe(self, batch: BatchCommit) -> str | None:
         """Try the batch's statement in a transaction that is rolled back: the reason
@@ -294,7 +288,7 @@ class PostgresStore:
             tx = conn.transaction()
             await tx.start()
             try:
-                await conn.execute(_COMMIT_SQL.format(q=self._q), *self._commit_args(batch))
+                await conn.execute(self._commit_sql, *self._commit_args(batch))
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate == "RW001" or exc.sqlstate[:2] not in _REFUSED_DATA:
                     raise

@@ -12,7 +12,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from replaywatch.codec import reason_of
 from replaywatch.exceptions import BadRecordError
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
@@ -21,17 +20,31 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_LEN = 1000
 
 
-def headers_for(record: Any, error: BadRecordError, *, omitted: bool = False) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    error: BadRecordError, source: tuple[str, int, int], *, omitted: str | None = None
+) -> list[tuple[str, bytes]]:
+    """What was wrong (class, reason, message), where it came from (input topic,
+    partition, offset), and why the value is missing, when it is."""
+    topic, partition, offset = source
     headers = [
         ("replaywatch.error", type(error).__name__.encode()),
-        ("replaywatch.reason", reason_of(error).encode()),
+        ("replaywatch.reason", error.reason.encode()),
         ("replaywatch.message", str(error)[:MAX_MESSAGE_LEN].encode("utf-8", "replace")),
-        ("replaywatch.source.topic", record.topic.encode()),
-        ("replaywatch.source.partition", str(record.partition).encode()),
-        ("replaywatch.source.offset", str(record.offset).encode()),
+        ("replaywatch.source.topic", topic.encode()),
+        ("replaywatch.source.partition", str(partition).encode()),
+        ("replaywatch.source.offset", str(offset).encode()),
     ]
     if omitted:
-        headers.append(("replaywatch.value_omitted", b"too large for the dead-letter topic"))
+        headers.append(("replaywatch.value_omitted", omitted.encode()))
+    return headers
+
+
+def headers_for(record: Any, error: BadRecordError, *, omitted: bool = False) -> list[tuple[str, bytes]]:
+    """A bad input record's dead-letter headers, followed by its own headers."""
+    headers = dead_letter_headers(
+        error, (record.topic, record.partition, record.offset),
+        omitted="too large for the dead-letter topic" if omitted else None,
+    )  # fmt: skip
     return headers + [(k, v) for k, v in (record.headers or ()) if not k.startswith("replaywatch.")]
 
 
@@ -70,7 +83,7 @@ class DeadLetters:
                     record.topic,
                     record.partition,
                     record.offset,
-                    reason_of(error),
+                    error.reason,
                     str(error)[:200],
                 )
                 try:

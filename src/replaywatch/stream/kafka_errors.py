@@ -4,7 +4,7 @@ aiokafka's own ``retriable`` flag is no guide (a request timeout and a rebalance
 progress are marked not retriable), so the split is by name:
 
 - refusals that retrying cannot mend (authorization, an invalid topic, a broker too
-  old, a duplicate static member id) -> ``ServiceRefused``: the process stops;
+  old) -> ``ServiceRefused``: the process stops;
 - a producer fenced by the next owner -> ``Fenced``;
 - everything else (connections, timeouts, leaders moving, coordinators) -> ``TransientError``.
 
@@ -34,7 +34,6 @@ _REFUSED_NAMES = frozenset(
         "UnsupportedSaslMechanismError",
         "InvalidReplicationFactorError",
         "InvalidTransactionTimeoutError",
-        "FencedInstanceIdError",
     }
 )
 REFUSED: tuple[type[BaseException], ...] = tuple(
@@ -49,8 +48,6 @@ def refusal_hint(exc: BaseException) -> str:
         return (
             "grant replaywatch's principal the ACLs it needs (topics, group, transactional ids) or fix its credentials"
         )
-    if name == "FencedInstanceIdError":
-        return "another process runs with the same REPLAYWATCH_INSTANCE_ID; give each instance its own"
     return "check the Kafka settings and the topic names"
 
 

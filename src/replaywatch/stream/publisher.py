@@ -34,9 +34,10 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from replaywatch.exceptions import Fenced, ServiceRefused, TransientError
+from replaywatch.exceptions import EventTooLarge, Fenced, ServiceRefused, TransientError
 from replaywatch.retry import Backoff, GaveUp
 from replaywatch.store.postgres import OutboxRow
+from replaywatch.stream.deadletter import dead_letter_headers
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
 logger = logging.getLogger(__name__)
@@ -293,17 +294,11 @@ class OutboxPublisher:
         self.dead_lettered += dead
 
     def _too_large_headers(self, r: OutboxRow, partition: int, size: int) -> list[tuple[str, bytes]]:
-        return [
-            ("replaywatch.error", b"EventTooLarge"),
-            ("replaywatch.reason", b"too_large"),
-            (
-                "replaywatch.message",
-                f"the comparison event {r.event_id} ({r.verdict}) is {size} bytes with its key; the output topic "
-                f"{self._output} takes {self._max_message_bytes}; raise its max.message.bytes".encode(),
-            ),
-            ("replaywatch.event_id", r.event_id.encode()),
-            ("replaywatch.source.topic", self._input.encode()),
-            ("replaywatch.source.partition", str(partition).encode()),
-            ("replaywatch.source.offset", str(r.source_offset).encode()),
-            ("replaywatch.value_omitted", b"too large for the output topic"),
-        ]
+        error = EventTooLarge(
+            f"the comparison event {r.event_id} ({r.verdict}) is {size} bytes with its key; the output topic "
+            f"{self._output} takes {self._max_message_bytes}; raise its max.message.bytes"
+        )
+        headers = dead_letter_headers(
+            error, (self._input, partition, r.source_offset), omitted="too large for the output topic"
+        )
+        return [*headers, ("replaywatch.event_id", r.event_id.encode())]
