@@ -123,6 +123,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    # the client's own connection state broke (a server that went away mid-operation:
+    # "cannot switch to state 12; another operation is in progress"); ProtocolError is one
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
