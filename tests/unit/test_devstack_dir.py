@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import pwd
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from replaywatch.devstack.postgres import postgres_group
-from replaywatch.devstack.stack import ensure_private_dir
+from replaywatch.devstack.postgres import as_user, can_set_groups, postgres_group
+from replaywatch.devstack.stack import Stack, ensure_private_dir
 from replaywatch.exceptions import DevstackError
 
 
@@ -51,3 +53,50 @@ def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(root, 65534, 65534)
     with pytest.raises(DevstackError, match="another user"):
         ensure_private_dir(root)
+
+
+@pytest.fixture
+def setgroups_probe() -> Iterator[None]:
+    can_set_groups.cache_clear()
+    yield
+    can_set_groups.cache_clear()
+
+
+def test_supplementary_groups_are_dropped_only_where_the_kernel_allows_it(
+    monkeypatch: pytest.MonkeyPatch, setgroups_probe: None
+) -> None:
+    """A user namespace that denies setgroups(2) (some CI sandboxes) made every
+    PostgreSQL command fail with EPERM: there the command keeps the groups it has."""
+    me = pwd.getpwuid(os.getuid())
+    assert as_user(None) == {}
+
+    def denied(groups: list[int]) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setgroups", denied)
+    assert as_user(me.pw_name) == {"user": me.pw_uid, "group": me.pw_gid}
+    can_set_groups.cache_clear()
+    monkeypatch.setattr(os, "setgroups", lambda groups: None)
+    assert as_user(me.pw_name) == {"user": me.pw_uid, "group": me.pw_gid, "extra_groups": []}
+
+
+class _Refused:
+    """A service whose start the system refuses, as Popen does for a forbidden setgroups."""
+
+    name = "postgres"
+    marker = "nothing-of-ours"
+
+    def start(self) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    def wait_ready(self, pid: int, timeout: float = 30.0) -> None:
+        raise AssertionError("never reached")
+
+
+def test_a_start_the_system_refuses_is_one_line_naming_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = Stack(tmp_path / "state")
+    monkeypatch.setattr(Stack, "service", lambda self, name: _Refused())
+    with pytest.raises(DevstackError, match=r"^postgres could not be started: PermissionError: .*not permitted"):
+        stack.start("postgres")

@@ -48,12 +48,15 @@ def down(
 ) -> None:
     """Stop exactly the processes that 'up' started."""
     stack = _stack(dir)
-    if purge:
-        stack.purge()
-        typer.echo("devstack stopped and purged", err=True)
-    else:
-        stopped = stack.stop()
-        typer.echo(f"devstack stopped: {', '.join(stopped) or 'nothing was running'}", err=True)
+    try:
+        if purge:
+            stack.purge()
+            typer.echo("devstack stopped and purged", err=True)
+        else:
+            stopped = stack.stop()
+            typer.echo(f"devstack stopped: {', '.join(stopped) or 'nothing was running'}", err=True)
+    except DevstackError as exc:
+        _fail(exc)
 
 
 @devstack_app.command()
@@ -71,7 +74,10 @@ def start(
 @devstack_app.command()
 def stop(service: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICES)}.")], dir: DirOption = None) -> None:
     """Stop one service, keeping its data."""
-    stopped = _stack(dir).stop(service)
+    try:
+        stopped = _stack(dir).stop(service)
+    except DevstackError as exc:
+        _fail(exc)
     typer.echo(f"{service} {'stopped' if stopped else 'was not running'}", err=True)
 
 

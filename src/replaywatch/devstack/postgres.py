@@ -6,6 +6,7 @@ run as the ``postgres`` user that the package creates (or ``nobody``).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import pwd
@@ -37,12 +38,28 @@ def pg_bin(name: str) -> str:
 
 
 def as_user(user: str | None) -> dict[str, Any]:
-    """subprocess arguments that run a command as ``user``: its uid, its group and no
-    supplementary groups (``user=`` alone would keep root's groups)."""
+    """subprocess arguments that run a command as ``user``: its uid, its group and, where
+    the kernel lets us, no supplementary groups (``user=`` alone would keep root's group
+    as the command's group)."""
     if user is None:
         return {}
     pw = pwd.getpwnam(user)
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    args: dict[str, Any] = {"user": pw.pw_uid, "group": pw.pw_gid}
+    if can_set_groups():
+        args["extra_groups"] = []
+    return args
+
+
+@functools.cache
+def can_set_groups() -> bool:
+    """False inside a user namespace that denies setgroups(2) (some CI sandboxes and
+    rootless containers): there a child keeps root's supplementary groups, which is
+    harmless for a throwaway cluster, instead of failing to start with EPERM."""
+    try:
+        os.setgroups(os.getgroups())
+    except PermissionError:
+        return False
+    return True
 
 
 def postgres_group() -> int | None:

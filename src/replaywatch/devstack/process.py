@@ -121,18 +121,28 @@ def stop(pid: int | None, marker: str, *, sig: int = signal.SIGTERM, timeout: fl
         _reap(pid)
         return started is not None and _start_time(pid) == started
 
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+    _signal(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
             return True
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
     while alive():
         time.sleep(0.05)
     return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        raise DevstackError(
+            f"not permitted to signal pid {pid} ({cmdline(pid)[:80]!r}); it was started by another "
+            "user or from another user namespace: stop it from there"
+        ) from None
 
 
 def _reap(pid: int) -> None:

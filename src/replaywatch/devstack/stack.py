@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -162,13 +163,16 @@ class Stack:
 
         errors: list[str] = []
         with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
-            futures = [pool.submit(one, n) for n in todo]
-            for f in futures:
+            futures = {n: pool.submit(one, n) for n in todo}
+            for name, f in futures.items():
                 try:
-                    name, _pid, secs = f.result()
-                    took[name] = secs
+                    took[name] = f.result()[2]
                 except DevstackError as exc:
                     errors.append(str(exc))
+                except (OSError, subprocess.SubprocessError) as exc:
+                    # the system refused something (a permission, a missing program):
+                    # one line that names the service, not a traceback
+                    errors.append(f"{name} could not be started: {type(exc).__name__}: {exc}")
         if errors:
             # leave nothing half-started behind
             self.stop(*todo)
