@@ -5,10 +5,13 @@ arguments; this is the one place that reads them from the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from replaywatch.config import Settings
+from replaywatch.ports import DeadLetterSink, DiffStore
 from replaywatch.retry import Backoff
 from replaywatch.store.artifacts import S3Artifacts
 from replaywatch.store.postgres import PostgresStore
@@ -21,17 +24,27 @@ from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_ad
 @dataclass
 class Adapters:
     store: PostgresStore
-    artifacts: S3Artifacts
-    dead_letters: DeadLetters
+    artifacts: DiffStore
+    dead_letters: DeadLetterSink
     publisher: OutboxPublisher
-    consumer: InputConsumer
+    consumer: Any
+    """``InputConsumer`` (the live group member), or a replay's ``RangeConsumer``."""
     output_limit: int
     """The output topic's max.message.bytes."""
 
 
-async def open_adapters(settings: Settings, stack: AsyncExitStack, retry: Backoff) -> Adapters:
+async def open_adapters(
+    settings: Settings,
+    stack: AsyncExitStack,
+    retry: Backoff,
+    *,
+    consumer: Callable[[Settings], Any] = InputConsumer.create,
+    diffs: DiffStore | None = None,
+    dead_letters: DeadLetterSink | None = None,
+) -> Adapters:
     """Open every adapter; each is closed when ``stack`` closes. The consumer is created,
-    not started: it joins the group once the pipeline is ready for its callbacks."""
+    not started: it joins the group once the pipeline is ready for its callbacks. A
+    replay passes its own reader, and may keep diffs and dead letters to itself."""
     store = await retry.call(
         lambda: PostgresStore.connect(
             settings.postgres_dsn.get_secret_value(),
@@ -44,22 +57,27 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack, retry: Backof
     stack.push_async_callback(store.close)
     await retry.call(store.migrate, "migrate PostgreSQL")
     secret_key = settings.s3_secret_access_key
-    artifacts = await stack.enter_async_context(
-        S3Artifacts.open(
-            bucket=settings.s3_bucket,
-            endpoint=settings.s3_endpoint,
-            region=settings.s3_region,
-            concurrency=settings.s3_concurrency,
-            access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
-            secret_access_key=secret_key.get_secret_value() if secret_key else None,
+    artifacts: DiffStore = (
+        diffs
+        if diffs is not None
+        else await stack.enter_async_context(
+            S3Artifacts.open(
+                bucket=settings.s3_bucket,
+                endpoint=settings.s3_endpoint,
+                region=settings.s3_region,
+                concurrency=settings.s3_concurrency,
+                access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+                secret_access_key=secret_key.get_secret_value() if secret_key else None,
+            )
         )
     )
     admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))
     await ensure_topics(admin, settings)
     output_limit = await max_message_bytes(admin, settings.output_topic)
-    dead_letters = await stack.enter_async_context(
-        DeadLetters.open(settings.kafka_bootstrap, settings.dlq_topic, MAX_MESSAGE_BYTES)
-    )
+    if dead_letters is None:
+        dead_letters = await stack.enter_async_context(
+            DeadLetters.open(settings.kafka_bootstrap, settings.dlq_topic, MAX_MESSAGE_BYTES)
+        )
     publisher = OutboxPublisher(
         store=store,
         admin=admin,
@@ -74,4 +92,4 @@ async def open_adapters(settings: Settings, stack: AsyncExitStack, retry: Backof
         retry=retry,
     )
     stack.push_async_callback(publisher.close)
-    return Adapters(store, artifacts, dead_letters, publisher, InputConsumer.create(settings), output_limit)
+    return Adapters(store, artifacts, dead_letters, publisher, consumer(settings), output_limit)

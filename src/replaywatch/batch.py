@@ -9,6 +9,7 @@ Whatever one record raises sets that record aside for the dead-letter topic (rea
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,20 +115,38 @@ def split_by_bytes(batch: dict[TopicPartition, list[Any]], max_bytes: int) -> li
 
 
 def outgoing(
-    record: Any, occurred_at_ms: int, c: Comparison, *, detected_at_ms: int, diff_uri: str | None, max_event_bytes: int
+    record: Any,
+    occurred_at_ms: int,
+    c: Comparison,
+    *,
+    detected_at_ms: int,
+    diff_uri: str | None,
+    max_event_bytes: int,
+    settings_fingerprint: str | None = None,
+    supersedes: tuple[str, str | None] | None = None,
 ) -> tuple[OutboxRow, ComparisonRow]:
     """The outbox row of one comparison (its event, cut to fit the output topic) and
-    its history row."""
+    its history row. ``supersedes``: for a re-scoring's event, (the pair's first event,
+    the event it replaces or None); its id is ``superseding_id``."""
     key = c.run_id.encode()
+    event_id = c.event_id if supersedes is None else superseding_id(c.event_id, settings_fingerprint or "")
     value = codec.encode_comparison(
         codec.comparison_record(
             c, diff_uri=diff_uri, source=(record.topic, record.partition, record.offset),
-            occurred_at_ms=occurred_at_ms, detected_at_ms=detected_at_ms,
+            occurred_at_ms=occurred_at_ms, detected_at_ms=detected_at_ms, settings_fingerprint=settings_fingerprint,
+            event_id=event_id, supersedes=supersedes[1] if supersedes else None,
         ),
         max_bytes=max_event_bytes - len(key),
     )  # fmt: skip
-    outbox = OutboxRow(record.partition, record.offset, c.event_id, key, value, c.verdict.value)
+    outbox = OutboxRow(record.partition, record.offset, event_id, key, value, c.verdict.value)
     kind, sha = (c.diff.kind.value, c.diff.sha256) if c.diff else (None, None)
     row = ComparisonRow(c.run_id, c.step_id, c.baseline_attempt, c.current_attempt, c.token_delta, c.cost_delta,
-                        kind, sha, diff_uri, detected_at_ms)  # fmt: skip
+                        kind, sha, diff_uri, detected_at_ms, settings_fingerprint,
+                        supersedes[0] if supersedes else None, supersedes[1] if supersedes else None)  # fmt: skip
     return outbox, row
+
+
+def superseding_id(event_id: str, settings_fingerprint: str) -> str:
+    """The id of the event that re-scores ``event_id`` under other settings: the same
+    pair under the same settings always gets the same id, so a re-run says nothing new."""
+    return str(uuid.uuid5(uuid.UUID(event_id), settings_fingerprint))

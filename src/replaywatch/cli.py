@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -33,6 +34,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -206,7 +210,7 @@ def run(
     tune_gc()
 
     try:
-        asyncio.run(_run_until_signalled(settings))
+        asyncio.run(_until_signalled(settings, Pipeline(settings).run))
     except UsageError as exc:
         fail(str(exc))
 
@@ -239,8 +243,9 @@ def _quiet_client_futures(loop: asyncio.AbstractEventLoop, context: dict[str, An
     loop.default_exception_handler(context)
 
 
-async def _run_until_signalled(settings: Settings) -> None:
-    """Run the pipeline until SIGTERM or SIGINT, then stop within the grace period.
+async def _until_signalled(settings: Settings, work: Callable[[asyncio.Event], Awaitable[T]]) -> T | None:
+    """Run the pipeline (``work``) until it ends, or until SIGTERM or SIGINT, then stop
+    within the grace period (None when it had to be cancelled).
 
     The pipeline first stops gracefully: it finishes the write in flight and publishes
     what is committed. After ``REPLAYWATCH_SHUTDOWN_SECONDS`` it is cancelled, and if
@@ -272,7 +277,7 @@ async def _run_until_signalled(settings: Settings) -> None:
         loop.add_signal_handler(sig, on_signal)
     loop.set_exception_handler(_quiet_client_futures)
     try:
-        await Pipeline(settings).run(stop)
+        return await work(stop)
     except asyncio.CancelledError:
         if not stop.is_set():
             raise
@@ -280,6 +285,7 @@ async def _run_until_signalled(settings: Settings) -> None:
             "stopped after %.0fs without finishing the work in flight; PostgreSQL holds what was committed",
             settings.shutdown_seconds,
         )
+        return None
 
 
 @app.command()
@@ -396,3 +402,140 @@ def report(
 
 def main() -> None:
     app()
+
+
+# Replays: backfill, re-scoring, rebuild (replay/). Exit 0 when the job is done, 130 when
+# it was interrupted (its state is consistent: the same command resumes it), 1 or 2 on
+# errors, as everywhere.
+INTERRUPTED = 130
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+        sys.stdout.flush()
+        return
+    skip = {"steps", "ranges"}
+    text = ", ".join(f"{k}={v}" for k, v in summary.items() if k not in skip)
+    typer.echo(f"{summary.get('kind', 'replay')}: {text}", err=True)
+    if summary.get("state") == "interrupted":
+        typer.echo("interrupted: run the same command again to resume from the checkpoint", err=True)
+
+
+def _replay(settings: Settings, work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]], as_json: bool) -> None:
+    _configure_logging(settings.log_level)
+    try:
+        summary = asyncio.run(_until_signalled(settings, work))
+    except UsageError as exc:
+        fail(str(exc))
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+    if summary is None:
+        raise typer.Exit(INTERRUPTED)
+    _print_summary(summary, as_json)
+    raise typer.Exit(INTERRUPTED if summary.get("state") == "interrupted" else 0)
+
+
+@app.command()
+def backfill(
+    start: Annotated[
+        str, typer.Option("--from", help="beginning | OFFSET | P:OFFSET,... | ISO-8601 time (no zone: UTC).")
+    ] = "beginning",
+    end: Annotated[
+        str, typer.Option("--to", help="now | OFFSET | P:OFFSET,... | ISO-8601 time; exclusive; now = at first start.")
+    ] = "now",
+    partitions: Annotated[str | None, typer.Option(help="Partitions to read, e.g. 0,2,5 (default: all).")] = None,
+    output_topic: Annotated[
+        str | None, typer.Option("--output-topic", help="Where to publish (default: the live output topic).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be published; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    dead_letter: Annotated[
+        bool,
+        typer.Option("--dead-letter", help="Dead-letter bad records (a range the live consumer never read)."),
+    ] = False,
+    rescore: Annotated[
+        bool, typer.Option("--rescore", help="Re-score the range under the settings given here; see --apply.")
+    ] = False,
+    apply: Annotated[bool, typer.Option("--apply", help="With --rescore: publish the flipped comparisons.")] = False,
+    report_file: Annotated[
+        Path | None, typer.Option("--report", help="With --rescore: write the report (JSON) here.")
+    ] = None,
+    tokens_tolerance: Annotated[float | None, typer.Option(help="With --rescore: the tolerance to try.")] = None,
+    cost_tolerance: Annotated[float | None, typer.Option(help="With --rescore: the tolerance to try.")] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="With --rescore: ignore paths to try.")] = None,
+    comparison_base: Annotated[str | None, typer.Option(help="With --rescore: first|previous.")] = None,
+    kafka_bootstrap: Bootstrap = None,
+    input_topic: InputTopic = None,
+    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+) -> None:
+    """Re-read a range of the input topic and publish only what was never published.
+
+    Safe beside `replaywatch run`. Ctrl-C stops cleanly; the same command resumes.
+    With --rescore, report (and with --apply publish) what other settings change."""
+    from replaywatch.replay.backfill import backfill as run_backfill
+    from replaywatch.replay.backfill import dry_run as run_dry
+    from replaywatch.replay.jobs import ReplaySpec
+    from replaywatch.replay.rescore import rescore as run_rescore
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, group_id=group_id,
+                         postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)  # fmt: skip
+    spec = ReplaySpec(start, end, partitions, output_topic)
+    tried = {"tokens_tolerance": tokens_tolerance, "cost_tolerance": cost_tolerance,
+             "ignore_paths": tuple(ignore) if ignore else None, "comparison_base": comparison_base}  # fmt: skip
+    if not rescore:
+        if apply or report_file or any(v is not None for v in tried.values()):
+            fail("--apply, --report and other comparison settings go with --rescore; a backfill uses the live ones")
+        if dry_run:
+            events: list[dict[str, Any]] = []
+
+            def emit(event: dict[str, Any]) -> None:
+                if as_json:
+                    events.append(event)
+                else:
+                    typer.echo(
+                        f"would publish {event['event_id']} {event['verdict']:<22} run={event['run_id']} "
+                        f"step={event['step_id']} attempts {event['baseline_attempt']}->{event['current_attempt']} "
+                        f"(p{event['source_partition']}@{event['source_offset']})"
+                    )
+
+            async def dry(stop: asyncio.Event) -> dict[str, Any]:
+                summary = await run_dry(settings, spec, emit)
+                return summary | ({"events": events} if as_json else {})
+
+            _replay(settings, dry, as_json)
+        _replay(settings, lambda stop: run_backfill(settings, spec, stop, dead_letter=dead_letter), as_json)
+    if dry_run:
+        fail("--rescore reports without --apply already: leave out --dry-run")
+    new = _settings(kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, group_id=group_id,
+                    postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, **tried)  # fmt: skip
+    if new.compare_config().fingerprint() == settings.compare_config().fingerprint():
+        fail("--rescore needs other settings than the live ones (--tokens-tolerance, --cost-tolerance, --ignore, "
+             "--comparison-base)")  # fmt: skip
+    _replay(
+        settings,
+        lambda stop: run_rescore(settings, new, spec, stop, apply=apply, report_path=report_file),
+        as_json,
+    )
+
+
+@app.command()
+def rebuild(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    kafka_bootstrap: Bootstrap = None,
+    input_topic: InputTopic = None,
+    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+) -> None:
+    """Build the step projections again from the topic and swap them in at once.
+
+    Safe beside `replaywatch run`; readers see the old table or the new one. Ctrl-C
+    stops cleanly; the same command resumes."""
+    from replaywatch.replay.rebuild import rebuild as run_rebuild
+
+    settings = _settings(kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, group_id=group_id,
+                         postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)  # fmt: skip
+    _replay(settings, lambda stop: run_rebuild(settings, stop), as_json)

@@ -193,10 +193,20 @@ def encode_attempt(record: dict[str, Any], *, schema_id: int | None = None) -> b
 
 
 def comparison_record(
-    c: Comparison, *, diff_uri: str | None, source: tuple[str, int, int], occurred_at_ms: int, detected_at_ms: int
+    c: Comparison,
+    *,
+    diff_uri: str | None,
+    source: tuple[str, int, int],
+    occurred_at_ms: int,
+    detected_at_ms: int,
+    settings_fingerprint: str | None = None,
+    event_id: str | None = None,
+    supersedes: str | None = None,
 ) -> dict[str, Any]:
+    """The event of one comparison. ``event_id`` and ``supersedes``: a re-scoring's event,
+    which replaces ``supersedes`` (else the comparison's own id, and None)."""
     return {
-        "event_id": c.event_id,
+        "event_id": event_id or c.event_id,
         "verdict": c.verdict.value,
         "run_id": c.run_id,
         "step_id": c.step_id,
@@ -223,6 +233,8 @@ def comparison_record(
         "missing_attestations_count": len(c.missing_attestations),
         "unexpected_attestations_count": len(c.unexpected_attestations),
         "attestations_truncated": False,
+        "settings_fingerprint": settings_fingerprint,
+        "supersedes": supersedes,
     }
 
 

@@ -47,6 +47,11 @@ class Fenced(ReplaywatchError):
     member of the group owns the partition now. Drop its state and seek again."""
 
 
+class StaleProjection(Fenced):
+    """A step changed in PostgreSQL since this writer read it (a backfill or a rebuild
+    wrote it): nothing was written; drop the cached steps and read them again."""
+
+
 class BadRecordError(ReplaywatchError):
     """A record that cannot be processed. It is dead-lettered, never retried."""
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 from replaywatch import telemetry
 from replaywatch.adapters import open_adapters
@@ -24,13 +25,13 @@ from replaywatch.batch import split_by_bytes
 from replaywatch.commit.writer import PreparedBatch, Rewind, Writer
 from replaywatch.config import Settings
 from replaywatch.exceptions import BadRecordError, Fenced
-from replaywatch.ports import Source
+from replaywatch.ports import DeadLetterSink, DiffStore, Source
 from replaywatch.prepare import Preparer
 from replaywatch.retry import Backoff, GaveUp
 from replaywatch.state.cache import StepCache
 from replaywatch.state.projections import Projections
 from replaywatch.store.postgres import BatchCommit
-from replaywatch.stream.consumer import Batch
+from replaywatch.stream.consumer import Batch, InputConsumer
 from replaywatch.stream.publisher import RECORD_OVERHEAD
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,26 @@ bounded too: REPLAYWATCH_INFLIGHT_MB)."""
 
 
 class Pipeline:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Callable[[Settings], Any] = InputConsumer.create,
+        diffs: DiffStore | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        publish: bool = True,
+    ) -> None:
+        """The live service by default. A replay (``replay/``) reads a range with its own
+        consumer and ends when the range is read; it may keep diffs and dead letters to
+        itself, and a rebuild publishes nothing."""
         self.settings = settings
+        self._open = {"consumer": consumer, "diffs": diffs, "dead_letters": dead_letters}
+        self._publish = publish
+        self.committed: dict[int, int] = {}
+        """Each partition's offset committed to PostgreSQL by this process (progress)."""
+        self.compared = 0
+        self.completed = False
+        """A replay read its whole range, committed it and published it all."""
         self.processed = 0
         self.ready = asyncio.Event()
         self._assigned = asyncio.Event()
@@ -55,7 +74,7 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         settings, self._stop, self._retry = self.settings, stop, Backoff(stop)
         async with AsyncExitStack() as stack:
-            adapters = await open_adapters(settings, stack, self._retry)
+            adapters = await open_adapters(settings, stack, self._retry, **self._open)  # type: ignore[arg-type]
             self._store, self.publisher, self.consumer = adapters.store, adapters.publisher, adapters.consumer
             config = settings.compare_config()
             cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)
@@ -70,7 +89,7 @@ class Pipeline:
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()
-            while not stop.is_set():
+            while not stop.is_set() and not self.consumer.finished():
                 batch = await self.consumer.poll(settings.batch_timeout_ms, settings.batch_size)
                 self.publisher.raise_failure()
                 for part in split_by_bytes(batch, settings.batch_max_mb * 1024 * 1024):
@@ -131,9 +150,11 @@ class Pipeline:
         for b in group:
             self.projections.committed(b.seq, b.result.projections)
             self.processed += b.records
+            self.compared += len(b.result.emitted)
             telemetry.record_batch(b.records, len(b.result.bad), [c.verdict.value for _, _, c in b.result.emitted],
                                    time.perf_counter() - b.started)  # fmt: skip
         ends = {p: end for p, (_, end) in commit.offsets.items()}
+        self.committed.update(ends)
         self._forget_refused(lambda source: source[0] in ends and source[1] < ends[source[0]])
         self.consumer.advise(ends)
         self.publisher.offer(commit.offsets, commit.outbox)
@@ -161,7 +182,8 @@ class Pipeline:
         stored = await self._retry.call(lambda: self._store.load_offsets(partitions), "load offsets")
         async with self._lock:
             self.consumer.seek_to_stored(stored, partitions)
-        self.publisher.assign(partitions)
+        if self._publish:
+            self.publisher.assign(partitions)
         self._assigned.set()
         if partitions:
             logger.info("partitions assigned: %s (stored offsets %s)", sorted(partitions), stored)
@@ -172,5 +194,8 @@ class Pipeline:
             await asyncio.shield(self._settle(0))
         await asyncio.shield(self.consumer.flush_advice(self.settings.shutdown_seconds / 4))
         drained = await asyncio.shield(self.publisher.flush(self.settings.shutdown_seconds / 2))
+        while not drained and self.consumer.finished() and not self._stop.is_set():
+            drained = await self.publisher.flush(1.0)  # a replay that read its range: publish it all
+        self.completed = self.consumer.finished() and drained and not self.writer.records
         logger.info("replaywatch stopping: %d records processed, outbox %s", self.processed,
                     "drained" if drained else "left for the next owner")  # fmt: skip

@@ -48,6 +48,11 @@ class Preparer:
     refused: dict[Source, BadRecordError]
     """Records a service refused for good: dead-lettered when read again (the pipeline's)."""
     seq: int = 0
+    fingerprint: str = ""
+    """The settings' fingerprint, on every event (set from ``config``)."""
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.config.fingerprint()
 
     async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
@@ -70,7 +75,10 @@ class Preparer:
         # 3. compare (pure), a chunk at a time; each chunk's diffs start uploading at once
         result, diffs, uploads = await self._compare(decoded, known, bad)
         del decoded  # the parsed attempts: the largest objects of a batch
-        # 4. the batch's statement and its outgoing events
+        # 4. the batch's statement and its outgoing events; each step it writes is written
+        #    from the version it was read at, and gets the next one
+        for k, (partition, proj) in result.projections.items():
+            result.projections[k] = (partition, proj._replace(version=proj.version + 1))
         commit = BatchCommit(
             offsets={tp.partition: (expected[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
             projections={k: p for k, (_, p) in result.projections.items()},
@@ -119,7 +127,8 @@ class Preparer:
             uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
             try:
                 outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
-                                       max_event_bytes=self.event_bytes)  # fmt: skip
+                                       max_event_bytes=self.event_bytes,
+                                       settings_fingerprint=self.fingerprint)  # fmt: skip
             except Exception as exc:
                 result.bad.append((record, failed(record, "encoding its event", exc)))
                 continue

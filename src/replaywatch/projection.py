@@ -40,6 +40,9 @@ class StepProjection(NamedTuple):
     last_status: str | None = None
     last_verdict: Verdict | None = None
     comparisons: int = 0
+    version: int = 0
+    """The version of the step's stored row once this projection is committed (0: no
+    row). Not part of the rules: the store writes a step only from the version it read."""
 
     @classmethod
     def empty(cls, run_id: str, step_id: str) -> StepProjection:

@@ -89,6 +89,17 @@ class CompareConfig:
     ) -> CompareConfig:
         return cls(tokens_tolerance, cost_tolerance, IgnoreRules.compile(ignore), base)  # type: ignore[arg-type]
 
+    def fingerprint(self) -> str:
+        """What names these settings on the events they make: the first 16 hex digits of
+        the sha256 of their canonical JSON (tolerances, ignore rules in order, base)."""
+        settings = {
+            "tokens_tolerance": float(self.tokens_tolerance),
+            "cost_tolerance": float(self.cost_tolerance),
+            "ignore": list(self.ignore.paths),
+            "base": self.base,
+        }
+        return sha256_hex(canonical_bytes(settings))[:16]
+
 
 class Attempt(NamedTuple):
     """One attempt of one step, as its event reports it (JSON already parsed).

@@ -204,4 +204,121 @@ END;
 $$;
 """,
     ),
+    (
+        3,
+        """
+-- Optimistic concurrency on steps: a writer updates a step only from the version it
+-- read (its cache may be stale when a backfill or a rebuild wrote the step meanwhile).
+ALTER TABLE {schema}.step_projection ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
+
+-- The history says what was published: a re-scoring supersedes an event with another,
+-- under other settings; ``origin`` is the first event of the pair, ``seq`` orders them.
+ALTER TABLE {schema}.comparison ADD COLUMN IF NOT EXISTS origin uuid;
+ALTER TABLE {schema}.comparison ADD COLUMN IF NOT EXISTS supersedes uuid;
+ALTER TABLE {schema}.comparison ADD COLUMN IF NOT EXISTS settings_fingerprint text;
+ALTER TABLE {schema}.comparison ADD COLUMN IF NOT EXISTS seq bigserial;
+UPDATE {schema}.comparison SET origin = event_id WHERE origin IS NULL;
+CREATE INDEX IF NOT EXISTS comparison_origin ON {schema}.comparison (origin, seq);
+
+-- Backfill, re-scoring and rebuild jobs: the range each reads (end offsets as taken when
+-- it first started) and whether it finished; its checkpoint is its consumer_offset rows.
+CREATE TABLE IF NOT EXISTS {schema}.replay_job (
+    job_id      text        PRIMARY KEY,
+    kind        text        NOT NULL,
+    spec_hash   text        NOT NULL,
+    spec        jsonb       NOT NULL,
+    ranges      jsonb       NOT NULL,
+    state       text        NOT NULL DEFAULT 'running',
+    summary     jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS replay_job_spec ON {schema}.replay_job (spec_hash, state);
+
+DROP FUNCTION IF EXISTS {schema}.commit_batch(
+    text, text, int[], bigint[], bigint[], bytea[], text[], text[], int[], int[], int[], text[], text[], int[],
+    json[], json[], int[], bigint[], uuid[], bytea[], bytea[], text[], text[], text[], int[], int[],
+    double precision[], double precision[], text[], text[], text[], timestamptz[]);
+
+-- One batch, one statement. (1) Each partition's offset advances only from the position
+-- the caller holds (a fence against a consumer that lost its partitions: RW001). (2) Each
+-- step is written only from the version the caller read (0: no row), else RW002 and
+-- nothing is written (base/current null: unchanged). (3) Outbox rows, but none for an
+-- event the history already holds: an event is said once, whoever makes it. (4) The
+-- history. Any failure rolls all of it back.
+CREATE OR REPLACE FUNCTION {schema}.commit_batch(
+    p_group text, p_topic text,
+    o_partition int[], o_expected bigint[], o_next bigint[],
+    s_key bytea[], s_run text[], s_step text[], s_base_attempt int[], s_current_attempt int[], s_max int[],
+    s_status text[], s_verdict text[], s_comparisons int[], s_base json[], s_current json[],
+    s_expected bigint[], s_version bigint[],
+    e_partition int[], e_offset bigint[], e_event uuid[], e_key bytea[], e_value bytea[], e_verdict text[],
+    c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
+    c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[],
+    c_origin uuid[], c_supersedes uuid[], c_settings text[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    n int;
+    updated int;
+    inserted int;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(o_partition, 1), 0) LOOP
+        IF o_expected[i] IS NULL THEN
+            INSERT INTO {schema}.consumer_offset VALUES (p_group, p_topic, o_partition[i], o_next[i])
+            ON CONFLICT DO NOTHING;
+        ELSE
+            UPDATE {schema}.consumer_offset SET next_offset = o_next[i]
+            WHERE group_id = p_group AND topic = p_topic AND partition = o_partition[i]
+              AND next_offset = o_expected[i];
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'replaywatch_fenced: partition % of % moved on', o_partition[i], p_topic
+                USING ERRCODE = 'RW001';
+        END IF;
+    END LOOP;
+
+    UPDATE {schema}.step_projection AS p SET
+        base_attempt = t.ba, current_attempt = t.ca, max_attempt = t.m, last_status = t.st,
+        last_verdict = t.v, comparisons = t.c, base = coalesce(t.b, p.base),
+        current = coalesce(t.cu, p.current), version = t.nv, updated_at = now()
+    FROM unnest(s_key, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+                s_base, s_current, s_expected, s_version) AS t(k, ba, ca, m, st, v, c, b, cu, ev, nv)
+    WHERE t.ev > 0 AND p.step_key = t.k AND p.version = t.ev;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    INSERT INTO {schema}.step_projection
+        (step_key, run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict,
+         comparisons, base, current, version, updated_at)
+    SELECT k, r, s, ba, ca, m, st, v, c, b, cu, nv, now()
+    FROM unnest(s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict,
+                s_comparisons, s_base, s_current, s_expected, s_version)
+         AS t(k, r, s, ba, ca, m, st, v, c, b, cu, ev, nv)
+    WHERE t.ev = 0
+    ON CONFLICT (step_key) DO NOTHING;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    IF updated + inserted <> coalesce(array_length(s_key, 1), 0) THEN
+        RAISE EXCEPTION 'replaywatch_stale: % of % steps changed since they were read',
+            coalesce(array_length(s_key, 1), 0) - updated - inserted, coalesce(array_length(s_key, 1), 0)
+            USING ERRCODE = 'RW002';
+    END IF;
+
+    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
+    SELECT p_group, p_topic, pa, so, ev, k, va, ve
+    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict) AS t(pa, so, ev, k, va, ve)
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.comparison h WHERE h.event_id = t.ev)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO {schema}.comparison (event_id, run_id, step_id, baseline_attempt, current_attempt, verdict,
+        token_delta, cost_delta, diff_kind, diff_sha256, diff_uri, detected_at, origin, supersedes,
+        settings_fingerprint)
+    SELECT ev, r, s, b, cu, ve, tk, co, k, sh, u, d, coalesce(og, ev), sup, fp
+    FROM unnest(e_event, c_run, c_step, c_base, c_current, e_verdict, c_token, c_cost, c_kind, c_sha,
+                c_uri, c_detected, c_origin, c_supersedes, c_settings)
+         AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d, og, sup, fp)
+    ON CONFLICT (event_id) DO NOTHING;
+END;
+$$;
+""",
+    ),
 )

@@ -31,7 +31,14 @@ import orjson
 
 from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
-from replaywatch.exceptions import ConfigError, Fenced, RecordRejected, ServiceRefused, TransientError
+from replaywatch.exceptions import (
+    ConfigError,
+    Fenced,
+    RecordRejected,
+    ServiceRefused,
+    StaleProjection,
+    TransientError,
+)
 from replaywatch.projection import StepProjection
 from replaywatch.store.migrations import MIGRATIONS
 
@@ -72,6 +79,11 @@ class ComparisonRow:
     diff_sha256: str | None
     diff_uri: str | None
     detected_at_ms: int
+    settings_fingerprint: str | None = None
+    origin: str | None = None
+    """The first event of the pair (None: this one); set by a re-scoring."""
+    supersedes: str | None = None
+    """The event this one supersedes (a re-scoring), else None."""
 
 
 @dataclass
@@ -155,6 +167,8 @@ async def translate_postgres_errors(what: str) -> AsyncIterator[None]:
         # as UnknownPostgresError, not as RaiseError
         if state == "RW001":
             raise Fenced(str(exc)) from None
+        if state == "RW002":
+            raise StaleProjection(str(exc)) from None
         if isinstance(exc, _TRANSIENT):
             raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
         if state is not None and state[:2] in _REFUSED_DATA:
@@ -197,7 +211,7 @@ class PostgresStore:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
-        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 33)) + ")"
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 38)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -210,6 +224,11 @@ class PostgresStore:
                 dsn, min_size=1, max_size=pool_size, command_timeout=60, reset=_keep_session
             )
         return cls(pool, schema, group_id, topic)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool (the jobs' store shares it)."""
+        return self._pool
 
     async def close(self) -> None:
         await self._pool.close()
@@ -270,6 +289,7 @@ class PostgresStore:
                     last_status=r["last_status"],
                     last_verdict=Verdict(r["last_verdict"]) if r["last_verdict"] else None,
                     comparisons=r["comparisons"],
+                    version=r["version"],
                 )
             except Exception as exc:
                 if broken is None:
@@ -293,7 +313,7 @@ class PostgresStore:
             try:
                 await conn.execute(self._commit_sql, *self._commit_args(batch))
             except asyncpg.PostgresError as exc:
-                if exc.sqlstate == "RW001" or exc.sqlstate[:2] not in _REFUSED_DATA:
+                if exc.sqlstate in ("RW001", "RW002") or exc.sqlstate[:2] not in _REFUSED_DATA:
                     raise
                 return f"{exc.sqlstate} {exc}"
             finally:
@@ -327,6 +347,8 @@ class PostgresStore:
             [p.comparisons for p in projs],
             [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
             [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+            [b.version if b else 0 for b in before],
+            [p.version for p in projs],
             [o.partition for o in outbox],
             [o.source_offset for o in outbox],
             [o.event_id for o in outbox],
@@ -343,6 +365,9 @@ class PostgresStore:
             [c.diff_sha256 for c in comps],
             [c.diff_uri for c in comps],
             [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in comps],
+            [c.origin for c in comps],
+            [c.supersedes for c in comps],
+            [c.settings_fingerprint for c in comps],
         ]
 
     async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:

@@ -86,6 +86,10 @@ class InputConsumer:
     async def stop(self) -> None:
         await asyncio.shield(self._consumer.stop())
 
+    def finished(self) -> bool:
+        """The live stream never ends."""
+        return False
+
     async def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """One poll. Errors the group coordinator reports come out here: a refusal goes
         up (the process stops); anything else is logged and the poll is tried again."""

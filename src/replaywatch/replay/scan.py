@@ -1,0 +1,68 @@
+"""Read a range and apply it in memory, writing nothing: what the dry run of a backfill
+and a re-scoring compute. The pure work is ``batch``'s (decode, apply)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from replaywatch.batch import apply_records, decode_records
+from replaywatch.compare import CompareConfig, Comparison
+from replaywatch.config import Settings
+from replaywatch.projection import StepProjection
+from replaywatch.replay.ranges import Ranges
+from replaywatch.store.postgres import StepKey
+from replaywatch.stream.range_consumer import RangeConsumer, reader
+
+StartFrom = Callable[[list[StepKey]], Awaitable[dict[StepKey, StepProjection]]]
+"""The projections steps start from: the stored ones (a dry run) or none (a re-scoring)."""
+
+
+@dataclass
+class Scan:
+    comparisons: list[tuple[Any, int, Comparison]] = field(default_factory=list)
+    """(input record, when its attempt occurred, the comparison it caused), in order"""
+    bad: Counter[str] = field(default_factory=Counter)
+    records: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+    """Each partition's next offset read so far (progress)."""
+
+
+async def nothing_stored(keys: list[StepKey]) -> dict[StepKey, StepProjection]:
+    return {}
+
+
+async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_from: StartFrom,
+               out: Scan | None = None) -> Scan:  # fmt: skip
+    """Apply the records of ``ranges`` in order to in-memory projections under ``config``."""
+    out = out or Scan()
+    consumer = RangeConsumer(reader(settings.kafka_bootstrap), settings.input_topic, ranges)
+    limits = settings.limits()
+    known: dict[StepKey, StepProjection] = {}
+
+    async def assigned(partitions: set[int]) -> None:
+        consumer.seek_to_stored({}, partitions)
+
+    async def revoked(partitions: set[int]) -> None:
+        return None
+
+    await consumer.start(revoked, assigned)
+    try:
+        while not consumer.finished():
+            batch = consumer.owned(await consumer.poll(settings.batch_timeout_ms, settings.batch_size))
+            consumer.advance(batch)
+            records = [r for recs in batch.values() for r in recs]
+            out.records += len(records)
+            decoded, rejected = decode_records(records, limits)
+            out.bad.update(e.reason for _, e in rejected)
+            known.update(await start_from(list({(a.run_id, a.step_id) for _, a in decoded} - known.keys())))
+            result = apply_records(decoded, known, config)
+            out.bad.update(e.reason for _, e in result.bad)
+            known.update({k: proj for k, (_, proj) in result.projections.items()})
+            out.comparisons += result.emitted
+            out.positions.update({tp.partition: recs[-1].offset + 1 for tp, recs in batch.items()})
+    finally:
+        await consumer.stop()
+    return out
