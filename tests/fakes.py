@@ -43,6 +43,7 @@ class FakeCommitStore:
         for partition, (_, end) in batch.offsets.items():
             self.offsets[partition] = end
         self.commits.append(batch)
+        batch.said = set()
         if self.lose_replies:
             self.lose_replies -= 1
             raise TransientError("connection lost after COMMIT")

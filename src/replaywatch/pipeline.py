@@ -89,7 +89,13 @@ class Pipeline:
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()
-            while not stop.is_set() and not self.consumer.finished():
+            while not stop.is_set():
+                if self.consumer.finished():  # a replay read its range: done once it is all written
+                    async with self._lock:
+                        await self._settle(0)
+                    if self.consumer.finished():  # else a write did not commit: read again
+                        break
+                    continue
                 batch = await self.consumer.poll(settings.batch_timeout_ms, settings.batch_size)
                 self.publisher.raise_failure()
                 for part in split_by_bytes(batch, settings.batch_max_mb * 1024 * 1024):
@@ -157,7 +163,8 @@ class Pipeline:
         self.committed.update(ends)
         self._forget_refused(lambda source: source[0] in ends and source[1] < ends[source[0]])
         self.consumer.advise(ends)
-        self.publisher.offer(commit.offsets, commit.outbox)
+        if commit.said is not None:  # else the reply was lost: the publisher reads the outbox
+            self.publisher.offer(commit.offsets, commit.queued())
 
     def _forget_refused(self, gone: Callable[[Source], bool]) -> None:
         for source in [s for s in self._refused if gone(s)]:

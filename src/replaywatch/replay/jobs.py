@@ -21,6 +21,7 @@ from replaywatch.store.jobs import Job, JobStore
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 from replaywatch.stream.range_consumer import reader
+from replaywatch.stream.topics import kafka_admin, partitions_of
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,16 @@ def job_settings(settings: Settings, job: Job, output_topic: str | None) -> Sett
 async def resolve_ranges(settings: Settings, spec: ReplaySpec) -> Ranges:
     """The spec's ranges, resolved against the topic as it is now."""
     start, end, partitions = spec.parsed()
+    async with kafka_admin(settings.kafka_bootstrap) as admin:
+        available = await partitions_of(admin, settings.input_topic)
+    if not available:
+        raise UsageError(f"topic {settings.input_topic!r} does not exist or has no partitions; check --input-topic")
     consumer = reader(settings.kafka_bootstrap)
     async with translate_kafka_errors("resolve the replay's offsets"):
         await consumer.start()
     try:
         async with translate_kafka_errors("resolve the replay's offsets"):
-            await consumer.topics()  # loads the cluster's metadata
-            available = consumer.partitions_for_topic(settings.input_topic)
-            if not available:
-                raise UsageError(f"topic {settings.input_topic!r} does not exist or has no partitions")
-            return await resolve(consumer, settings.input_topic, set(available), partitions, start, end)
+            return await resolve(consumer, settings.input_topic, available, partitions, start, end)
     finally:
         await consumer.stop()
 

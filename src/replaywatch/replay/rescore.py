@@ -161,7 +161,8 @@ async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tu
                 commit.offsets = {partition: (checkpoint.get(partition), end)}
                 await retry.call(_committing(store, commit), "commit re-scored events")
                 checkpoint[partition] = end
-                publisher.offer(commit.offsets, commit.outbox)
+                if commit.said is not None:
+                    publisher.offer(commit.offsets, commit.queued())
         drained = False
         while not drained and not stop.is_set():
             drained = await publisher.flush(1.0)

@@ -244,8 +244,8 @@ DROP FUNCTION IF EXISTS {schema}.commit_batch(
 -- the caller holds (a fence against a consumer that lost its partitions: RW001). (2) Each
 -- step is written only from the version the caller read (0: no row), else RW002 and
 -- nothing is written (base/current null: unchanged). (3) Outbox rows, but none for an
--- event the history already holds: an event is said once, whoever makes it. (4) The
--- history. Any failure rolls all of it back.
+-- event the history already holds: an event is said once, whoever makes it; their ids
+-- are returned. (4) The history. Any failure rolls all of it back.
 CREATE OR REPLACE FUNCTION {schema}.commit_batch(
     p_group text, p_topic text,
     o_partition int[], o_expected bigint[], o_next bigint[],
@@ -256,12 +256,13 @@ CREATE OR REPLACE FUNCTION {schema}.commit_batch(
     c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
     c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[],
     c_origin uuid[], c_supersedes uuid[], c_settings text[]
-) RETURNS void LANGUAGE plpgsql AS $$
+) RETURNS uuid[] LANGUAGE plpgsql AS $$
 DECLARE
     i int;
     n int;
     updated int;
     inserted int;
+    said uuid[];
 BEGIN
     FOR i IN 1 .. coalesce(array_length(o_partition, 1), 0) LOOP
         IF o_expected[i] IS NULL THEN
@@ -303,10 +304,12 @@ BEGIN
             USING ERRCODE = 'RW002';
     END IF;
 
+    SELECT coalesce(array_agg(h.event_id), '{}') INTO said
+    FROM {schema}.comparison h WHERE h.event_id = ANY(e_event);
     INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
     SELECT p_group, p_topic, pa, so, ev, k, va, ve
     FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict) AS t(pa, so, ev, k, va, ve)
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.comparison h WHERE h.event_id = t.ev)
+    WHERE NOT ev = ANY(said)
     ON CONFLICT DO NOTHING;
 
     INSERT INTO {schema}.comparison (event_id, run_id, step_id, baseline_attempt, current_attempt, verdict,
@@ -317,6 +320,7 @@ BEGIN
                 c_uri, c_detected, c_origin, c_supersedes, c_settings)
          AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d, og, sup, fp)
     ON CONFLICT (event_id) DO NOTHING;
+    RETURN said;
 END;
 $$;
 """,

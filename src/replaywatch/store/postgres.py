@@ -98,6 +98,14 @@ class BatchCommit:
     is not sent again (its snapshot is the bulk of a row)."""
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
+    said: set[str] | None = None
+    """After the commit: the ids of its events the history already held, which were not
+    queued (None: not known, when the commit's reply was lost)."""
+
+    def queued(self) -> list[OutboxRow]:
+        """The outbox rows the commit queued (call once ``said`` is known)."""
+        said = self.said or set()
+        return [r for r in self.outbox if r.event_id not in said]
 
     def only(self, keys: set[StepKey]) -> BatchCommit:
         """This batch reduced to the rows of the steps ``keys`` (offsets kept): what
@@ -298,11 +306,13 @@ class PostgresStore:
         return out
 
     async def commit_batch(self, batch: BatchCommit) -> None:
-        """Write the batch in one statement. Raises Fenced when a partition's stored
-        offset is not the one the batch advances from (the writer tells an ambiguous
-        commit, its own reply lost, from another consumer's)."""
+        """Write the batch in one statement, and set ``batch.said``. Raises Fenced when a
+        partition's stored offset is not the one the batch advances from (the writer
+        tells an ambiguous commit, its own reply lost, from another consumer's), and
+        StaleProjection when a step changed since it was read."""
         async with translate_postgres_errors("commit"):
-            await self._pool.execute(self._commit_sql, *self._commit_args(batch))
+            said = await self._pool.fetchval(self._commit_sql, *self._commit_args(batch))
+        batch.said = {str(u) for u in said or ()}
 
     async def probe(self, batch: BatchCommit) -> str | None:
         """Try the batch's statement in a transaction that is rolled back: the reason

@@ -61,3 +61,10 @@ async def max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int:
                 if entry[0] == "max.message.bytes":
                     return int(entry[1])
     return 1024 * 1024 + 12  # the broker default
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> set[int]:
+    """The topic's partitions (empty when it does not exist)."""
+    async with translate_kafka_errors(f"describe topic {topic}"):
+        described = await admin.describe_topics([topic])
+    return {p["partition"] for t in described if t.get("error_code", 0) == 0 for p in t.get("partitions", [])}
