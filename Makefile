@@ -7,7 +7,7 @@ RW := $(BIN)/replaywatch
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint typecheck test test-unit test-integration test-faults demo bench bench-compare \
+.PHONY: help deps venv lint typecheck test test-unit test-integration test-faults demo bench bench-compare bench-backfill \
         stack-up stack-down clean
 
 help:
@@ -89,6 +89,10 @@ bench: deps $(STAMP)
 
 bench-compare: $(STAMP)
 	$(BIN)/python bench/compare_bench.py
+
+# Backfill, dry run, re-scoring and rebuild over 200,000 events, beside the live rate.
+bench-backfill: deps $(STAMP)
+	$(call with_stack,$(BIN)/python bench/backfill.py $(BENCH_ARGS))
 
 clean:
 	-$(RW) devstack down --purge

@@ -57,10 +57,9 @@ async def open_adapters(
     stack.push_async_callback(store.close)
     await retry.call(store.migrate, "migrate PostgreSQL")
     secret_key = settings.s3_secret_access_key
-    artifacts: DiffStore = (
-        diffs
-        if diffs is not None
-        else await stack.enter_async_context(
+    artifacts = diffs
+    if artifacts is None:
+        artifacts = await stack.enter_async_context(
             S3Artifacts.open(
                 bucket=settings.s3_bucket,
                 endpoint=settings.s3_endpoint,
@@ -70,7 +69,6 @@ async def open_adapters(
                 secret_access_key=secret_key.get_secret_value() if secret_key else None,
             )
         )
-    )
     admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))
     await ensure_topics(admin, settings)
     output_limit = await max_message_bytes(admin, settings.output_topic)
