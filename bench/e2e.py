@@ -142,7 +142,8 @@ class Bench:
         return {**os.environ, **self.env, "REPLAYWATCH_INPUT_TOPIC": f"bench-in-{tag}",
                 "REPLAYWATCH_OUTPUT_TOPIC": f"bench-out-{tag}", "REPLAYWATCH_DLQ_TOPIC": f"bench-dlq-{tag}",
                 "REPLAYWATCH_GROUP_ID": f"bench-{tag}", "REPLAYWATCH_POSTGRES_SCHEMA": f"bench_{tag}",
-                "REPLAYWATCH_S3_BUCKET": f"bench-{tag}", "REPLAYWATCH_LOG_LEVEL": "WARNING", **extra}  # fmt: skip
+                "REPLAYWATCH_S3_BUCKET": f"bench-{tag}", "REPLAYWATCH_LOG_LEVEL": "WARNING",
+                "REPLAYWATCH_HTTP_PORT": "0", **extra}  # fmt: skip
 
     async def run_system(self, name: str, argv: list[str], env: dict[str, str], out_topic: str, want: int,
                          processes: int = 1, timeout: float = 900) -> dict[str, Any]:  # fmt: skip

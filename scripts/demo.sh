@@ -35,17 +35,31 @@ export REPLAYWATCH_GROUP_ID=demo-$tag
 export REPLAYWATCH_S3_BUCKET=${REPLAYWATCH_S3_BUCKET:-replaywatch-demo}
 export REPLAYWATCH_TOKENS_TOLERANCE=${REPLAYWATCH_TOKENS_TOLERANCE:-0.01}
 export REPLAYWATCH_COST_TOLERANCE=${REPLAYWATCH_COST_TOLERANCE:-0.01}
+PY=${PYTHON:-.venv/bin/python}
+export REPLAYWATCH_HTTP_PORT=${REPLAYWATCH_HTTP_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 
 "$RW" migrate
 "$RW" run 2> "$work/consumer.log" &
 consumer=$!
 "$RW" produce-demo --runs "$RUNS" --steps 4 --attempts 3 --no-snapshot 0.02 --expect-file "$work/expected.json" \
   | tee "$work/produced.txt"
-expected=$("${PYTHON:-.venv/bin/python}" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/expected.json")
+expected=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/expected.json")
 t0=$(date +%s%N)
 "$RW" tail --until "$expected" --timeout 120
 t1=$(date +%s%N)
 "$RW" report --run run-7-000000 || true
+echo "telemetry: http://127.0.0.1:$REPLAYWATCH_HTTP_PORT/metrics, /readyz says:"
+"$PY" - "$REPLAYWATCH_HTTP_PORT" <<'PYEOF' || true
+import sys, urllib.request, urllib.error
+base = f"http://127.0.0.1:{sys.argv[1]}"
+try:
+    print("  " + urllib.request.urlopen(base + "/readyz", timeout=5).read().decode())
+except urllib.error.HTTPError as exc:
+    print("  " + exc.read().decode())
+for line in urllib.request.urlopen(base + "/metrics", timeout=5).read().decode().splitlines():
+    if line.startswith(("replaywatch_comparisons_total", "replaywatch_records_total")):
+        print("  " + line)
+PYEOF
 kill -TERM "$consumer"
 wait "$consumer"
 consumer=""

@@ -38,6 +38,8 @@ class BatchResult:
     bad: list[tuple[Any, BadRecordError]] = field(default_factory=list)
     sources: dict[StepKey, list[Any]] = field(default_factory=dict)
     """The input records of each step: whom to dead-letter when a step's rows are refused."""
+    providers: dict[str, str | None] = field(default_factory=dict)
+    """The provider of the attempt that caused each comparison, by event id (metrics)."""
 
 
 def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
@@ -46,6 +48,7 @@ def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
     logger.error(
         "%s[%d]@%d raised %s while %s; dead-lettering it (please report this)",
         record.topic, record.partition, record.offset, type(exc).__name__, doing, exc_info=exc,
+        extra={"partition": record.partition, "offset": record.offset},
     )  # fmt: skip
     return RecordFailed(f"{type(exc).__name__} while {doing}: {exc}")
 
@@ -95,6 +98,7 @@ def apply_records(
         out.sources.setdefault(key, []).append(record)
         for c in comparisons:
             out.emitted.append((record, attempt.occurred_at_ms, c))
+            out.providers[c.event_id] = attempt.provider
     return out
 
 

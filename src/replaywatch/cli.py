@@ -25,6 +25,7 @@ from replaywatch.compare import ABSENT, Attempt, CompareConfig, compare_attempts
 from replaywatch.config import Settings, load_settings
 from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
+from replaywatch.http_endpoints import serving
 from replaywatch.pipeline import Pipeline
 from replaywatch.store.postgres import PostgresStore
 
@@ -167,10 +168,21 @@ def _with_store(settings: Settings, use: Any) -> Any:
         fail(str(exc), 1)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    """Text lines, or one JSON object per line (python-json-logger: the standard logging
+    module's records, with the ``extra`` fields a call gives: partition, offset, ...)."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        formatter = JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
     for name in ("aiokafka", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
     for handler in logging.getLogger().handlers:
@@ -205,14 +217,21 @@ def run(
         s3_bucket=s3_bucket, tokens_tolerance=tokens_tolerance, cost_tolerance=cost_tolerance,
         ignore_paths=tuple(ignore) if ignore else None, comparison_base=comparison_base, batch_size=batch_size,
     )  # fmt: skip
-    _configure_logging(settings.log_level)
-    telemetry.setup()
+    _configure_logging(settings.log_level, settings.log_format)
+    telemetry.setup(max_links=settings.batch_size)
     tune_gc()
 
+    async def serve(stop: asyncio.Event) -> None:
+        pipeline = Pipeline(settings)
+        async with serving(settings.http_host, settings.http_port, pipeline.readiness):
+            await pipeline.run(stop)
+
     try:
-        asyncio.run(_until_signalled(settings, Pipeline(settings).run))
+        asyncio.run(_until_signalled(settings, serve))
     except UsageError as exc:
         fail(str(exc))
+    finally:
+        telemetry.shutdown()
 
 
 def tune_gc() -> None:
@@ -423,7 +442,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _replay(settings: Settings, work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]], as_json: bool) -> None:
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     try:
         summary = asyncio.run(_until_signalled(settings, work))
     except UsageError as exc:

@@ -178,6 +178,7 @@ def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
         event_id=rec["event_id"],
         status=rec["status"],
         occurred_at_ms=rec["occurred_at"],
+        provider=rec.get("provider"),
     )
 
 

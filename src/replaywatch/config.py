@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or as JSON objects")
+    http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a pod)")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: none")
+    ready_stall_seconds: float = Field(
+        30.0, gt=0, description="/readyz fails when records wait and nothing committed for this long"
+    )
 
     @field_validator("ignore_paths", mode="before")
     @classmethod

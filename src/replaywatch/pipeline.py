@@ -13,8 +13,8 @@ void and each partition resumes from the offset PostgreSQL holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -24,7 +24,8 @@ from replaywatch.adapters import open_adapters
 from replaywatch.batch import split_by_bytes
 from replaywatch.commit.writer import PreparedBatch, Rewind, Writer
 from replaywatch.config import Settings
-from replaywatch.exceptions import BadRecordError, Fenced
+from replaywatch.exceptions import BadRecordError, Fenced, ReplaywatchError
+from replaywatch.health import Health
 from replaywatch.ports import DeadLetterSink, DiffStore, Source
 from replaywatch.prepare import Preparer
 from replaywatch.retry import Backoff, GaveUp
@@ -36,6 +37,8 @@ from replaywatch.stream.publisher import RECORD_OVERHEAD
 
 logger = logging.getLogger(__name__)
 
+BACKLOG_EVERY = 5.0
+"""Seconds between two counts of the outbox (the backlog gauge)."""
 UNWRITTEN_RECORDS = 4000
 """Records prepared and not yet committed before the consumer waits (their bytes are
 bounded too: REPLAYWATCH_INFLIGHT_MB)."""
@@ -60,6 +63,8 @@ class Pipeline:
         self.committed: dict[int, int] = {}
         """Each partition's offset committed to PostgreSQL by this process (progress)."""
         self.compared = 0
+        self.health = Health(settings.ready_stall_seconds)
+        self._backlog: int | None = None
         self.completed = False
         """A replay read its whole range, committed it and published it all."""
         self.processed = 0
@@ -80,12 +85,17 @@ class Pipeline:
             cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)
             self.projections = Projections(cache, adapters.store, config)
             self.writer = Writer(store=adapters.store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters,
-                                 retry=self._retry, on_commit=self._committed)  # fmt: skip
+                                 retry=self._retry, on_commit=self._committed, topic=settings.input_topic,
+                                 group=settings.group_id)  # fmt: skip
             self.preparer = Preparer(projections=self.projections, diffs=adapters.artifacts, writer=self.writer,
                                      config=config, limits=settings.limits(), refused=self._refused,
-                                     event_bytes=adapters.output_limit - RECORD_OVERHEAD)  # fmt: skip
+                                     event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
+                                     group=settings.group_id)  # fmt: skip
             await self.consumer.start(self.revoked, self.assigned)
             stack.push_async_callback(self.consumer.stop)
+            stack.callback(telemetry.watch(self.lag, lambda: self._backlog))
+            backlog = asyncio.create_task(self._count_backlog())
+            stack.callback(backlog.cancel)
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()
@@ -98,6 +108,8 @@ class Pipeline:
                     continue
                 batch = await self.consumer.poll(settings.batch_timeout_ms, settings.batch_size)
                 self.publisher.raise_failure()
+                if not batch and not self.writer.records:
+                    self.health.progressed()  # nothing to do is not a stall
                 for part in split_by_bytes(batch, settings.batch_max_mb * 1024 * 1024):
                     await self.process_batch(part)
                 if not batch and self.writer.head_done():
@@ -108,6 +120,26 @@ class Pipeline:
     @property
     def owned_partitions(self) -> set[int]:
         return set(self.consumer.positions) if self._assigned.is_set() else set()
+
+    def lag(self) -> dict[int, int]:
+        """Each owned partition's records between its committed offset (0 when none was
+        ever committed) and its high-water mark as of the last fetch."""
+        out = {}
+        for p in self.owned_partitions:
+            high = self.consumer.highwater(p)
+            if high is not None:
+                out[p] = max(0, high - self.committed.get(p, 0))
+        return out
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.health.readiness(self.lag())
+
+    async def _count_backlog(self) -> None:
+        """The outbox backlog gauge: events committed and not yet published (every 5 s)."""
+        while True:
+            with contextlib.suppress(ReplaywatchError):
+                self._backlog = await self._store.outbox_count(self.owned_partitions)
+            await asyncio.sleep(BACKLOG_EVERY)
 
     async def process_batch(self, batch: Batch) -> None:
         """Prepare the batch on top of those before it, then queue its write."""
@@ -157,13 +189,17 @@ class Pipeline:
             self.projections.committed(b.seq, b.result.projections)
             self.processed += b.records
             self.compared += len(b.result.emitted)
-            telemetry.record_batch(b.records, len(b.result.bad), [c.verdict.value for _, _, c in b.result.emitted],
-                                   time.perf_counter() - b.started)  # fmt: skip
+            emitted, providers = b.result.emitted, b.result.providers
+            telemetry.record_batch(b.records, [(c.verdict.value, providers.get(c.event_id)) for _, _, c in emitted],
+                                   ((b.detected_at_ms - occurred) / 1000 for _, occurred, _ in emitted))  # fmt: skip
         ends = {p: end for p, (_, end) in commit.offsets.items()}
         self.committed.update(ends)
+        self.health.progressed()
         self._forget_refused(lambda source: source[0] in ends and source[1] < ends[source[0]])
         self.consumer.advise(ends)
-        if commit.said is not None:  # else the reply was lost: the publisher reads the outbox
+        if commit.said is None:  # the reply was lost: what the commit queued is in the outbox
+            self.publisher.reread(commit.offsets)
+        else:
             self.publisher.offer(commit.offsets, commit.queued())
 
     def _forget_refused(self, gone: Callable[[Source], bool]) -> None:
@@ -173,6 +209,7 @@ class Pipeline:
     async def revoked(self, partitions: set[int]) -> None:
         """Let the writes in flight finish, then forget these partitions."""
         self._assigned.clear()
+        self.health.assigned = False
         async with self._lock:
             await self._settle(0)
             await self.consumer.flush_advice(self.settings.shutdown_seconds / 4)
@@ -189,9 +226,12 @@ class Pipeline:
         stored = await self._retry.call(lambda: self._store.load_offsets(partitions), "load offsets")
         async with self._lock:
             self.consumer.seek_to_stored(stored, partitions)
+            self.committed = {p: o for p, o in self.committed.items() if p in self.consumer.positions} | stored
         if self._publish:
             self.publisher.assign(partitions)
         self._assigned.set()
+        self.health.assigned = True
+        self.health.progressed()
         if partitions:
             logger.info("partitions assigned: %s (stored offsets %s)", sorted(partitions), stored)
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from replaywatch import codec
+from replaywatch import codec, telemetry
 from replaywatch.batch import BatchResult, apply_records, decode_records, failed, outgoing
 from replaywatch.commit.writer import PreparedBatch, Writer
 from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.compare.engine import Verdict
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, Source
 from replaywatch.projection import StepProjection
@@ -47,6 +48,8 @@ class Preparer:
     """Largest output event value that fits the output topic."""
     refused: dict[Source, BadRecordError]
     """Records a service refused for good: dead-lettered when read again (the pipeline's)."""
+    topic: str = ""
+    group: str = ""
     seq: int = 0
     fingerprint: str = ""
     """The settings' fingerprint, on every event (set from ``config``)."""
@@ -56,8 +59,14 @@ class Preparer:
 
     async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
-        started = time.perf_counter()
         records = [r for recs in batch.values() for r in recs]
+        with telemetry.batch_span("prepare", self.topic, self.group, records):
+            return await self._prepare(batch, expected, records)
+
+    async def _prepare(
+        self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None], records: list[Any]
+    ) -> PreparedBatch:
+        started = time.perf_counter()
         # 1. decode (pure), a chunk at a time
         decoded: list[tuple[Any, Attempt]] = []
         bad: list[tuple[Any, BadRecordError]] = []
@@ -84,12 +93,15 @@ class Preparer:
             projections={k: p for k, (_, p) in result.projections.items()},
             previous=known,
         )
-        await self._encode(result, commit, detected_at_ms=int(time.time() * 1000))
+        detected_at_ms = int(time.time() * 1000)
+        await self._encode(result, commit, detected_at_ms=detected_at_ms)
         # 5. prepared: later batches build on it
         self.seq += 1
         self.projections.stage(self.seq, result.projections)
         size = sum(len(r.value or b"") for r in records)
-        return PreparedBatch(self.seq, len(records), size, result, commit, list(diffs.values()), uploads, started)
+        telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "prepare"})
+        return PreparedBatch(self.seq, len(records), size, result, commit, list(diffs.values()), uploads, started,
+                             detected_at_ms)  # fmt: skip
 
     async def _compare(
         self,
@@ -109,6 +121,7 @@ class Preparer:
             for k, recs in part.sources.items():
                 result.sources.setdefault(k, []).extend(recs)
             result.emitted += part.emitted
+            result.providers.update(part.providers)
             result.bad += part.bad
             new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in diffs}
             if new:
@@ -129,6 +142,8 @@ class Preparer:
                 outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
                                        max_event_bytes=self.event_bytes,
                                        settings_fingerprint=self.fingerprint)  # fmt: skip
+                drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
+                outbox.trace = telemetry.comparison_trace(record, _span_attributes(record, c), drifted)
             except Exception as exc:
                 result.bad.append((record, failed(record, "encoding its event", exc)))
                 continue
@@ -136,3 +151,18 @@ class Preparer:
             commit.outbox.append(outbox)
             commit.comparisons.append(row)
         result.emitted = emitted
+
+
+def _span_attributes(record: Any, c: Comparison) -> dict[str, Any]:
+    return {
+        "replaywatch.run_id": c.run_id,
+        "replaywatch.step_id": c.step_id,
+        "replaywatch.verdict": c.verdict.value,
+        "replaywatch.event_id": c.event_id,
+        "replaywatch.baseline_attempt": c.baseline_attempt,
+        "replaywatch.current_attempt": c.current_attempt,
+        "messaging.system": "kafka",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+    }

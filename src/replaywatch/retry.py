@@ -48,9 +48,9 @@ class Backoff:
             return time.monotonic() - stopping_since[0] >= self._grace
 
         def log(state: RetryCallState) -> None:
-            telemetry.RETRIES.add(1)
             wait = state.next_action.sleep if state.next_action else 0.0
             error = state.outcome.exception() if state.outcome else None
+            telemetry.RETRIES.add(1, {"cause": cause_of(error)})
             logger.warning("%s: %s; retrying in %.1fs", what, error, wait)
 
         try:
@@ -68,3 +68,11 @@ class Backoff:
                 raise GaveUp(f"gave up {what} to stop: {exc}") from exc
             raise
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+def cause_of(error: BaseException | None) -> str:
+    """What a retry is for, by kind (a metric attribute): the service's own error class
+    under the translated one (ConnectionRefusedError, KafkaConnectionError, ...)."""
+    if error is None:
+        return "unknown"
+    return type(error.__cause__ or error).__name__

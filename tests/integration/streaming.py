@@ -86,6 +86,7 @@ class Lane:
             "REPLAYWATCH_GROUP_ID": f"g-{self.tag}",
             "REPLAYWATCH_PARTITIONS": str(self.partitions),
             "REPLAYWATCH_BATCH_TIMEOUT_MS": "20",
+            "REPLAYWATCH_HTTP_PORT": "0",  # several consumers at once: none serves /metrics unless asked
         }
         env.update({f"REPLAYWATCH_{k.upper()}": str(v) for k, v in self.extra.items()})
         return env

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from replaywatch import telemetry
 from replaywatch.batch import BatchResult
 from replaywatch.compare import Comparison
 from replaywatch.exceptions import BadRecordError, Fenced, RecordRejected, TransientError
@@ -75,6 +77,8 @@ class PreparedBatch:
     uploads: list[asyncio.Task[None]]
     """The diffs' uploads, started while the batch was prepared."""
     started: float
+    detected_at_ms: int = 0
+    """When its comparisons were made (the events' detected_at)."""
 
 
 @dataclass
@@ -106,6 +110,9 @@ class Writer:
     retry: Backoff
     on_commit: Callable[[list[PreparedBatch], BatchCommit], None]
     group_records: int = GROUP_RECORDS
+    topic: str = ""
+    group: str = ""
+    """The input topic and the consumer group (span attributes)."""
     _groups: deque[WriteGroup] = field(default_factory=deque)
     """Writes in flight, oldest first; each waits for the one before it."""
     acknowledged: set[Source] = field(default_factory=set)
@@ -163,7 +170,14 @@ class Writer:
                 raise PredecessorNotCommitted()
         group.started = True
         commit = BatchCommit.merged([b.commit for b in group.batches])
-        await self.retry.call(lambda: self._commit(group, commit), f"write of batch {group.batches[0].seq}")
+        started = time.perf_counter()
+        with telemetry.tracer.start_as_current_span(f"write {self.topic}", attributes={
+            "messaging.system": "kafka", "messaging.destination.name": self.topic,
+            "messaging.consumer.group.name": self.group, "messaging.batch.message_count": group.records,
+            "replaywatch.batches": len(group.batches), "replaywatch.events": len(commit.outbox),
+        }):  # fmt: skip
+            await self.retry.call(lambda: self._commit(group, commit), f"write of batch {group.batches[0].seq}")
+        telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "write"})
         self.on_commit(group.batches, commit)
 
     async def _commit(self, group: WriteGroup, commit: BatchCommit) -> None:

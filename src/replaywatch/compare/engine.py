@@ -117,6 +117,8 @@ class Attempt(NamedTuple):
     event_id: str = ""
     status: str = "succeeded"
     occurred_at_ms: int = 0
+    provider: str | None = None
+    """The model provider the event names, if any (a metric attribute, not compared)."""
 
 
 class PreparedAttempt(NamedTuple):

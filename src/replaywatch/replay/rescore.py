@@ -161,7 +161,9 @@ async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tu
                 commit.offsets = {partition: (checkpoint.get(partition), end)}
                 await retry.call(_committing(store, commit), "commit re-scored events")
                 checkpoint[partition] = end
-                if commit.said is not None:
+                if commit.said is None:
+                    publisher.reread(commit.offsets)
+                else:
                     publisher.offer(commit.offsets, commit.queued())
         drained = False
         while not drained and not stop.is_set():

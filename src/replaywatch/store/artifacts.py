@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +30,7 @@ import botocore.loaders
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from replaywatch import __version__
+from replaywatch import __version__, telemetry
 from replaywatch.compare import Diff
 from replaywatch.exceptions import ConfigError, RecordRejected, ServiceRefused, TransientError
 
@@ -206,6 +207,7 @@ class S3Artifacts:
         milliseconds of CPU in botocore, so a HEAD first would double the cost.
         """
         async with self._slots, translate_s3_errors(f"the put of diff {diff.sha256}", self.bucket):
+            started = time.perf_counter()
             try:
                 await self._s3.put_object(
                     Bucket=self.bucket,
@@ -218,6 +220,8 @@ class S3Artifacts:
             except ClientError as exc:
                 if not _already_stored(exc):
                     raise
+            finally:
+                telemetry.S3_PUT_SECONDS.record(time.perf_counter() - started)
         return self.uri(diff.sha256)
 
     async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:

@@ -211,6 +211,9 @@ $$;
 -- read (its cache may be stale when a backfill or a rebuild wrote the step meanwhile).
 ALTER TABLE {schema}.step_projection ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
 
+-- The W3C trace context an event carries in its headers (traceparent).
+ALTER TABLE {schema}.outbox ADD COLUMN IF NOT EXISTS trace text;
+
 -- The history says what was published: a re-scoring supersedes an event with another,
 -- under other settings; ``origin`` is the first event of the pair, ``seq`` orders them.
 ALTER TABLE {schema}.comparison ADD COLUMN IF NOT EXISTS origin uuid;
@@ -253,6 +256,7 @@ CREATE OR REPLACE FUNCTION {schema}.commit_batch(
     s_status text[], s_verdict text[], s_comparisons int[], s_base json[], s_current json[],
     s_expected bigint[], s_version bigint[],
     e_partition int[], e_offset bigint[], e_event uuid[], e_key bytea[], e_value bytea[], e_verdict text[],
+    e_trace text[],
     c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
     c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[],
     c_origin uuid[], c_supersedes uuid[], c_settings text[]
@@ -306,9 +310,9 @@ BEGIN
 
     SELECT coalesce(array_agg(h.event_id), '{}') INTO said
     FROM {schema}.comparison h WHERE h.event_id = ANY(e_event);
-    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict)
-    SELECT p_group, p_topic, pa, so, ev, k, va, ve
-    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict) AS t(pa, so, ev, k, va, ve)
+    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict, trace)
+    SELECT p_group, p_topic, pa, so, ev, k, va, ve, tr
+    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace) AS t(pa, so, ev, k, va, ve, tr)
     WHERE NOT ev = ANY(said)
     ON CONFLICT DO NOTHING;
 

@@ -63,6 +63,8 @@ class OutboxRow:
     key: bytes | None
     value: bytes
     verdict: str
+    trace: str | None = None
+    """The W3C traceparent for the event's headers (None: no trace context)."""
 
 
 @dataclass
@@ -219,7 +221,7 @@ class PostgresStore:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
-        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 38)) + ")"
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 39)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -365,6 +367,7 @@ class PostgresStore:
             [o.key for o in outbox],
             [o.value for o in outbox],
             [o.verdict for o in outbox],
+            [o.trace for o in outbox],
             [c.run_id for c in comps],
             [c.step_id for c in comps],
             [c.baseline_attempt for c in comps],
@@ -385,7 +388,7 @@ class PostgresStore:
         (``end`` None: no upper bound)."""
         async with translate_postgres_errors("outbox fetch"):
             rows = await self._pool.fetch(
-                f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict "
+                f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
                 "AND source_offset >= $4 AND ($5::bigint IS NULL OR source_offset < $5) "
                 "ORDER BY source_offset LIMIT $6",
@@ -397,6 +400,18 @@ class PostgresStore:
                 limit,
             )
         return [OutboxRow(**dict(r)) for r in rows]
+
+    async def outbox_count(self, partitions: Iterable[int]) -> int:
+        """Events in the outbox of these partitions (committed, not yet pruned)."""
+        async with translate_postgres_errors("outbox count"):
+            n = await self._pool.fetchval(
+                f"SELECT count(*) FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 "
+                "AND partition = ANY($3::int[])",
+                self.group_id,
+                self.topic,
+                list(partitions),
+            )
+        return int(n or 0)
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
         """Delete outbox rows of ``partition`` with source offset < ``offset``."""

@@ -90,6 +90,11 @@ class InputConsumer:
         """The live stream never ends."""
         return False
 
+    def highwater(self, partition: int) -> int | None:
+        """The partition's high-water mark as of the last fetch (None: not fetched yet)."""
+        high: int | None = self._consumer.highwater(TopicPartition(self.topic, partition))
+        return high
+
     async def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """One poll. Errors the group coordinator reports come out here: a refusal goes
         up (the process stops); anything else is logged and the poll is tried again."""

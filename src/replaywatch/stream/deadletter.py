@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from replaywatch import telemetry
 from replaywatch.exceptions import BadRecordError
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
@@ -85,6 +86,7 @@ class DeadLetters:
                     record.offset,
                     error.reason,
                     str(error)[:200],
+                    extra={"partition": record.partition, "offset": record.offset, "reason": error.reason},
                 )
                 try:
                     fut = await self._producer.send(
@@ -102,10 +104,11 @@ class DeadLetters:
                         self.topic, None, key=record.key, headers=headers_for(record, error, omitted=True)
                     )
                     results[n] = (await asyncio.gather(fut, return_exceptions=True))[0]
-            for (record, _), result in zip(todo, results, strict=True):
+            for (record, error), result in zip(todo, results, strict=True):
                 if not isinstance(result, BaseException):
                     acknowledged.add((record.partition, record.offset))
                     self.count += 1
+                    telemetry.record_dead_letters([error.reason])
             for result in results:
                 if isinstance(result, BaseException):
                     raise result

@@ -28,12 +28,14 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from replaywatch import telemetry
 from replaywatch.exceptions import EventTooLarge, Fenced, ServiceRefused, TransientError
 from replaywatch.retry import Backoff, GaveUp
 from replaywatch.store.postgres import OutboxRow
@@ -161,6 +163,19 @@ class OutboxPublisher:
             lane.idle.clear()
             lane.wake.set()
 
+    def reread(self, partitions: Iterable[int]) -> None:
+        """A write committed whose queued events are not known (its reply was lost):
+        these partitions read their outbox again instead of waiting for a handoff."""
+        for partition in partitions:
+            lane = self._lanes.get(partition)
+            if lane is None:
+                continue
+            lane.handoffs.clear()
+            lane.queued_bytes = 0
+            lane.overflow = True
+            lane.idle.clear()
+            lane.wake.set()
+
     async def flush(self, timeout: float) -> bool:
         """Wait until every owned partition's outbox is drained; False on timeout."""
         for lane in self._lanes.values():
@@ -272,9 +287,12 @@ class OutboxPublisher:
         output topic goes to the dead-letter topic in the same transaction."""
         tp = TopicPartition(self._input, partition)
         dead = 0
+        started = time.perf_counter()
         async with translate_kafka_errors("publish"), producer.transaction():
             for r in rows:
                 headers = [("verdict", r.verdict.encode())]
+                if r.trace:
+                    headers.append((telemetry.TRACEPARENT, r.trace.encode()))
                 size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
                 if size <= self._max_message_bytes:
                     sent = await producer.send(self._output, r.value, key=r.key, headers=headers)
@@ -292,6 +310,10 @@ class OutboxPublisher:
             await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
         self.published += len(rows) - dead
         self.dead_lettered += dead
+        telemetry.PUBLISHED.add(len(rows) - dead)
+        telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "publish"})
+        if dead:
+            telemetry.record_dead_letters(["too_large"] * dead)
 
     def _too_large_headers(self, r: OutboxRow, partition: int, size: int) -> list[tuple[str, bytes]]:
         error = EventTooLarge(

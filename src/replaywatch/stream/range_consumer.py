@@ -63,6 +63,9 @@ class RangeConsumer:
     async def stop(self) -> None:
         await asyncio.shield(self._consumer.stop())
 
+    def highwater(self, partition: int) -> int | None:
+        return self.ranges[partition][1] if partition in self.ranges else None
+
     def finished(self) -> bool:
         """Every partition is read to its end and every record read was handed out."""
         return self._read_to_end >= set(self.ranges)
