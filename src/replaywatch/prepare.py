@@ -143,7 +143,7 @@ class Preparer:
                                        max_event_bytes=self.event_bytes,
                                        settings_fingerprint=self.fingerprint)  # fmt: skip
                 drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
-                outbox.trace = telemetry.comparison_trace(record, _span_attributes(record, c), drifted)
+                outbox.trace = telemetry.comparison_trace(record, c, drifted)
             except Exception as exc:
                 result.bad.append((record, failed(record, "encoding its event", exc)))
                 continue
@@ -151,18 +151,3 @@ class Preparer:
             commit.outbox.append(outbox)
             commit.comparisons.append(row)
         result.emitted = emitted
-
-
-def _span_attributes(record: Any, c: Comparison) -> dict[str, Any]:
-    return {
-        "replaywatch.run_id": c.run_id,
-        "replaywatch.step_id": c.step_id,
-        "replaywatch.verdict": c.verdict.value,
-        "replaywatch.event_id": c.event_id,
-        "replaywatch.baseline_attempt": c.baseline_attempt,
-        "replaywatch.current_attempt": c.current_attempt,
-        "messaging.system": "kafka",
-        "messaging.destination.name": record.topic,
-        "messaging.destination.partition.id": str(record.partition),
-        "messaging.kafka.offset": record.offset,
-    }

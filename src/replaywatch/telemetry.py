@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,8 +29,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Link, SpanKind
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
 logger = logging.getLogger(__name__)
 
@@ -123,35 +123,59 @@ def record_dead_letters(reasons: Iterable[str]) -> None:
 
 # --- traces -----------------------------------------------------------------------
 
-_propagator = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
 
 
-def _header_getter(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-    return {k: v.decode("latin-1") for k, v in headers if k in ("traceparent", "tracestate")}
+def _traceparent(record: Any) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == TRACEPARENT:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _linked_context(header: bytes) -> SpanContext | None:
+    """The remote span context of a W3C ``traceparent`` value (version 00), if valid.
+    Parsed here rather than by the propagator: this runs for every input record, and
+    the propagator's regex and Context objects cost four times as much."""
+    if len(header) != 55 or header[:3] != b"00-" or header[35:36] != b"-" or header[52:53] != b"-":
+        return None
+    try:
+        trace_id, span_id, flags = int(header[3:35], 16), int(header[36:52], 16), int(header[53:55], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 def producer_context(record: Any) -> otel_context.Context | None:
-    """The producer's trace context from a record's headers (None when it has none)."""
-    headers = record.headers
-    if not headers:
+    """The producer's trace context (traceparent, and tracestate if any) from a record's
+    headers, as the parent of a span (None when it has none, or an invalid one)."""
+    header = _traceparent(record)
+    ctx = None if header is None else _linked_context(header)
+    if ctx is None:
         return None
-    found = _header_getter(headers)
-    if TRACEPARENT not in found:
-        return None
-    ctx = _propagator.extract(found)
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+    state = next((v for k, v in record.headers if k == "tracestate"), None)
+    if state is not None:
+        ctx = SpanContext(ctx.trace_id, ctx.span_id, True, ctx.trace_flags, TraceState.from_header([state.decode()]))
+    return trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def tracing() -> bool:
+    """Whether spans are recorded at all (an SDK provider is installed)."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def record_links(records: Iterable[Any]) -> list[Link]:
-    """A span link per input record that carries its producer's trace context."""
+    """A span link per input record whose producer span was sampled (an unsampled one
+    is in no trace backend, so a link to it leads nowhere)."""
+    if not tracing():
+        return []
     links = []
     for r in records:
-        ctx = producer_context(r)
-        if ctx is not None:
-            links.append(Link(trace.get_current_span(ctx).get_span_context(), {
-                "messaging.destination.partition.id": str(r.partition), "messaging.kafka.offset": r.offset,
-            }))  # fmt: skip
+        header = _traceparent(r)
+        if header is not None and (ctx := _linked_context(header)) is not None and ctx.trace_flags.sampled:
+            links.append(Link(ctx))
     return links
 
 
@@ -178,21 +202,24 @@ def batch_span(stage: str, topic: str, group: str, records: Sequence[Any]) -> An
     )  # fmt: skip
 
 
-def comparison_trace(record: Any, attributes: dict[str, Any], drifted: bool) -> str | None:
+def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
     """The trace context for a comparison's output event: for a drift or divergence, a
     span of its own, a child of the record's producer span (or of the current batch
     span); otherwise the producer's context as it came. The ``traceparent`` value."""
-    parent = producer_context(record)
     if drifted and tracer_is_recording():
-        links = [Link(trace.get_current_span().get_span_context())] if parent is not None else None
-        span = tracer.start_span("compare", context=parent, kind=SpanKind.INTERNAL, attributes=attributes, links=links)
+        attributes = {
+            "replaywatch.run_id": c.run_id,
+            "replaywatch.step_id": c.step_id,
+            "replaywatch.verdict": c.verdict.value,
+            "replaywatch.event_id": c.event_id,
+            "messaging.kafka.offset": record.offset,
+        }
+        span = tracer.start_span("compare", context=producer_context(record), attributes=attributes)
         span.end()
-        carrier: dict[str, str] = {}
-        _propagator.inject(carrier, trace.set_span_in_context(span))
-        return carrier.get(TRACEPARENT)
-    if parent is None:
-        return None
-    return _header_getter(record.headers).get(TRACEPARENT)
+        ctx = span.get_span_context()
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    header = _traceparent(record)
+    return None if header is None or _linked_context(header) is None else header.decode("ascii")
 
 
 def tracer_is_recording() -> bool:
@@ -219,7 +246,8 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     _prometheus = PrometheusMetricReader()
     readers: list[MetricReader] = [_prometheus]
-    spans = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=max_links))
+    # shutdown() flushes them at exit, within a time limit (the SDK's own exit hook has none)
+    spans = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=max_links), shutdown_on_exit=False)
     if _otlp("METRICS"):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -234,7 +262,7 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
 
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=10_000))
         spans.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False))
     trace.set_tracer_provider(spans)
     _instrument_asyncpg()
     return True
@@ -253,12 +281,21 @@ def _instrument_asyncpg() -> None:
     AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
 
 
-def shutdown() -> None:
-    """Flush what the exporters hold (at exit)."""
-    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
-        stop = getattr(provider, "shutdown", None)
-        if stop is not None:
-            try:
-                stop()
-            except Exception as exc:  # an exporter that cannot reach its endpoint at exit
-                logger.warning("telemetry: could not flush at exit: %s", exc)
+def shutdown(timeout: float = 3.0) -> None:
+    """Flush what the exporters hold (at exit), for at most ``timeout`` seconds: an OTLP
+    endpoint that does not answer must not keep the process from exiting."""
+
+    def flush() -> None:
+        for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+            stop = getattr(provider, "shutdown", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception as exc:
+                    logger.warning("telemetry: could not flush at exit: %s", exc)
+
+    flusher = threading.Thread(target=flush, name="telemetry-shutdown", daemon=True)
+    flusher.start()
+    flusher.join(timeout)
+    if flusher.is_alive():
+        logger.warning("telemetry: the exporters did not finish within %.0fs; exiting without them", timeout)

@@ -34,7 +34,7 @@ from replaywatch.exceptions import TransientError
 from replaywatch.http_endpoints import serving
 from replaywatch.retry import Backoff
 from tests.conftest import Endpoints
-from tests.integration.streaming import Lane, spawn_run
+from tests.integration.streaming import Lane, spawn_run, stop_proc
 
 pytestmark = pytest.mark.integration
 
@@ -303,3 +303,61 @@ async def test_otlp_over_http_reaches_a_receiver(lane: Lane) -> None:
     assert receiver.service_names == {"replaywatch-test"}
     assert receiver.metric_names["replaywatch.comparisons"] == 5
     assert "compare" in receiver.span_names and any(n.startswith("write ") for n in receiver.span_names)
+
+
+async def test_json_logs_carry_the_record_and_never_a_secret_or_a_snapshot(lane: Lane) -> None:
+    password, secret, marker = "pw-" + uuid.uuid4().hex, "sk-" + uuid.uuid4().hex, "BODY-" + uuid.uuid4().hex
+    dsn = lane.endpoints.postgres_dsn.replace("replaywatch@", f"replaywatch:{password}@")
+    assert password in dsn  # trust authentication: the password is sent, and ignored
+    run = f"run-{lane.tag}"
+    events = [usage(run, "s", n, 1000 * n, "openai") for n in (1, 2)]
+    for e in events:
+        e["output_snapshot"] = orjson.dumps({"text": marker, "metrics": {"tokens": 1}}).decode()
+    await lane.create_topics()
+    proc = spawn_run({**os.environ, **lane.env, "REPLAYWATCH_LOG_FORMAT": "json", "REPLAYWATCH_LOG_LEVEL": "INFO",
+                      "REPLAYWATCH_POSTGRES_DSN": dsn, "REPLAYWATCH_S3_SECRET_ACCESS_KEY": secret})  # fmt: skip
+    try:
+        await send_traced(lane, events, poison=1)
+        await lane.outputs(want=1)
+        async with asyncio.timeout(30):
+            while await lane.stored_total() < len(events) + 1:
+                await asyncio.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = await asyncio.to_thread(proc.communicate, timeout=20)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    text = err.decode()
+    assert password not in text and secret not in text and marker not in text
+    dead = [line for line in lines if line["message"].startswith("dead-lettered")]
+    assert len(dead) == 1 and dead[0]["level"] == "WARNING"
+    assert dead[0]["partition"] in range(4) and dead[0]["offset"] >= 0 and dead[0]["reason"] == "unknown_schema_id"
+
+
+async def test_an_otlp_endpoint_that_never_answers_does_not_hold_the_exit(lane: Lane) -> None:
+    """The exporters flush at exit for at most 3 s: SIGTERM still ends the process with 0."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read, never answer
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    run = f"run-{lane.tag}"
+    events = [usage(run, "s", n, 1000 * n, "openai") for n in (1, 2)]
+    await lane.create_topics()
+    proc = spawn_run({**os.environ, **lane.env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                      "OTEL_BSP_SCHEDULE_DELAY": "100", "REPLAYWATCH_SHUTDOWN_SECONDS": "4"})  # fmt: skip
+    try:
+        await send_traced(lane, events)
+        await lane.outputs(want=1)
+        async with asyncio.timeout(20):  # the span exporter is stuck on the endpoint by now
+            while not held:
+                await asyncio.sleep(0.1)
+        code, seconds = await asyncio.to_thread(stop_proc, proc, timeout=30)
+    finally:
+        server.close()
+        for w in held:
+            w.close()
+    assert code == 0
+    assert seconds < 4 + 3 + 5, f"SIGTERM took {seconds:.1f}s"

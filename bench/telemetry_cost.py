@@ -1,0 +1,168 @@
+"""What telemetry costs: `replaywatch run` over the same N events (default 200,000, as in
+e2e.py, each carrying a W3C traceparent header as an instrumented agent runtime sends
+it), with telemetry off (OTEL_SDK_DISABLED=true: the API's no-ops) and on (the SDK;
+metrics served on /metrics and scraped every 5 s, and exported by OTLP at the SDK's
+default interval (60 s); spans exported by OTLP; both to a local OTLP receiver that
+reads and discards them).
+
+The runs alternate off, on, off, on, ... (--rounds, default 2 each) so that drift in
+the machine's load falls on both; the report takes each mode's median.
+Results: bench/results/telemetry-<time>.{json,md}. Usage: python bench/telemetry_cost.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, web
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e import Bench, fleet
+
+from replaywatch import codec, demo
+from replaywatch.config import load_settings
+from replaywatch.devstack import Stack
+from replaywatch.devstack.stack import default_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+RECEIVED = {"bytes": 0}
+
+
+async def otlp_sink(port: int) -> web.AppRunner:
+    received = RECEIVED
+
+    async def take(request: web.Request) -> web.Response:
+        received["bytes"] += len(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.add_routes([web.post("/v1/metrics", take), web.post("/v1/traces", take)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def produce_traced(b: Bench, topic: str, records: list[tuple[bytes, bytes]], sampled: float) -> None:
+    """Each record with a traceparent; a fraction ``sampled`` of them flagged sampled."""
+    p = AIOKafkaProducer(bootstrap_servers=b.bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
+    await p.start()
+    try:
+        for n, (key, value) in enumerate(records):
+            flags = "01" if (n * sampled) % 1 + sampled >= 1 else "00"
+            header = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flags}".encode()
+            await p.send(topic, value, key=key, headers=[("traceparent", header)])
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+async def scrape(port: int, stop: asyncio.Event) -> int:
+    """GET /metrics every 5 s, as Prometheus would; how many scrapes answered."""
+    done = 0
+    async with ClientSession() as http:
+        while not stop.is_set():
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    await resp.read()
+                    done += resp.status == 200
+            except OSError:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
+    return done
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    env = {k: v for k, v in os.environ.items() if k.startswith("REPLAYWATCH_")}
+    if "REPLAYWATCH_KAFKA_BOOTSTRAP" not in env:
+        env |= Stack(default_dir()).env()
+    b = Bench(env, args.partitions, default_dir())
+    events = fleet(args.events, seed=5)
+    records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
+    expected = demo.expected_comparisons(events, load_settings().compare_config())
+    sink_port = free_port()
+    sink = await otlp_sink(sink_port)
+    tag = uuid.uuid4().hex[:6]
+    modes = {"off": 1.0, "on": 1.0, "on-10%-sampled": 0.1}
+    """mode -> the fraction of input records whose producer trace is sampled"""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    try:
+        for n in range(args.rounds):
+            for mode, sampled in modes.items():
+                name = f"telemetry-{mode.replace('%', '')}-{n}"
+                http_port = free_port()
+                extra = {"OTEL_SDK_DISABLED": "true"} if mode == "off" else {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                    "REPLAYWATCH_HTTP_PORT": str(http_port),
+                }  # fmt: skip
+                e = b.system_env(f"{tag}{mode.replace('-', '').replace('%', '')}{n}", **extra)
+                await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
+                await produce_traced(b, e["REPLAYWATCH_INPUT_TOPIC"], records, sampled)
+                stop = asyncio.Event()
+                scraper = asyncio.create_task(scrape(http_port, stop)) if mode != "off" else None
+                r = await b.run_system(name, [sys.executable, "-m", "replaywatch", "run"], e,
+                                       e["REPLAYWATCH_OUTPUT_TOPIC"], len(expected))  # fmt: skip
+                stop.set()
+                r["scrapes"] = await scraper if scraper else 0
+                r["events_per_s"] = len(records) / r["seconds"]
+                r["cpu_s_per_1000"] = r["cpu_s"] / len(records) * 1000
+                runs[mode].append(r)
+                print(f"{name}: {r['events_per_s']:,.0f} events/s, {r['cpu_s_per_1000']:.3f} CPU s/1000, "
+                      f"{r['scrapes']} scrapes", flush=True)  # fmt: skip
+    finally:
+        await sink.cleanup()
+    eps = {m: statistics.median(r["events_per_s"] for r in rs) for m, rs in runs.items()}
+    cpu = {m: statistics.median(r["cpu_s_per_1000"] for r in rs) for m, rs in runs.items()}
+    result = {
+        "events": len(records), "comparisons": len(expected), "runs": runs, "median_events_per_s": eps,
+        "median_cpu_s_per_1000": cpu, "otlp_bytes_received": RECEIVED["bytes"],
+        "throughput_cost": {m: 1 - eps[m] / eps["off"] for m in modes if m != "off"},
+        "cpu_cost": {m: cpu[m] / cpu["off"] - 1 for m in modes if m != "off"},
+    }  # fmt: skip
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"telemetry-{stamp}.json").write_text(json.dumps(result, indent=2, default=str))
+    each = {m: ", ".join(f"{r['events_per_s']:,.0f}" for r in runs[m]) for m in runs}
+    table = [
+        "| telemetry | events/s (median) | CPU s per 1,000 (median) | runs (events/s) |",
+        "|---|---:|---:|---|",
+        *(f"| {m} | {eps[m]:,.0f} | {cpu[m]:.3f} | {each[m]} |" for m in modes),
+        "",
+        *(f"telemetry {m}: throughput cost {100 * (1 - eps[m] / eps['off']):.1f}%, "
+          f"CPU cost {100 * (cpu[m] / cpu['off'] - 1):.1f}% (goal: under 5%)" for m in modes if m != "off"),
+        f"OTLP bytes received: {RECEIVED['bytes']:,}",
+    ]  # fmt: skip
+    (out / f"telemetry-{stamp}.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
