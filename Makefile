@@ -82,10 +82,11 @@ stack-up: deps $(STAMP)
 stack-down: $(STAMP)
 	$(RW) devstack down
 
-# End to end, with the Quix Streams peer: results in bench/results/ (not committed).
+# End to end, with the Quix Streams peer, then telemetry off and on: results in
+# bench/results/ (not committed).
 bench: deps $(STAMP)
 	$(BIN)/pip install -q -e '.[test,devstack,bench]'
-	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS))
+	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/telemetry_cost.py)
 
 bench-compare: $(STAMP)
 	$(BIN)/python bench/compare_bench.py

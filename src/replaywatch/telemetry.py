@@ -206,7 +206,11 @@ def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
     """The trace context for a comparison's output event: for a drift or divergence, a
     span of its own, a child of the record's producer span (or of the current batch
     span); otherwise the producer's context as it came. The ``traceparent`` value."""
-    if drifted and tracer_is_recording():
+    header = _traceparent(record)
+    linked = None if header is None else _linked_context(header)
+    # the span follows its producer's sampling decision: an unsampled producer gets none
+    # (the event keeps the producer's context), which spares the SDK's work for it
+    if drifted and tracer_is_recording() and (linked is None or linked.trace_flags.sampled):
         attributes = {
             "replaywatch.run_id": c.run_id,
             "replaywatch.step_id": c.step_id,
@@ -218,8 +222,7 @@ def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
         span.end()
         ctx = span.get_span_context()
         return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-    header = _traceparent(record)
-    return None if header is None or _linked_context(header) is None else header.decode("ascii")
+    return None if header is None or linked is None else header.decode("ascii")
 
 
 def tracer_is_recording() -> bool:
@@ -252,18 +255,22 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    exported = False
     if _otlp("TRACES"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         spans.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exported = True
     if os.environ.get("REPLAYWATCH_OTEL_CONSOLE") == "1":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=10_000))
         spans.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        exported = True
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False))
-    trace.set_tracer_provider(spans)
+    if exported:  # spans with nowhere to go are not made at all
+        trace.set_tracer_provider(spans)
     _instrument_asyncpg()
     return True
 
