@@ -99,6 +99,12 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="token and cost tolerance (0: 70%% of comparisons drift; 0.01: 7%%, as e2e's README describes)",
+    )
     args = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if k.startswith("REPLAYWATCH_")}
     if "REPLAYWATCH_KAFKA_BOOTSTRAP" not in env:
@@ -106,7 +112,13 @@ async def main() -> None:
     b = Bench(env, args.partitions, default_dir())
     events = fleet(args.events, seed=5)
     records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
-    expected = demo.expected_comparisons(events, load_settings().compare_config())
+    tolerances = {
+        "REPLAYWATCH_TOKENS_TOLERANCE": str(args.tolerance),
+        "REPLAYWATCH_COST_TOLERANCE": str(args.tolerance),
+    }
+    expected = demo.expected_comparisons(
+        events, load_settings(**{k[12:].lower(): v for k, v in tolerances.items()}).compare_config()
+    )
     sink_port = free_port()
     sink = await otlp_sink(sink_port)
     tag = uuid.uuid4().hex[:6]
@@ -122,7 +134,7 @@ async def main() -> None:
                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
                     "REPLAYWATCH_HTTP_PORT": str(http_port),
                 }  # fmt: skip
-                e = b.system_env(f"{tag}{mode.replace('-', '').replace('%', '')}{n}", **extra)
+                e = b.system_env(f"{tag}{mode.replace('-', '').replace('%', '')}{n}", **extra, **tolerances)
                 await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
                 await produce_traced(b, e["REPLAYWATCH_INPUT_TOPIC"], records, sampled)
                 stop = asyncio.Event()
@@ -141,6 +153,7 @@ async def main() -> None:
     eps = {m: statistics.median(r["events_per_s"] for r in rs) for m, rs in runs.items()}
     cpu = {m: statistics.median(r["cpu_s_per_1000"] for r in rs) for m, rs in runs.items()}
     result = {
+        "tolerance": args.tolerance,
         "events": len(records), "comparisons": len(expected), "runs": runs, "median_events_per_s": eps,
         "median_cpu_s_per_1000": cpu, "otlp_bytes_received": RECEIVED["bytes"],
         "throughput_cost": {m: 1 - eps[m] / eps["off"] for m in modes if m != "off"},
