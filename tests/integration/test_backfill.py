@@ -312,6 +312,9 @@ async def test_rebuild_swaps_at_once_while_a_reader_polls_and_the_live_consumer_
 
             polling = asyncio.create_task(reader())
             summary = await rebuild(lane.settings(), asyncio.Event())
+            async with asyncio.timeout(10):  # the reader has seen the table as it is now
+                while not seen_counts[full]:
+                    await asyncio.sleep(0.01)
             done.set()
             await polling
         finally:
