@@ -71,7 +71,9 @@ async def open_adapters(
         )
     admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))
     await ensure_topics(admin, settings)
-    output_limit = await max_message_bytes(admin, settings.output_topic)
+    output_limit = await retry.call(
+        lambda: max_message_bytes(admin, settings.output_topic), "read the output topic's limit"
+    )
     if dead_letters is None:
         dead_letters = await stack.enter_async_context(
             DeadLetters.open(settings.kafka_bootstrap, settings.dlq_topic, MAX_MESSAGE_BYTES)

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from replaywatch.config import Settings
-from replaywatch.exceptions import ConfigError
+from replaywatch.exceptions import ConfigError, TransientError
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ async def max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int:
         )
     for response in responses:
         for error_code, error_message, _type, _name, entries in response.resources:
+            if error_code == UnknownTopicOrPartitionError.errno:
+                # a topic just created is not known to every part of the broker at once
+                raise TransientError(f"topic {topic!r} is not visible yet (UNKNOWN_TOPIC_OR_PARTITION)")
             if error_code:
                 raise ConfigError(f"cannot read the configuration of topic {topic!r}: {error_code} {error_message}")
             for entry in entries:
