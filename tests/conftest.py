@@ -123,23 +123,39 @@ async def new_topic(endpoints: Endpoints, unique: str) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def pg_schema(endpoints: Endpoints, unique: str) -> AsyncIterator[str]:
-    """A PostgreSQL schema of this test's own, dropped afterwards."""
+async def pg_schemas(endpoints: Endpoints, unique: str) -> AsyncIterator[Any]:
+    """PostgreSQL schemas of this test's own, ``await pg_schemas()`` each; dropped
+    afterwards (with a rebuild's scratch schema), over a new connection: the test may
+    have restarted PostgreSQL."""
     import asyncpg
 
-    name = f"rw_{unique}"
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"rw_{unique}" if not made else f"rw_{unique}_{len(made)}"
+        conn = await asyncpg.connect(endpoints.postgres_dsn)
+        try:
+            await conn.execute(f'CREATE SCHEMA "{name}"')
+        finally:
+            await conn.close()
+        made.append(name)
+        return name
+
+    yield make
     conn = await asyncpg.connect(endpoints.postgres_dsn)
     try:
-        await conn.execute(f'CREATE SCHEMA "{name}"')
+        for name in made:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_rebuild" CASCADE')
     finally:
         await conn.close()
-    yield name
-    # a new connection: the test may have restarted PostgreSQL
-    conn = await asyncpg.connect(endpoints.postgres_dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
-    finally:
-        await conn.close()
+
+
+@pytest.fixture
+async def pg_schema(pg_schemas: Any) -> str:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    name: str = await pg_schemas()
+    return name
 
 
 def s3_client(endpoints: Endpoints) -> Any:

@@ -113,6 +113,7 @@ app.add_typer(devstack_app, name="devstack")
 Bootstrap = Annotated[str | None, typer.Option("--kafka-bootstrap", help="[env REPLAYWATCH_KAFKA_BOOTSTRAP]")]
 InputTopic = Annotated[str | None, typer.Option("--input-topic", help="[env REPLAYWATCH_INPUT_TOPIC]")]
 OutputTopic = Annotated[str | None, typer.Option("--output-topic", help="[env REPLAYWATCH_OUTPUT_TOPIC]")]
+GroupId = Annotated[str | None, typer.Option("--group-id", help="[env REPLAYWATCH_GROUP_ID]")]
 PostgresDsn = Annotated[str | None, typer.Option("--postgres-dsn", help="[env REPLAYWATCH_POSTGRES_DSN]")]
 PostgresSchema = Annotated[str | None, typer.Option("--postgres-schema", help="[env REPLAYWATCH_POSTGRES_SCHEMA]")]
 
@@ -195,7 +196,7 @@ def run(
     input_topic: InputTopic = None,
     output_topic: OutputTopic = None,
     dlq_topic: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_DLQ_TOPIC]")] = None,
-    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_S3_ENDPOINT]")] = None,
@@ -486,7 +487,7 @@ def backfill(
     comparison_base: Annotated[str | None, typer.Option(help="With --rescore: first|previous.")] = None,
     kafka_bootstrap: Bootstrap = None,
     input_topic: InputTopic = None,
-    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
 ) -> None:
@@ -545,7 +546,7 @@ def rebuild(
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     kafka_bootstrap: Bootstrap = None,
     input_topic: InputTopic = None,
-    group_id: Annotated[str | None, typer.Option(help="[env REPLAYWATCH_GROUP_ID]")] = None,
+    group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
 ) -> None:

@@ -58,7 +58,7 @@ class Pipeline:
         consumer and ends when the range is read; it may keep diffs and dead letters to
         itself, and a rebuild publishes nothing."""
         self.settings = settings
-        self._open = {"consumer": consumer, "diffs": diffs, "dead_letters": dead_letters}
+        self._consumer_factory, self._diffs, self._dead_letters = consumer, diffs, dead_letters
         self._publish = publish
         self.committed: dict[int, int] = {}
         """Each partition's offset committed to PostgreSQL by this process (progress)."""
@@ -79,7 +79,8 @@ class Pipeline:
     async def run(self, stop: asyncio.Event) -> None:
         settings, self._stop, self._retry = self.settings, stop, Backoff(stop)
         async with AsyncExitStack() as stack:
-            adapters = await open_adapters(settings, stack, self._retry, **self._open)  # type: ignore[arg-type]
+            adapters = await open_adapters(settings, stack, self._retry, consumer=self._consumer_factory,
+                                           diffs=self._diffs, dead_letters=self._dead_letters)  # fmt: skip
             self._store, self.publisher, self.consumer = adapters.store, adapters.publisher, adapters.consumer
             config = settings.compare_config()
             cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)

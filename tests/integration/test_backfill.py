@@ -37,38 +37,13 @@ FLEET = demo.FleetSpec(runs=1000, steps=5, attempts=4, drift=0.2, duplicates=0.0
 """20,000 attempts and ~1,000 duplicates."""
 
 
-@pytest.fixture
-async def schemas(endpoints: Endpoints) -> AsyncIterator[Any]:
-    """More PostgreSQL schemas of this test's own: ``await schemas()``."""
-    made: list[str] = []
-
-    async def make() -> str:
-        name = f"rw_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(endpoints.postgres_dsn)
-        try:
-            await conn.execute(f'CREATE SCHEMA "{name}"')
-        finally:
-            await conn.close()
-        made.append(name)
-        return name
-
-    yield make
-    conn = await asyncpg.connect(endpoints.postgres_dsn)
-    try:
-        for name in made:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}_rebuild" CASCADE')
-    finally:
-        await conn.close()
-
-
-async def lanes(endpoints: Endpoints, bucket: str, schemas: Any, n: int) -> list[Lane]:
+async def lanes(endpoints: Endpoints, bucket: str, pg_schemas: Any, n: int) -> list[Lane]:
     """``n`` lanes reading one input topic, each with its own schema, group and output topic."""
-    first = Lane(endpoints, await schemas(), bucket)
+    first = Lane(endpoints, await pg_schemas(), bucket)
     await first.create_topics()
     out = [first]
     for _ in range(n - 1):
-        lane = Lane(endpoints, await schemas(), bucket)
+        lane = Lane(endpoints, await pg_schemas(), bucket)
         lane.extra = {"input_topic": first.settings().input_topic}
         await lane.create_topics()
         out.append(lane)
@@ -88,11 +63,11 @@ async def run_backfill(lane: Lane, spec: ReplaySpec | None = None, stop: asyncio
 
 
 async def test_backfill_matches_live_processing_and_says_each_comparison_once_beside_it(
-    endpoints: Endpoints, bucket: str, schemas: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
 ) -> None:
     events = demo.synthetic_fleet(FLEET)
     assert len(events) > 20_000
-    live, alone, both = await lanes(endpoints, bucket, schemas, 3)
+    live, alone, both = await lanes(endpoints, bucket, pg_schemas, 3)
     config = live.settings().compare_config()
     expected = demo.expected_comparisons(events, config)
     await live.send(events)
@@ -134,9 +109,9 @@ async def test_backfill_matches_live_processing_and_says_each_comparison_once_be
 
 
 async def test_a_timestamp_start_resolves_to_the_first_offset_at_or_after_it(
-    endpoints: Endpoints, bucket: str, schemas: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
 ) -> None:
-    (lane,) = await lanes(endpoints, bucket, schemas, 1)
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
     s = lane.settings()
     base = 1_790_000_000_000
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
@@ -178,9 +153,9 @@ def usage_attempt(run: str, step: str, n: int, tokens: float) -> dict[str, Any]:
 
 
 async def test_rescoring_with_a_looser_tolerance_publishes_exactly_the_flips(
-    endpoints: Endpoints, bucket: str, schemas: Any, tmp_path: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any, tmp_path: Any
 ) -> None:
-    (lane,) = await lanes(endpoints, bucket, schemas, 1)
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
     # token changes of 0-12 %: under the live tolerance (0) every change drifts; under 5.5 % only those over it
     changes = {f"step-{i}": i for i in range(13)}
     events = []
@@ -229,6 +204,13 @@ async def test_rescoring_with_a_looser_tolerance_publishes_exactly_the_flips(
         assert pipeline.processed == len(events)
 
 
+async def processed(pipeline: Any, records: int, timeout: float = 60) -> None:
+    """Wait until the live pipeline has committed ``records`` records."""
+    async with asyncio.timeout(timeout):
+        while pipeline.processed < records:
+            await asyncio.sleep(0.05)
+
+
 def phases(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
     """The fleet's events in three phases by attempt: 1-2, 3-4, 5-6 (each in send order)."""
     return tuple([e for e in events if lo <= e["attempt"] <= lo + 1] for lo in (1, 3, 5))
@@ -247,38 +229,34 @@ async def live_from_now(lane: Lane) -> AsyncIterator[Any]:
 
 
 async def test_a_backfill_of_what_the_live_consumer_skipped_is_not_overwritten_by_it(
-    endpoints: Endpoints, bucket: str, schemas: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
 ) -> None:
     """The live consumer keeps the steps it wrote in memory; a backfill then writes the
     same steps. The live consumer's next write of each step must build on the
     backfill's, not on its memory: attempt 1 (from the backfill) stays the baseline."""
-    (lane,) = await lanes(endpoints, bucket, schemas, 1)
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
     events = demo.synthetic_fleet(replace(FLEET, runs=300, attempts=6, seed=37))
     skipped, seen, later = phases(events)
     config = lane.settings().compare_config()
     await lane.send(skipped)
     async with live_from_now(lane) as pipeline:
         await lane.send(seen)
-        async with asyncio.timeout(60):
-            while pipeline.processed < len(seen):
-                await asyncio.sleep(0.05)
+        await processed(pipeline, len(seen))
         ends = await lane.end_offsets()
         upto = ",".join(f"{p}:{o}" for p, o in ends.items())
         summary = await run_backfill(lane, ReplaySpec(end=upto))
         assert summary["state"] == "done" and summary["published"] > 0
         await lane.send(later)
-        async with asyncio.timeout(60):
-            while pipeline.processed < len(seen) + len(later):
-                await asyncio.sleep(0.05)
+        await processed(pipeline, len(seen) + len(later))
         # every step: baseline attempt 1, current 6, as one pass over all the events says
         assert await lane.projections() == oracle_projection(events, config)
         once(await lane.outputs(want=summary["published"] + pipeline.compared, timeout=60))
 
 
 async def test_rebuild_swaps_at_once_while_a_reader_polls_and_the_live_consumer_runs(
-    endpoints: Endpoints, bucket: str, schemas: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
 ) -> None:
-    (lane,) = await lanes(endpoints, bucket, schemas, 1)
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
     events = demo.synthetic_fleet(replace(FLEET, runs=300, attempts=6, seed=31))
     skipped, seen, later = phases(events)
     config = lane.settings().compare_config()
@@ -286,9 +264,7 @@ async def test_rebuild_swaps_at_once_while_a_reader_polls_and_the_live_consumer_
     await lane.send(skipped)
     async with live_from_now(lane) as pipeline:
         await lane.send(seen)
-        async with asyncio.timeout(60):
-            while pipeline.processed < len(seen):
-                await asyncio.sleep(0.05)
+        await processed(pipeline, len(seen))
         assert await lane.projections() == oracle_projection(seen, config)
         conn = await asyncpg.connect(endpoints.postgres_dsn)
         try:
@@ -326,16 +302,14 @@ async def test_rebuild_swaps_at_once_while_a_reader_polls_and_the_live_consumer_
 
         # the live consumer goes on over the rebuilt table: each step it held is read again
         await lane.send(later)
-        async with asyncio.timeout(60):
-            while pipeline.processed < len(seen) + len(later):
-                await asyncio.sleep(0.05)
+        await processed(pipeline, len(seen) + len(later))
         assert await lane.projections() == oracle_projection(events, config)
 
 
 async def test_sigint_halfway_then_the_same_command_completes_with_nothing_doubled(
-    endpoints: Endpoints, bucket: str, schemas: Any
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
 ) -> None:
-    live, replayed = await lanes(endpoints, bucket, schemas, 2)
+    live, replayed = await lanes(endpoints, bucket, pg_schemas, 2)
     events = demo.synthetic_fleet(replace(FLEET, seed=41))
     config = live.settings().compare_config()
     expected = demo.expected_comparisons(events, config)

@@ -25,57 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from replaywatch.config import Settings
-from replaywatch.exceptions import BadRecordError
 from replaywatch.pipeline import Pipeline
 from replaywatch.projection import StepProjection
-from replaywatch.replay.jobs import ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
-from replaywatch.replay.progress import ReplayProgress
-from replaywatch.replay.ranges import Ranges
+from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
+from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.scan import scan
-from replaywatch.store.postgres import StepKey
+from replaywatch.store.postgres import PostgresStore, StepKey
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 logger = logging.getLogger(__name__)
-
-REFRESH = 0.5
-"""Seconds between two refreshes of the progress display."""
-
-
-class CountedDeadLetters:
-    """The dead-letter sink of a replay: counts bad records by reason, sends nothing."""
-
-    def __init__(self) -> None:
-        self.reasons: Counter[str] = Counter()
-
-    async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
-        for record, error in items:
-            source = (record.partition, record.offset)
-            if source not in acknowledged:
-                acknowledged.add(source)
-                self.reasons[error.reason] += 1
-
-
-async def run_with_progress(what: str, pipeline: Pipeline, ranges: Ranges, resumed_from: dict[int, int],
-                            stop: asyncio.Event) -> ReplayProgress:  # fmt: skip
-    """Run a replay's pipeline until its range is read (or ``stop``), showing progress."""
-    with ReplayProgress(what, ranges, resumed_from) as progress:
-
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(REFRESH)
-                progress.update(pipeline.committed)
-
-        refresher = asyncio.create_task(refresh())
-        try:
-            await pipeline.run(stop)
-        finally:
-            refresher.cancel()
-            progress.update(pipeline.committed)
-    return progress
 
 
 async def backfill(
@@ -84,10 +46,12 @@ async def backfill(
     """Run (or resume) the backfill job of ``spec``; its summary."""
     described = spec.describe("backfill", settings)
     ranges = await resolve_ranges(settings, spec)
-    async with open_store(settings) as (_, jobs):
+    async with open_store(settings) as (store, jobs):
         job = await jobs.start("backfill", spec_hash(described), described, ranges)
         js = job_settings(settings, job, spec.output_topic)
-        resumed_from = await jobs.checkpoint(js.group_id, js.input_topic)
+        resumed_from = await PostgresStore(store.pool, store.schema, js.group_id, js.input_topic).load_offsets(
+            job.ranges
+        )
         if job.resumed:
             logger.info("resuming backfill %s from its checkpoint %s", job.job_id, resumed_from)
         counted = None if dead_letter else CountedDeadLetters()

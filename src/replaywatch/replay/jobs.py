@@ -7,7 +7,8 @@ the stores it opens.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from replaywatch.config import Settings
-from replaywatch.exceptions import UsageError
+from replaywatch.exceptions import BadRecordError, UsageError
 from replaywatch.replay.ranges import Position, Ranges, parse_partitions, parse_position, resolve
 from replaywatch.store.jobs import Job, JobStore
 from replaywatch.store.postgres import PostgresStore
@@ -97,3 +98,17 @@ async def open_store(settings: Settings) -> AsyncIterator[tuple[PostgresStore, J
         yield store, JobStore(store.pool, settings.postgres_schema)
     finally:
         await store.close()
+
+
+class CountedDeadLetters:
+    """The dead-letter sink of a replay: counts bad records by reason, sends nothing."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+
+    async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
+        for record, error in items:
+            source = (record.partition, record.offset)
+            if source not in acknowledged:
+                acknowledged.add(source)
+                self.reasons[error.reason] += 1

@@ -6,17 +6,24 @@ so that a job's log says how far it got.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from replaywatch.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 Ranges = dict[int, tuple[int, int]]
 LOG_EVERY = 10.0
+REFRESH = 0.5
+"""Seconds between two refreshes of the display."""
 
 
 class ReplayProgress:
@@ -87,3 +94,22 @@ class ReplayProgress:
 
     def seconds(self) -> float:
         return time.monotonic() - self._started
+
+
+async def run_with_progress(what: str, pipeline: Pipeline, ranges: Ranges, resumed_from: dict[int, int],
+                            stop: asyncio.Event) -> ReplayProgress:  # fmt: skip
+    """Run a replay's pipeline until its range is read (or ``stop``), showing progress."""
+    with ReplayProgress(what, ranges, resumed_from) as progress:
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(REFRESH)
+                progress.update(pipeline.committed)
+
+        refresher = asyncio.create_task(refresh())
+        try:
+            await pipeline.run(stop)
+        finally:
+            refresher.cancel()
+            progress.update(pipeline.committed)
+    return progress

@@ -28,8 +28,8 @@ from replaywatch.compare import Diff
 from replaywatch.config import Settings
 from replaywatch.exceptions import UsageError
 from replaywatch.pipeline import Pipeline
-from replaywatch.replay.backfill import CountedDeadLetters, run_with_progress
-from replaywatch.replay.jobs import ReplaySpec, open_store, resolve_ranges, spec_hash
+from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, open_store, resolve_ranges, spec_hash
+from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.ranges import Ranges
 from replaywatch.store.postgres import PostgresStore, translate_postgres_errors
 from replaywatch.stream.range_consumer import RangeConsumer, reader

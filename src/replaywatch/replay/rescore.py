@@ -34,8 +34,7 @@ from replaywatch.adapters import open_adapters
 from replaywatch.batch import outgoing, superseding_id
 from replaywatch.compare import Comparison
 from replaywatch.config import Settings
-from replaywatch.replay.backfill import CountedDeadLetters
-from replaywatch.replay.jobs import ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
+from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.scan import nothing_stored, scan
 from replaywatch.retry import Backoff
 from replaywatch.store.jobs import Outcome

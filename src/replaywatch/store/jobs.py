@@ -85,15 +85,6 @@ class JobStore:
             )
             await conn.execute(f"DELETE FROM {self._q}.outbox WHERE group_id = $1", group_id)
 
-    async def checkpoint(self, group_id: str, topic: str) -> dict[int, int]:
-        async with translate_postgres_errors("read a checkpoint"):
-            rows = await self._pool.fetch(
-                f"SELECT partition, next_offset FROM {self._q}.consumer_offset WHERE group_id = $1 AND topic = $2",
-                group_id,
-                topic,
-            )
-        return {r["partition"]: r["next_offset"] for r in rows}
-
     async def published(self, event_ids: Iterable[str]) -> set[str]:
         """The ids of ``event_ids`` the history holds (made and published, or queued)."""
         ids = list(event_ids)
