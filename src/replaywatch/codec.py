@@ -179,6 +179,7 @@ def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
         status=rec["status"],
         occurred_at_ms=rec["occurred_at"],
         provider=rec.get("provider"),
+        provider_version=rec.get("provider_version"),
     )
 
 
@@ -234,8 +235,13 @@ def comparison_record(
         "missing_attestations_count": len(c.missing_attestations),
         "unexpected_attestations_count": len(c.unexpected_attestations),
         "attestations_truncated": False,
-        "settings_fingerprint": settings_fingerprint,
+        "settings_fingerprint": settings_fingerprint or c.settings_fingerprint or None,
         "supersedes": supersedes,
+        "policy": c.policy,
+        "tool_events_added": c.tool_changes.added,
+        "tool_events_removed": c.tool_changes.removed,
+        "tool_events_moved": c.tool_changes.moved,
+        "tool_events_changed": c.tool_changes.changed,
     }
 
 

@@ -51,11 +51,6 @@ class Preparer:
     topic: str = ""
     group: str = ""
     seq: int = 0
-    fingerprint: str = ""
-    """The settings' fingerprint, on every event (set from ``config``)."""
-
-    def __post_init__(self) -> None:
-        self.fingerprint = self.config.fingerprint()
 
     async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
@@ -140,8 +135,7 @@ class Preparer:
             uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
             try:
                 outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
-                                       max_event_bytes=self.event_bytes,
-                                       settings_fingerprint=self.fingerprint)  # fmt: skip
+                                       max_event_bytes=self.event_bytes)  # fmt: skip
                 drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
                 outbox.trace = telemetry.comparison_trace(record, c, drifted)
             except Exception as exc:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, compare_attempts, prepare
-from replaywatch.compare.engine import Verdict
+from replaywatch.compare.engine import Verdict, prepared_under
 from replaywatch.exceptions import MissingOutputSnapshots
 
 MISSING_SNAPSHOTS = "missing output snapshots; cannot run mocked replay"
@@ -76,8 +76,14 @@ def _next_pair(proj: StepProjection, n: int, config: CompareConfig) -> tuple[int
 
 
 def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[StepProjection, tuple[Comparison, ...]]:
-    """Apply one attempt event. Returns the new projection and the comparisons it causes
-    (none or one). Applying an event twice changes nothing the second time."""
+    """Apply one attempt event under the settings of its policy (``config.select``).
+    Returns the new projection and the comparisons it causes (none or one). Applying
+    an event twice changes nothing the second time.
+
+    The arriving attempt's policy decides for the pair: a step whose attempts name
+    other providers is compared under the policy of the attempt that changed the pair,
+    its other attempt prepared again under it if need be (``prepared_under``)."""
+    config = config.select(event.provider, event.provider_version, event.step_id)
     status_changed = event.number > proj.max_attempt
     bookkeeping = proj._replace(
         max_attempt=max(proj.max_attempt, event.number),
@@ -92,7 +98,7 @@ def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[
     arrived = prepare(event.number, event.output_snapshot, event.tool_events, config)
     known = {p.number: p for p in (proj.baseline, proj.current) if p is not None}
     known[event.number] = arrived
-    baseline, current = known[pair[0]], known[pair[1]]
+    baseline, current = prepared_under(known[pair[0]], config), prepared_under(known[pair[1]], config)
     if baseline.number == current.number:
         return bookkeeping._replace(baseline=baseline, current=current, last_verdict=Verdict.WITHIN_TOLERANCE), ()
     comparison = compare(proj.run_id, proj.step_id, baseline, current, config)
@@ -120,6 +126,7 @@ def replay_step(attempts: Iterable[Attempt], config: CompareConfig) -> Compariso
         raise MissingOutputSnapshots(f"step {step_id} {MISSING_SNAPSHOTS}")
     numbers = sorted(with_snapshot)
     current = with_snapshot[numbers[-1]]
+    config = config.select(current.provider, current.provider_version, current.step_id)
     if config.base == "first":
         baseline = with_snapshot[numbers[0]]
     else:

@@ -71,7 +71,18 @@ def test_changed_tool_event_payload_diverges() -> None:
     )
     assert result.verdict is Verdict.TOOL_EVENT_DIVERGENCE
     assert result.diff is not None and result.diff.kind is DiffKind.TOOL
-    assert orjson.loads(result.diff.body) == {"run_id": RUN, "step_id": STEP, "recorded": before, "current": after}
+    body = orjson.loads(result.diff.body)
+    # the reference's payload, and the change by kind ([domain])
+    assert {k: body[k] for k in ("run_id", "step_id", "recorded", "current")} == {
+        "run_id": RUN, "step_id": STEP, "recorded": before, "current": after,
+    }  # fmt: skip
+    assert body["changes"] == [
+        {"kind": "changed", "at": 0, "tool": None, "patch": [
+            {"op": "replace", "path": "/payload/stdout", "value": "goodbye"},
+            {"op": "replace", "path": "/trace/span_id", "value": "def"},
+        ]},
+    ]  # fmt: skip
+    assert result.tool_changes == (0, 0, 0, 1)
 
 
 def test_no_output_snapshot_is_a_clear_error() -> None:

@@ -17,12 +17,18 @@ import enum
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
-from replaywatch.compare import attestations, structure, usage
+from replaywatch.compare import attestations, structure, tool_changes, usage
+from replaywatch.compare import usage as usage_presets
 from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
 from replaywatch.compare.ignore import IgnoreRules
+from replaywatch.compare.tool_changes import NO_CHANGES, ToolCounts
+from replaywatch.compare.usage import UsagePreset
 from replaywatch.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from replaywatch.compare.policy import PolicyRule
 
 
 class Verdict(enum.StrEnum):
@@ -62,12 +68,25 @@ ComparisonBase = Literal["first", "previous"]
 
 @dataclass(frozen=True, slots=True)
 class CompareConfig:
-    """Tolerances, ignore rules and the comparison base. Validated on construction."""
+    """The settings a comparison runs under: tolerances, ignore rules, the usage preset
+    and the comparison base, named by the policy they come from. Validated on
+    construction.
+
+    ``rules`` (policies, ``compare.policy``) override these settings for the attempts
+    they match: ``select`` gives the settings of one attempt; with no rules, these."""
 
     tokens_tolerance: float = 0.0
     cost_tolerance: float = 0.0
     ignore: IgnoreRules = field(default_factory=IgnoreRules)
     base: ComparisonBase = "first"
+    usage: UsagePreset = usage_presets.REFERENCE
+    policy: str = "default"
+    """The name of the policy these settings are (on the events they make)."""
+    rules: tuple[PolicyRule, ...] = ()
+    prep_key: str = field(init=False, compare=False)
+    """What ``prepare`` depends on (usage preset, ignore rules): an attempt prepared
+    under other settings is prepared again before it is compared under these."""
+    settings_fingerprint: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("tokens_tolerance", "cost_tolerance"):
@@ -78,6 +97,8 @@ class CompareConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}")
         if self.base not in ("first", "previous"):
             raise ConfigError(f"comparison base must be 'first' or 'previous', got {self.base!r}")
+        object.__setattr__(self, "prep_key", "\x1f".join((self.usage.name, *self.ignore.paths)))
+        object.__setattr__(self, "settings_fingerprint", self.fingerprint())
 
     @classmethod
     def build(
@@ -86,18 +107,35 @@ class CompareConfig:
         cost_tolerance: float = 0.0,
         ignore: tuple[str, ...] | list[str] = (),
         base: str = "first",
+        usage: str = "reference",
+        policy: str = "default",
     ) -> CompareConfig:
-        return cls(tokens_tolerance, cost_tolerance, IgnoreRules.compile(ignore), base)  # type: ignore[arg-type]
+        return cls(tokens_tolerance, cost_tolerance, IgnoreRules.compile(ignore), base,  # type: ignore[arg-type]
+                   usage_presets.preset(usage), policy)  # fmt: skip
+
+    def select(self, provider: str | None, provider_version: str | None, step_id: str) -> CompareConfig:
+        """The settings of an attempt: those of the first policy rule that matches it,
+        else these (the default policy)."""
+        for rule in self.rules:
+            if rule.matches(provider, provider_version, step_id):
+                return rule.config
+        return self
 
     def fingerprint(self) -> str:
         """What names these settings on the events they make: the first 16 hex digits of
-        the sha256 of their canonical JSON (tolerances, ignore rules in order, base)."""
-        settings = {
+        the sha256 of their canonical JSON (tolerances, ignore rules in order, base, the
+        usage preset unless it is the reference's, and the policy rules if any). The
+        policy's name is not a setting: renaming a policy changes no fingerprint."""
+        settings: dict[str, Any] = {
             "tokens_tolerance": float(self.tokens_tolerance),
             "cost_tolerance": float(self.cost_tolerance),
             "ignore": list(self.ignore.paths),
             "base": self.base,
         }
+        if self.usage is not usage_presets.REFERENCE:
+            settings["usage"] = self.usage.name
+        if self.rules:
+            settings["rules"] = [rule.describe() for rule in self.rules]
         return sha256_hex(canonical_bytes(settings))[:16]
 
 
@@ -118,7 +156,8 @@ class Attempt(NamedTuple):
     status: str = "succeeded"
     occurred_at_ms: int = 0
     provider: str | None = None
-    """The model provider the event names, if any (a metric attribute, not compared)."""
+    """The model provider the event names, if any (policies match it; a metric attribute)."""
+    provider_version: str | None = None
 
 
 class PreparedAttempt(NamedTuple):
@@ -148,6 +187,10 @@ class PreparedAttempt(NamedTuple):
     """Canonical bytes of the output structure that is compared (usage and ignored paths out)."""
     tool_fp: bytes | None
     """Canonical bytes of the tool events that are compared (ignored paths out)."""
+    prepared_with: str = ""
+    """The ``prep_key`` of the settings it was prepared under."""
+    ignored: int = 0
+    """The ignore rules that matched something in it: bit ``n`` is rule ``n``."""
 
     @property
     def output_snapshot(self) -> Json:
@@ -191,6 +234,12 @@ class Comparison(NamedTuple):
     tokens_tolerance: float
     cost_tolerance: float
     diff: Diff | None
+    tool_changes: ToolCounts = NO_CHANGES
+    """Tool events added, removed, moved and changed (zeros when they are equal)."""
+    policy: str = "default"
+    settings_fingerprint: str = ""
+    ignored: int = 0
+    """The ignore rules of the policy that matched something in either attempt (bits)."""
 
     @property
     def event_id(self) -> str:
@@ -211,10 +260,13 @@ class Comparison(NamedTuple):
             "cost_within": self.cost_within,
             "structure_equal": self.structure_equal,
             "tool_events_equal": self.tool_events_equal,
+            "tool_changes": self.tool_changes._asdict(),
             "missing_attestations": list(self.missing_attestations),
             "unexpected_attestations": list(self.unexpected_attestations),
             "tolerance_tokens": self.tokens_tolerance,
             "tolerance_cost": self.cost_tolerance,
+            "policy": self.policy,
+            "settings_fingerprint": self.settings_fingerprint,
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
         }
@@ -243,13 +295,17 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
     ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
     """
     rules = config.ignore
-    stripped, tokens, cost = structure.strip_usage(output_snapshot)
+    stripped, tokens, cost = structure.strip_usage(output_snapshot, config.usage)
+    ignored = 0
     if rules.output:
-        stripped = structure.drop_ignored(stripped, rules.output)
+        stripped, matched = structure.drop_ignored(stripped, rules.output)
+        ignored = rules.rules_of(matched, "output")
     tool_fp = tools_json = None
     if tool_events is not ABSENT:
         if rules.tools:
-            tool_fp = _fingerprint(structure.drop_ignored(tool_events, rules.tools))
+            kept, matched = structure.drop_ignored(tool_events, rules.tools)
+            ignored |= rules.rules_of(matched, "tools")
+            tool_fp = _fingerprint(kept)
             tools_json = compact_bytes(tool_events)
         else:  # what is compared is all of it: one copy serves both
             tool_fp = tools_json = _fingerprint(tool_events)
@@ -264,7 +320,17 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
         attestation_ids=attestations.extract(output_snapshot),
         structure_fp=structure_fp,
         tool_fp=tool_fp,
+        prepared_with=config.prep_key,
+        ignored=ignored,
     )
+
+
+def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedAttempt:
+    """The attempt as ``config`` prepares it: itself, or prepared again when it was
+    prepared under another usage preset or other ignore rules (another policy)."""
+    if attempt.prepared_with == config.prep_key:
+        return attempt
+    return prepare(attempt.number, attempt.output_snapshot, attempt.tool_events, config)
 
 
 def _structure_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
@@ -279,6 +345,10 @@ def _tools_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
     if baseline.tool_fp is None or current.tool_fp is None:
         return False
     return structure.same(parse_json(baseline.tool_fp), parse_json(current.tool_fp))
+
+
+def _compared_tools(attempt: PreparedAttempt) -> Json:
+    return None if attempt.tool_fp is None else parse_json(attempt.tool_fp)
 
 
 def compare(
@@ -300,6 +370,10 @@ def compare(
         unexpected: tuple[str, ...] = ()
     else:
         missing, unexpected = attestations.diff(baseline.attestation_ids, current.attestation_ids)
+
+    changes: list[dict[str, Any]] = []
+    if not tools_equal:  # the changes as compared: ignore rules applied
+        changes = tool_changes.classify(_compared_tools(baseline), _compared_tools(current))
 
     diff: Diff | None
     if missing or unexpected:
@@ -324,6 +398,7 @@ def compare(
                 "step_id": step_id,
                 "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
                 "current": None if current.tool_events is ABSENT else current.tool_events,
+                "changes": changes,
             },
         )
     elif not (tokens_within and cost_within and structure_equal):
@@ -353,11 +428,17 @@ def compare(
         tokens_tolerance=config.tokens_tolerance,
         cost_tolerance=config.cost_tolerance,
         diff=diff,
+        tool_changes=tool_changes.counts(changes) if changes else tool_changes.NO_CHANGES,
+        policy=config.policy,
+        settings_fingerprint=config.settings_fingerprint,
+        ignored=baseline.ignored | current.ignored,
     )
 
 
 def compare_attempts(baseline: Attempt, current: Attempt, config: CompareConfig) -> Comparison:
-    """Prepare two attempts and compare them (for the CLI and tests)."""
+    """Prepare two attempts and compare them under the settings of the current attempt's
+    policy (for the CLI and tests)."""
+    config = config.select(current.provider, current.provider_version, current.step_id)
     return compare(
         baseline.run_id,
         baseline.step_id,

@@ -95,22 +95,40 @@ class IgnoreRules:
     paths: tuple[str, ...] = ()
     output: tuple[Pattern, ...] = ()
     tools: tuple[Pattern, ...] = ()
+    output_rules: tuple[int, ...] = ()
+    """The rule (its index in ``paths``) of each pattern of ``output``."""
+    tools_rules: tuple[int, ...] = ()
 
     @classmethod
     def compile(cls, paths: tuple[str, ...] | list[str]) -> IgnoreRules:
         output: list[Pattern] = []
         tools: list[Pattern] = []
-        for raw in paths:
+        output_rules: list[int] = []
+        tools_rules: list[int] = []
+        for n, raw in enumerate(paths):
             tokens = parse_path(raw)
             kind, head = tokens[0]
             if kind == DEEP:
                 output.append(tokens)
                 tools.append(tokens)
+                output_rules.append(n)
+                tools_rules.append(n)
             elif head == "output_snapshot":
                 output.append(tokens[1:])
+                output_rules.append(n)
             else:
                 tools.append(tokens[1:])
-        return cls(tuple(paths), tuple(output), tuple(tools))
+                tools_rules.append(n)
+        return cls(tuple(paths), tuple(output), tuple(tools), tuple(output_rules), tuple(tools_rules))
+
+    def rules_of(self, patterns_matched: int, document: str) -> int:
+        """Pattern bits of ``output`` or ``tools`` (``drop_ignored``'s mask) as rule bits."""
+        owners = self.output_rules if document == "output" else self.tools_rules
+        mask = 0
+        for p, rule in enumerate(owners):
+            if patterns_matched >> p & 1:
+                mask |= 1 << rule
+        return mask
 
 
 def closure(patterns: tuple[Pattern, ...], states: frozenset[State]) -> frozenset[State]:
@@ -135,11 +153,12 @@ def initial(patterns: tuple[Pattern, ...]) -> frozenset[State] | None:
 
 def step(
     patterns: tuple[Pattern, ...], states: frozenset[State], key: str | None, index: int | None
-) -> tuple[bool, frozenset[State] | None]:
+) -> tuple[int, frozenset[State] | None]:
     """Move from a node to one child (an object key, or an array index).
 
-    Returns (child is ignored, states for the child's subtree or None when no rule
-    can match below it).
+    Returns (the patterns that match the child, as a mask with bit ``p`` for pattern
+    ``p``: non-zero when the child is ignored; states for the child's subtree, or None
+    when no rule can match below it).
     """
     nxt: set[State] = set()
     for p, i in states:
@@ -157,8 +176,12 @@ def step(
         if ok:
             nxt.add((p, i + 1))
     if not nxt:
-        return False, None
+        return 0, None
     full = closure(patterns, frozenset(nxt))
-    if any(i == len(patterns[p]) for p, i in full):
-        return True, None
-    return False, full
+    done = 0
+    for p, i in full:
+        if i == len(patterns[p]):
+            done |= 1 << p
+    if done:
+        return done, None
+    return 0, full

@@ -21,9 +21,8 @@ from typing import Any
 from replaywatch.compare import ignore
 from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.compare.canonical import Json
-from replaywatch.compare.usage import COST_KEYS, TOKEN_KEYS, USAGE_KEYS, as_number
+from replaywatch.compare.usage import REFERENCE, UsagePreset, as_number, sum_parts
 
-_TOP_DROP = USAGE_KEYS | {ATTESTATION_KEY}
 _CONTAINERS = (dict, list)
 _NUMBERS = (int, float)
 
@@ -37,39 +36,51 @@ def _own(d: dict[str, Any], keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def strip_usage(snapshot: Json) -> tuple[Json, float | None, float | None]:
+def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, float | None, float | None]:
     """(snapshot without usage keys and top-level attestation ids, tokens, cost).
 
     One walk, with an explicit stack so that any depth the contract accepts is walked:
-    it copies the snapshot without its usage keys *and* finds the usage numbers in the
-    reference's search order (an object's own keys, then its values in document order;
-    arrays item by item), looking into the dropped usage subtrees too.
+    it copies the snapshot without the preset's usage keys *and* finds the usage
+    numbers in the reference's search order (an object's own keys, then its values in
+    document order; arrays item by item), looking into the dropped usage subtrees too.
+    The tokens are a total key's number, else the sum of the token parts found
+    (``usage.find_tokens`` is the specification).
 
     The top-level ``attestation_ids`` are left out of the structure: they have a rule
     of their own (compared as sets), and counting an order-only change as structural
     drift would undo that choice.
     """
+    token_keys, cost_keys, groups = usage.token_keys, usage.cost_keys, usage.token_parts
+    parts: list[float | None] = [None] * len(groups)
+    missing_parts = len(groups)
     tokens: float | None = None
     cost: float | None = None
     root: list[Json] = [None]
     # (value, the container its copy goes in (None: a dropped subtree, only searched), key or index there)
     stack: list[tuple[Json, Any, Any]] = [(snapshot, root, 0)]
     push, pop = stack.append, stack.pop
+    drop_below = usage.strip
+    drop_top = drop_below | {ATTESTATION_KEY}
     while stack:
         value, parent, slot = pop()
         t = type(value)
         if t is dict:
             if tokens is None:
-                tokens = _own(value, TOKEN_KEYS)
+                tokens = _own(value, token_keys)
+                if missing_parts and tokens is None:
+                    for g, group in enumerate(groups):
+                        if parts[g] is None and (n := _own(value, group)) is not None:
+                            parts[g] = n
+                            missing_parts -= 1
             if cost is None:
-                cost = _own(value, COST_KEYS)
+                cost = _own(value, cost_keys)
             if parent is None:  # inside a dropped subtree: only searched
                 if tokens is None or cost is None:
                     for v in reversed(value.values()):
                         if type(v) is dict or type(v) is list:
                             push((v, None, None))
                 continue
-            drop = _TOP_DROP if value is snapshot else USAGE_KEYS
+            drop = drop_top if value is snapshot else drop_below
             copy: dict[str, Any] = {}
             parent[slot] = copy
             for k, v in reversed(value.items()):  # reversed: popped in document order
@@ -93,18 +104,22 @@ def strip_usage(snapshot: Json) -> tuple[Json, float | None, float | None]:
                     push((items[i], items, i))
         elif parent is not None:
             parent[slot] = value
+    if tokens is None and groups:
+        tokens = sum_parts([n for n in parts if n is not None])
     return root[0], tokens, cost
 
 
-def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> Json:
-    """Copy ``value`` without the paths that ignore rules match (explicit stack: any depth).
+def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Json, int]:
+    """Copy ``value`` without the paths that ignore rules match (explicit stack: any
+    depth), and say which patterns matched: bit ``p`` of the mask is pattern ``p``.
 
     A matched object member is removed; a matched array item is replaced by null. A
     subtree that no rule can reach is shared, not copied.
     """
     states = ignore.initial(patterns)
     if states is None:
-        return value
+        return value, 0
+    matched = 0
     root: list[Json] = [value]
     stack: list[tuple[Json, Any, Any, frozenset[ignore.State]]] = [(value, root, 0, states)]
     while stack:
@@ -113,8 +128,10 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> Json:
         if t is dict:
             out: dict[str, Any] = {}
             for k, v in node.items():
-                dropped, sub = ignore.step(patterns, here, k, None)
-                if not dropped:
+                done, sub = ignore.step(patterns, here, k, None)
+                if done:
+                    matched |= done
+                else:
                     out[k] = v
                     if sub is not None:
                         stack.append((v, out, k, sub))
@@ -122,23 +139,24 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> Json:
         elif t is list:
             items: list[Any] = list(node)
             for i, v in enumerate(node):
-                dropped, sub = ignore.step(patterns, here, None, i)
-                if dropped:
+                done, sub = ignore.step(patterns, here, None, i)
+                if done:
+                    matched |= done
                     items[i] = None
                 elif sub is not None:
                     stack.append((v, items, i, sub))
             parent[slot] = items
-    return root[0]
+    return root[0], matched
 
 
-def output_structure(snapshot: Json, rules: ignore.IgnoreRules) -> Json:
+def output_structure(snapshot: Json, rules: ignore.IgnoreRules, usage: UsagePreset = REFERENCE) -> Json:
     """The part of an output snapshot that must stay equal (rule 3 plus ignore rules)."""
-    return drop_ignored(strip_usage(snapshot)[0], rules.output)
+    return drop_ignored(strip_usage(snapshot, usage)[0], rules.output)[0]
 
 
 def tool_structure(tool_events: Json, rules: ignore.IgnoreRules) -> Json:
     """Tool events as compared: ignore rules applied."""
-    return drop_ignored(tool_events, rules.tools)
+    return drop_ignored(tool_events, rules.tools)[0]
 
 
 def same(a: Json, b: Json) -> bool:

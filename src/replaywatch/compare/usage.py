@@ -1,14 +1,93 @@
-"""Usage numbers (tokens, cost) and the tolerance rule, as the reference executor has them."""
+"""Usage numbers (tokens, cost), the usage presets that say where they are, and the
+tolerance rule, as the reference executor has them.
+
+A *preset* names the keys that hold usage. ``reference`` is the reference's (the
+default): a token total under ``tokens``, ``token_count`` or ``total_tokens`` and a
+cost under ``cost``, ``cost_usd`` or ``total_cost``. The others add a provider's
+usage block to it (``openai``, ``gen_ai``, ``anthropic``; ``all`` adds every one):
+
+- a *total* key gives the tokens outright;
+- *parts* (input, output, cache reads, ...) give them as their sum when no total key
+  is present: each part is the first number found under one of its keys;
+- every usage key, and the detail objects that only count usage, are left out of the
+  compared structure.
+
+Numbers are searched the reference's way (``find_number``): an object's own keys
+first, in the order of the keys, then its values in document order.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Final
 
 from replaywatch.compare.canonical import Json
+from replaywatch.exceptions import ConfigError
 
 TOKEN_KEYS: Final = ("tokens", "token_count", "total_tokens")
 COST_KEYS: Final = ("cost", "cost_usd", "total_cost")
 USAGE_KEYS: Final = frozenset(TOKEN_KEYS + COST_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePreset:
+    """Where an attempt's usage is: token totals, token parts, cost keys, and the keys
+    left out of the structure (all of these, plus detail objects that count usage)."""
+
+    name: str
+    token_keys: tuple[str, ...] = TOKEN_KEYS
+    token_parts: tuple[tuple[str, ...], ...] = ()
+    """Groups of alternative keys (say input: ``prompt_tokens`` or ``input_tokens``);
+    the tokens are the sum of the groups found when no total key is."""
+    cost_keys: tuple[str, ...] = COST_KEYS
+    details: tuple[str, ...] = ()
+    """Keys of objects that only break usage down (``prompt_tokens_details``): left out."""
+    strip: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        keys = {*self.token_keys, *self.cost_keys, *self.details}
+        keys.update(k for group in self.token_parts for k in group)
+        object.__setattr__(self, "strip", frozenset(keys))
+
+
+_OPENAI_IN: Final = ("prompt_tokens", "input_tokens")  # Chat Completions, Responses
+_OPENAI_OUT: Final = ("completion_tokens", "output_tokens")
+_OPENAI_DETAILS: Final = (
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "input_tokens_details",
+    "output_tokens_details",
+)
+_GEN_AI_IN: Final = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # the second: deprecated name
+_GEN_AI_OUT: Final = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+_ANTHROPIC_CACHE: Final = (("cache_creation_input_tokens",), ("cache_read_input_tokens",))
+_ANTHROPIC_DETAILS: Final = ("cache_creation", "server_tool_use")
+
+PRESETS: Final[dict[str, UsagePreset]] = {
+    "reference": UsagePreset("reference"),
+    "openai": UsagePreset("openai", token_parts=(_OPENAI_IN, _OPENAI_OUT), details=_OPENAI_DETAILS),
+    "gen_ai": UsagePreset("gen_ai", token_parts=(_GEN_AI_IN, _GEN_AI_OUT)),
+    "anthropic": UsagePreset(
+        "anthropic",
+        token_parts=(("input_tokens",), ("output_tokens",), *_ANTHROPIC_CACHE),
+        details=_ANTHROPIC_DETAILS,
+    ),
+    "all": UsagePreset(
+        "all",
+        token_parts=(_OPENAI_IN + _GEN_AI_IN, _OPENAI_OUT + _GEN_AI_OUT, *_ANTHROPIC_CACHE),
+        details=_OPENAI_DETAILS + _ANTHROPIC_DETAILS,
+    ),
+}
+REFERENCE: Final = PRESETS["reference"]
+
+
+def preset(name: str) -> UsagePreset:
+    """The preset of that name; ConfigError naming the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown usage preset {name!r}; use one of {', '.join(PRESETS)}") from None
 
 
 def as_number(value: Json) -> float | None:
@@ -48,6 +127,25 @@ def find_number(value: Json, keys: tuple[str, ...]) -> float | None:
             continue
         stack.extend(c for c in reversed(children) if isinstance(c, (dict, list)))
     return None
+
+
+def find_tokens(value: Json, usage: UsagePreset = REFERENCE) -> float | None:
+    """The tokens of a snapshot under a preset: a total key's number, else the sum of
+    the parts found, else None. (The specification of ``structure.strip_usage``'s
+    search, which finds the same numbers in the walk that strips them.)"""
+    total = find_number(value, usage.token_keys)
+    if total is not None or not usage.token_parts:
+        return total
+    parts = [n for group in usage.token_parts if (n := find_number(value, group)) is not None]
+    return sum_parts(parts)
+
+
+def sum_parts(parts: list[float]) -> float | None:
+    """Token parts added up; None when none was found (or the sum is beyond a double)."""
+    if not parts:
+        return None
+    total = math.fsum(parts)
+    return total if math.isfinite(total) else None
 
 
 def delta(baseline: float | None, current: float | None) -> float | None:
