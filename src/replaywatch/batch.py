@@ -130,7 +130,8 @@ def outgoing(
     supersedes: tuple[str, str | None] | None = None,
 ) -> tuple[OutboxRow, ComparisonRow]:
     """The outbox row of one comparison (its event, cut to fit the output topic) and
-    its history row. ``settings_fingerprint``: the settings' (else its policy's). ``supersedes``: for a re-scoring's event, (the pair's first event,
+    its history row. ``settings_fingerprint``: the settings' (else its policy's).
+    ``supersedes``: for a re-scoring's event, (the pair's first event,
     the event it replaces or None); its id is ``superseding_id``."""
     key = c.run_id.encode()
     settings_fingerprint = settings_fingerprint or c.settings_fingerprint

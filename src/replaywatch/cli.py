@@ -21,7 +21,8 @@ import orjson
 import typer
 
 from replaywatch import telemetry
-from replaywatch.compare import ABSENT, Attempt, CompareConfig, compare_attempts, parse_json
+from replaywatch.compare import ABSENT, Attempt, CompareConfig, parse_json, prepare
+from replaywatch.compare import compare as compare_prepared
 from replaywatch.config import Settings, load_settings
 from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
@@ -65,12 +66,15 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
     attempt = doc.get("attempt", default_attempt)
     if type(attempt) is not int:
         fail(f"{path}: 'attempt' must be an integer, got {attempt!r}")
+    provider, version = doc.get("provider"), doc.get("provider_version")
     return Attempt(
         run_id=str(doc.get("run_id", "")),
         step_id=str(doc.get("step_id", "")),
         number=attempt,
         output_snapshot=snapshot,
         tool_events=doc.get("tool_events", ABSENT),
+        provider=provider if type(provider) is str else None,
+        provider_version=version if type(version) is str else None,
     )
 
 
@@ -84,25 +88,62 @@ def compare(
         list[str] | None,
         typer.Option("--ignore", help="Path to leave out of structure/tool comparisons (repeatable)."),
     ] = None,
-    show_diff: Annotated[bool, typer.Option(help="Also print the diff object.")] = False,
+    usage: Annotated[str, typer.Option(help="Usage preset: reference, openai, gen_ai, anthropic or all.")] = (
+        "reference"
+    ),
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy file (TOML/YAML): the rule matching the current attempt applies."),
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="The current attempt's provider (else its file's).")] = None,
+    provider_version: Annotated[
+        str | None, typer.Option(help="The current attempt's provider version (else its file's).")
+    ] = None,
+    show_diff: Annotated[
+        bool, typer.Option(help="Also print the diff object, and tool-event changes in words (stderr).")
+    ] = False,
+    explain: Annotated[bool, typer.Option(help="Say in words why the verdict is what it is (stderr).")] = False,
 ) -> None:
-    """Compare two attempts of a step. Exit 0 within tolerance, 1 drift or divergence,
-    2 bad input."""
+    """Compare two attempts of a step. The summary is JSON on stdout; --explain and
+    --show-diff add lines for people on stderr. Exit 0 within tolerance, 1 drift or
+    divergence, 2 bad input."""
+    from replaywatch.compare import policy, tool_changes
+    from replaywatch.compare.explain import explain as explain_lines
+
     try:
-        config = CompareConfig.build(tokens_tolerance, cost_tolerance, tuple(ignore or ()))
+        config = CompareConfig.build(tokens_tolerance, cost_tolerance, tuple(ignore or ()), usage=usage)
+        if policy_file is not None:
+            config = policy.load(policy_file, config)
     except UsageError as exc:
         fail(str(exc))
-    baseline_attempt = _load_attempt(baseline, 1)
-    current_attempt = _load_attempt(current, 2)
+    base_attempt = _load_attempt(baseline, 1)
+    cur_attempt = _load_attempt(current, 2)
+    cur_attempt = cur_attempt._replace(provider=provider or cur_attempt.provider,
+                                       provider_version=provider_version or cur_attempt.provider_version)  # fmt: skip
+    words: list[str] = []
     try:
-        result = compare_attempts(baseline_attempt, current_attempt, config)
+        config = config.select(cur_attempt.provider, cur_attempt.provider_version, cur_attempt.step_id)
+        base_p = prepare(base_attempt.number, base_attempt.output_snapshot, base_attempt.tool_events, config)
+        cur_p = prepare(cur_attempt.number, cur_attempt.output_snapshot, cur_attempt.tool_events, config)
+        result = compare_prepared(base_attempt.run_id, base_attempt.step_id, base_p, cur_p, config)
         out: dict[str, Any] = result.summary()
         if show_diff:
-            out["diff"] = parse_json(result.diff.body) if result.diff else None
+            diff = parse_json(result.diff.body) if result.diff else None
+            out["diff"] = diff
+            if not result.tool_events_equal:
+                changes = tool_changes.classify(
+                    None if base_p.tool_fp is None else parse_json(base_p.tool_fp),
+                    None if cur_p.tool_fp is None else parse_json(cur_p.tool_fp),
+                )
+                words += ["tool events:"] + [f"  {line}" for line in tool_changes.describe(changes)]
+        if explain:
+            words += explain_lines(result, base_p, cur_p, config)
     except Exception as exc:  # whatever the input, one line and exit 2, never a traceback
         fail(f"cannot compare {baseline} with {current}: {type(exc).__name__}: {exc}")
     sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
+    for line in words:
+        typer.echo(line, err=True)
     raise typer.Exit(0 if result.verdict.value == "within_tolerance" else 1)
 
 
@@ -405,18 +446,27 @@ def tail(
 
 @app.command()
 def report(
-    run_id: Annotated[str, typer.Option("--run", help="The run to report on.")],
+    run_id: Annotated[str | None, typer.Option("--run", help="The run to report on.")] = None,
+    rules: Annotated[bool, typer.Option("--rules", help="How often each ignore rule matched, by policy.")] = False,
+    group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
 ) -> None:
-    """Each step's state and verdicts for one run, from the projections."""
+    """Each step's state and verdicts for one run (--run), or the ignore rules' matches
+    (--rules), from PostgreSQL."""
     from rich.console import Console
 
     from replaywatch.report import report as run_report
+    from replaywatch.report import rules_report
 
-    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
-
-    ok: bool = _with_store(settings, lambda store: run_report(store, run_id, Console()))
+    if (run_id is None) == (not rules):
+        fail("give --run RUN_ID or --rules")
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, group_id=group_id)
+    if rules:
+        silent: bool = _with_store(settings, lambda store: rules_report(store, Console()))
+        raise typer.Exit(0 if not silent else 1)
+    run = str(run_id)
+    ok: bool = _with_store(settings, lambda store: run_report(store, run, Console()))
     raise typer.Exit(0 if ok else 1)
 
 

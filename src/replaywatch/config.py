@@ -8,6 +8,7 @@ clear message per bad value; the CLI passes flags in as overrides. Secrets are
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from replaywatch.codec import Limits
-from replaywatch.compare import CompareConfig
+from replaywatch.compare import CompareConfig, policy
 from replaywatch.exceptions import ConfigError
 
 
@@ -50,6 +51,12 @@ class Settings(BaseSettings):
     )
     comparison_base: Literal["first", "previous"] = Field(
         "first", description="Compare with the first or previous attempt"
+    )
+    usage_preset: str = Field(
+        "reference", description="Where usage is read: reference, openai, gen_ai, anthropic or all"
+    )
+    policy_file: Path | None = Field(
+        None, description="Policy file (TOML or YAML): settings per provider, provider version and step"
     )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
@@ -106,7 +113,11 @@ class Settings(BaseSettings):
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes)
 
     def compare_config(self) -> CompareConfig:
-        return CompareConfig.build(self.tokens_tolerance, self.cost_tolerance, self.ignore_paths, self.comparison_base)
+        """The default settings, with the policy file's rules over them when there is one."""
+        default = CompareConfig.build(
+            self.tokens_tolerance, self.cost_tolerance, self.ignore_paths, self.comparison_base, self.usage_preset
+        )
+        return policy.load(self.policy_file, default) if self.policy_file is not None else default
 
     @property
     def publisher_group(self) -> str:

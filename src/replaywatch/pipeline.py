@@ -29,6 +29,7 @@ from replaywatch.health import Health
 from replaywatch.ports import DeadLetterSink, DiffStore, Source
 from replaywatch.prepare import Preparer
 from replaywatch.retry import Backoff, GaveUp
+from replaywatch.rule_stats import IgnoreRuleStats
 from replaywatch.state.cache import StepCache
 from replaywatch.state.projections import Projections
 from replaywatch.store.postgres import BatchCommit
@@ -83,6 +84,7 @@ class Pipeline:
                                            diffs=self._diffs, dead_letters=self._dead_letters)  # fmt: skip
             self._store, self.publisher, self.consumer = adapters.store, adapters.publisher, adapters.consumer
             config = settings.compare_config()
+            self.rule_stats = IgnoreRuleStats(config)
             cache = StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024)
             self.projections = Projections(cache, adapters.store, config)
             self.writer = Writer(store=adapters.store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters,
@@ -97,6 +99,7 @@ class Pipeline:
             stack.callback(telemetry.watch(self.lag, lambda: self._backlog))
             backlog = asyncio.create_task(self._count_backlog())
             stack.callback(backlog.cancel)
+            stack.push_async_callback(self._store_rule_counts)  # last: what the drain committed
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()
@@ -136,11 +139,20 @@ class Pipeline:
         return self.health.readiness(self.lag())
 
     async def _count_backlog(self) -> None:
-        """The outbox backlog gauge: events committed and not yet published (every 5 s)."""
+        """Every 5 s: the outbox backlog gauge (events committed and not yet published),
+        and the ignore-rule counts added to PostgreSQL."""
         while True:
             with contextlib.suppress(ReplaywatchError):
                 self._backlog = await self._store.outbox_count(self.owned_partitions)
+            await self._store_rule_counts()
             await asyncio.sleep(BACKLOG_EVERY)
+
+    async def _store_rule_counts(self) -> None:
+        rows = self.rule_stats.take()
+        try:
+            await self._store.add_rule_counts(rows)
+        except ReplaywatchError:
+            self.rule_stats.give_back(rows)  # statistics: stored with the next ones
 
     async def process_batch(self, batch: Batch) -> None:
         """Prepare the batch on top of those before it, then queue its write."""
@@ -193,6 +205,10 @@ class Pipeline:
             emitted, providers = b.result.emitted, b.result.providers
             telemetry.record_batch(b.records, [(c.verdict.value, providers.get(c.event_id)) for _, _, c in emitted],
                                    ((b.detected_at_ms - occurred) / 1000 for _, occurred, _ in emitted))  # fmt: skip
+        counts, warnings = self.rule_stats.observe(c for b in group for _, _, c in b.result.emitted)
+        telemetry.record_rule_counts(counts)
+        for warning in warnings:
+            logger.warning(warning)
         ends = {p: end for p, (_, end) in commit.offsets.items()}
         self.committed.update(ends)
         self.health.progressed()

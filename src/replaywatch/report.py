@@ -1,4 +1,5 @@
-"""``replaywatch report --run RUN_ID``: each step's state and verdicts, from the projections."""
+"""``replaywatch report``: a run's steps and verdicts (``--run``), from the projections;
+the ignore rules' matches (``--rules``), from their statistics."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from replaywatch.projection import MISSING_SNAPSHOTS
+from replaywatch.rule_stats import WARN_AFTER
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.tail import COLOURS
 
@@ -49,3 +51,26 @@ async def report(store: PostgresStore, run_id: str, console: Console) -> bool:
         console.print(history)
     console.print(f"all within tolerance: {all_within}")
     return all_within
+
+
+async def rules_report(store: PostgresStore, console: Console) -> bool:
+    """Print each ignore rule's comparisons and matches; return whether a rule matched
+    nothing in its first WARN_AFTER comparisons or more (a rule to check)."""
+    rows = await store.rule_counts()
+    if not rows:
+        console.print(
+            f"no ignore-rule statistics for group {store.group_id!r} (no ignore rules, or no comparisons yet)"
+        )
+        return False
+    table = Table(title=f"ignore rules of group {store.group_id}")
+    for col in ("policy", "rule", "comparisons", "matched in", "share"):
+        table.add_column(col)
+    silent = False
+    for r in rows:
+        share = r["matches"] / r["comparisons"] if r["comparisons"] else 0.0
+        nothing = r["matches"] == 0 and r["comparisons"] >= WARN_AFTER
+        silent |= nothing
+        flag = "  [red]matched nothing: check the path[/red]" if nothing else ""
+        table.add_row(r["policy"], r["rule"], str(r["comparisons"]), str(r["matches"]), f"{share:.1%}{flag}")
+    console.print(table)
+    return silent

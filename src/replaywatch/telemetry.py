@@ -51,6 +51,14 @@ PUBLISHED = meter.create_counter(
 RETRIES = meter.create_counter(
     "replaywatch.retries", unit="{retry}", description="Retries of a transient error, by cause"
 )
+IGNORE_RULE_COMPARISONS = meter.create_counter(
+    "replaywatch.ignore_rule.comparisons", unit="{comparison}",
+    description="Comparisons made under an ignore rule's policy, by policy and rule",
+)  # fmt: skip
+IGNORE_RULE_MATCHES = meter.create_counter(
+    "replaywatch.ignore_rule.matches", unit="{comparison}",
+    description="Comparisons in which an ignore rule left something out, by policy and rule",
+)  # fmt: skip
 BATCH_SIZE = meter.create_histogram(
     "replaywatch.batch.size", unit="{record}", description="Records per batch",
     explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000],
@@ -104,6 +112,14 @@ def watch(lag: Callable[[], dict[int, int]], backlog: Callable[[], int | None]) 
         _backlog.remove(backlog)
 
     return undo
+
+
+def record_rule_counts(rows: Iterable[tuple[str, str, int, int]]) -> None:
+    """Ignore-rule counts of committed comparisons: (policy, rule, comparisons, matches)."""
+    for policy, rule, comparisons, matches in rows:
+        attrs = {"policy": policy, "rule": rule}
+        IGNORE_RULE_COMPARISONS.add(comparisons, attrs)
+        IGNORE_RULE_MATCHES.add(matches, attrs)
 
 
 def record_batch(records: int, verdicts: Sequence[tuple[str, str | None]], latencies_s: Iterable[float]) -> None:

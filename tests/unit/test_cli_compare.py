@@ -148,3 +148,87 @@ def test_a_directory_or_missing_file_exits_2(tmp_path: Path) -> None:
     for path in (str(tmp_path), str(tmp_path / "missing.json")):
         r = invoke(good, path)
         assert r.exit_code == 2 and r.stderr.startswith("replaywatch: error:"), r.output
+
+
+# [domain]: policies, presets, tool changes in words, --explain
+POLICY = """
+[default]
+tokens_tolerance = 0.01
+
+[[rules]]
+name = "anthropic-loose"
+provider = "anthropic"
+provider_version = "claude-*"
+tokens_tolerance = 0.10
+usage = "anthropic"
+ignore = ["output_snapshot.meta.request_id", "output_snapshot.meta.reqid"]
+"""
+
+
+def _attempts(tmp_path: Path) -> tuple[str, str, str]:
+    usage = {"input_tokens": 100, "output_tokens": 20}
+
+    def doc(usage: dict[str, int], request_id: str, q: str) -> dict[str, object]:
+        return {
+            "run_id": "r",
+            "step_id": "s",
+            "provider": "anthropic",
+            "output_snapshot": {"answer": "hi", "usage": usage, "meta": {"request_id": request_id}},
+            "tool_events": [{"tool": "search", "args": {"q": q}}, {"tool": "fetch"}],
+        }
+
+    a = write(tmp_path, "a.json", doc(usage, "1", "x"))
+    b = write(tmp_path, "b.json", doc(usage | {"output_tokens": 25}, "2", "y"))
+    return a, b, write(tmp_path, "p.toml", POLICY)
+
+
+def test_the_policy_of_the_current_attempt_applies(tmp_path: Path) -> None:
+    a, b, policy = _attempts(tmp_path)
+    r = invoke(a, b, "--policy", policy, "--provider-version", "claude-sonnet-4-5")
+    out = json.loads(r.stdout)
+    assert out["policy"] == "anthropic-loose" and out["token_delta"] == 5.0 and out["structure_equal"]
+    assert out["tool_changes"] == {"added": 0, "removed": 0, "moved": 0, "changed": 1}
+    r = invoke(a, b, "--policy", policy, "--provider", "openai")  # the default: no preset, a 1% tolerance
+    out = json.loads(r.stdout)
+    assert out["policy"] == "default" and out["token_delta"] is None and not out["structure_equal"]
+
+
+def test_show_diff_says_the_tool_changes_in_words(tmp_path: Path) -> None:
+    a, b, _ = _attempts(tmp_path)
+    r = invoke(a, b, "--show-diff")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["diff"]["changes"][0]["kind"] == "changed"
+    assert "changed: tool 'search' at position 0: /args/q" in r.stderr
+
+
+def test_explain_says_which_rule_decided_and_which_tolerance_applied(tmp_path: Path) -> None:
+    a, b, policy = _attempts(tmp_path)
+    r = invoke(a, b, "--policy", policy, "--provider-version", "claude-3", "--explain")
+    lines = r.stderr.splitlines()
+    assert lines[0] == "verdict: tool_event_divergence: tool events differ (attestation ids are equal)"
+    assert lines[1].startswith("policy: anthropic-loose (settings ") and "usage preset anthropic" in lines[1]
+    assert "tokens: 120 -> 125 (+5, +4.17%); tolerance 0.1 relative to the base: within" in lines
+    assert "structure: equal (usage keys and ignored paths left out)" in lines
+    assert "ignore rule 'output_snapshot.meta.reqid': matched nothing" in lines
+    assert "ignore rule 'output_snapshot.meta.request_id': matched" in lines
+
+
+def test_explain_names_the_paths_that_differ(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.json", {"output_snapshot": {"m": {"x": 1}, "tokens": 100}})
+    b = write(tmp_path, "b.json", {"output_snapshot": {"m": {"x": 2}, "n": 1, "tokens": 150}})
+    r = invoke(a, b, "--explain", "--tokens-tolerance", "0.1")
+    lines = r.stderr.splitlines()
+    assert lines[0] == "verdict: drift: drift in tokens, structure (attestation ids and tool events are equal)"
+    assert "structure differs at: /m/x, /n" in lines
+    assert "tokens: 100 -> 150 (+50, +50.00%); tolerance 0.1 relative to the base: OUTSIDE" in lines
+
+
+def test_a_bad_policy_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    a, b, _ = _attempts(tmp_path)
+    bad = write(tmp_path, "bad.toml", '[[rules]]\nname = "x"\nusage = "openia"\n')
+    r = invoke(a, b, "--policy", bad)
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        f"replaywatch: error: policy file {bad}: rules[0].usage: Value error, unknown usage preset 'openia'; "
+        "use one of reference, openai, gen_ai, anthropic, all"
+    ]

@@ -77,7 +77,7 @@ def test_changed_tool_event_payload_diverges() -> None:
         "run_id": RUN, "step_id": STEP, "recorded": before, "current": after,
     }  # fmt: skip
     assert body["changes"] == [
-        {"kind": "changed", "at": 0, "tool": None, "patch": [
+        {"kind": "changed", "from": 0, "to": 0, "tool": None, "patch": [
             {"op": "replace", "path": "/payload/stdout", "value": "goodbye"},
             {"op": "replace", "path": "/trace/span_id", "value": "def"},
         ]},

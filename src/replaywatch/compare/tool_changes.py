@@ -8,7 +8,9 @@ change between the two lists (as compared: ignore rules applied):
   in place are the longest run of equal events in the same order; any other equal
   event moved);
 - ``changed``: at the same position, the same tool, with other arguments or result;
-  with the RFC 6902 JSON Patch from the recorded event to the current one;
+  with the RFC 6902 JSON Patch from the recorded event to the current one. "The same
+  position" is the same place between the events that stayed: with an event inserted
+  before it, a changed event is still the same call (``from`` and ``to`` differ);
 - ``removed``: a recorded event with no counterpart now;
 - ``added``: a current event with no recorded counterpart.
 
@@ -141,18 +143,35 @@ def classify(recorded: Json, current: Json) -> list[dict[str, Any]]:
         for i, j in sorted(by_current)
         if (i, j) not in kept
     ]
-    # 3. unmatched at the same position with the same tool: changed; else removed/added
-    for j in range(len(cur)):
-        if j in match:
-            continue
-        if j < len(rec) and j not in matched_rec and tool_name(rec[j]) == tool_name(cur[j]):
-            changes.append({"kind": "changed", "at": j, "tool": tool_name(cur[j]), "patch": json_patch(rec[j], cur[j])})
-            matched_rec.add(j)
-        else:
-            changes.append({"kind": "added", "to": j, "tool": tool_name(cur[j]), "event": cur[j]})
+    # 3. between two events that stayed, the others pair up by tool, in order: changed;
+    #    the rest were removed or added
+    removed, added = (
+        [i for i in range(len(rec)) if i not in matched_rec],
+        [j for j in range(len(cur)) if j not in match],
+    )
+    gaps: dict[int, tuple[list[int], list[int]]] = {}  # gap number -> (recorded, current)
+    anchors_rec = sorted(i for i, _ in kept)
+    anchors_cur = sorted(j for _, j in kept)
+    for i in removed:
+        gaps.setdefault(bisect.bisect_left(anchors_rec, i), ([], []))[0].append(i)
+    for j in added:
+        gaps.setdefault(bisect.bisect_left(anchors_cur, j), ([], []))[1].append(j)
+    for gap_rec, gap_cur in gaps.values():
+        waiting: dict[str | None, deque[int]] = {}  # the current events of the gap, by tool
+        for j in gap_cur:
+            waiting.setdefault(tool_name(cur[j]), deque()).append(j)
+        for i in gap_rec:  # the k-th call of a tool in the gap pairs with its k-th call now
+            name = tool_name(rec[i])
+            if queue := waiting.get(name):
+                j = queue.popleft()
+                changes.append({"kind": "changed", "from": i, "to": j, "tool": name,
+                                "patch": json_patch(rec[i], cur[j])})  # fmt: skip
+                matched_rec.add(i)
+                match[j] = i
+    changes += [{"kind": "added", "to": j, "tool": tool_name(cur[j]), "event": cur[j]} for j in added if j not in match]
     changes += [
         {"kind": "removed", "from": i, "tool": tool_name(rec[i]), "event": rec[i]}
-        for i in range(len(rec))
+        for i in removed
         if i not in matched_rec
     ]
     return changes
@@ -174,8 +193,7 @@ def apply_changes(recorded: Json, changes: list[dict[str, Any]], patch: Any) -> 
     stayed fill the other positions, in their order.
     """
     rec = as_events(recorded)
-    gone = {c["from"] for c in changes if c["kind"] in ("removed", "moved")}
-    gone |= {c["at"] for c in changes if c["kind"] == "changed"}
+    gone = {c["from"] for c in changes if c["kind"] in ("removed", "moved", "changed")}
     added = sum(1 for c in changes if c["kind"] == "added")
     out: list[Json] = [None] * (len(rec) - sum(1 for c in changes if c["kind"] == "removed") + added)
     placed: set[int] = set()
@@ -183,7 +201,7 @@ def apply_changes(recorded: Json, changes: list[dict[str, Any]], patch: Any) -> 
         if c["kind"] == "moved":
             j, event = c["to"], rec[c["from"]]
         elif c["kind"] == "changed":
-            j, event = c["at"], patch(rec[c["at"]], c["patch"])
+            j, event = c["to"], patch(rec[c["from"]], c["patch"])
         elif c["kind"] == "added":
             j, event = c["to"], c["event"]
         else:
@@ -210,5 +228,6 @@ def describe(changes: list[dict[str, Any]]) -> list[str]:
             lines.append(f"removed: {tool} from position {c['from']}")
         else:
             paths = ", ".join(op["path"] or "(the whole event)" for op in c["patch"]) or "(equal by value)"
-            lines.append(f"changed: {tool} at position {c['at']}: {paths}")
+            moved = "" if c["from"] == c["to"] else f" (was at {c['from']})"
+            lines.append(f"changed: {tool} at position {c['to']}{moved}: {paths}")
     return lines

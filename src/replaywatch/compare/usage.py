@@ -144,7 +144,7 @@ def sum_parts(parts: list[float]) -> float | None:
     """Token parts added up; None when none was found (or the sum is beyond a double)."""
     if not parts:
         return None
-    total = math.fsum(parts)
+    total = sum(parts)
     return total if math.isfinite(total) else None
 
 

@@ -329,4 +329,20 @@ END;
 $$;
 """,
     ),
+    (
+        4,
+        """
+-- How often each ignore rule matched ([domain]): statistics for `replaywatch report
+-- --rules`, added to by each watcher every few seconds (not part of the commit).
+CREATE TABLE IF NOT EXISTS {schema}.ignore_rule_stats (
+    group_id    text        NOT NULL,
+    policy      text        NOT NULL,
+    rule        text        NOT NULL,
+    comparisons bigint      NOT NULL DEFAULT 0,
+    matches     bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (group_id, policy, rule)
+);
+""",
+    ),
 )

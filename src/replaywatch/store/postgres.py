@@ -425,6 +425,29 @@ class PostgresStore:
                 offset,
             )
 
+    async def add_rule_counts(self, rows: list[tuple[str, str, int, int]]) -> None:
+        """Add (policy, rule, comparisons, matches) to the ignore-rule statistics."""
+        if not rows:
+            return
+        async with translate_postgres_errors("ignore rule statistics"):
+            await self._pool.execute(
+                f"INSERT INTO {self._q}.ignore_rule_stats AS s (group_id, policy, rule, comparisons, matches) "
+                "SELECT $1, p, r, c, m FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) "
+                "AS t(p, r, c, m) ON CONFLICT (group_id, policy, rule) DO UPDATE SET "
+                "comparisons = s.comparisons + excluded.comparisons, matches = s.matches + excluded.matches, "
+                "updated_at = now()",
+                self.group_id, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
+            )  # fmt: skip
+
+    async def rule_counts(self) -> list[asyncpg.Record]:
+        """The ignore-rule statistics of this group, by policy and rule."""
+        async with translate_postgres_errors("ignore rule statistics"):
+            return await self._pool.fetch(
+                f"SELECT policy, rule, comparisons, matches, updated_at FROM {self._q}.ignore_rule_stats "
+                "WHERE group_id = $1 ORDER BY policy, rule",
+                self.group_id,
+            )
+
     async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         """(step projections of the run, its comparisons in order)."""
         async with translate_postgres_errors("report"):
