@@ -89,7 +89,7 @@ bench: deps $(STAMP)
 	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/telemetry_cost.py)
 
 bench-compare: $(STAMP)
-	$(BIN)/python bench/compare_bench.py
+	$(BIN)/python bench/compare_bench.py --policies --against 0b139a7 --rounds 5
 
 # Backfill, dry run, re-scoring and rebuild over 200,000 events, beside the live rate.
 bench-backfill: deps $(STAMP)

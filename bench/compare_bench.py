@@ -6,15 +6,31 @@ Three figures, one process, one core:
 - pair:    both attempts prepared from scratch, then compared (``compare_attempts``).
 - floor:   a sorted orjson dump of both documents and a byte compare (no rules).
 
-Usage: python bench/compare_bench.py [--seconds 3] [--json out.json]
+``--policies`` turns [domain]'s features on: a policy file of five rules (the attempt
+matches the last, which picks the ``all`` usage preset and two ignore rules), each
+event's policy selected by (provider, provider version, step) before it is compared.
+
+``--against REV`` measures the engine of git revision REV too, in the same run:
+rounds of this tree and REV alternate (each a fresh process on the same core), and the
+medians and their ratio are printed. ``make bench-compare`` runs
+``--policies --against 0b139a7`` (the engine before policies and presets).
+
+Usage: python bench/compare_bench.py [--seconds 3] [--policies] [--against REV [--rounds 3]] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 
@@ -57,26 +73,55 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
             return n / elapsed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--json", dest="json_out")
-    args = ap.parse_args()
+POLICIES = {
+    "default": {"tokens_tolerance": 0.01, "cost_tolerance": 0.01},
+    "rules": [
+        {"name": "anthropic", "provider": "anthropic", "usage": "anthropic", "tokens_tolerance": 0.1},
+        {"name": "openai-4o", "provider": "openai", "provider_version": "gpt-4o*", "usage": "openai"},
+        {"name": "gen-ai", "provider": "vertex", "usage": "gen_ai"},
+        {"name": "retrieval", "step": "retrieve-*", "ignore": ["**.clock"]},
+        {"name": "agents", "provider": "in-house", "provider_version": "agent-*", "step": "step-*", "usage": "all",
+         "ignore": ["output_snapshot.meta.request_id", "tool_events[*].trace.span_id"]},
+    ],
+}  # fmt: skip
 
-    config = CompareConfig.build(0.01, 0.01)
+
+AGENTS_IGNORE = POLICIES["rules"][-1]["ignore"]  # type: ignore[index]
+
+
+def measure(seconds: float, policies: bool) -> dict[str, float]:
+    """Without policies: the same tolerances and ignore rules as the policy that
+    matches, set directly (what an engine without policies runs)."""
+    config = CompareConfig.build(0.01, 0.01, AGENTS_IGNORE)
+    select = None
+    if policies:
+        from replaywatch.compare import policy
+
+        config = policy.parse(POLICIES, config)
+        select = config.select
     rec_snap, cur_snap = snapshot(600, 0.0021), snapshot(603, 0.00211)
     rec = Attempt("run-1", "step-1", 1, rec_snap, tool_events=TOOLS)
     cur = Attempt("run-1", "step-1", 2, cur_snap, tool_events=json.loads(json.dumps(TOOLS)))
-    print(f"snapshot {len(orjson.dumps(rec_snap))} B, tool events {len(orjson.dumps(TOOLS))} B")
     base = prepare(rec.number, rec.output_snapshot, rec.tool_events, config)
-    assert compare_attempts(rec, cur, config).verdict.value == "within_tolerance"
+    if select is not None:
+        chosen = select("in-house", "agent-7", "step-1")
+        assert chosen.policy == "agents", chosen.policy
+        base = prepare(rec.number, rec.output_snapshot, rec.tool_events, chosen)
+        assert compare(
+            "run-1", "step-1", base, prepare(2, cur_snap, cur.tool_events, chosen), chosen
+        ).verdict.value == ("within_tolerance")
+    else:
+        assert compare_attempts(rec, cur, config).verdict.value == "within_tolerance"
 
     def stream() -> object:
-        p = prepare(cur.number, cur.output_snapshot, cur.tool_events, config)
-        return compare("run-1", "step-1", base, p, config)
+        c = config if select is None else select("in-house", "agent-7", "step-1")
+        p = prepare(cur.number, cur.output_snapshot, cur.tool_events, c)
+        return compare("run-1", "step-1", base, p, c)
 
     def pair() -> object:
-        return compare_attempts(rec, cur, config)
+        c = config if select is None else select("in-house", "agent-7", "step-1")
+        return compare("run-1", "step-1", prepare(rec.number, rec.output_snapshot, rec.tool_events, c),
+                       prepare(cur.number, cur.output_snapshot, cur.tool_events, c), c)  # fmt: skip
 
     opt = orjson.OPT_SORT_KEYS
 
@@ -85,13 +130,79 @@ def main() -> None:
             TOOLS, option=opt
         ) == orjson.dumps(cur.tool_events, option=opt)
 
-    results = {name: rate(fn, args.seconds) for name, fn in (("stream", stream), ("pair", pair), ("floor", floor))}
-    for name, r in results.items():
-        print(f"{name:7} {r:12,.0f} /s  {1e6 / r:7.2f} us each")
-    print(f"stream/floor time ratio: {results['floor'] / results['stream']:.1f}x")
+    return {name: rate(fn, seconds) for name, fn in (("stream", stream), ("pair", pair), ("floor", floor))}
+
+
+def _round(src: Path | None, seconds: float, policies: bool) -> dict[str, float]:
+    """One measurement in a fresh process on CPU 0: this tree's engine, or ``src``'s."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    cmd = [sys.executable, __file__, "--worker", "--seconds", str(seconds)] + (["--policies"] if policies else [])
+    if hasattr(os, "sched_setaffinity"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def against(rev: str, seconds: float, rounds: int, policies: bool) -> dict[str, object]:
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", rev, "src"], check=True, capture_output=True
+        ).stdout
+        tar_path = Path(tmp) / "src.tar"
+        tar_path.write_bytes(archive)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(tmp, filter="data")
+        old_src = Path(tmp) / "src"
+        now: list[dict[str, float]] = []
+        then: list[dict[str, float]] = []
+        for n in range(rounds):
+            then.append(_round(old_src, seconds, False))
+            now.append(_round(None, seconds, policies))
+            old_rate, new_rate = then[-1]["stream"], now[-1]["stream"]
+            print(f"round {n + 1}: {rev} stream {old_rate:,.0f}/s, this tree stream {new_rate:,.0f}/s", flush=True)
+    med_now = {k: statistics.median(r[k] for r in now) for k in now[0]}
+    med_then = {k: statistics.median(r[k] for r in then) for k in then[0]}
+    return {
+        "rev": rev, "policies": policies, "rounds": rounds, "seconds": seconds,
+        "this_tree": med_now, "rev_medians": med_then,
+        "ratio": {k: med_now[k] / med_then[k] for k in ("stream", "pair")},
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--policies", action="store_true", help="select each event's policy; presets and ignore rules on")
+    ap.add_argument("--against", metavar="REV", help="also measure git revision REV, alternating, in this run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        print(json.dumps(measure(args.seconds, args.policies)))
+        return
+    rec_snap = snapshot(600, 0.0021)
+    print(f"snapshot {len(orjson.dumps(rec_snap))} B, tool events {len(orjson.dumps(TOOLS))} B")
+    if args.against:
+        result: dict[str, object] = against(args.against, args.seconds, args.rounds, args.policies)
+        mine, theirs, ratio = result["this_tree"], result["rev_medians"], result["ratio"]
+        for name in ("stream", "pair"):
+            print(f"{name:7} this tree {mine[name]:10,.0f}/s ({1e6 / mine[name]:.2f} us)"  # type: ignore[index]
+                  f"  {args.against} {theirs[name]:10,.0f}/s ({1e6 / theirs[name]:.2f} us)"  # type: ignore[index]
+                  f"  ratio {ratio[name]:.3f}")  # type: ignore[index]  # fmt: skip
+    else:
+        results = measure(args.seconds, args.policies)
+        for name, r in results.items():
+            print(f"{name:7} {r:12,.0f} /s  {1e6 / r:7.2f} us each")
+        print(f"stream/floor time ratio: {results['floor'] / results['stream']:.1f}x")
+        result = dict(results)
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

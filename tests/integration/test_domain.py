@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -129,3 +132,11 @@ async def test_two_providers_under_their_policies(lane: Lane) -> None:
         ("anthropic-loose", "output_snapshot.meta.requestId"): (runs, 0),
         ("openai-strict", "output_snapshot.meta.request_id"): (runs, runs),  # from the default
     }
+    # and `replaywatch report --rules` prints them
+    env = {**os.environ, **lane.env, "COLUMNS": "200"}
+    report = subprocess.run([sys.executable, "-m", "replaywatch", "report", "--rules"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    lines = [" ".join(line.replace("│", " ").split()) for line in report.stdout.splitlines()]
+    assert f"anthropic-loose output_snapshot.meta.requestId {runs} 0 0.0%" in lines
+    assert f"anthropic-loose output_snapshot.meta.request_id {runs} {runs} 100.0%" in lines

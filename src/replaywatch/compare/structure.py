@@ -24,6 +24,8 @@ from replaywatch.compare.canonical import Json
 from replaywatch.compare.usage import REFERENCE, UsagePreset, as_number, sum_parts
 
 _CONTAINERS = (dict, list)
+_TOP_DROP: dict[frozenset[str], frozenset[str]] = {}
+"""A preset's usage keys and the top-level attestation ids, by preset (a few presets)."""
 _NUMBERS = (int, float)
 
 
@@ -59,15 +61,15 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
     # (value, the container its copy goes in (None: a dropped subtree, only searched), key or index there)
     stack: list[tuple[Json, Any, Any]] = [(snapshot, root, 0)]
     push, pop = stack.append, stack.pop
-    drop_below = usage.strip
-    drop_top = drop_below | {ATTESTATION_KEY}
+    drop_below, part_keys = usage.strip, usage.part_keys
+    drop_top = _TOP_DROP.get(drop_below) or _TOP_DROP.setdefault(drop_below, drop_below | {ATTESTATION_KEY})
     while stack:
         value, parent, slot = pop()
         t = type(value)
         if t is dict:
             if tokens is None:
                 tokens = _own(value, token_keys)
-                if missing_parts and tokens is None:
+                if missing_parts and tokens is None and not part_keys.isdisjoint(value):
                     for g, group in enumerate(groups):
                         if parts[g] is None and (n := _own(value, group)) is not None:
                             parts[g] = n

@@ -44,11 +44,13 @@ class UsagePreset:
     details: tuple[str, ...] = ()
     """Keys of objects that only break usage down (``prompt_tokens_details``): left out."""
     strip: frozenset[str] = field(init=False)
+    part_keys: frozenset[str] = field(init=False)
+    """Every key of ``token_parts``: an object holding none of them is not searched for parts."""
 
     def __post_init__(self) -> None:
-        keys = {*self.token_keys, *self.cost_keys, *self.details}
-        keys.update(k for group in self.token_parts for k in group)
-        object.__setattr__(self, "strip", frozenset(keys))
+        parts = frozenset(k for group in self.token_parts for k in group)
+        object.__setattr__(self, "part_keys", parts)
+        object.__setattr__(self, "strip", frozenset({*self.token_keys, *self.cost_keys, *self.details}) | parts)
 
 
 _OPENAI_IN: Final = ("prompt_tokens", "input_tokens")  # Chat Completions, Responses
