@@ -28,6 +28,8 @@ class Endpoints:
     s3_access_key_id: str
     s3_secret_access_key: str
     s3_region: str
+    schema_registry_url: str = ""
+    """The devstack's registry (tests that use one opt in: ``Lane(registry=True)``)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Endpoints:
@@ -38,6 +40,7 @@ class Endpoints:
             env.get("REPLAYWATCH_S3_ACCESS_KEY_ID", "test"),
             env.get("REPLAYWATCH_S3_SECRET_ACCESS_KEY", "test"),
             env.get("REPLAYWATCH_S3_REGION", "us-east-1"),
+            env.get("REPLAYWATCH_SCHEMA_REGISTRY_URL", ""),
         )
 
 

@@ -1,6 +1,7 @@
 """The adapters, opened from the settings on an exit stack: PostgreSQL (migrated), S3,
 Kafka's admin (topics ensured, the output topic's size limit read), the dead-letter
-producer, the outbox publisher and the input consumer. Each adapter takes explicit
+producer, the outbox publisher, the input consumer and the schema registry (the output
+schema registered). Each adapter takes explicit
 arguments; this is the one place that reads them from the settings."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.stream.deadletter import DeadLetters
 from replaywatch.stream.publisher import OutboxPublisher
+from replaywatch.stream.schema_registry import SchemaRegistry
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_admin, max_message_bytes
 
 
@@ -31,6 +33,10 @@ class Adapters:
     """``InputConsumer`` (the live group member), or a replay's ``RangeConsumer``."""
     output_limit: int
     """The output topic's max.message.bytes."""
+    schemas: SchemaRegistry | None = None
+    """The schema registry, when one is configured."""
+    output_schema_id: int | None = None
+    """ReplayComparisonEvent's id in the registry: events are published framed with it."""
 
 
 async def open_adapters(
@@ -92,4 +98,25 @@ async def open_adapters(
         retry=retry,
     )
     stack.push_async_callback(publisher.close)
-    return Adapters(store, artifacts, dead_letters, publisher, consumer(settings), output_limit)
+    schemas, schema_id = await open_schema_registry(settings, stack, retry)
+    return Adapters(store, artifacts, dead_letters, publisher, consumer(settings), output_limit, schemas, schema_id)
+
+
+async def open_schema_registry(
+    settings: Settings, stack: AsyncExitStack, retry: Backoff, *, register: bool = True
+) -> tuple[SchemaRegistry | None, int | None]:
+    """The schema registry and the output schema's id in it (registered unless not
+    ``register``: a dry run publishes nothing), when one is configured."""
+    if settings.schema_registry_url is None:
+        return None, None
+    user_info = settings.schema_registry_user_info
+    schemas = SchemaRegistry.open(
+        settings.schema_registry_url,
+        user_info=user_info.get_secret_value() if user_info else None,
+        ca_location=str(settings.schema_registry_ca) if settings.schema_registry_ca else None,
+    )
+    stack.push_async_callback(schemas.close)
+    if not register:
+        return schemas, None
+    schema_id = await retry.call(lambda: schemas.register_output(settings.output_topic), "register the output schema")
+    return schemas, schema_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +57,11 @@ def decode_records(
     records: Iterable[Any],
     limits: codec.Limits = codec.DEFAULT_LIMITS,
     refused: dict[Source, BadRecordError] | None = None,
+    writers: Mapping[int, Any] | None = None,
 ) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
     """(decoded records in order, records that break the contract). Pure. ``refused``:
-    records a service refused earlier, dead-lettered with that reason."""
+    records a service refused earlier, dead-lettered with that reason; ``writers``: the
+    writer schemas of a schema registry (``codec.decode_attempt``)."""
     good: list[tuple[Any, Attempt]] = []
     bad: list[tuple[Any, BadRecordError]] = []
     for record in records:
@@ -67,7 +69,7 @@ def decode_records(
             bad.append((record, error))
             continue
         try:
-            good.append((record, codec.decode_attempt(record.value, limits)))
+            good.append((record, codec.decode_attempt(record.value, limits, writers)))
         except BadRecordError as exc:
             bad.append((record, exc))
         except Exception as exc:
@@ -128,9 +130,11 @@ def outgoing(
     max_event_bytes: int,
     settings_fingerprint: str | None = None,
     supersedes: tuple[str, str | None] | None = None,
+    output_schema_id: int | None = None,
 ) -> tuple[OutboxRow, ComparisonRow]:
     """The outbox row of one comparison (its event, cut to fit the output topic) and
     its history row. ``settings_fingerprint``: the settings' (else its policy's).
+    ``output_schema_id``: the registry's id of the output schema (a framed event).
     ``supersedes``: for a re-scoring's event, (the pair's first event,
     the event it replaces or None); its id is ``superseding_id``."""
     key = c.run_id.encode()
@@ -142,7 +146,7 @@ def outgoing(
             occurred_at_ms=occurred_at_ms, detected_at_ms=detected_at_ms, settings_fingerprint=settings_fingerprint,
             event_id=event_id, supersedes=supersedes[1] if supersedes else None,
         ),
-        max_bytes=max_event_bytes - len(key),
+        max_bytes=max_event_bytes - len(key), schema_id=output_schema_id,
     )  # fmt: skip
     outbox = OutboxRow(record.partition, record.offset, event_id, key, value, c.verdict.value)
     kind, sha = (c.diff.kind.value, c.diff.sha256) if c.diff else (None, None)

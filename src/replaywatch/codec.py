@@ -17,17 +17,20 @@ import io
 import json
 import struct
 import uuid
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.exceptions import (
     BadRecordError,
     ContractViolation,
+    IncompatibleSchema,
     InvalidJsonError,
     RecordTooLarge,
     UndecodableRecord,
@@ -83,6 +86,17 @@ def load_schema(name: str) -> Any:
     return fastavro.parse_schema(_without_logical_types(json.loads(text)))
 
 
+def schema_text(name: str) -> str:
+    """A schema of ``schemas/`` as its JSON text (what is registered)."""
+    return (resources.files("replaywatch.schemas") / name).read_text()
+
+
+def parse_writer(schema: Any) -> Any:
+    """A writer schema from a registry, parsed as the codec reads (logical types as their
+    raw types), for fastavro's writer -> reader resolution."""
+    return fastavro.parse_schema(_without_logical_types(schema), _write_hint=False)
+
+
 @cache
 def registry() -> dict[int, Any]:
     doc = json.loads((resources.files("replaywatch.schemas") / "registry.json").read_text())
@@ -100,8 +114,16 @@ MAX_ATTEMPT = 2**31 - 1
 MAX_ID_LEN = 1024
 
 
-def decode_attempt(value: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Attempt:
-    """Decode and validate one input value. Raises BadRecordError on any breach."""
+def decode_attempt(
+    value: bytes | None, limits: Limits = DEFAULT_LIMITS, writers: Mapping[int, Any] | None = None
+) -> Attempt:
+    """Decode and validate one input value. Raises BadRecordError on any breach.
+
+    ``writers``: writer schemas by id from a schema registry (each a parsed schema, or
+    the BadRecordError its records get); without one, ``schemas/registry.json``'s. A
+    writer schema other than the reader is resolved against it (fastavro): fields it
+    adds are skipped, fields it lacks take their defaults, and what cannot be resolved
+    is an IncompatibleSchema."""
     if not value:
         raise UndecodableRecord("empty value: expected an Avro StepAttemptEvent")
     if len(value) > limits.record_bytes:
@@ -116,12 +138,21 @@ def decode_attempt(value: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Atte
         if len(value) < 5:
             raise UndecodableRecord("Confluent framing cut short: fewer than 5 bytes")
         _, schema_id = _HEADER.unpack_from(value)
-        writer = registry().get(schema_id)
-        if writer is None:
-            raise UnknownSchemaId(f"Confluent schema id {schema_id} is unknown; known ids: {sorted(registry())}")
+        if writers is None:
+            writer = registry().get(schema_id)
+            if writer is None:
+                raise UnknownSchemaId(f"Confluent schema id {schema_id} is unknown; known ids: {sorted(registry())}")
+        else:
+            writer = writers.get(schema_id)
+            if writer is None:
+                raise UnknownSchemaId(f"Confluent schema id {schema_id} is unknown")
+            if isinstance(writer, BadRecordError):
+                raise type(writer)(str(writer))
         buf.seek(5)
     try:
         rec: dict[str, Any] = fastavro.schemaless_reader(buf, writer, None if writer is reader else reader)  # type: ignore[assignment]
+    except SchemaResolutionError as exc:
+        raise IncompatibleSchema(f"the writer schema does not resolve to StepAttemptEvent: {exc}") from None
     except Exception as exc:  # fastavro raises many kinds on corrupt input
         raise UndecodableRecord(f"not a StepAttemptEvent in Avro binary: {type(exc).__name__}: {exc}") from None
     if buf.tell() != len(value):
@@ -245,7 +276,16 @@ def comparison_record(
     }
 
 
-def encode_comparison(record: dict[str, Any], max_bytes: int | None = None) -> bytes:
+def encode_comparison(record: dict[str, Any], max_bytes: int | None = None, schema_id: int | None = None) -> bytes:
+    """``encode_comparison_body`` in the Confluent wire format when ``schema_id`` is given
+    (the id the registry gave ReplayComparisonEvent), else plain Avro."""
+    if schema_id is None:
+        return encode_comparison_body(record, max_bytes)
+    header = _HEADER.pack(0, schema_id)
+    return header + encode_comparison_body(record, None if max_bytes is None else max_bytes - len(header))
+
+
+def encode_comparison_body(record: dict[str, Any], max_bytes: int | None = None) -> bytes:
     """Avro binary of a ReplayComparisonEvent. With ``max_bytes``, an event that would be
     larger has its attestation lists cut (missing first, then unexpected, in order)
     until it fits, and says so (``attestations_truncated``; the counts stay whole).
@@ -277,7 +317,9 @@ def _encode(record: dict[str, Any]) -> bytes:
 
 
 def decode_comparison(value: bytes) -> dict[str, Any]:
-    rec: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
-        io.BytesIO(value), load_schema(COMPARISON_SCHEMA), None
-    )
+    """An output event, plain Avro or in the Confluent wire format (this version's schema)."""
+    buf = io.BytesIO(value)
+    if value[:1] == b"\x00":  # framed: a plain event starts with its event id's length, never 0
+        buf.seek(5)
+    rec: dict[str, Any] = fastavro.schemaless_reader(buf, load_schema(COMPARISON_SCHEMA), None)  # type: ignore[assignment]
     return rec

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="Policy file (TOML or YAML): settings per provider, provider version and step"
     )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry (unset: schemas/registry.json, plain Avro output)"
+    )
+    schema_registry_user_info: SecretStr | None = Field(
+        None, description="Basic-auth credentials of the schema registry, user:password"
+    )
+    schema_registry_ca: Path | None = Field(
+        None, description="CA bundle that signs the schema registry's TLS certificate"
+    )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
@@ -96,6 +105,11 @@ class Settings(BaseSettings):
     ready_stall_seconds: float = Field(
         30.0, gt=0, description="/readyz fails when records wait and nothing committed for this long"
     )
+
+    @field_validator("schema_registry_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("ignore_paths", mode="before")
     @classmethod

@@ -9,6 +9,7 @@
     ├── BadRecordError          this record can never be processed: dead-letter it (its reason)
     │   ├── UndecodableRecord   not Avro of the contract (avro_decode)
     │   ├── UnknownSchemaId     Confluent framing with an unknown schema id (unknown_schema_id)
+    │   ├── IncompatibleSchema  a writer schema the reader schema cannot resolve (incompatible_schema)
     │   ├── ContractViolation   an id, attempt or event id outside the contract (contract)
     │   ├── InvalidJsonError    JSON text that does not parse, or NaN/Infinity (invalid_json)
     │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels (too_deep)
@@ -68,6 +69,13 @@ class UnknownSchemaId(BadRecordError):
     """Confluent framing with a schema id the registry does not know."""
 
     reason = "unknown_schema_id"
+
+
+class IncompatibleSchema(BadRecordError):
+    """A writer schema from the registry that replaywatch's reader schema cannot resolve
+    (a field it needs is missing without a default, a type changed, not Avro)."""
+
+    reason = "incompatible_schema"
 
 
 class ContractViolation(BadRecordError):

@@ -93,7 +93,8 @@ class Pipeline:
             self.preparer = Preparer(projections=self.projections, diffs=adapters.artifacts, writer=self.writer,
                                      config=config, limits=settings.limits(), refused=self._refused,
                                      event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
-                                     group=settings.group_id)  # fmt: skip
+                                     group=settings.group_id, schemas=adapters.schemas,
+                                     output_schema_id=adapters.output_schema_id)  # fmt: skip
             await self.consumer.start(self.revoked, self.assigned)
             stack.push_async_callback(self.consumer.stop)
             stack.callback(telemetry.watch(self.lag, lambda: self._backlog))

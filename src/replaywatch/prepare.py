@@ -26,6 +26,7 @@ from replaywatch.ports import DiffStore, Source
 from replaywatch.projection import StepProjection
 from replaywatch.state.projections import Projections
 from replaywatch.store.postgres import BatchCommit, StepKey
+from replaywatch.stream.schema_registry import SchemaRegistry
 
 CHUNK = 200
 """Records prepared between two yields to the event loop: the uploads and the write in
@@ -51,6 +52,9 @@ class Preparer:
     topic: str = ""
     group: str = ""
     seq: int = 0
+    schemas: SchemaRegistry | None = None
+    """The schema registry: writer schemas of framed records are fetched from it."""
+    output_schema_id: int | None = None
 
     async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
@@ -62,11 +66,13 @@ class Preparer:
         self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None], records: list[Any]
     ) -> PreparedBatch:
         started = time.perf_counter()
-        # 1. decode (pure), a chunk at a time
+        # 1. decode (pure), a chunk at a time, with the writer schemas of a registry (fetched
+        #    once per id; an outage raises TransientError: the batch waits, nothing is dead-lettered)
+        writers = await self.schemas.writers(r.value for r in records) if self.schemas is not None else None
         decoded: list[tuple[Any, Attempt]] = []
         bad: list[tuple[Any, BadRecordError]] = []
         for i in range(0, len(records), CHUNK):
-            good_part, bad_part = decode_records(records[i : i + CHUNK], self.limits, self.refused)
+            good_part, bad_part = decode_records(records[i : i + CHUNK], self.limits, self.refused, writers)
             decoded += good_part
             bad += bad_part
             await asyncio.sleep(0)
@@ -135,7 +141,8 @@ class Preparer:
             uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
             try:
                 outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
-                                       max_event_bytes=self.event_bytes)  # fmt: skip
+                                       max_event_bytes=self.event_bytes,
+                                       output_schema_id=self.output_schema_id)  # fmt: skip
                 drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
                 outbox.trace = telemetry.comparison_trace(record, c, drifted)
             except Exception as exc:

@@ -67,6 +67,8 @@ class Lane:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     partitions: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
+    registry: bool = False
+    """Use the stack's schema registry (else none, whatever the environment says)."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -87,6 +89,7 @@ class Lane:
             "REPLAYWATCH_PARTITIONS": str(self.partitions),
             "REPLAYWATCH_BATCH_TIMEOUT_MS": "20",
             "REPLAYWATCH_HTTP_PORT": "0",  # several consumers at once: none serves /metrics unless asked
+            "REPLAYWATCH_SCHEMA_REGISTRY_URL": e.schema_registry_url if self.registry else "",
         }
         env.update({f"REPLAYWATCH_{k.upper()}": str(v) for k, v in self.extra.items()})
         return env

@@ -1,4 +1,5 @@
-"""The local stack: Kafka, PostgreSQL and S3 on 127.0.0.1, state in one directory.
+"""The local stack: Kafka, PostgreSQL, S3 and a schema registry on 127.0.0.1, state in one
+directory.
 
 ``state.json`` in that directory records each service's ports and the PID that ``up``
 started; ``down`` stops exactly those PIDs. Ports are chosen free on the first ``up``
@@ -24,12 +25,13 @@ from typing import Protocol
 from replaywatch.devstack import process, s3
 from replaywatch.devstack.kafka import Kafka
 from replaywatch.devstack.postgres import Postgres, postgres_group
+from replaywatch.devstack.registry import Registry
 from replaywatch.devstack.s3 import S3
 from replaywatch.exceptions import DevstackError
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("kafka", "postgres", "s3")
+SERVICES = ("kafka", "postgres", "s3", "registry")
 
 
 class Service(Protocol):
@@ -106,16 +108,23 @@ class Stack:
 
     def _ports(self) -> dict[str, dict[str, int | None]]:
         state = self._state()
-        if not state:
-            state = {
-                "kafka": {
-                    "port": _port_setting("KAFKA") or process.free_port(),
-                    "controller_port": process.free_port(),
-                    "pid": None,
-                },
-                "postgres": {"port": _port_setting("POSTGRES") or process.free_port(), "pid": None},
-                "s3": {"port": _port_setting("S3") or process.free_port(), "pid": None},
-            }
+        fresh = {
+            "kafka": lambda: {
+                "port": _port_setting("KAFKA") or process.free_port(),
+                "controller_port": process.free_port(),
+                "pid": None,
+            },
+            "postgres": lambda: {"port": _port_setting("POSTGRES") or process.free_port(), "pid": None},
+            "s3": lambda: {"port": _port_setting("S3") or process.free_port(), "pid": None},
+            "registry": lambda: {
+                "port": _port_setting("REGISTRY") or process.free_port(),
+                "management_port": process.free_port(),
+                "pid": None,
+            },
+        }
+        missing = [name for name in SERVICES if name not in state]  # a stack made before a service was added
+        if missing:
+            state.update({name: fresh[name]() for name in missing})
             self._save(state)
         return state
 
@@ -127,6 +136,8 @@ class Stack:
             return Postgres(self.root, int(st["port"] or 0))
         if name == "s3":
             return S3(self.root, int(st["port"] or 0))
+        if name == "registry":
+            return Registry(self.root, int(st["port"] or 0), int(st["management_port"] or 0))
         raise DevstackError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
 
     def pid(self, name: str) -> int | None:
@@ -206,8 +217,11 @@ class Stack:
         kafka = self.service("kafka")
         pg = self.service("postgres")
         obj = self.service("s3")
+        registry = self.service("registry")
         assert isinstance(kafka, Kafka) and isinstance(pg, Postgres) and isinstance(obj, S3)
+        assert isinstance(registry, Registry)
         return {
+            "REPLAYWATCH_SCHEMA_REGISTRY_URL": registry.url,
             "REPLAYWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "REPLAYWATCH_POSTGRES_DSN": pg.dsn,
             "REPLAYWATCH_S3_ENDPOINT": obj.endpoint,

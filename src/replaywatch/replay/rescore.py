@@ -153,6 +153,7 @@ async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tu
                         record, occurred, c, detected_at_ms=int(time.time() * 1000), diff_uri=uri,
                         max_event_bytes=adapters.output_limit - RECORD_OVERHEAD, settings_fingerprint=fingerprint,
                         supersedes=(c.event_id, old.event_id if old else None),
+                        output_schema_id=adapters.output_schema_id,
                     )  # fmt: skip
                     commit.outbox.append(row)
                     commit.comparisons.append(history)

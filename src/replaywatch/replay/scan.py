@@ -3,16 +3,20 @@ and a re-scoring compute. The pure work is ``batch``'s (decode, apply)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from replaywatch.adapters import open_schema_registry
 from replaywatch.batch import apply_records, decode_records
 from replaywatch.compare import CompareConfig, Comparison
 from replaywatch.config import Settings
 from replaywatch.projection import StepProjection
 from replaywatch.replay.ranges import Ranges
+from replaywatch.retry import Backoff
 from replaywatch.store.postgres import StepKey
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
@@ -48,6 +52,9 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
     async def revoked(partitions: set[int]) -> None:
         return None
 
+    stack = AsyncExitStack()
+    retry = Backoff(asyncio.Event())
+    schemas, _ = await open_schema_registry(settings, stack, retry, register=False)
     await consumer.start(revoked, assigned)
     try:
         while not consumer.finished():
@@ -55,7 +62,11 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
             consumer.advance(batch)
             records = [r for recs in batch.values() for r in recs]
             out.records += len(records)
-            decoded, rejected = decode_records(records, limits)
+            writers = None
+            if schemas is not None:
+                values = [r.value for r in records]
+                writers = await retry.call(lambda: schemas.writers(values), "fetch writer schemas")  # noqa: B023
+            decoded, rejected = decode_records(records, limits, writers=writers)
             out.bad.update(e.reason for _, e in rejected)
             known.update(await start_from(list({(a.run_id, a.step_id) for _, a in decoded} - known.keys())))
             result = apply_records(decoded, known, config)
@@ -65,4 +76,5 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
             out.positions.update({tp.partition: recs[-1].offset + 1 for tp, recs in batch.items()})
     finally:
         await consumer.stop()
+        await stack.aclose()
     return out

@@ -1,0 +1,151 @@
+"""A Confluent-compatible schema registry: writer schemas by id, and the output schema.
+
+The client is confluent-kafka's ``AsyncSchemaRegistryClient`` (httpx; basic auth and a
+TLS CA from the settings). What this adapter adds:
+
+- **Writer schemas by id**, for the records of a batch: each id is fetched once and
+  kept, parsed for fastavro (``writers``), however many records carry it. An id the
+  registry does not know (404) is remembered for a minute, as an ``UnknownSchemaId``;
+  a schema that is not Avro, or does not parse, as an ``IncompatibleSchema``: the
+  records that carry them are dead-lettered with those reasons.
+- **Outages are transient**: unreachable, a timeout, 408/429/5xx (after the client's
+  own retries) raise ``TransientError``, so the batch waits and is prepared again;
+  nothing is dead-lettered for it. A 401/403 is ``ServiceRefused``: credentials to fix.
+- **The output schema** is registered under ``<topic>-value`` (TopicNameStrategy) at
+  start; its id frames every event published (``codec.encode_comparison``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import httpx
+
+# authlib, which the client imports, warns of its own httpx module with a filter of its
+# own ("always"): recorded here, so that it is not printed by every command
+with warnings.catch_warnings(record=True):
+    from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema  # type: ignore[import-untyped]
+    from confluent_kafka.schema_registry.error import SchemaRegistryError  # type: ignore[import-untyped]
+
+from replaywatch import codec
+from replaywatch.exceptions import (
+    BadRecordError,
+    ConfigError,
+    IncompatibleSchema,
+    ServiceRefused,
+    TransientError,
+    UnknownSchemaId,
+)
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_FOR: Final = 60.0
+"""Seconds an id the registry did not know is taken as unknown before it is asked again."""
+_HEADER = struct.Struct(">bI")
+
+Writers = Mapping[int, Any]
+"""Schema id -> a fastavro writer schema, or the ``BadRecordError`` its records get."""
+
+
+def framed_ids(values: Iterable[bytes | None]) -> set[int]:
+    """The schema ids of the values in the Confluent wire format (magic byte 0)."""
+    return {_HEADER.unpack_from(v)[1] for v in values if v and v[0] == 0 and len(v) >= 5}
+
+
+class SchemaRegistry:
+    def __init__(self, client: AsyncSchemaRegistryClient, url: str) -> None:
+        self._client = client
+        self.url = url
+        self._writers: dict[int, Any] = {}
+        self._unknown: dict[int, float] = {}
+        self.fetches = 0
+        """Requests made for writer schemas (one per id, unknown ids once a minute)."""
+
+    @classmethod
+    def open(cls, url: str, *, user_info: str | None = None, ca_location: str | None = None,
+             timeout: float = 10.0) -> SchemaRegistry:  # fmt: skip
+        conf: dict[str, Any] = {"url": url, "timeout": timeout, "max.retries": 2, "retries.wait.ms": 200}
+        if user_info:
+            conf["basic.auth.user.info"] = user_info
+        if ca_location:
+            conf["ssl.ca.location"] = ca_location
+        return cls(AsyncSchemaRegistryClient(conf), url)
+
+    async def close(self) -> None:
+        await self._client.__aexit__()
+
+    async def writers(self, values: Iterable[bytes | None]) -> Writers:
+        """The writer schema of every framed value, fetched when not yet known."""
+        out: dict[int, Any] = {}
+        now = time.monotonic()
+        for schema_id in framed_ids(values):
+            if schema_id in self._writers:
+                out[schema_id] = self._writers[schema_id]
+            elif self._unknown.get(schema_id, 0.0) > now:
+                out[schema_id] = UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
+            else:
+                out[schema_id] = await self._fetch(schema_id)
+        return out
+
+    async def _fetch(self, schema_id: int) -> Any:
+        self.fetches += 1
+        try:
+            schema = await self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                self._unknown[schema_id] = time.monotonic() + UNKNOWN_FOR
+                return UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
+            raise _error(exc, f"fetch schema id {schema_id}") from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        writer: Any = _writer_schema(schema_id, schema)
+        self._writers[schema_id] = writer
+        logger.info("schema id %d: %s", schema_id, "a writer schema" if not isinstance(writer, BadRecordError)
+                    else writer)  # fmt: skip
+        return writer
+
+    async def register_output(self, topic: str) -> int:
+        """Register ReplayComparisonEvent under ``<topic>-value``; its schema id."""
+        subject = f"{topic}-value"
+        text = codec.schema_text(codec.COMPARISON_SCHEMA)
+        try:
+            return int(await self._client.register_schema(subject, Schema(text, "AVRO")))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 409:
+                raise ConfigError(
+                    f"the schema registry refuses ReplayComparisonEvent under {subject!r} as incompatible with "
+                    f"the versions there ({exc.error_message}); check the subject's compatibility level"
+                ) from None
+            raise _error(exc, f"register the output schema under {subject!r}") from None
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> TransientError:
+        return TransientError(f"the schema registry at {self.url} is unreachable: {type(exc).__name__}: {exc}")
+
+
+def _writer_schema(schema_id: int, schema: Schema) -> Any:
+    if (schema.schema_type or "AVRO") != "AVRO":
+        return IncompatibleSchema(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
+    try:
+        return codec.parse_writer(json.loads(schema.schema_str or ""))
+    except Exception as exc:  # fastavro raises several kinds on a schema it cannot parse
+        return IncompatibleSchema(f"schema id {schema_id} does not parse as Avro: {type(exc).__name__}: {exc}")
+
+
+def _error(exc: SchemaRegistryError, doing: str) -> Exception:
+    status = exc.http_status_code
+    if status in (401, 403):
+        return ServiceRefused(
+            f"the schema registry refused to {doing} ({status}: {exc.error_message}); check "
+            "REPLAYWATCH_SCHEMA_REGISTRY_USER_INFO"
+        )
+    if status in (408, 429) or status >= 500:
+        return TransientError(f"the schema registry could not {doing} ({status}: {exc.error_message})")
+    return ConfigError(f"the schema registry answered {status} to {doing}: {exc.error_message}")

@@ -1,0 +1,102 @@
+"""[registry] A real schema registry (Apicurio, Confluent-compatible API): producers no
+one here wrote (confluent-kafka's AvroSerializer) under an evolved writer schema next to
+v1, and consumers no one here wrote (its AvroDeserializer) reading the output."""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from tests.conftest import Endpoints
+from tests.integration.streaming import Lane
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_790_000_000_000
+V1 = (Path(__file__).resolve().parents[2] / "schemas" / "step_attempt.avsc").read_text()
+
+
+def evolved() -> str:
+    """v1 plus one field with a default: what a producer adds without asking anyone."""
+    doc = json.loads(V1)
+    doc["fields"].append({"name": "region", "type": ["null", "string"], "default": None})
+    return json.dumps(doc)
+
+
+def incompatible() -> str:
+    """The attempt number as a string: no reader of v1 can resolve it."""
+    doc = json.loads(V1)
+    for f in doc["fields"]:
+        if f["name"] == "attempt":
+            f["type"] = "string"
+    return json.dumps(doc)
+
+
+def attempt(run: str, step: str, n: int, snapshot: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()), "run_id": run, "step_id": step, "attempt": n, "status": "succeeded",
+        "occurred_at": NOW + n, "output_snapshot": orjson.dumps(snapshot).decode(), **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def lane(endpoints: Endpoints, pg_schema: str, bucket: str) -> Lane:
+    assert endpoints.schema_registry_url, "the devstack's env names REPLAYWATCH_SCHEMA_REGISTRY_URL"
+    return Lane(endpoints, pg_schema, bucket, registry=True, extra={"tokens_tolerance": 0.01})
+
+
+async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
+    s = lane.settings()
+    registry = SchemaRegistryClient({"url": lane.endpoints.schema_registry_url})
+    ctx = SerializationContext(s.input_topic, MessageField.VALUE)
+    as_v1 = AvroSerializer(registry, V1)
+    as_v2 = AvroSerializer(registry, evolved())
+    runs = 12
+    values: list[bytes] = []
+    for r in range(runs):
+        run = f"run-{lane.tag}-{r}"
+        # attempt 1 by an old producer (v1), attempt 2 by an upgraded one (v2); step b drifts
+        values.append(as_v1(attempt(run, "a", 1, {"answer": 42, "tokens": 100}), ctx))
+        values.append(as_v2(attempt(run, "a", 2, {"answer": 42, "tokens": 100}, region="eu-west-1"), ctx))
+        values.append(as_v2(attempt(run, "b", 1, {"answer": 1, "tokens": 100}, region="eu-west-1"), ctx))
+        values.append(as_v1(attempt(run, "b", 2, {"answer": 2, "tokens": 150}), ctx))
+    ids = {struct.unpack(">bI", v[:5])[1] for v in values}
+    assert len(ids) == 2, "v1 and v2 under two ids"
+    assert registry.get_latest_version(f"{s.input_topic}-value").version == 2  # BACKWARD accepted v2
+    # two records no reader can take: an incompatible writer schema, and an id nobody gave
+    bad_id = registry.register_schema(f"other-{lane.tag}-value", Schema(incompatible(), "AVRO"))
+    incompatible_value = struct.pack(">bI", 0, bad_id) + values[0][5:]
+    unknown_value = struct.pack(">bI", 0, 987_654_321) + values[0][5:]
+
+    await lane.create_topics()
+    await lane.send([*values, incompatible_value, unknown_value], key=b"one-partition")
+    async with lane.pipeline() as pipeline:
+        raw = await lane.read(s.output_topic, want=2 * runs)
+        dead = await lane.read(s.dlq_topic, want=2)
+        fetches = pipeline.preparer.schemas.fetches if pipeline.preparer.schemas else -1
+
+    # the output: Confluent-framed under <topic>-value, read by the standard deserializer
+    out_id = registry.get_latest_version(f"{s.output_topic}-value").schema_id
+    assert {m.value[:5] for m in raw} == {struct.pack(">bI", 0, out_id)}
+    read = AvroDeserializer(registry)
+    events = [read(m.value, SerializationContext(s.output_topic, MessageField.VALUE)) for m in raw]
+    assert len(events) == 2 * runs
+    verdicts = {(e["run_id"], e["step_id"]): (e["verdict"], e["token_delta"]) for e in events}
+    assert verdicts == {
+        **{(f"run-{lane.tag}-{r}", "a"): ("within_tolerance", 0.0) for r in range(runs)},
+        **{(f"run-{lane.tag}-{r}", "b"): ("drift", 50.0) for r in range(runs)},
+    }
+    # the two it could not read: dead-lettered with their reasons, their bytes kept
+    reasons = {dict(m.headers)["replaywatch.reason"]: m.value for m in dead}
+    assert reasons == {b"incompatible_schema": incompatible_value, b"unknown_schema_id": unknown_value}
+    # one fetch per schema id, not per record: v1, v2, the incompatible one, the unknown one
+    assert fetches == 4
