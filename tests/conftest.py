@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from typing import Any
 import pytest
 
 from replaywatch.devstack import Stack, default_dir
+
+with warnings.catch_warnings(record=True):  # authlib's own "always" filter, once, at import
+    import confluent_kafka.schema_registry  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -89,10 +89,10 @@ def test_an_exception_raised_by_one_record_sets_only_that_record_aside(monkeypat
     ]
     real = codec.decode_attempt
 
-    def flaky(value: bytes, limits: codec.Limits = codec.DEFAULT_LIMITS) -> Any:
+    def flaky(value: bytes, limits: codec.Limits = codec.DEFAULT_LIMITS, writers: Any = None) -> Any:
         if b'"n": 2' in value:
             raise KeyError("a bug")
-        return real(value, limits)
+        return real(value, limits, writers)
 
     monkeypatch.setattr(codec, "decode_attempt", flaky)
     good, bad = batch.decode_records(records)

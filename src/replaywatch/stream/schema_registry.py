@@ -103,7 +103,7 @@ class SchemaRegistry:
                 return UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
             raise _error(exc, f"fetch schema id {schema_id}") from None
         except (httpx.TransportError, OSError) as exc:
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc) from exc
         writer: Any = _writer_schema(schema_id, schema)
         self._writers[schema_id] = writer
         logger.info("schema id %d: %s", schema_id, "a writer schema" if not isinstance(writer, BadRecordError)
@@ -124,7 +124,7 @@ class SchemaRegistry:
                 ) from None
             raise _error(exc, f"register the output schema under {subject!r}") from None
         except (httpx.TransportError, OSError) as exc:
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: Exception) -> TransientError:
         return TransientError(f"the schema registry at {self.url} is unreachable: {type(exc).__name__}: {exc}")
