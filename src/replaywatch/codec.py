@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.compare.attestations import ATTESTATION_KEY
@@ -92,9 +93,19 @@ def schema_text(name: str) -> str:
 
 
 def parse_writer(schema: Any) -> Any:
-    """A writer schema from a registry, parsed as the codec reads (logical types as their
-    raw types), for fastavro's writer -> reader resolution."""
-    return fastavro.parse_schema(_without_logical_types(schema), _write_hint=False)
+    """A writer schema of StepAttemptEvent from a registry, parsed as the codec reads
+    (logical types as their raw types), for fastavro's writer -> reader resolution; the
+    reader schema itself when the two are the same (Parsing Canonical Form), so that v1
+    records are read without resolution, as fast as plain ones."""
+    raw = _without_logical_types(schema)
+    if to_parsing_canonical_form(raw) == _reader_form():
+        return load_schema(ATTEMPT_SCHEMA)
+    return fastavro.parse_schema(raw)
+
+
+@cache
+def _reader_form() -> str:
+    return str(to_parsing_canonical_form(_without_logical_types(json.loads(schema_text(ATTEMPT_SCHEMA)))))
 
 
 @cache
