@@ -414,13 +414,33 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
             bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, linger_ms=10,
             max_batch_size=1 << 20,
         )  # fmt: skip
+        schema_id = await _register_input(settings)
         await producer.start()
         try:
             for ev in events:
-                await producer.send(settings.input_topic, encode_attempt(ev), key=ev["run_id"].encode())
+                value = encode_attempt(ev, schema_id=schema_id)
+                await producer.send(settings.input_topic, value, key=ev["run_id"].encode())
             await producer.flush()
         finally:
             await producer.stop()
+
+
+async def _register_input(settings: Settings) -> int | None:
+    """With a schema registry: StepAttemptEvent registered under ``<input>-value``, its id
+    (the demo's producer sends the Confluent wire format, as a registry's users do)."""
+    if settings.schema_registry_url is None:
+        return None
+    from replaywatch.stream.schema_registry import SchemaRegistry
+
+    user_info = settings.schema_registry_user_info
+    schemas = SchemaRegistry.open(settings.schema_registry_url,
+                                  user_info=user_info.get_secret_value() if user_info else None)  # fmt: skip
+    try:
+        from replaywatch.codec import ATTEMPT_SCHEMA
+
+        return await schemas.register(settings.input_topic, ATTEMPT_SCHEMA)
+    finally:
+        await schemas.close()
 
 
 @app.command()

@@ -112,17 +112,21 @@ class SchemaRegistry:
 
     async def register_output(self, topic: str) -> int:
         """Register ReplayComparisonEvent under ``<topic>-value``; its schema id."""
+        return await self.register(topic, codec.COMPARISON_SCHEMA)
+
+    async def register(self, topic: str, schema: str) -> int:
+        """Register a schema of ``schemas/`` under ``<topic>-value``; its schema id."""
         subject = f"{topic}-value"
-        text = codec.schema_text(codec.COMPARISON_SCHEMA)
+        text = codec.schema_text(schema)
         try:
             return int(await self._client.register_schema(subject, Schema(text, "AVRO")))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 409:
                 raise ConfigError(
-                    f"the schema registry refuses ReplayComparisonEvent under {subject!r} as incompatible with "
+                    f"the schema registry refuses {schema} under {subject!r} as incompatible with "
                     f"the versions there ({exc.error_message}); check the subject's compatibility level"
                 ) from None
-            raise _error(exc, f"register the output schema under {subject!r}") from None
+            raise _error(exc, f"register {schema} under {subject!r}") from None
         except (httpx.TransportError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
