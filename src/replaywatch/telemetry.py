@@ -284,11 +284,23 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=10_000))
         spans.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         exported = True
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False))
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
+                                             exemplar_filter=_exemplar_filter()))  # fmt: skip
     if exported:  # spans with nowhere to go are not made at all
         trace.set_tracer_provider(spans)
     _instrument_asyncpg()
     return True
+
+
+def _exemplar_filter() -> Any:
+    """Exemplars off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks for them (the SDK's
+    default, ``trace_based``, looks at the current span on every measurement: a third of
+    the cost of recording one latency, measured; see bench/README.md)."""
+    if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+        return None  # the SDK reads the variable
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+    return AlwaysOffExemplarFilter()
 
 
 def _otlp(signal: str) -> bool:

@@ -9,7 +9,6 @@ import struct
 from typing import Any
 
 import fastavro
-import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -23,7 +22,7 @@ from replaywatch.exceptions import (
     UndecodableRecord,
     UnknownSchemaId,
 )
-from replaywatch.stream.schema_registry import SchemaRegistry, framed_ids
+from replaywatch.stream.schema_registry import SchemaRegistry, framed_ids, http_client
 
 V1 = json.loads(codec.schema_text(codec.ATTEMPT_SCHEMA))
 
@@ -140,7 +139,7 @@ async def test_a_schema_that_is_not_avro_is_incompatible() -> None:
     [
         (SchemaRegistryError(503, 50003, "unavailable"), TransientError),
         (SchemaRegistryError(429, 42900, "slow down"), TransientError),
-        (httpx.ConnectError("refused"), TransientError),
+        (http_client.ConnectError("refused"), TransientError),
         (SchemaRegistryError(401, 40101, "unauthorized"), ServiceRefused),
         (SchemaRegistryError(400, 40000, "bad"), ConfigError),
     ],

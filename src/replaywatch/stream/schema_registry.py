@@ -1,7 +1,7 @@
 """A Confluent-compatible schema registry: writer schemas by id, and the output schema.
 
-The client is confluent-kafka's ``AsyncSchemaRegistryClient`` (httpx; basic auth and a
-TLS CA from the settings). What this adapter adds:
+The client is confluent-kafka's ``AsyncSchemaRegistryClient`` (on httpx2, or httpx before
+confluent-kafka 2.13; basic auth and a TLS CA from the settings). What this adapter adds:
 
 - **Writer schemas by id**, for the records of a batch: each id is fetched once and
   kept, parsed for fastavro (``writers``), however many records carry it. An id the
@@ -25,13 +25,16 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import httpx
+try:  # the HTTP client confluent-kafka's registry client uses: httpx2 from 2.13, httpx before
+    import httpx2 as http_client
+except ImportError:  # pragma: no cover - confluent-kafka < 2.13 (quixstreams, a bench peer, pins it)
+    import httpx as http_client  # type: ignore[no-redef, import-not-found, unused-ignore]
 
 # authlib, which the client imports, warns of its own httpx module with a filter of its
 # own ("always"): recorded here, so that it is not printed by every command
 with warnings.catch_warnings(record=True):
-    from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema  # type: ignore[import-untyped]
-    from confluent_kafka.schema_registry.error import SchemaRegistryError  # type: ignore[import-untyped]
+    from confluent_kafka.schema_registry import AsyncSchemaRegistryClient, Schema  # type: ignore[import-untyped, unused-ignore]
+    from confluent_kafka.schema_registry.error import SchemaRegistryError  # type: ignore[import-untyped, unused-ignore]
 
 from replaywatch import codec
 from replaywatch.exceptions import (
@@ -78,7 +81,7 @@ class SchemaRegistry:
         return cls(AsyncSchemaRegistryClient(conf), url)
 
     async def close(self) -> None:
-        await self._client.__aexit__()
+        await self._client.__aexit__()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def writers(self, values: Iterable[bytes | None]) -> Writers:
         """The writer schema of every framed value, fetched when not yet known."""
@@ -102,7 +105,7 @@ class SchemaRegistry:
                 self._unknown[schema_id] = time.monotonic() + UNKNOWN_FOR
                 return UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
             raise _error(exc, f"fetch schema id {schema_id}") from None
-        except (httpx.TransportError, OSError) as exc:
+        except (http_client.TransportError, OSError) as exc:
             raise self._unreachable(exc) from exc
         writer: Any = _writer_schema(schema_id, schema)
         self._writers[schema_id] = writer
@@ -127,7 +130,7 @@ class SchemaRegistry:
                     f"the versions there ({exc.error_message}); check the subject's compatibility level"
                 ) from None
             raise _error(exc, f"register {schema} under {subject!r}") from None
-        except (httpx.TransportError, OSError) as exc:
+        except (http_client.TransportError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: Exception) -> TransientError:
