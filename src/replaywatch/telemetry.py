@@ -190,9 +190,14 @@ def record_links(records: Iterable[Any]) -> list[Link]:
     links = []
     for r in records:
         header = _traceparent(r)
-        if header is not None and (ctx := _linked_context(header)) is not None and ctx.trace_flags.sampled:
+        # the sampled flag is the low bit of the last hex digit: most producers sample few
+        # traces, and an unsampled header is passed over without being parsed
+        if header is not None and header[-1:] in _ODD_HEX and (ctx := _linked_context(header)) is not None:
             links.append(Link(ctx))
     return links
+
+
+_ODD_HEX = frozenset(bytes([c]) for c in b"13579bdfBDF")
 
 
 def batch_attributes(topic: str, group: str, records: Sequence[Any]) -> dict[str, Any]:
