@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from replaywatch.compare import Diff
-from replaywatch.exceptions import BadRecordError, Fenced, RecordRejected, TransientError
+from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
 from replaywatch.ports import Source
 from replaywatch.store.postgres import BatchCommit, StepKey
 
@@ -65,6 +65,11 @@ class FakeDiffStore:
     async def put(self, diff: Diff, run_id: str, step_id: str) -> str:
         self.objects.setdefault(diff.sha256, diff.body)
         return self.uri(diff.sha256)
+
+    async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
+        if sha256 not in self.objects:
+            raise NotFound(f"no diff object {sha256}")
+        return self.objects[sha256], {}
 
     def uri(self, sha256: str) -> str:
         return f"s3://fake/{sha256}"

@@ -490,6 +490,74 @@ def report(
     raise typer.Exit(0 if ok else 1)
 
 
+# `replaywatch diff` exit statuses: 0 shown, 2 usage, 3 not found, 4 corrupt, 5 S3 unreachable
+DIFF_NOT_FOUND, DIFF_CORRUPT, DIFF_UNREACHABLE = 3, 4, 5
+
+
+@app.command()
+def diff(
+    target: Annotated[str, typer.Argument(help="A diff's sha256 (or its s3:// URI), or a comparison's event id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw diff object.")] = False,
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+) -> None:
+    """Fetch a diff from S3 and show it: a structure diff as its patch with before and
+    after, an attestation diff as missing and unexpected ids, a tool diff as calls added,
+    removed, moved and changed. Exit 0 shown, 3 not found, 4 corrupt, 5 S3 unreachable."""
+    from contextlib import AsyncExitStack
+
+    from rich.console import Console
+
+    from replaywatch import show_diff
+    from replaywatch.exceptions import NotFound, TransientError
+
+    try:
+        kind, value = show_diff.parse_target(target)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
+
+    async def main() -> tuple[str, dict[str, Any]]:
+        sha = value
+        if kind == "event":
+            store = await PostgresStore.connect(settings.postgres_dsn.get_secret_value(),
+                                                schema=settings.postgres_schema, group_id=settings.group_id,
+                                                topic=settings.input_topic, pool_size=1)  # fmt: skip
+            try:
+                sha = await show_diff.sha_of_event(store, value)
+            finally:
+                await store.close()
+        async with AsyncExitStack() as stack:
+            artifacts = await stack.enter_async_context(_artifacts(settings))
+            return sha, await show_diff.fetch(artifacts, sha)
+
+    try:
+        sha, doc = asyncio.run(main())
+    except NotFound as exc:
+        fail(str(exc), DIFF_NOT_FOUND)
+    except show_diff.CorruptDiff as exc:
+        fail(str(exc), DIFF_CORRUPT)
+    except TransientError as exc:
+        fail(f"S3 could not be reached: {exc}", DIFF_UNREACHABLE)
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        return
+    show_diff.show(doc, sha, Console())
+
+
+def _artifacts(settings: Settings) -> Any:
+    """The S3 diff store for reading (the bucket is not created)."""
+    from replaywatch.store.artifacts import S3Artifacts
+
+    key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+    return S3Artifacts.open(bucket=settings.s3_bucket, endpoint=settings.s3_endpoint, region=settings.s3_region,
+                            access_key_id=key.get_secret_value() if key else None,
+                            secret_access_key=secret.get_secret_value() if secret else None,
+                            create_bucket=False)  # fmt: skip
+
+
 def main() -> None:
     app()
 

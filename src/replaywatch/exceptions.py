@@ -17,6 +17,7 @@
     │   │   └── EventTooLarge   its comparison event is over the output topic's limit
     │   ├── RecordRejected      a service refused what the record makes, for good (rejected)
     │   └── RecordFailed        an unexpected exception while processing it (internal)
+    ├── NotFound                what a read-only command asked for is not stored
     └── UsageError              misuse or configuration: fail fast, say what to do
         ├── ConfigError
         │   ├── IgnorePathError
@@ -119,6 +120,11 @@ class RecordFailed(BadRecordError):
     a reason to stop watching the fleet. The message carries the exception's class."""
 
     reason = "internal"
+
+
+class NotFound(ReplaywatchError):
+    """What was asked for is not stored: a diff object, a comparison, a run (the read-only
+    commands say so and exit with their "not found" status)."""
 
 
 class UsageError(ReplaywatchError):

@@ -405,8 +405,10 @@ def compare(
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
-            patch = structure.json_patch(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
-            diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch})
+            recorded = parse_json(baseline.structure_fp)
+            patch = structure.json_patch(recorded, parse_json(current.structure_fp))
+            before = structure.patch_before(recorded, patch)
+            diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch, "before": before})
     else:
         verdict = Verdict.WITHIN_TOLERANCE
         diff = None

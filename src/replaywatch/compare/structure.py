@@ -228,3 +228,18 @@ def json_patch(baseline: Json, current: Json) -> list[dict[str, Any]]:
             todo.append({"op": "replace", "path": path, "value": new})
         work.extend(reversed(todo))
     return ops
+
+
+def pointer_get(doc: Json, pointer: str) -> Json:
+    """The value at an RFC 6901 JSON Pointer in ``doc`` (the pointers ``json_patch`` writes)."""
+    node = doc
+    for token in pointer.split("/")[1:] if pointer else ():
+        key = token.replace("~1", "/").replace("~0", "~")
+        node = node[int(key)] if type(node) is list else node[key]
+    return node
+
+
+def patch_before(baseline: Json, patch: list[dict[str, Any]]) -> dict[str, Json]:
+    """The recorded value at each path the patch replaces or removes: what a person
+    reading the patch needs beside it (the patch itself only says what comes instead)."""
+    return {op["path"]: pointer_get(baseline, op["path"]) for op in patch if op["op"] in ("replace", "remove")}

@@ -26,7 +26,7 @@ from typing import Any
 
 from replaywatch.compare import Diff
 from replaywatch.config import Settings
-from replaywatch.exceptions import UsageError
+from replaywatch.exceptions import NotFound, UsageError
 from replaywatch.pipeline import Pipeline
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.progress import run_with_progress
@@ -46,6 +46,9 @@ class NoDiffs:
 
     async def put(self, diff: Diff, run_id: str, step_id: str) -> str:
         return self.uri(diff.sha256)
+
+    async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
+        raise NotFound(f"a rebuild stores no diffs ({sha256})")
 
     def uri(self, sha256: str) -> str:
         return f"unstored:{sha256}"

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from replaywatch import __version__, telemetry
 from replaywatch.compare import Diff
-from replaywatch.exceptions import ConfigError, RecordRejected, ServiceRefused, TransientError
+from replaywatch.exceptions import ConfigError, NotFound, RecordRejected, ServiceRefused, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -225,10 +225,16 @@ class S3Artifacts:
         return self.uri(diff.sha256)
 
     async def get(self, sha256: str) -> tuple[bytes, dict[str, Any]]:
-        """(body, head) of a diff object; for tests and tools."""
+        """(body, head) of a diff object (``replaywatch diff`` and ``serve``). NotFound when
+        there is no such object; TransientError when S3 cannot be reached."""
         try:
             got = await self._s3.get_object(Bucket=self.bucket, Key=object_key(sha256))
             body: bytes = await got["Body"].read()
             return body, {"ContentType": got["ContentType"], "Metadata": got["Metadata"]}
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"no diff object {object_key(sha256)} in bucket {self.bucket}") from None
+            raise TransientError(f"S3 get_object failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
             raise TransientError(f"S3 get_object failed: {exc}") from exc

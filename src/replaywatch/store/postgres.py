@@ -448,6 +448,11 @@ class PostgresStore:
                 self.group_id,
             )
 
+    async def comparison(self, event_id: str) -> asyncpg.Record | None:
+        """One comparison of the history by its event id."""
+        async with translate_postgres_errors("comparison lookup"):
+            return await self._pool.fetchrow(f"SELECT * FROM {self._q}.comparison WHERE event_id = $1::uuid", event_id)
+
     async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         """(step projections of the run, its comparisons in order)."""
         async with translate_postgres_errors("report"):
