@@ -131,10 +131,13 @@ def outgoing(
     settings_fingerprint: str | None = None,
     supersedes: tuple[str, str | None] | None = None,
     output_schema_id: int | None = None,
+    provider: str | None = None,
+    public_url: str | None = None,
 ) -> tuple[OutboxRow, ComparisonRow]:
     """The outbox row of one comparison (its event, cut to fit the output topic) and
     its history row. ``settings_fingerprint``: the settings' (else its policy's).
     ``output_schema_id``: the registry's id of the output schema (a framed event).
+    ``public_url``: where ``replaywatch serve`` is reached (the event links its page).
     ``supersedes``: for a re-scoring's event, (the pair's first event,
     the event it replaces or None); its id is ``superseding_id``."""
     key = c.run_id.encode()
@@ -144,7 +147,8 @@ def outgoing(
         codec.comparison_record(
             c, diff_uri=diff_uri, source=(record.topic, record.partition, record.offset),
             occurred_at_ms=occurred_at_ms, detected_at_ms=detected_at_ms, settings_fingerprint=settings_fingerprint,
-            event_id=event_id, supersedes=supersedes[1] if supersedes else None,
+            event_id=event_id, supersedes=supersedes[1] if supersedes else None, provider=provider,
+            detail_url=f"{public_url.rstrip('/')}/comparisons/{event_id}" if public_url else None,
         ),
         max_bytes=max_event_bytes - len(key), schema_id=output_schema_id,
     )  # fmt: skip

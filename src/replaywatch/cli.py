@@ -191,6 +191,24 @@ class OncePer:
         return True
 
 
+class DemoteLibraryNoise:
+    """aiokafka logs some events of normal operation at ERROR: a coordinator looked up
+    again while the group forms or as the consumer leaves at shutdown. Those records
+    become DEBUG (shown only with REPLAYWATCH_LOG_LEVEL=DEBUG); every other record of
+    the library is left as it is."""
+
+    NOISE = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "CoordinatorNotAvailable",
+             "Coordinator load in progress")  # fmt: skip
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and record.levelno >= logging.WARNING:
+            text = record.getMessage()
+            if any(n in text for n in self.NOISE):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _with_store(settings: Settings, use: Any) -> Any:
     """Connect to PostgreSQL, run ``await use(store)``, close; errors end the command."""
 
@@ -228,6 +246,7 @@ def _configure_logging(level: str, fmt: str = "text") -> None:
     for name in ("aiokafka", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
     for handler in logging.getLogger().handlers:
+        handler.addFilter(DemoteLibraryNoise())
         handler.addFilter(OncePer(10.0))
 
 
@@ -450,16 +469,32 @@ def tail(
     until: Annotated[int | None, typer.Option(help="Stop after this many distinct events.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     from_beginning: Annotated[bool, typer.Option(help="Read the topic from its start.")] = True,
+    verdict: Annotated[list[str] | None, typer.Option("--verdict", help="Only this verdict (repeatable).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="Only attempts of this provider.")] = None,
+    only_drift: Annotated[bool, typer.Option("--only-drift", help="Everything but within_tolerance.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One event a line, as JSON, for scripts.")] = False,
+    rows: Annotated[int, typer.Option(help="Rows of the table.")] = 20,
 ) -> None:
-    """Show a live, coloured table of verdicts from the output topic."""
+    """Show a live, coloured table of verdicts from the output topic: the last drifts
+    and divergences, and the counts of every verdict."""
+    from replaywatch.compare import Verdict
+    from replaywatch.tail import Filters
     from replaywatch.tail import tail as run_tail
 
+    known = {v.value for v in Verdict}
+    if bad := sorted(set(verdict or ()) - known):
+        fail(f"unknown verdict {bad[0]!r}; use one of {', '.join(sorted(known))}")
     settings = _settings(kafka_bootstrap=kafka_bootstrap, output_topic=output_topic)
+    keep = Filters(frozenset(verdict or ()), run, provider, only_drift)
     counts = asyncio.run(
         run_tail(settings.kafka_bootstrap, settings.output_topic, until=until, timeout=timeout,
-                 from_beginning=from_beginning)
+                 from_beginning=from_beginning, keep=keep, as_json=as_json, rows=rows)
     )  # fmt: skip
-    typer.echo("summary: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), err=True)
+    if not as_json:
+        typer.echo("summary:", err=True)
+        for k, v in sorted(counts.items()):
+            typer.echo(f"  {k}: {v}", err=True)
     if until is not None and sum(v for k, v in counts.items() if not k.startswith("(")) < until:
         fail(f"saw {sum(counts.values())} events before the timeout, expected {until}", 1)
 
@@ -468,6 +503,8 @@ def tail(
 def report(
     run_id: Annotated[str | None, typer.Option("--run", help="The run to report on.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="How often each ignore rule matched, by policy.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The run's report as one JSON object.")] = False,
+    only_drift: Annotated[bool, typer.Option("--only-drift", help="List no within_tolerance comparison.")] = False,
     group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
@@ -486,7 +523,9 @@ def report(
         silent: bool = _with_store(settings, lambda store: rules_report(store, Console()))
         raise typer.Exit(0 if not silent else 1)
     run = str(run_id)
-    ok: bool = _with_store(settings, lambda store: run_report(store, run, Console()))
+    ok: bool = _with_store(
+        settings, lambda store: run_report(store, run, Console(), as_json=as_json, only_drift=only_drift)
+    )
     raise typer.Exit(0 if ok else 1)
 
 

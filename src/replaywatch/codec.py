@@ -246,6 +246,8 @@ def comparison_record(
     settings_fingerprint: str | None = None,
     event_id: str | None = None,
     supersedes: str | None = None,
+    provider: str | None = None,
+    detail_url: str | None = None,
 ) -> dict[str, Any]:
     """The event of one comparison. ``event_id`` and ``supersedes``: a re-scoring's event,
     which replaces ``supersedes`` (else the comparison's own id, and None)."""
@@ -284,6 +286,8 @@ def comparison_record(
         "tool_events_removed": c.tool_changes.removed,
         "tool_events_moved": c.tool_changes.moved,
         "tool_events_changed": c.tool_changes.changed,
+        "provider": provider,
+        "detail_url": detail_url,
     }
 
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     schema_registry_ca: Path | None = Field(
         None, description="CA bundle that signs the schema registry's TLS certificate"
     )
+    public_url: str | None = Field(
+        None, description="Where `replaywatch serve` is reached: each output event links its comparison's page there"
+    )
+    serve_host: str = Field("127.0.0.1", description="Address of `replaywatch serve` (0.0.0.0 in a pod)")
+    serve_port: int = Field(8081, ge=0, le=65535, description="Port of `replaywatch serve`")
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
@@ -106,7 +111,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="/readyz fails when records wait and nothing committed for this long"
     )
 
-    @field_validator("schema_registry_url", mode="before")
+    @field_validator("schema_registry_url", "public_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

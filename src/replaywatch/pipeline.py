@@ -94,7 +94,8 @@ class Pipeline:
                                      config=config, limits=settings.limits(), refused=self._refused,
                                      event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
                                      group=settings.group_id, schemas=adapters.schemas,
-                                     output_schema_id=adapters.output_schema_id)  # fmt: skip
+                                     output_schema_id=adapters.output_schema_id,
+                                     public_url=settings.public_url)  # fmt: skip
             await self.consumer.start(self.revoked, self.assigned)
             stack.push_async_callback(self.consumer.stop)
             stack.callback(telemetry.watch(self.lag, lambda: self._backlog))

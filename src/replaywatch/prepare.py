@@ -55,6 +55,8 @@ class Preparer:
     schemas: SchemaRegistry | None = None
     """The schema registry: writer schemas of framed records are fetched from it."""
     output_schema_id: int | None = None
+    public_url: str | None = None
+    """``REPLAYWATCH_PUBLIC_URL``: each event links its comparison's page there."""
 
     async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
@@ -141,8 +143,9 @@ class Preparer:
             uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
             try:
                 outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
-                                       max_event_bytes=self.event_bytes,
-                                       output_schema_id=self.output_schema_id)  # fmt: skip
+                                       max_event_bytes=self.event_bytes, output_schema_id=self.output_schema_id,
+                                       provider=result.providers.get(c.event_id),
+                                       public_url=self.public_url)  # fmt: skip
                 drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
                 outbox.trace = telemetry.comparison_trace(record, c, drifted)
             except Exception as exc:

@@ -3,53 +3,86 @@ the ignore rules' matches (``--rules``), from their statistics."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from replaywatch.diff_view import shorten
 from replaywatch.projection import MISSING_SNAPSHOTS
 from replaywatch.rule_stats import WARN_AFTER
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.tail import COLOURS
 
 
-async def report(store: PostgresStore, run_id: str, console: Console) -> bool:
+def _verdict(v: str) -> Text:
+    return Text(v, style=COLOURS.get(v, "white"))
+
+
+def run_tables(run_id: str, steps: list[Any], comps: list[Any], width: int = 80) -> tuple[list[Any], bool]:
+    """The renderables of a run's report, laid out for ``width`` columns (verdicts never
+    cut, ids shortened from the middle), and whether every step is within tolerance."""
+    id_width = max(10, width - 62)
+    table = Table(title=f"run {shorten(run_id, width - 10)}", expand=True, title_justify="left")
+    table.add_column("step", no_wrap=True, ratio=1)
+    table.add_column("pair", no_wrap=True)
+    table.add_column("seen", no_wrap=True, justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("verdict", no_wrap=True, min_width=len("attestation_divergence"))
+    table.add_column("n", no_wrap=True, justify="right")
+    all_within = True
+    for s in steps:
+        if s["current_attempt"] is None:
+            shown = Text("no snapshot", style="red")
+            all_within = False
+        else:
+            verdict = s["last_verdict"] or "within_tolerance"
+            all_within &= verdict == "within_tolerance"
+            shown = _verdict(verdict)
+        pair = "-" if s["current_attempt"] is None else f"{s['base_attempt']}→{s['current_attempt']}"
+        table.add_row(shorten(s["step_id"], id_width), pair, str(s["max_attempt"]), s["last_status"] or "", shown,
+                      str(s["comparisons"]))  # fmt: skip
+    out: list[Any] = [table]
+    if comps:
+        history = Table(title="comparisons", expand=True, title_justify="left")
+        history.add_column("step", no_wrap=True, ratio=1)
+        history.add_column("pair", no_wrap=True)
+        history.add_column("verdict", no_wrap=True, min_width=len("attestation_divergence"))
+        history.add_column("tokens Δ", no_wrap=True, justify="right")
+        history.add_column("diff", no_wrap=True)
+        for c in comps:
+            history.add_row(
+                shorten(c["step_id"], id_width), f"{c['baseline_attempt']}→{c['current_attempt']}",
+                _verdict(c["verdict"]), "" if c["token_delta"] is None else f"{c['token_delta']:+g}",
+                (c["diff_sha256"] or "")[:12],
+            )  # fmt: skip
+        out.append(history)
+    missing = [s["step_id"] for s in steps if s["current_attempt"] is None]
+    if missing:
+        out.append(Text(f"{len(missing)} step(s) with no snapshot: {MISSING_SNAPSHOTS}", style="red"))
+    out.append(Text(f"all within tolerance: {all_within}"))
+    return out, all_within
+
+
+async def report(store: PostgresStore, run_id: str, console: Console, *, as_json: bool = False,
+                 only_drift: bool = False) -> bool:  # fmt: skip
     """Print the run's replay outcome; return whether every step is within tolerance."""
     steps, comps = await store.report(run_id)
+    if only_drift:
+        comps = [c for c in comps if c["verdict"] != "within_tolerance"]
     if not steps:
         console.print(f"no steps recorded for run {run_id!r}")
         return False
-    table = Table(title=f"replay outcome of run {run_id}")
-    for col in ("step", "baseline", "current", "attempts seen", "last status", "verdict", "comparisons"):
-        table.add_column(col)
-    all_within = True
-    for s in steps:
-        verdict = s["last_verdict"]
-        if s["current_attempt"] is None:
-            shown = f"[red]{MISSING_SNAPSHOTS}[/red]"
-            all_within = False
-        else:
-            verdict = verdict or "within_tolerance"
-            all_within &= verdict == "within_tolerance"
-            shown = f"[{COLOURS.get(verdict, 'white')}]{verdict}[/]"
-        table.add_row(
-            s["step_id"], str(s["base_attempt"] if s["base_attempt"] is not None else "-"),
-            str(s["current_attempt"] if s["current_attempt"] is not None else "-"), str(s["max_attempt"]),
-            s["last_status"] or "", shown, str(s["comparisons"]),
-        )  # fmt: skip
-    console.print(table)
-    if comps:
-        history = Table(title="comparisons")
-        for col in ("step", "base", "current", "verdict", "tokens Δ", "cost Δ", "diff"):
-            history.add_column(col)
-        for c in comps:
-            history.add_row(
-                c["step_id"], str(c["baseline_attempt"]), str(c["current_attempt"]),
-                f"[{COLOURS.get(c['verdict'], 'white')}]{c['verdict']}[/]",
-                "" if c["token_delta"] is None else f"{c['token_delta']:+g}",
-                "" if c["cost_delta"] is None else f"{c['cost_delta']:+.6g}", c["diff_uri"] or "",
-            )  # fmt: skip
-        console.print(history)
-    console.print(f"all within tolerance: {all_within}")
+    renderables, all_within = run_tables(run_id, steps, comps, console.width)
+    if as_json:
+        doc = {"run_id": run_id, "all_within_tolerance": all_within, "steps": [dict(s) for s in steps],
+               "comparisons": [dict(c) for c in comps]}  # fmt: skip
+        console.file.write(orjson.dumps(doc, default=str).decode() + "\n")
+        return all_within
+    for r in renderables:
+        console.print(r)
     return all_within
 
 
