@@ -16,13 +16,16 @@ help:
 	@echo "make bench     the end-to-end benchmark; make bench-compare: the engine alone"
 	@echo "make stack-up / stack-down   the local stack (Kafka, PostgreSQL, S3)"
 
-# System packages: Java 17+ and Maven (for Kafka's jars), PostgreSQL. Installed with
+# System packages: Java 17+ and Maven (for Kafka's jars and the registry), PostgreSQL, Chromium and
+# ChromeDriver (the browser tests of `replaywatch serve`). Installed with
 # apt-get only when missing.
 deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -586,6 +586,41 @@ def diff(
     show_diff.show(doc, sha, Console())
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="[env REPLAYWATCH_SERVE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="[env REPLAYWATCH_SERVE_PORT]")] = None,
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+) -> None:
+    """A read-only web view: recent comparisons, a run's outcome, a comparison with its
+    diff, verdict counts over the last hour. Reads PostgreSQL and S3; writes nothing."""
+    from contextlib import AsyncExitStack
+
+    from replaywatch.web import create_app, serving
+
+    settings = _settings(serve_host=host, serve_port=port, postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
+    _configure_logging(settings.log_level, settings.log_format)
+
+    async def main(stop: asyncio.Event) -> dict[str, Any]:
+        async with AsyncExitStack() as stack:
+            store = await PostgresStore.connect(settings.postgres_dsn.get_secret_value(),
+                                                schema=settings.postgres_schema, group_id=settings.group_id,
+                                                topic=settings.input_topic, read_only=True)  # fmt: skip
+            stack.push_async_callback(store.close)
+            artifacts = await stack.enter_async_context(_artifacts(settings))
+            web = create_app(store, artifacts)
+            bound = await stack.enter_async_context(serving(web, settings.serve_host, settings.serve_port))
+            typer.echo(f"replaywatch serve: http://{settings.serve_host}:{bound}/ (read-only)", err=True)
+            await stop.wait()
+        return {}
+
+    try:
+        asyncio.run(_until_signalled(settings, main))
+    except ReplaywatchError as exc:
+        fail(str(exc), 1)
+
+
 def _artifacts(settings: Settings) -> Any:
     """The S3 diff store for reading (the bucket is not created)."""
     from replaywatch.store.artifacts import S3Artifacts

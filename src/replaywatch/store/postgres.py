@@ -226,12 +226,16 @@ class PostgresStore:
         self.topic = topic
 
     @classmethod
-    async def connect(cls, dsn: str, *, schema: str, group_id: str, topic: str, pool_size: int = 4) -> PostgresStore:
+    async def connect(cls, dsn: str, *, schema: str, group_id: str, topic: str, pool_size: int = 4,
+                      read_only: bool = False) -> PostgresStore:  # fmt: skip
+        """``read_only``: every transaction of the pool is read-only (PostgreSQL refuses
+        any write), for the read-only commands (``serve``)."""
         if not _SCHEMA_NAME.match(schema):
             raise ConfigError(f"postgres schema {schema!r} must be a plain lower-case identifier")
+        settings = {"default_transaction_read_only": "on"} if read_only else None
         async with translate_postgres_errors("connect"):
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=pool_size, command_timeout=60, reset=_keep_session
+                dsn, min_size=1, max_size=pool_size, command_timeout=60, reset=_keep_session, server_settings=settings
             )
         return cls(pool, schema, group_id, topic)
 
@@ -447,6 +451,27 @@ class PostgresStore:
                 "WHERE group_id = $1 ORDER BY policy, rule",
                 self.group_id,
             )
+
+    async def recent_comparisons(
+        self, *, verdict: str | None = None, run_id: str | None = None, limit: int = 100
+    ) -> list[asyncpg.Record]:
+        """The latest comparisons of the history, newest first, by verdict and run."""
+        async with translate_postgres_errors("recent comparisons"):
+            return await self._pool.fetch(
+                f"SELECT * FROM {self._q}.comparison WHERE ($1::text IS NULL OR verdict = $1) "
+                "AND ($2::text IS NULL OR run_id = $2) ORDER BY detected_at DESC, event_id LIMIT $3",
+                verdict, run_id, limit,
+            )  # fmt: skip
+
+    async def verdict_counts(self, seconds: float) -> dict[str, int]:
+        """Comparisons by verdict detected in the last ``seconds``."""
+        async with translate_postgres_errors("verdict counts"):
+            rows = await self._pool.fetch(
+                f"SELECT verdict, count(*) AS n FROM {self._q}.comparison "
+                "WHERE detected_at >= now() - make_interval(secs => $1) GROUP BY verdict ORDER BY verdict",
+                seconds,
+            )
+        return {r["verdict"]: int(r["n"]) for r in rows}
 
     async def comparison(self, event_id: str) -> asyncpg.Record | None:
         """One comparison of the history by its event id."""

@@ -1,0 +1,204 @@
+"""``replaywatch serve``: a small read-only web view (Starlette, server-rendered Jinja2
+templates; no build step).
+
+Pages:
+- ``/``: the recent comparisons, filtered by verdict and run;
+- ``/runs/{run_id}``: one run's outcome, each step with its pair and verdict;
+- ``/comparisons/{event_id}``: one comparison and its diff, rendered (``diff_view``);
+- ``/stats``: comparisons by verdict over the last hour.
+
+It reads PostgreSQL (through a pool whose every transaction is read-only) and S3, and
+never writes. Output events link their comparison's page when
+``REPLAYWATCH_PUBLIC_URL`` names where this is served (``detail_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from jinja2 import DictLoader, Environment, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse
+from starlette.routing import Route
+
+from replaywatch.diff_view import view
+from replaywatch.exceptions import NotFound, ReplaywatchError
+from replaywatch.ports import DiffStore
+from replaywatch.show_diff import CorruptDiff, fetch
+from replaywatch.store.postgres import PostgresStore
+
+VERDICTS = ("within_tolerance", "drift", "tool_event_divergence", "attestation_divergence")
+CSS_COLOURS = {"within_tolerance": "#1a7f37", "drift": "#9a6700", "tool_event_divergence": "#8250df",
+               "attestation_divergence": "#cf222e"}  # fmt: skip
+
+BASE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }} · replaywatch</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1f2328; }
+header { background: #24292f; color: #fff; padding: 10px 24px; }
+header a { color: #fff; margin-right: 18px; text-decoration: none; }
+main { padding: 16px 24px; max-width: 1200px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #d0d7de; vertical-align: top; }
+th { background: #f6f8fa; }
+code, pre, .mono { font-family: ui-monospace, monospace; font-size: 13px; }
+.verdict { font-weight: 600; white-space: nowrap; }
+{% for v, c in colours.items() %}.v-{{ v }} { color: {{ c }}; }
+{% endfor %}
+.op-add, .op-unexpected { color: #1a7f37; } .op-remove, .op-missing { color: #cf222e; }
+.op-replace, .op-change { color: #9a6700; } .op-move { color: #0969da; }
+.before { background: #ffebe9; } .after { background: #dafbe1; }
+form.filters { margin: 0 0 12px; } form.filters * { margin-right: 8px; }
+</style></head>
+<body><header><a href="/"><b>replaywatch</b></a><a href="/">comparisons</a><a href="/stats">last hour</a></header>
+<main><h2>{{ title }}</h2>{% block content %}{% endblock %}</main></body></html>
+"""
+
+ROWS = """{% macro rows(comparisons, show_run=True) %}
+<table><tr>{% if show_run %}<th>run</th>{% endif %}<th>step</th><th>pair</th><th>verdict</th><th>tokens Δ</th>
+<th>detected</th><th></th></tr>
+{% for c in comparisons %}<tr>
+{% if show_run %}<td class="mono"><a href="/runs/{{ c.run_id | urlencode }}">{{ c.run_id }}</a></td>{% endif %}
+<td class="mono">{{ c.step_id }}</td><td>{{ c.baseline_attempt }}→{{ c.current_attempt }}</td>
+<td class="verdict v-{{ c.verdict }}">{{ c.verdict }}</td>
+<td>{{ "" if c.token_delta is none else "%+g" | format(c.token_delta) }}</td>
+<td>{{ c.detected_at.strftime("%Y-%m-%d %H:%M:%S") }}</td>
+<td><a class="detail" href="/comparisons/{{ c.event_id }}">{{ "diff" if c.diff_sha256 else "details" }}</a></td>
+</tr>{% endfor %}</table>
+{% endmacro %}"""
+
+INDEX = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block content %}
+<form class="filters" method="get">
+<select name="verdict"><option value="">every verdict</option>
+{% for v in verdicts %}<option value="{{ v }}" {{ "selected" if v == verdict }}>{{ v }}</option>{% endfor %}</select>
+<input name="run" placeholder="run id" value="{{ run or '' }}"><button type="submit">filter</button></form>
+{% if comparisons %}{{ rows(comparisons) }}{% else %}<p>No comparisons match.</p>{% endif %}
+{% endblock %}"""
+
+RUN = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block content %}
+<table id="steps"><tr><th>step</th><th>pair</th><th>attempts seen</th><th>last status</th><th>verdict</th>
+<th>comparisons</th></tr>
+{% for s in steps %}<tr><td class="mono">{{ s.step_id }}</td>
+<td>{% if s.current_attempt is none %}-{% else %}{{ s.base_attempt }}→{{ s.current_attempt }}{% endif %}</td>
+<td>{{ s.max_attempt }}</td><td>{{ s.last_status or "" }}</td>
+<td class="verdict v-{{ s.last_verdict or 'within_tolerance' }}">{% if s.current_attempt is none %}no snapshot
+{% else %}{{ s.last_verdict or "within_tolerance" }}{% endif %}</td><td>{{ s.comparisons }}</td></tr>{% endfor %}
+</table><h3>comparisons</h3>{{ rows(comparisons, show_run=False) }}
+{% endblock %}"""
+
+COMPARISON = """{% extends "base.html" %}{% block content %}
+<p><a href="/runs/{{ c.run_id | urlencode }}">run {{ c.run_id }}</a> · step <code>{{ c.step_id }}</code> ·
+attempts {{ c.baseline_attempt }}→{{ c.current_attempt }} ·
+<span class="verdict v-{{ c.verdict }}">{{ c.verdict }}</span></p>
+<p>tokens Δ {{ "-" if c.token_delta is none else "%+g" | format(c.token_delta) }} ·
+cost Δ {{ "-" if c.cost_delta is none else "%+.6g" | format(c.cost_delta) }} ·
+event <code>{{ c.event_id }}</code>
+{% if c.settings_fingerprint %} · settings {{ c.settings_fingerprint }}{% endif %}</p>
+{% if diff %}<h3 id="diff-title">{{ diff.title }}</h3><p class="mono">sha256 {{ c.diff_sha256 }}</p>
+<table id="diff"><tr><th></th><th>where</th><th>before</th><th>after</th></tr>
+{% for line in diff.lines %}<tr class="op-{{ line.kind }}"><td>{{ line.kind }}</td>
+<td class="mono">{{ line.label }}</td>
+<td class="mono before">{{ line.before or "" }}</td><td class="mono after">{{ line.after or "" }}</td></tr>
+{% endfor %}</table>
+{% elif problem %}<p class="op-remove">{{ problem }}</p>
+{% else %}<p>No diff:
+{{ "within tolerance" if c.verdict == "within_tolerance" else "only tokens or cost drifted" }}.</p>
+{% endif %}{% endblock %}"""
+
+STATS = """{% extends "base.html" %}{% block content %}
+<table id="counts"><tr><th>verdict</th><th>comparisons in the last hour</th></tr>
+{% for v in verdicts %}<tr><td class="verdict v-{{ v }}">{{ v }}</td><td>{{ counts.get(v, 0) }}</td></tr>{% endfor %}
+<tr><th>all</th><th>{{ counts.values() | sum }}</th></tr></table>
+{% endblock %}"""
+
+templates = Environment(
+    loader=DictLoader(
+        {
+            "base.html": BASE,
+            "rows.html": ROWS,
+            "index.html": INDEX,
+            "run.html": RUN,
+            "comparison.html": COMPARISON,
+            "stats.html": STATS,
+        }
+    ),
+    autoescape=select_autoescape(default=True),
+)
+
+
+def page(name: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = templates.get_template(name).render(title=title, colours=CSS_COLOURS, verdicts=VERDICTS, **context)
+    return HTMLResponse(html, status_code=status)
+
+
+def create_app(store: PostgresStore, diffs: DiffStore) -> Starlette:
+    """The web view over ``store`` (read-only) and ``diffs``."""
+
+    async def index(request: Request) -> HTMLResponse:
+        verdict = request.query_params.get("verdict") or None
+        run = request.query_params.get("run") or None
+        if verdict is not None and verdict not in VERDICTS:
+            return page("index.html", "unknown verdict", 400, comparisons=[], verdict=None, run=run)
+        comparisons = await store.recent_comparisons(verdict=verdict, run_id=run, limit=200)
+        return page("index.html", "recent comparisons", comparisons=comparisons, verdict=verdict, run=run)
+
+    async def run_page(request: Request) -> HTMLResponse:
+        run_id = request.path_params["run_id"]
+        steps, comparisons = await store.report(run_id)
+        if not steps:
+            return page("index.html", f"no run {run_id}", 404, comparisons=[], verdict=None, run=run_id)
+        return page("run.html", f"run {run_id}", steps=steps, comparisons=comparisons)
+
+    async def comparison_page(request: Request) -> HTMLResponse:
+        try:
+            event_id = str(uuid.UUID(request.path_params["event_id"]))
+        except ValueError:
+            return page("index.html", "not a comparison id", 404, comparisons=[], verdict=None, run=None)
+        c = await store.comparison(event_id)
+        if c is None:
+            return page("index.html", f"no comparison {event_id}", 404, comparisons=[], verdict=None, run=None)
+        diff, problem = None, None
+        if c["diff_sha256"]:
+            try:
+                diff = view(await fetch(diffs, c["diff_sha256"]))
+            except (NotFound, CorruptDiff) as exc:
+                problem = str(exc)
+            except ReplaywatchError as exc:
+                problem = f"S3 could not be reached: {exc}"
+        return page("comparison.html", f"{c['verdict']} · {c['step_id']}", c=c, diff=diff, problem=problem)
+
+    async def stats(request: Request) -> HTMLResponse:
+        return page("stats.html", "the last hour", counts=await store.verdict_counts(3600))
+
+    async def healthz(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[
+        Route("/", index), Route("/runs/{run_id:path}", run_page), Route("/comparisons/{event_id}", comparison_page),
+        Route("/stats", stats), Route("/healthz", healthz),
+    ])  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette, host: str, port: int) -> AsyncIterator[int]:
+    """Serve ``app`` with uvicorn while the block runs; yields the bound port (``port``
+    0: a free one)."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the web server stopped during its start")
+        await asyncio.sleep(0.02)
+    try:
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        await task
