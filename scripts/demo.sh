@@ -28,6 +28,9 @@ if [ -z "${REPLAYWATCH_KAFKA_BOOTSTRAP:-}" ]; then
   eval "$("$RW" devstack env)"
   started=1
 fi
+# the demo's topics and bucket are its own: it asks for them to be created
+export REPLAYWATCH_CREATE_TOPICS=${REPLAYWATCH_CREATE_TOPICS:-true}
+export REPLAYWATCH_CREATE_BUCKET=${REPLAYWATCH_CREATE_BUCKET:-true}
 export REPLAYWATCH_INPUT_TOPIC=demo.step-attempts.$tag
 export REPLAYWATCH_OUTPUT_TOPIC=demo.comparisons.$tag
 export REPLAYWATCH_DLQ_TOPIC=demo.dead-letters.$tag
@@ -48,6 +51,13 @@ t0=$(date +%s%N)
 "$RW" tail --until "$expected" --timeout 120
 t1=$(date +%s%N)
 "$RW" report --run run-7-000000 || true
+# from an alert to the diff: the first event with a diff, as an alert would carry it
+sha=$("$RW" tail --json --only-drift --until 20 --timeout 20 2>/dev/null \
+  | "$PY" -c 'import json,sys; print(next((e["diff_sha256"] for e in map(json.loads, sys.stdin) if e["diff_sha256"]), ""))' || true)
+if [ -n "$sha" ]; then
+  echo "replaywatch diff $sha"
+  "$RW" diff "$sha" || true
+fi
 echo "telemetry: http://127.0.0.1:$REPLAYWATCH_HTTP_PORT/metrics, /readyz says:"
 "$PY" - "$REPLAYWATCH_HTTP_PORT" <<'PYEOF' || true
 import sys, urllib.request, urllib.error

@@ -73,6 +73,7 @@ async def open_adapters(
                 concurrency=settings.s3_concurrency,
                 access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
                 secret_access_key=secret_key.get_secret_value() if secret_key else None,
+                create_bucket=settings.create_bucket,
             )
         )
     admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))

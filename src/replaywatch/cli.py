@@ -270,9 +270,16 @@ def run(
         str | None, typer.Option(help="first|previous [env REPLAYWATCH_COMPARISON_BASE]")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="[env REPLAYWATCH_BATCH_SIZE]")] = None,
+    create_topics: Annotated[
+        bool | None, typer.Option("--create-topics", help="Create missing topics [env REPLAYWATCH_CREATE_TOPICS]")
+    ] = None,
+    create_bucket: Annotated[
+        bool | None, typer.Option("--create-bucket", help="Create a missing bucket [env REPLAYWATCH_CREATE_BUCKET]")
+    ] = None,
 ) -> None:
     """Consume attempt events, compare, and publish drift events (until SIGTERM/SIGINT)."""
     settings = _settings(
+        create_topics=create_topics, create_bucket=create_bucket,
         kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, output_topic=output_topic, dlq_topic=dlq_topic,
         group_id=group_id, postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, s3_endpoint=s3_endpoint,
         s3_bucket=s3_bucket, tokens_tolerance=tokens_tolerance, cost_tolerance=cost_tolerance,
@@ -629,7 +636,7 @@ def _artifacts(settings: Settings) -> Any:
     return S3Artifacts.open(bucket=settings.s3_bucket, endpoint=settings.s3_endpoint, region=settings.s3_region,
                             access_key_id=key.get_secret_value() if key else None,
                             secret_access_key=secret.get_secret_value() if secret else None,
-                            create_bucket=False)  # fmt: skip
+                            create_bucket=False, check_bucket=False)  # fmt: skip
 
 
 def main() -> None:

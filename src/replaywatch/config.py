@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="Address of `replaywatch serve` (0.0.0.0 in a pod)")
     serve_port: int = Field(8081, ge=0, le=65535, description="Port of `replaywatch serve`")
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
+    create_topics: bool = Field(
+        False, description="Create the input, output and dead-letter topics when missing (else: stop, saying so)"
+    )
+    create_bucket: bool = Field(False, description="Create the diff bucket when missing (else: stop, saying so)")
+    topic_replication_factor: int = Field(3, ge=1, le=32, description="Replication factor of topics it creates")
+    topic_min_insync_replicas: int = Field(
+        2, ge=1, le=32, description="min.insync.replicas of topics it creates (at most the replication factor)"
+    )
     batch_size: int = Field(1000, ge=1, le=100_000, description="Most records in one batch")
     batch_timeout_ms: int = Field(50, ge=1, le=60_000, description="Longest wait for a batch to fill")
     fetch_min_bytes: int = Field(
@@ -127,6 +135,15 @@ class Settings(BaseSettings):
                 return tuple(json.loads(text))
             return tuple(p.strip() for p in text.split(",") if p.strip())
         return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"REPLAYWATCH_TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) is more than "
+                f"REPLAYWATCH_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write could succeed"
+            )
+        return self
 
     def limits(self) -> Limits:
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes)

@@ -90,6 +90,10 @@ class Lane:
             "REPLAYWATCH_BATCH_TIMEOUT_MS": "20",
             "REPLAYWATCH_HTTP_PORT": "0",  # several consumers at once: none serves /metrics unless asked
             "REPLAYWATCH_SCHEMA_REGISTRY_URL": e.schema_registry_url if self.registry else "",
+            "REPLAYWATCH_CREATE_TOPICS": "true",
+            "REPLAYWATCH_CREATE_BUCKET": "true",
+            "REPLAYWATCH_TOPIC_REPLICATION_FACTOR": "1",
+            "REPLAYWATCH_TOPIC_MIN_INSYNC_REPLICAS": "1",
         }
         env.update({f"REPLAYWATCH_{k.upper()}": str(v) for k, v in self.extra.items()})
         return env

@@ -99,6 +99,12 @@ def test_each_preset_reads_its_providers_usage(name: str, doc: dict[str, object]
     assert all("tokens" not in k for k in usage), usage
 
 
+def test_gen_ai_names_nested_as_objects_are_read_too() -> None:
+    stripped, tokens, _ = strip_usage({"a": 1, "gen_ai": {"usage": {"input_tokens": 7, "output_tokens": 3}}},
+                                      preset("gen_ai"))  # fmt: skip
+    assert tokens == 10 and stripped == {"a": 1, "gen_ai": {"usage": {}}}
+
+
 @pytest.mark.parametrize("doc", [OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, GEN_AI])
 def test_the_reference_preset_keeps_todays_behaviour(doc: dict[str, object]) -> None:
     stripped, tokens, _ = strip_usage(doc, preset("reference"))

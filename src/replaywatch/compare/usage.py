@@ -61,8 +61,10 @@ _OPENAI_DETAILS: Final = (
     "input_tokens_details",
     "output_tokens_details",
 )
-_GEN_AI_IN: Final = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")  # the second: deprecated name
-_GEN_AI_OUT: Final = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+# flat attribute names as exported (the second: the deprecated name), then the leaf of the
+# same names nested as objects ({"gen_ai": {"usage": {"input_tokens": ...}}})
+_GEN_AI_IN: Final = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "input_tokens")
+_GEN_AI_OUT: Final = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "output_tokens")
 _ANTHROPIC_CACHE: Final = (("cache_creation_input_tokens",), ("cache_read_input_tokens",))
 _ANTHROPIC_DETAILS: Final = ("cache_creation", "server_tool_use")
 

@@ -222,6 +222,11 @@ class Stack:
         assert isinstance(registry, Registry)
         return {
             "REPLAYWATCH_SCHEMA_REGISTRY_URL": registry.url,
+            # one broker, throwaway topics and bucket: the local stack asks for both
+            "REPLAYWATCH_CREATE_TOPICS": "true",
+            "REPLAYWATCH_CREATE_BUCKET": "true",
+            "REPLAYWATCH_TOPIC_REPLICATION_FACTOR": "1",
+            "REPLAYWATCH_TOPIC_MIN_INSYNC_REPLICAS": "1",
             "REPLAYWATCH_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "REPLAYWATCH_POSTGRES_DSN": pg.dsn,
             "REPLAYWATCH_S3_ENDPOINT": obj.endpoint,

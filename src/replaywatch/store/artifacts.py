@@ -152,6 +152,7 @@ class S3Artifacts:
         access_key_id: str | None,
         secret_access_key: str | None,
         create_bucket: bool = True,
+        check_bucket: bool = True,
         concurrency: int = 16,
     ) -> AsyncIterator[S3Artifacts]:
         session = aioboto3.Session()
@@ -176,15 +177,22 @@ class S3Artifacts:
         ) as client:
             share_endpoint_cache(client)
             store = cls(client, bucket, concurrency)
-            if create_bucket:
-                await store.ensure_bucket()
+            if check_bucket:
+                await store.ensure_bucket(create_bucket)
             yield store
 
-    async def ensure_bucket(self) -> None:
+    async def ensure_bucket(self, create: bool = True) -> None:
+        """Check that the bucket exists; create it when missing only with ``create``
+        (``--create-bucket``), else stop with one message that says so."""
         try:
             await self._s3.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             if _status(exc) == 404:
+                if not create:
+                    raise ServiceRefused(
+                        f"bucket {self.bucket!r} does not exist; create it or run with --create-bucket "
+                        "(REPLAYWATCH_CREATE_BUCKET=true)"
+                    ) from None
                 try:
                     await self._s3.create_bucket(Bucket=self.bucket)
                 except ClientError as exc2:

@@ -1,4 +1,4 @@
-"""The topics replaywatch uses: created when missing, and their size limit."""
+"""The topics replaywatch uses: checked (created when asked), and their size limit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from replaywatch.config import Settings
-from replaywatch.exceptions import ConfigError, TransientError
+from replaywatch.exceptions import ConfigError, ServiceRefused, TransientError
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
 logger = logging.getLogger(__name__)
@@ -32,19 +32,32 @@ async def kafka_admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> None:
-    """Create the input, output and dead-letter topics when missing."""
+    """Check that the input, output and dead-letter topics exist; create the missing
+    ones only when asked (``--create-topics``), else stop with one message that names
+    them. Created topics take the settings' partitions, replication factor and
+    ``min.insync.replicas``."""
     async with translate_kafka_errors("list topics"):
         existing = set(await admin.list_topics())
     wanted = [t for t in (settings.input_topic, settings.output_topic, settings.dlq_topic) if t not in existing]
     if not wanted:
         return
-    config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    if not settings.create_topics:
+        raise ServiceRefused(
+            f"topic(s) {', '.join(wanted)} do not exist on {settings.kafka_bootstrap}; create them "
+            f"(max.message.bytes >= {MAX_MESSAGE_BYTES} for the output and dead-letter topics) or run with "
+            "--create-topics (REPLAYWATCH_CREATE_TOPICS=true)"
+        )
+    config = {
+        "max.message.bytes": str(MAX_MESSAGE_BYTES),
+        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+    }
+    rf = settings.topic_replication_factor
     async with translate_kafka_errors("create topics"):
-        resp = await admin.create_topics([NewTopic(t, settings.partitions, 1, topic_configs=config) for t in wanted])
+        resp = await admin.create_topics([NewTopic(t, settings.partitions, rf, topic_configs=config) for t in wanted])
     for topic, code, *_ in resp.topic_errors:
         if code not in (0, TopicAlreadyExistsError.errno):  # already there: another instance was first
             raise ConfigError(f"cannot create topic {topic!r}: {for_code(code).__name__}; create it yourself")
-    logger.info("created topics %s with %d partitions", wanted, settings.partitions)
+    logger.info("created topics %s: %d partitions, replication factor %d", wanted, settings.partitions, rf)
 
 
 async def max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int:
