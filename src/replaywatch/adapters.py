@@ -18,6 +18,7 @@ from replaywatch.store.artifacts import S3Artifacts
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.stream.deadletter import DeadLetters
+from replaywatch.stream.kafka_client import check_credentials, client_options
 from replaywatch.stream.publisher import OutboxPublisher
 from replaywatch.stream.schema_registry import SchemaRegistry
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_admin, max_message_bytes
@@ -76,19 +77,20 @@ async def open_adapters(
                 create_bucket=settings.create_bucket,
             )
         )
-    admin = await stack.enter_async_context(kafka_admin(settings.kafka_bootstrap))
+    await retry.call(lambda: check_credentials(settings), "log in to Kafka")
+    admin = await stack.enter_async_context(kafka_admin(client_options(settings)))
     await ensure_topics(admin, settings)
     output_limit = await retry.call(
         lambda: max_message_bytes(admin, settings.output_topic), "read the output topic's limit"
     )
     if dead_letters is None:
         dead_letters = await stack.enter_async_context(
-            DeadLetters.open(settings.kafka_bootstrap, settings.dlq_topic, MAX_MESSAGE_BYTES)
+            DeadLetters.open(client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES)
         )
     publisher = OutboxPublisher(
         store=store,
         admin=admin,
-        producer_config={"bootstrap_servers": settings.kafka_bootstrap},
+        producer_config=client_options(settings),
         input_topic=settings.input_topic,
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,

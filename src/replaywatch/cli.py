@@ -426,10 +426,12 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from replaywatch.codec import encode_attempt
+    from replaywatch.stream.kafka_client import check_credentials, client_options
     from replaywatch.stream.kafka_errors import translate_kafka_errors
     from replaywatch.stream.topics import ensure_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await check_credentials(settings)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     async with translate_kafka_errors("produce"):
         await admin.start()
         try:
@@ -437,7 +439,7 @@ async def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
         finally:
             await admin.close()
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, linger_ms=10,
+            **client_options(settings), enable_idempotence=True, linger_ms=10,
             max_batch_size=1 << 20,
         )  # fmt: skip
         schema_id = await _register_input(settings)
@@ -486,6 +488,7 @@ def tail(
     """Show a live, coloured table of verdicts from the output topic: the last drifts
     and divergences, and the counts of every verdict."""
     from replaywatch.compare import Verdict
+    from replaywatch.stream.kafka_client import client_options
     from replaywatch.tail import Filters
     from replaywatch.tail import tail as run_tail
 
@@ -495,7 +498,7 @@ def tail(
     settings = _settings(kafka_bootstrap=kafka_bootstrap, output_topic=output_topic)
     keep = Filters(frozenset(verdict or ()), run, provider, only_drift)
     counts = asyncio.run(
-        run_tail(settings.kafka_bootstrap, settings.output_topic, until=until, timeout=timeout,
+        run_tail(client_options(settings), settings.output_topic, until=until, timeout=timeout,
                  from_beginning=from_beginning, keep=keep, as_json=as_json, rows=rows)
     )  # fmt: skip
     if not as_json:

@@ -24,6 +24,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REPLAYWATCH_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (environment or secrets file only)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client certificate's private key")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key, if any")
+    kafka_ssl_check_hostname: bool = Field(True, description="Check that a broker's certificate names its host")
     input_topic: str = Field("agent.step-attempts.v1", description="Topic of StepAttemptEvent records")
     output_topic: str = Field("replaywatch.comparisons.v1", description="Topic for ReplayComparisonEvent records")
     dlq_topic: str = Field(
@@ -135,6 +148,18 @@ class Settings(BaseSettings):
                 return tuple(json.loads(text))
             return tuple(p.strip() for p in text.split(",") if p.strip())
         return value
+
+    @model_validator(mode="after")
+    def _sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [n for n in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, n) is None]  # fmt: skip
+            if missing:
+                raise ValueError(
+                    f"REPLAYWATCH_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    + ", ".join(f"REPLAYWATCH_{n.upper()}" for n in missing)
+                )
+        return self
 
     @model_validator(mode="after")
     def _replicas(self) -> Settings:

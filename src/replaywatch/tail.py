@@ -92,7 +92,7 @@ def pick_rows(recent: deque[dict[str, Any]], within: deque[dict[str, Any]], rows
 
 
 async def tail(
-    bootstrap: str,
+    client: dict[str, Any],
     topic: str,
     *,
     until: int | None,
@@ -107,7 +107,7 @@ async def tail(
     the filters) or ``timeout`` s."""
     console = console or Console()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False,
+        topic, **client, isolation_level="read_committed", enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest", group_id=None,
     )  # fmt: skip
     await consumer.start()

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from replaywatch import codec
 from replaywatch.config import Settings, load_settings
 from replaywatch.pipeline import Pipeline
+from replaywatch.stream.kafka_client import client_options
 from tests.conftest import Endpoints
 
 SPAWNED: list[subprocess.Popen[bytes]] = []
@@ -109,7 +110,7 @@ class Lane:
 
     async def create_topics(self) -> None:
         s = self.settings()
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(s))
         await admin.start()
         try:
             config = {"max.message.bytes": str(16 * 1024 * 1024)}
@@ -124,7 +125,7 @@ class Lane:
 
     async def send(self, events: list[dict[str, Any]] | list[bytes], key: bytes | None = None) -> None:
         s = self.settings()
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, enable_idempotence=True, linger_ms=5,
+        producer = AIOKafkaProducer(**client_options(s), enable_idempotence=True, linger_ms=5,
                                     max_request_size=16 * 1024 * 1024)  # fmt: skip
         await producer.start()
         try:
@@ -142,7 +143,7 @@ class Lane:
         little longer (``settle`` s) to catch any extra ones."""
         s = self.settings()
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=s.kafka_bootstrap, isolation_level="read_committed",
+            topic, **client_options(s), isolation_level="read_committed",
             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
         )  # fmt: skip
         await consumer.start()
@@ -170,7 +171,7 @@ class Lane:
     async def group_offsets(self) -> dict[int, int]:
         """The consumer group's offsets of the input topic, as Kafka holds them."""
         s = self.settings()
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(s))
         await admin.start()
         try:
             got = await admin.list_consumer_group_offsets(s.group_id)
@@ -181,7 +182,7 @@ class Lane:
     async def end_offsets(self) -> dict[int, int]:
         """The input topic's end offsets, of the partitions that hold records."""
         s = self.settings()
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(**client_options(s))
         await consumer.start()
         try:
             ends = await consumer.end_offsets([TopicPartition(s.input_topic, p) for p in range(self.partitions)])

@@ -93,16 +93,29 @@ def classpath() -> str:
     return f"{libs}/*"
 
 
-def _properties(data: Path, port: int, controller_port: int) -> str:
+SASL_USERNAME = "replaywatch"
+SASL_PASSWORD = "replaywatch-local-sasl-secret"
+"""The user of the SASL listener, created at start (SCRAM-SHA-256 and -512, and PLAIN)."""
+
+
+def _properties(data: Path, port: int, controller_port: int, sasl_port: int) -> str:
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    plain = f'org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USERNAME}="{SASL_PASSWORD}";'
     return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+# a SASL listener for the tests of production security: SCRAM users are created when the
+# storage is formatted; PLAIN's user is in its JAAS line
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram}
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}
+listener.name.sasl_plaintext.plain.sasl.jaas.config={plain}
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
@@ -125,10 +138,11 @@ allow.everyone.if.no.acl.found=true
 class Kafka:
     name = "kafka"
 
-    def __init__(self, root: Path, port: int, controller_port: int) -> None:
+    def __init__(self, root: Path, port: int, controller_port: int, sasl_port: int) -> None:
         self.dir = root / "kafka"
         self.port = port
         self.controller_port = controller_port
+        self.sasl_port = sasl_port
         self.config = self.dir / "server.properties"
         self.log = self.dir / "kafka.log"
 
@@ -140,14 +154,22 @@ class Kafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
     def start(self) -> int:
         java = java_binary()
         cp = classpath()
-        for p, what in ((self.port, "Kafka"), (self.controller_port, "Kafka controller")):
+        for p, what in (
+            (self.port, "Kafka"),
+            (self.controller_port, "Kafka controller"),
+            (self.sasl_port, "Kafka SASL"),
+        ):
             process.ensure_bindable(p, what)
         data = self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(_properties(data, self.port, self.controller_port))
+        self.config.write_text(_properties(data, self.port, self.controller_port, self.sasl_port))
         log4j = resources.files("replaywatch.devstack") / "log4j2.properties"
         log4j_path = self.dir / "log4j2.properties"
         log4j_path.write_text(log4j.read_text())
@@ -168,7 +190,19 @@ class Kafka:
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             res = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.config)],
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(self.config),
+                    *(
+                        arg
+                        for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                        for arg in ("--add-scram", f"{mech}=[name={SASL_USERNAME},password={SASL_PASSWORD}]")
+                    ),
+                ],
                 capture_output=True,
                 text=True,
             )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from replaywatch.devstack import process, s3
-from replaywatch.devstack.kafka import Kafka
+from replaywatch.devstack.kafka import SASL_PASSWORD, SASL_USERNAME, Kafka
 from replaywatch.devstack.postgres import Postgres, postgres_group
 from replaywatch.devstack.registry import Registry
 from replaywatch.devstack.s3 import S3
@@ -123,15 +123,16 @@ class Stack:
             },
         }
         missing = [name for name in SERVICES if name not in state]  # a stack made before a service was added
-        if missing:
+        if missing or "sasl_port" not in state["kafka"]:
             state.update({name: fresh[name]() for name in missing})
+            state["kafka"].setdefault("sasl_port", process.free_port())
             self._save(state)
         return state
 
     def service(self, name: str) -> Service:
         st = self._ports()[name]
         if name == "kafka":
-            return Kafka(self.root, int(st["port"] or 0), int(st["controller_port"] or 0))
+            return Kafka(self.root, int(st["port"] or 0), int(st["controller_port"] or 0), int(st["sasl_port"] or 0))
         if name == "postgres":
             return Postgres(self.root, int(st["port"] or 0))
         if name == "s3":
@@ -222,6 +223,10 @@ class Stack:
         assert isinstance(registry, Registry)
         return {
             "REPLAYWATCH_SCHEMA_REGISTRY_URL": registry.url,
+            # the SASL listener of the local Kafka (not a setting: tests of SASL_* use it)
+            "REPLAYWATCH_DEVSTACK_KAFKA_SASL_BOOTSTRAP": kafka.sasl_bootstrap,
+            "REPLAYWATCH_DEVSTACK_KAFKA_SASL_USERNAME": SASL_USERNAME,
+            "REPLAYWATCH_DEVSTACK_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
             # one broker, throwaway topics and bucket: the local stack asks for both
             "REPLAYWATCH_CREATE_TOPICS": "true",
             "REPLAYWATCH_CREATE_BUCKET": "true",

@@ -35,6 +35,7 @@ from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings
 from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.scan import scan
 from replaywatch.store.postgres import PostgresStore, StepKey
+from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def backfill(
         counted = None if dead_letter else CountedDeadLetters()
         pipeline = Pipeline(
             js,
-            consumer=lambda s: RangeConsumer(reader(s.kafka_bootstrap), s.input_topic, job.ranges),
+            consumer=lambda s: RangeConsumer(reader(client_options(s)), s.input_topic, job.ranges),
             dead_letters=counted,
         )
         progress = await run_with_progress("backfill", pipeline, job.ranges, resumed_from, stop)

@@ -20,6 +20,7 @@ from replaywatch.exceptions import BadRecordError, UsageError
 from replaywatch.replay.ranges import Position, Ranges, parse_partitions, parse_position, resolve
 from replaywatch.store.jobs import Job, JobStore
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 from replaywatch.stream.range_consumer import reader
 from replaywatch.stream.topics import kafka_admin, partitions_of
@@ -70,11 +71,11 @@ def job_settings(settings: Settings, job: Job, output_topic: str | None) -> Sett
 async def resolve_ranges(settings: Settings, spec: ReplaySpec) -> Ranges:
     """The spec's ranges, resolved against the topic as it is now."""
     start, end, partitions = spec.parsed()
-    async with kafka_admin(settings.kafka_bootstrap) as admin:
+    async with kafka_admin(client_options(settings)) as admin:
         available = await partitions_of(admin, settings.input_topic)
     if not available:
         raise UsageError(f"topic {settings.input_topic!r} does not exist or has no partitions; check --input-topic")
-    consumer = reader(settings.kafka_bootstrap)
+    consumer = reader(client_options(settings))
     async with translate_kafka_errors("resolve the replay's offsets"):
         await consumer.start()
     try:

@@ -18,6 +18,7 @@ from replaywatch.projection import StepProjection
 from replaywatch.replay.ranges import Ranges
 from replaywatch.retry import Backoff
 from replaywatch.store.postgres import StepKey
+from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 StartFrom = Callable[[list[StepKey]], Awaitable[dict[StepKey, StepProjection]]]
@@ -42,7 +43,7 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
                out: Scan | None = None) -> Scan:  # fmt: skip
     """Apply the records of ``ranges`` in order to in-memory projections under ``config``."""
     out = out or Scan()
-    consumer = RangeConsumer(reader(settings.kafka_bootstrap), settings.input_topic, ranges)
+    consumer = RangeConsumer(reader(client_options(settings)), settings.input_topic, ranges)
     limits = settings.limits()
     known: dict[StepKey, StepProjection] = {}
 

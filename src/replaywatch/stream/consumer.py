@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from replaywatch.config import Settings
 from replaywatch.exceptions import TransientError
+from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES
 
@@ -61,7 +62,7 @@ class InputConsumer:
     def create(cls, settings: Settings) -> InputConsumer:
         return cls(
             AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap,
+                **client_options(settings),
                 group_id=settings.group_id,
                 group_instance_id=settings.instance_id,
                 enable_auto_commit=False,

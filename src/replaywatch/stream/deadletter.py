@@ -57,11 +57,9 @@ class DeadLetters:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, bootstrap: str, topic: str, max_request_size: int) -> AsyncIterator[DeadLetters]:
+    async def open(cls, client: dict[str, Any], topic: str, max_request_size: int) -> AsyncIterator[DeadLetters]:
         """An idempotent producer for the dead-letter topic, stopped on exit."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", max_request_size=max_request_size
-        )
+        producer = AIOKafkaProducer(**client, enable_idempotence=True, acks="all", max_request_size=max_request_size)
         async with translate_kafka_errors("start dead-letter producer"):
             await producer.start()
         try:

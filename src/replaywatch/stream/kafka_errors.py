@@ -27,7 +27,7 @@ _REFUSED_NAMES = frozenset(
         "GroupAuthorizationFailedError",
         "ClusterAuthorizationFailedError",
         "TransactionalIdAuthorizationFailed",
-        "SaslAuthenticationFailedError",
+        "SaslAuthenticationFailed",
         "AuthenticationFailedError",
         "InvalidTopicError",
         "UnsupportedVersionError",

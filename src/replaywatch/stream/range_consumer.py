@@ -30,10 +30,11 @@ Ranges = dict[int, tuple[int, int]]
 """partition -> (first offset, end offset): the records [first, end) are read."""
 
 
-def reader(bootstrap: str, **config: Any) -> AIOKafkaConsumer:
-    """A consumer outside any group, reading committed records only."""
+def reader(client: dict[str, Any], **config: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group, reading committed records only (``client``: the
+    shared connection options of ``kafka_client``)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -21,8 +22,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @contextlib.asynccontextmanager
-async def kafka_admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def kafka_admin(client: dict[str, Any]) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client with the shared connection options (``kafka_client``)."""
+    admin = AIOKafkaAdminClient(**client)
     async with translate_kafka_errors("connect admin"):
         await admin.start()
     try:
