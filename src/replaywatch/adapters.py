@@ -54,7 +54,7 @@ async def open_adapters(
     replay passes its own reader, and may keep diffs and dead letters to itself."""
     store = await retry.call(
         lambda: PostgresStore.connect(
-            settings.postgres_dsn.get_secret_value(),
+            settings.postgres_url(),
             schema=settings.postgres_schema,
             group_id=settings.group_id,
             topic=settings.input_topic,
@@ -75,6 +75,8 @@ async def open_adapters(
                 access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
                 secret_access_key=secret_key.get_secret_value() if secret_key else None,
                 create_bucket=settings.create_bucket,
+                ca_bundle=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None,
+                addressing_style=settings.s3_addressing_style,
             )
         )
     await retry.call(lambda: check_credentials(settings), "log in to Kafka")

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 import typer
@@ -160,6 +161,12 @@ PostgresSchema = Annotated[str | None, typer.Option("--postgres-schema", help="[
 
 
 def _settings(**overrides: object) -> Settings:
+    dsn = overrides.get("postgres_dsn")
+    if isinstance(dsn, str) and urlsplit(dsn).password:
+        fail(
+            "--postgres-dsn holds a password, which any user can read in `ps`: give the DSN in "
+            "REPLAYWATCH_POSTGRES_DSN or a file of REPLAYWATCH_SECRETS_DIR, or the password in PGPASSWORD or ~/.pgpass"
+        )
     try:
         return load_settings(**overrides)
     except UsageError as exc:
@@ -214,7 +221,7 @@ def _with_store(settings: Settings, use: Any) -> Any:
 
     async def main() -> Any:
         store = await PostgresStore.connect(
-            settings.postgres_dsn.get_secret_value(), schema=settings.postgres_schema, group_id=settings.group_id,
+            settings.postgres_url(), schema=settings.postgres_schema, group_id=settings.group_id,
             topic=settings.input_topic,
         )  # fmt: skip
         try:
@@ -569,7 +576,7 @@ def diff(
     async def main() -> tuple[str, dict[str, Any]]:
         sha = value
         if kind == "event":
-            store = await PostgresStore.connect(settings.postgres_dsn.get_secret_value(),
+            store = await PostgresStore.connect(settings.postgres_url(),
                                                 schema=settings.postgres_schema, group_id=settings.group_id,
                                                 topic=settings.input_topic, pool_size=1)  # fmt: skip
             try:
@@ -614,7 +621,7 @@ def serve(
 
     async def main(stop: asyncio.Event) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
-            store = await PostgresStore.connect(settings.postgres_dsn.get_secret_value(),
+            store = await PostgresStore.connect(settings.postgres_url(),
                                                 schema=settings.postgres_schema, group_id=settings.group_id,
                                                 topic=settings.input_topic, read_only=True)  # fmt: skip
             stack.push_async_callback(store.close)
@@ -639,7 +646,8 @@ def _artifacts(settings: Settings) -> Any:
     return S3Artifacts.open(bucket=settings.s3_bucket, endpoint=settings.s3_endpoint, region=settings.s3_region,
                             access_key_id=key.get_secret_value() if key else None,
                             secret_access_key=secret.get_secret_value() if secret else None,
-                            create_bucket=False, check_bucket=False)  # fmt: skip
+                            create_bucket=False, check_bucket=False, addressing_style=settings.s3_addressing_style,
+                            ca_bundle=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None)  # fmt: skip
 
 
 def main() -> None:

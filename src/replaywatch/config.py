@@ -8,8 +8,10 @@ clear message per bad value; the CLI passes flags in as overrides. Secrets are
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,12 +52,22 @@ class Settings(BaseSettings):
     postgres_dsn: SecretStr = Field(
         SecretStr("postgresql://replaywatch@127.0.0.1:5432/replaywatch"), description="PostgreSQL DSN"
     )
+    postgres_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        None, description="PostgreSQL TLS mode (unset: the DSN's sslmode, else libpq's default, prefer)"
+    )
+    postgres_sslrootcert: Path | None = Field(
+        None, description="CA bundle that signs PostgreSQL's certificate (with verify-ca or verify-full)"
+    )
     postgres_schema: str = Field("replaywatch", description="PostgreSQL schema for replaywatch's tables")
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL (unset: AWS)")
     s3_bucket: str = Field("replaywatch-diffs", description="Bucket for diff objects")
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (unset: the AWS default chain)")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key")
+    s3_ca_bundle: Path | None = Field(None, description="CA bundle that signs the S3 endpoint's certificate")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="S3 addressing: path-style (bucket in the path) or virtual-host style"
+    )
     s3_concurrency: int = Field(16, ge=1, le=256, description="S3 puts in flight at once")
     tokens_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative token tolerance (0.01 = 1%)")
     cost_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative cost tolerance")
@@ -170,6 +182,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    def postgres_url(self) -> str:
+        """The DSN with ``REPLAYWATCH_POSTGRES_SSLMODE`` and ``_SSLROOTCERT`` added as its
+        ``sslmode`` and ``sslrootcert`` parameters (asyncpg reads them there)."""
+        dsn = self.postgres_dsn.get_secret_value()
+        extra = {"sslmode": self.postgres_sslmode, "sslrootcert": str(self.postgres_sslrootcert or "") or None}
+        params = "&".join(f"{k}={quote(v, safe='/')}" for k, v in extra.items() if v)
+        if not params:
+            return dsn
+        return f"{dsn}{'&' if '?' in dsn else '?'}{params}"
+
     def limits(self) -> Limits:
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes)
 
@@ -188,13 +210,17 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with non-None ``overrides`` (flags) on top.
+    """Settings from the environment, with non-None ``overrides`` (flags) on top, and
+    from files in ``REPLAYWATCH_SECRETS_DIR`` (one file per setting, named like its
+    variable: a Kubernetes Secret mounted as a volume), so that secrets need never be
+    flags that ``ps`` shows.
 
     Raises ConfigError naming each bad setting and its variable.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
+    secrets_dir = os.environ.get("REPLAYWATCH_SECRETS_DIR") or None
     try:
-        settings = Settings(**given)  # type: ignore[arg-type]
+        settings = Settings(_secrets_dir=secrets_dir, **given)  # type: ignore[arg-type, call-arg]
         settings.compare_config()
     except ValidationError as exc:
         problems = "; ".join(

@@ -89,7 +89,7 @@ async def resolve_ranges(settings: Settings, spec: ReplaySpec) -> Ranges:
 async def open_store(settings: Settings) -> AsyncIterator[tuple[PostgresStore, JobStore]]:
     """The live schema's store (migrated) and its jobs."""
     store = await PostgresStore.connect(
-        settings.postgres_dsn.get_secret_value(),
+        settings.postgres_url(),
         schema=settings.postgres_schema,
         group_id=settings.group_id,
         topic=settings.input_topic,

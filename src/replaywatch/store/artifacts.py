@@ -154,6 +154,8 @@ class S3Artifacts:
         create_bucket: bool = True,
         check_bucket: bool = True,
         concurrency: int = 16,
+        ca_bundle: str | None = None,
+        addressing_style: str = "auto",
     ) -> AsyncIterator[S3Artifacts]:
         session = aioboto3.Session()
         config = Config(
@@ -166,6 +168,7 @@ class S3Artifacts:
             # A fixed agent also names replaywatch in S3 access logs.
             user_agent=f"replaywatch/{__version__} botocore/{botocore.__version__}",
             parameter_validation=False,
+            s3={"addressing_style": addressing_style},
         )
         async with session.client(
             "s3",
@@ -174,6 +177,7 @@ class S3Artifacts:
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             config=config,
+            verify=ca_bundle,
         ) as client:
             share_endpoint_cache(client)
             store = cls(client, bucket, concurrency)
