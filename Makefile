@@ -6,9 +6,13 @@ BIN := $(VENV)/bin
 RW := $(BIN)/replaywatch
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Helm, for the chart's tests: built once with `go install` and cached, like Kafka's jars.
+HELM_VERSION := 3.19.0
+HELM := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/replaywatch/tools/helm-$(HELM_VERSION)/helm
+export REPLAYWATCH_HELM := $(HELM)
 
 .PHONY: help deps venv lint typecheck test test-unit test-integration test-faults demo bench bench-compare bench-backfill \
-        stack-up stack-down clean
+        stack-up stack-down clean helm
 
 help:
 	@echo "make test      lint, type-check, and run every test on a real local stack"
@@ -61,15 +65,21 @@ define with_stack
 	exit $$rc
 endef
 
-test: deps $(STAMP) lint typecheck
+$(HELM):
+	@command -v go >/dev/null || { echo "Go is needed to build helm (go install helm.sh/helm/v3/cmd/helm)"; exit 1; }
+	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@v$(HELM_VERSION)
+
+helm: $(HELM)
+
+test: deps $(STAMP) $(HELM) lint typecheck
 	$(call with_stack,$(BIN)/pytest tests -m "not slow_faults" $(PYTEST_ARGS))
 
 # The long fault and fuzz suite: 50,000 events, 20+ SIGKILLs, Kafka and PostgreSQL
 # restarts, S3 stopped for 20 s, 10,000 fuzzed records. Reports in /tmp/replaywatch-*-report.md.
 test-faults: deps $(STAMP)
-	$(call with_stack,$(BIN)/pytest tests/faults -m slow_faults -s $(PYTEST_ARGS))
+	$(call with_stack,$(BIN)/pytest tests/faults -m slow_faults -s --timeout=3600 $(PYTEST_ARGS))
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(HELM)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: deps $(STAMP)

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -60,9 +60,11 @@ def main() -> None:
     doc = json.loads(v1)
     doc["fields"].append({"name": "region", "type": ["null", "string"], "default": None})
     v2 = json.dumps(doc)
-    client = SchemaRegistryClient({"url": url})
+    client = SchemaRegistryClient({"url": url, "timeout": 10})
     ctx = SerializationContext(f"bench-registry-{uuid.uuid4().hex[:8]}", MessageField.VALUE)
-    ser1, ser2 = AvroSerializer(client, v1), AvroSerializer(client, v2)
+    # by topic: from confluent-kafka 2.13 the default asks an "associations" API Apicurio lacks
+    by_topic = {"subject.name.strategy": topic_subject_name_strategy}
+    ser1, ser2 = AvroSerializer(client, v1, conf=dict(by_topic)), AvroSerializer(client, v2, conf=dict(by_topic))
     events = [event(n) for n in range(args.records)]
     plain = [Record(n, codec.encode_attempt(e)) for n, e in enumerate(events)]
     framed_v1 = [Record(n, ser1(e, ctx)) for n, e in enumerate(events)]

@@ -12,13 +12,12 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from replaywatch import codec
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
+from tests.registry_clients import client, serializer
 from tests.tcp_proxy import TcpProxy, close_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -57,8 +56,7 @@ async def test_records_wait_for_the_registry_and_none_is_dead_lettered(
     lane = Lane(endpoints, pg_schema, bucket, registry=True,
                 extra={"schema_registry_url": f"http://127.0.0.1:{proxy.port}{real.path}"})  # fmt: skip
     s = lane.settings()
-    serialize = AvroSerializer(SchemaRegistryClient({"url": endpoints.schema_registry_url}), codec.schema_text(
-        codec.ATTEMPT_SCHEMA))  # fmt: skip
+    serialize = serializer(client(endpoints.schema_registry_url), codec.schema_text(codec.ATTEMPT_SCHEMA))
     ctx = SerializationContext(s.input_topic, MessageField.VALUE)
     values = [
         serialize({"event_id": str(uuid.uuid4()), "run_id": f"run-{lane.tag}-{r}", "step_id": "s", "attempt": n,

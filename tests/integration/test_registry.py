@@ -12,12 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry import Schema
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
+from tests.registry_clients import client, deserializer, serializer
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +56,10 @@ def lane(endpoints: Endpoints, pg_schema: str, bucket: str) -> Lane:
 
 async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
     s = lane.settings()
-    registry = SchemaRegistryClient({"url": lane.endpoints.schema_registry_url})
+    registry = client(lane.endpoints.schema_registry_url)
     ctx = SerializationContext(s.input_topic, MessageField.VALUE)
-    as_v1 = AvroSerializer(registry, V1)
-    as_v2 = AvroSerializer(registry, evolved())
+    as_v1 = serializer(registry, V1)
+    as_v2 = serializer(registry, evolved())
     runs = 12
     values: list[bytes] = []
     for r in range(runs):
@@ -87,7 +87,7 @@ async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
     # the output: Confluent-framed under <topic>-value, read by the standard deserializer
     out_id = registry.get_latest_version(f"{s.output_topic}-value").schema_id
     assert {m.value[:5] for m in raw} == {struct.pack(">bI", 0, out_id)}
-    read = AvroDeserializer(registry)
+    read = deserializer(registry)
     events = [read(m.value, SerializationContext(s.output_topic, MessageField.VALUE)) for m in raw]
     assert len(events) == 2 * runs
     verdicts = {(e["run_id"], e["step_id"]): (e["verdict"], e["token_delta"]) for e in events}
