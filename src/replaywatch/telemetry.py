@@ -309,6 +309,12 @@ def _exemplar_filter() -> Any:
 
 
 def _otlp(signal: str) -> bool:
+    """OTLP export of a signal: an endpoint is set, and ``OTEL_<signal>_EXPORTER`` (the
+    standard variable) does not say otherwise (``none``; ``prometheus`` for metrics:
+    /metrics alone, one aggregation per measurement instead of two)."""
+    exporters = {e.strip() for e in os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").lower().split(",")}
+    if "otlp" not in exporters:
+        return False
     return bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
     )
