@@ -52,7 +52,7 @@ t0=$(date +%s%N)
 t1=$(date +%s%N)
 "$RW" report --run run-7-000000 || true
 # from an alert to the diff: the first event with a diff, as an alert would carry it
-sha=$("$RW" tail --json --only-drift --until 20 --timeout 20 2>/dev/null \
+sha=$("$RW" tail --json --only-drift --timeout 5 2>/dev/null \
   | "$PY" -c 'import json,sys; print(next((e["diff_sha256"] for e in map(json.loads, sys.stdin) if e["diff_sha256"]), ""))' || true)
 if [ -n "$sha" ]; then
   echo "replaywatch diff $sha"

@@ -268,14 +268,15 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    _prometheus = PrometheusMetricReader()
-    readers: list[MetricReader] = [_prometheus]
-    # shutdown() flushes them at exit, within a time limit (the SDK's own exit hook has none)
-    spans = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=max_links), shutdown_on_exit=False)
     if _otlp("METRICS"):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        _prometheus = _scraped_and_pushed(PrometheusMetricReader, OTLPMetricExporter())
+    else:
+        _prometheus = PrometheusMetricReader()
+    readers: list[MetricReader] = [_prometheus]
+    # shutdown() flushes them at exit, within a time limit (the SDK's own exit hook has none)
+    spans = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=max_links), shutdown_on_exit=False)
     exported = False
     if _otlp("TRACES"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -295,6 +296,51 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
         trace.set_tracer_provider(spans)
     _instrument_asyncpg()
     return True
+
+
+def _scraped_and_pushed(reader_class: Any, exporter: Any) -> Any:
+    """One metric reader that serves /metrics *and* exports by OTLP, every
+    ``OTEL_METRIC_EXPORT_INTERVAL`` ms (60 s): the SDK aggregates each measurement once
+    per reader, so two readers (Prometheus and a periodic OTLP one) made every latency
+    record cost twice. Both outputs are cumulative, so one aggregation serves both."""
+
+    class ScrapedAndPushed(reader_class):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._exporter = exporter
+            self._push = threading.Lock()
+            self._pushing = False
+            self._stop = threading.Event()
+            interval = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
+            self._thread = threading.Thread(target=self._every, args=(interval,), name="otlp-metrics", daemon=True)
+            self._thread.start()
+
+        def _every(self, interval: float) -> None:
+            while not self._stop.wait(interval):
+                self.push()
+
+        def push(self) -> None:
+            with self._push:
+                self._pushing = True
+                try:
+                    self.collect()
+                except Exception as exc:  # an export that fails is logged and tried again next time
+                    logger.warning("telemetry: OTLP metric export failed: %s", exc)
+                finally:
+                    self._pushing = False
+
+        def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+            super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+            if self._pushing and metrics_data is not None:
+                self._exporter.export(metrics_data, timeout_millis=timeout_millis)
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            self._stop.set()
+            self.push()  # what was measured since the last export
+            self._exporter.shutdown(timeout_millis=timeout_millis)
+            super().shutdown(timeout_millis, **kwargs)
+
+    return ScrapedAndPushed()
 
 
 def _exemplar_filter() -> Any:

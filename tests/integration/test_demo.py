@@ -35,3 +35,6 @@ def test_demo_script_runs_end_to_end(endpoints: Endpoints) -> None:
     summary = [line for line in res.stdout.splitlines() if line.startswith("demo summary:")]
     assert len(summary) == 2, res.stdout[-3000:]
     assert "expected comparisons published" in summary[1]
+    # from an alert to the diff: the demo shows one (its fleet is seeded: it has diffs)
+    shown = res.stdout.split("replaywatch diff ", 1)
+    assert len(shown) == 2 and any(k in shown[1] for k in ("changed ·", "diverged ·")), res.stdout[-3000:]
