@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -27,6 +28,18 @@ from tests.conftest import Endpoints
 SPAWNED: list[subprocess.Popen[bytes]] = []
 """Every ``replaywatch run`` a test started: whatever a test's outcome, none outlives it
 (the autouse fixture ``no_consumer_left_behind`` kills what is still running)."""
+
+
+NOW = 1_790_000_000_000
+
+
+def attempt_event(run: str, step: str, n: int, snapshot: Any, tools: Any = None, **extra: Any) -> dict[str, Any]:
+    """A StepAttemptEvent record (JSON fields as text), attempt ``n`` at ``NOW + n``."""
+    return {
+        "event_id": str(uuid.uuid4()), "run_id": run, "step_id": step, "attempt": n, "status": "succeeded",
+        "occurred_at": NOW + n, "output_snapshot": None if snapshot is None else orjson.dumps(snapshot).decode(),
+        "tool_events": None if tools is None else orjson.dumps(tools).decode(), **extra,
+    }  # fmt: skip
 
 
 def _die_with_parent() -> None:

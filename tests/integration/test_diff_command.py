@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any
 
 import orjson
 import pytest
@@ -15,17 +14,9 @@ import pytest
 from replaywatch.store.artifacts import object_key
 from tests.conftest import Endpoints, s3_client
 from tests.integration.streaming import Lane
+from tests.integration.streaming import attempt_event as attempt
 
 pytestmark = pytest.mark.integration
-NOW = 1_790_000_000_000
-
-
-def attempt(run: str, step: str, n: int, snapshot: Any, tools: Any = None) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()), "run_id": run, "step_id": step, "attempt": n, "status": "succeeded",
-        "occurred_at": NOW + n, "output_snapshot": orjson.dumps(snapshot).decode(),
-        "tool_events": None if tools is None else orjson.dumps(tools).decode(),
-    }  # fmt: skip
 
 
 def rw_diff(lane: Lane, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,18 +8,15 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from typing import Any
 
-import orjson
 import pytest
 
 from replaywatch.devstack import Stack, default_dir
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
+from tests.integration.streaming import attempt_event as attempt
 
 pytestmark = pytest.mark.integration
-NOW = 1_790_000_000_000
 
 
 KEYS = ("BOOTSTRAP", "USERNAME", "PASSWORD")
@@ -45,14 +42,6 @@ def sasl_lane(lane: Lane, mechanism: str, password: str | None = None) -> Lane:
         "cost_tolerance": 0.01,
     }
     return lane
-
-
-def attempt(run: str, step: str, n: int, snapshot: Any, tools: Any = None) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()), "run_id": run, "step_id": step, "attempt": n, "status": "succeeded",
-        "occurred_at": NOW + n, "output_snapshot": orjson.dumps(snapshot).decode(),
-        "tool_events": None if tools is None else orjson.dumps(tools).decode(),
-    }  # fmt: skip
 
 
 @pytest.fixture

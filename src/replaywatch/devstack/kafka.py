@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -29,8 +28,7 @@ PROBE_TOPIC = "__replaywatch_devstack_probe"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "replaywatch" / f"kafka-{KAFKA_VERSION}"
+    return process.cache_dir(f"kafka-{KAFKA_VERSION}")
 
 
 def java_binary() -> str:
@@ -211,24 +209,12 @@ class Kafka:
         return process.spawn([*jvm, "kafka.Kafka", str(self.config)], self.log)
 
     def wait_ready(self, pid: int, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if not process.is_ours(pid, self.marker):
-                status = process.exit_status(pid) or "not running"
-                raise DevstackError(
-                    f"Kafka (pid {pid}) exited during start ({status}); its log since this start:\n"
-                    f"{process.tail(self.log)}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    pass
-                asyncio.run(probe(self.bootstrap))
-                return
-            except Exception as exc:  # any failure means "not ready yet"
-                last = exc
-                time.sleep(0.5)
-        raise DevstackError(f"Kafka not ready after {timeout:.0f}s ({last!r}); see {self.log}")
+        def ready() -> None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+            asyncio.run(probe(self.bootstrap))
+
+        process.wait_ready(pid, self.marker, self.log, "Kafka", ready, timeout=timeout, pause=0.5)
 
 
 async def probe(bootstrap: str) -> None:

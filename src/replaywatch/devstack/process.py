@@ -13,9 +13,38 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from replaywatch.exceptions import DevstackError
+
+
+def cache_dir(name: str) -> Path:
+    """Where a download of the devstack is kept between runs: ``$XDG_CACHE_HOME`` (or
+    ``~/.cache``) ``/replaywatch/<name>``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "replaywatch" / name
+
+
+def wait_ready(pid: int, marker: str, log: Path, what: str, probe: Callable[[], object], *, timeout: float,
+               pause: float) -> None:  # fmt: skip
+    """Call ``probe`` until it returns (ready) or ``timeout`` s pass; any exception it
+    raises means "not ready yet". A process of ours that exits meanwhile is reported
+    with its status and its log since this start, at once."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not is_ours(pid, marker):
+            status = exit_status(pid) or "not running"
+            raise DevstackError(f"{what} (pid {pid}) exited during start ({status}); its log since this start:\n"
+                                f"{tail(log)}")  # fmt: skip
+        try:
+            probe()
+            return
+        except Exception as exc:  # any failure means "not ready yet"
+            last = exc
+            time.sleep(pause)
+    raise DevstackError(f"{what} not ready after {timeout:.0f}s ({last!r}); see {log}")
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,8 +31,7 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "replaywatch" / f"apicurio-{APICURIO_VERSION}"
+    return process.cache_dir(f"apicurio-{APICURIO_VERSION}")
 
 
 def java_binary() -> str:
@@ -134,18 +132,8 @@ class Registry:
             return json.loads(r.read() or b"null")
 
     def wait_ready(self, pid: int, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if not process.is_ours(pid, self.marker):
-                status = process.exit_status(pid) or "not running"
-                raise DevstackError(f"the schema registry (pid {pid}) exited during start ({status}):\n"
-                                    f"{process.tail(self.log)}")  # fmt: skip
-            try:
-                self._request("GET", "/subjects")
-                self._request("PUT", "/config", {"compatibility": "BACKWARD"})
-                return
-            except (OSError, urllib.error.URLError, ValueError) as exc:
-                last = exc
-                time.sleep(0.25)
-        raise DevstackError(f"the schema registry is not ready after {timeout:.0f}s ({last!r}); see {self.log}")
+        def ready() -> None:
+            self._request("GET", "/subjects")
+            self._request("PUT", "/config", {"compatibility": "BACKWARD"})
+
+        process.wait_ready(pid, self.marker, self.log, "the schema registry", ready, timeout=timeout, pause=0.25)
