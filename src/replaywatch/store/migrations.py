@@ -343,6 +343,9 @@ CREATE TABLE IF NOT EXISTS {schema}.ignore_rule_stats (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, policy, rule)
 );
+
+-- The web view's recent comparisons and last hour ([ux]), newest first.
+CREATE INDEX IF NOT EXISTS comparison_detected ON {schema}.comparison (detected_at DESC);
 """,
     ),
 )
