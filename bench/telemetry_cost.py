@@ -97,6 +97,18 @@ async def scrape(port: int, stop: asyncio.Event) -> int:
     return done
 
 
+def pin_stack(stack: Stack, cpus: set[int]) -> None:
+    """Every thread of the local stack's processes (and PostgreSQL's backends, which its
+    postmaster forks) on ``cpus``."""
+    for name in ("kafka", "postgres", "s3", "registry"):
+        pid = stack.pid(name)
+        if pid is None:
+            continue
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
@@ -109,10 +121,23 @@ async def main() -> None:
         help="token and cost tolerance (0.01: 6%% of events drift or diverge, the fleet e2e.py describes; "
         "0: 70%% of comparisons drift, the worst case)",
     )
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="replaywatch alone on CPU 0; the stack, the OTLP receiver and this process on the others "
+        "(so that what telemetry costs replaywatch is not mixed with what its receiver costs the machine)",
+    )
     args = ap.parse_args()
     env = {k: v for k, v in os.environ.items() if k.startswith("REPLAYWATCH_")}
     if "REPLAYWATCH_KAFKA_BOOTSTRAP" not in env:
         env |= Stack(default_dir()).env()
+    command = [sys.executable, "-m", "replaywatch", "run"]
+    if args.pin:
+        others = set(range(1, os.cpu_count() or 2))
+        pin_stack(Stack(default_dir()), others)
+        os.sched_setaffinity(0, others)
+        command = ["taskset", "-c", "0", *command]
     b = Bench(env, args.partitions, default_dir())
     events = fleet(args.events, seed=5)
     records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
@@ -145,7 +170,7 @@ async def main() -> None:
                 await produce_traced(b, e["REPLAYWATCH_INPUT_TOPIC"], records, sampled)
                 stop = asyncio.Event()
                 scraper = asyncio.create_task(scrape(http_port, stop)) if mode != "off" else None
-                r = await b.run_system(name, [sys.executable, "-m", "replaywatch", "run"], e,
+                r = await b.run_system(name, command, e,
                                        e["REPLAYWATCH_OUTPUT_TOPIC"], len(expected))  # fmt: skip
                 stop.set()
                 r["scrapes"] = await scraper if scraper else 0
@@ -159,7 +184,7 @@ async def main() -> None:
     eps = {m: statistics.median(r["events_per_s"] for r in rs) for m, rs in runs.items()}
     cpu = {m: statistics.median(r["cpu_s_per_1000"] for r in rs) for m, rs in runs.items()}
     result = {
-        "tolerance": args.tolerance,
+        "tolerance": args.tolerance, "pinned": args.pin,
         "events": len(records), "comparisons": len(expected), "runs": runs, "median_events_per_s": eps,
         "median_cpu_s_per_1000": cpu, "otlp_bytes_received": RECEIVED["bytes"],
         "throughput_cost": {m: 1 - eps[m] / eps["off"] for m in modes if m != "off"},
