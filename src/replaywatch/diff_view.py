@@ -114,6 +114,7 @@ def tool_lines(doc: dict[str, Any]) -> list[Line]:
     changes = doc.get("changes")
     if changes is None:
         changes = classify(doc.get("recorded"), doc.get("current"))
+    recorded_events = as_events(doc.get("recorded"))
     lines = []
     for c in changes:
         tool = c.get("tool") or "(no tool name)"
@@ -124,8 +125,7 @@ def tool_lines(doc: dict[str, Any]) -> list[Line]:
         elif c["kind"] == "removed":
             lines.append(Line("remove", f"{tool} from position {c['from']}", excerpt(c.get("event")), None))
         else:
-            events = as_events(doc.get("recorded"))
-            recorded = events[c["from"]] if c["from"] < len(events) else None
+            recorded = recorded_events[c["from"]] if c["from"] < len(recorded_events) else None
             for op in c.get("patch") or []:
                 path = op.get("path") or ""
                 was = None
