@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -180,13 +181,17 @@ class Bench:
             rss = max(peak_rss_mb(p.pid) + sum(peak_rss_mb(c) for c in children(p.pid)) for p in procs)
         finally:
             await c.stop()
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
+            kids = [k for p in procs for k in children(p.pid)]
+            for p in procs:  # py-spy writes its profile on SIGINT
+                p.send_signal(signal.SIGINT if name.endswith("profiled") else signal.SIGTERM)
             for p in procs:
                 try:
                     p.wait(30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            for k in kids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(k, signal.SIGTERM)
         return {"seconds": elapsed, "first_output_s": first, "cpu_s": cpu, "peak_rss_mb": rss,
                 "events_out": len(ids), "raw_out": raw, "service_cpu_s": services}  # fmt: skip
 
@@ -335,6 +340,13 @@ async def main() -> None:
 
         rw = [sys.executable, "-m", "replaywatch", "run"]
         results["replaywatch"] = await system("replaywatch", rw)
+        if "profile" in wanted:
+            prof = args.out / f"profile-{tag}.txt"
+            args.out.mkdir(parents=True, exist_ok=True)
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate", "250",
+                   "--format", "raw", "-o", str(prof), "--", *rw]  # fmt: skip
+            results["replaywatch_profiled"] = await system("replaywatch-profiled", spy)
+            results["profile"] = str(prof)
         if "replaywatch-2" in wanted:
             results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
         if "latency" in wanted:

@@ -7,7 +7,7 @@ arguments; this is the one place that reads them from the settings."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,26 @@ class Adapters:
     """ReplayComparisonEvent's id in the registry: events are published framed with it."""
 
 
+def open_diff_store(
+    settings: Settings, *, create_bucket: bool = False, check_bucket: bool = True
+) -> AbstractAsyncContextManager[DiffStore]:
+    """The S3 diff store of ``REPLAYWATCH_S3_CLIENT``: obstore by default, or aioboto3."""
+    key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+    common: dict[str, Any] = {
+        "bucket": settings.s3_bucket, "endpoint": settings.s3_endpoint, "region": settings.s3_region,
+        "access_key_id": key.get_secret_value() if key else None,
+        "secret_access_key": secret.get_secret_value() if secret else None,
+        "create_bucket": create_bucket, "check_bucket": check_bucket, "concurrency": settings.s3_concurrency,
+        "addressing_style": settings.s3_addressing_style,
+    }  # fmt: skip
+    if settings.s3_library == "obstore":
+        from replaywatch.store.obstore_artifacts import ObstoreArtifacts
+
+        return ObstoreArtifacts.open(**common)
+    ca = str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None
+    return S3Artifacts.open(**common, ca_bundle=ca)
+
+
 async def open_adapters(
     settings: Settings,
     stack: AsyncExitStack,
@@ -63,22 +83,9 @@ async def open_adapters(
     )
     stack.push_async_callback(store.close)
     await retry.call(store.migrate, "migrate PostgreSQL")
-    secret_key = settings.s3_secret_access_key
     artifacts = diffs
     if artifacts is None:
-        artifacts = await stack.enter_async_context(
-            S3Artifacts.open(
-                bucket=settings.s3_bucket,
-                endpoint=settings.s3_endpoint,
-                region=settings.s3_region,
-                concurrency=settings.s3_concurrency,
-                access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
-                secret_access_key=secret_key.get_secret_value() if secret_key else None,
-                create_bucket=settings.create_bucket,
-                ca_bundle=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None,
-                addressing_style=settings.s3_addressing_style,
-            )
-        )
+        artifacts = await stack.enter_async_context(open_diff_store(settings, create_bucket=settings.create_bucket))
     await retry.call(lambda: check_credentials(settings), "log in to Kafka")
     admin = await stack.enter_async_context(kafka_admin(client_options(settings)))
     await ensure_topics(admin, settings)

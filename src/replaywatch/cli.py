@@ -639,15 +639,10 @@ def serve(
 
 
 def _artifacts(settings: Settings) -> Any:
-    """The S3 diff store for reading (the bucket is not created)."""
-    from replaywatch.store.artifacts import S3Artifacts
+    """The S3 diff store for reading (the bucket is neither checked nor created)."""
+    from replaywatch.adapters import open_diff_store
 
-    key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
-    return S3Artifacts.open(bucket=settings.s3_bucket, endpoint=settings.s3_endpoint, region=settings.s3_region,
-                            access_key_id=key.get_secret_value() if key else None,
-                            secret_access_key=secret.get_secret_value() if secret else None,
-                            create_bucket=False, check_bucket=False, addressing_style=settings.s3_addressing_style,
-                            ca_bundle=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None)  # fmt: skip
+    return open_diff_store(settings, check_bucket=False)
 
 
 def main() -> None:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "auto", description="S3 addressing: path-style (bucket in the path) or virtual-host style"
     )
     s3_concurrency: int = Field(16, ge=1, le=256, description="S3 puts in flight at once")
+    s3_client: Literal["auto", "obstore", "aioboto3"] = Field(
+        "auto",
+        description="S3 client library: obstore (the default: a sixth of aioboto3's CPU per upload) or aioboto3; "
+        "auto is obstore unless REPLAYWATCH_S3_CA_BUNDLE is set, which only aioboto3 can use",
+    )
     tokens_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative token tolerance (0.01 = 1%)")
     cost_tolerance: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative cost tolerance")
     ignore_paths: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -181,6 +186,22 @@ class Settings(BaseSettings):
                 f"REPLAYWATCH_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): no write could succeed"
             )
         return self
+
+    @model_validator(mode="after")
+    def _s3_client(self) -> Settings:
+        if self.s3_client == "obstore" and self.s3_ca_bundle is not None:
+            raise ValueError(
+                "REPLAYWATCH_S3_CA_BUNDLE needs REPLAYWATCH_S3_CLIENT=aioboto3 (or auto): obstore trusts only the "
+                "system's CAs; add the CA to the system store or use aioboto3"
+            )
+        return self
+
+    @property
+    def s3_library(self) -> Literal["obstore", "aioboto3"]:
+        """The S3 client ``REPLAYWATCH_S3_CLIENT`` chooses (auto: obstore unless a CA bundle is set)."""
+        if self.s3_client == "auto":
+            return "aioboto3" if self.s3_ca_bundle is not None else "obstore"
+        return self.s3_client
 
     def postgres_url(self) -> str:
         """The DSN with ``REPLAYWATCH_POSTGRES_SSLMODE`` and ``_SSLROOTCERT`` added as its

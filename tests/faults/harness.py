@@ -189,14 +189,9 @@ class FaultRun:
         await asyncio.sleep(down_for)
         await asyncio.to_thread(self.stack.start, service)
 
-    async def pause_s3(self, seconds: float) -> None:
-        pid = self.stack.pid("s3")
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+    async def stop_s3(self, seconds: float) -> None:
+        """A real stop of the S3 server (its objects are on disk), then a start."""
+        await self.restart_service("s3", down_for=seconds)
 
     # -- the end ---------------------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ async def run_plan(plan: Plan, endpoints: Endpoints, stack: Stack, pg_schema: st
             if name == "SIGKILL consumer":
                 await run.fault(name, run.kill)
             elif name.startswith("stop S3"):
-                await run.fault(name, lambda: run.pause_s3(plan.s3_pause))
+                await run.fault(name, lambda: run.stop_s3(plan.s3_pause))
             else:
                 await run.fault(name, actions[name])
         await feeder
@@ -198,7 +198,7 @@ async def test_sigkill_burst_recovers_within_15s(
 
 async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, stack: Stack, pg_schema: str,
                                        bucket: str) -> tuple[int, float]:  # fmt: skip
-    """Kafka and PostgreSQL stopped and S3 frozen under a running consumer with work in
+    """Kafka, PostgreSQL and S3 stopped under a running consumer with work in
     flight; after ``down_for`` seconds, SIGTERM. Returns (exit code, seconds to exit)."""
     lane = Lane(endpoints, pg_schema, bucket, partitions=4)
     events = demo.synthetic_fleet(demo.FleetSpec(runs=60, steps=3, attempts=3, seed=23, snapshot_bytes=300))
@@ -208,8 +208,6 @@ async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, st
     assert run.proc is not None
     await lane.send(events[:200])
     stopped: list[str] = []
-    s3_pid = stack.pid("s3")
-    assert s3_pid is not None
     try:
         stop = asyncio.Event()
         sampler = asyncio.create_task(run.sample(stop))
@@ -218,9 +216,7 @@ async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, st
         stop.set()
         await sampler
         await lane.send(events[200:])  # work in flight when everything goes
-        os.kill(s3_pid, signal.SIGSTOP)
-        stopped.append("s3")
-        for service in ("postgres", "kafka"):
+        for service in ("s3", "postgres", "kafka"):
             await asyncio.to_thread(stack.stop, service)
             stopped.append(service)
         await asyncio.sleep(down_for)
@@ -231,9 +227,7 @@ async def stop_everything_then_sigterm(down_for: float, endpoints: Endpoints, st
         print(f"\nSIGTERM after {down_for:.0f}s without Kafka, PostgreSQL and S3: exit {code} in {seconds:.1f}s")
         return code, seconds
     finally:
-        if "s3" in stopped:
-            os.kill(s3_pid, signal.SIGCONT)
-        for service in ("postgres", "kafka"):
+        for service in ("s3", "postgres", "kafka"):
             if service in stopped:
                 await asyncio.to_thread(stack.start, service)
 

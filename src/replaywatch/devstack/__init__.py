@@ -1,4 +1,4 @@
-"""Starts and stops a real local stack: Apache Kafka, PostgreSQL and moto's S3."""
+"""Starts and stops a real local stack: Apache Kafka, PostgreSQL, versitygw (S3) and Apicurio Registry."""
 
 from replaywatch.devstack.stack import SERVICES, Stack, default_dir
 

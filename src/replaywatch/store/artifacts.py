@@ -41,9 +41,14 @@ def object_key(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
-def _ascii(value: str) -> str:
+def ascii_metadata(value: str) -> str:
     """S3 metadata is US-ASCII and 2 KB in all: ids are percent-encoded and cut."""
     return quote(value, safe="-_.:/@ ")[:600]
+
+
+def object_metadata(diff: Diff, run_id: str, step_id: str) -> dict[str, str]:
+    """A diff object's user metadata (``x-amz-meta-*``): its kind and the step it is of."""
+    return {"kind": diff.kind.value, "run-id": ascii_metadata(run_id), "step-id": ascii_metadata(step_id)}
 
 
 def _unreferenced_endpoint_params(service: str) -> frozenset[str]:
@@ -226,7 +231,7 @@ class S3Artifacts:
                     Key=object_key(diff.sha256),
                     Body=diff.body,
                     ContentType="application/json",
-                    Metadata={"kind": diff.kind.value, "run-id": _ascii(run_id), "step-id": _ascii(step_id)},
+                    Metadata=object_metadata(diff, run_id, step_id),
                     IfNoneMatch="*",
                 )
             except ClientError as exc:
