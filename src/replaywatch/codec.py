@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import uuid
 from collections.abc import Mapping
@@ -120,7 +121,11 @@ JSON_FIELDS = (
     "spec_snapshot", "input_snapshot", "output_snapshot", "error_snapshot", "checkpoint",
     "budget_snapshot", "guardrail_events", "tool_events", "artifacts",
 )  # fmt: skip
+COMPARED_JSON_FIELDS = ("output_snapshot", "tool_events")
+"""The JSON fields the comparison reads: the only ones parsed (and so validated). The
+others are carried in the record and never read here."""
 _HEADER = struct.Struct(">bI")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_ATTEMPT = 2**31 - 1
 MAX_ID_LEN = 1024
 
@@ -172,10 +177,11 @@ def decode_attempt(
 
 
 def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
-    try:
-        uuid.UUID(rec["event_id"])
-    except ValueError:
-        raise ContractViolation(f"event_id {rec['event_id']!r} is not a UUID") from None
+    if _CANONICAL_UUID.fullmatch(rec["event_id"]) is None:  # the usual form, else what uuid.UUID reads
+        try:
+            uuid.UUID(rec["event_id"])
+        except ValueError:
+            raise ContractViolation(f"event_id {rec['event_id']!r} is not a UUID") from None
     if not 0 <= rec["attempt"] <= MAX_ATTEMPT:
         raise ContractViolation(f"attempt {rec['attempt']} is out of range; attempts count from 0 to {MAX_ATTEMPT}")
     for name in ("run_id", "step_id"):
@@ -195,7 +201,7 @@ def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
             "(REPLAYWATCH_MAX_TOOL_EVENTS_BYTES)"
         )
     parsed: dict[str, Any] = {}
-    for name in JSON_FIELDS:
+    for name in COMPARED_JSON_FIELDS:
         text = rec[name]
         if text is not None:
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import math
 import uuid
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
@@ -275,8 +276,10 @@ class Comparison(NamedTuple):
 _ID_NAMESPACE: Final = uuid.UUID("5b1c2d3e-8f4a-4b6c-9d0e-7a1b2c3d4e5f")
 
 
+@lru_cache(maxsize=8192)
 def comparison_id(run_id: str, step_id: str, baseline_attempt: int, current_attempt: int) -> str:
-    """Deterministic event id: the same pair of attempts always gets the same id."""
+    """Deterministic event id: the same pair of attempts always gets the same id.
+    Cached: a comparison's id is read by the encoder, the history row and telemetry."""
     name = f"{run_id}\x1f{step_id}\x1f{baseline_attempt}\x1f{current_attempt}"
     return str(uuid.uuid5(_ID_NAMESPACE, name))
 
