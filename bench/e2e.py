@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import stages
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -204,6 +205,10 @@ def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     return demo.synthetic_fleet(spec)
 
 
+ALL_SYSTEMS = ("replaywatch", "replaywatch-aioboto3", "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos",
+               "quix-profile")  # fmt: skip
+PROFILE_RATE = 250
+"""py-spy's samples per second in the profiled runs."""
 WARMUP_S = 5.0
 """The latency run's first seconds (new topics, cold JIT in the broker) are not counted."""
 
@@ -279,7 +284,7 @@ async def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--latency-rate", type=float, default=None, help="events/s (default: half the measured maximum)")
     ap.add_argument("--skip-peer", action="store_true")
-    ap.add_argument("--systems", default="replaywatch,replaywatch-2,latency,quix-alo,quix-eos",
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help="which runs to make, comma-separated")  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
@@ -297,7 +302,7 @@ async def main() -> None:
     b = Bench(env, args.partitions, stack_dir)
     wanted = set(args.systems.split(","))
     if args.skip_peer:
-        wanted -= {"quix-alo", "quix-eos"}
+        wanted -= {"quix-alo", "quix-eos", "quix-profile"}
     tag = uuid.uuid4().hex[:6]
     results: dict[str, Any] = {"events": args.events, "partitions": args.partitions, "cpus": os.cpu_count()}
     try:
@@ -339,27 +344,39 @@ async def main() -> None:
             return r
 
         rw = [sys.executable, "-m", "replaywatch", "run"]
+        quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         results["replaywatch"] = await system("replaywatch", rw)
-        if "profile" in wanted:
-            prof = args.out / f"profile-{tag}.txt"
+        if "replaywatch-aioboto3" in wanted:  # the other S3 client, for #15's choice of default
+            results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
+
+        async def profiled(key: str, name: str, argv: list[str], **extra: str) -> None:
+            """The system again under py-spy: where its CPU goes, by stage (bench/stages.py)."""
+            prof = args.out / f"profile-{tag}-{name}.txt"
             args.out.mkdir(parents=True, exist_ok=True)
-            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate", "250",
-                   "--format", "raw", "-o", str(prof), "--", *rw]  # fmt: skip
-            results["replaywatch_profiled"] = await system("replaywatch-profiled", spy)
-            results["profile"] = str(prof)
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate",
+                   str(PROFILE_RATE), "--format", "raw", "-o", str(prof), "--", *argv]  # fmt: skip
+            r = await system(f"{name}-profiled", spy, **extra)
+            r["profile"] = str(prof)
+            r["stages_us"] = stages.breakdown(prof, len(records), PROFILE_RATE, r["cpu_s"])
+            results[key] = r
+
+        if "profile" in wanted:
+            await profiled("replaywatch_profiled", "replaywatch", rw)
         if "replaywatch-2" in wanted:
             results["replaywatch_2proc"] = await system("replaywatch-2", rw, processes=2)
         if "latency" in wanted:
             rate = args.latency_rate or results["replaywatch"]["events_per_s"] / 2
             print(f"latency run at {rate:,.0f} events/s ...", flush=True)
             results["latency"] = await latency_run(b, rate, args.latency_seconds, f"{tag}lat")
-        quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         if "quix-alo" in wanted:
             results["quix_alo"] = await system("quix-alo", quix, QUIX_GUARANTEE="at-least-once",
                                                QUIX_STATE_DIR=f"/tmp/quix-{tag}-alo")  # fmt: skip
         if "quix-eos" in wanted:
             results["quix_eos"] = await system("quix-eos", quix, QUIX_GUARANTEE="exactly-once",
                                                QUIX_STATE_DIR=f"/tmp/quix-{tag}-eos")  # fmt: skip
+        if "quix-profile" in wanted:
+            await profiled("quix_profiled", "quix-alo", quix, QUIX_GUARANTEE="at-least-once",
+                           QUIX_STATE_DIR=f"/tmp/quix-{tag}-prof")  # fmt: skip
     finally:
         if stack is not None:
             stack.purge()
@@ -367,11 +384,44 @@ async def main() -> None:
 
 
 SYSTEMS = (
-    ("replaywatch", "replaywatch, 1 process"),
+    ("replaywatch", "replaywatch, 1 process (obstore)"),
+    ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
     ("quix_alo", "Quix Streams, at-least-once"),
     ("quix_eos", "Quix Streams, exactly-once"),
 )
+PROFILED = (("replaywatch_profiled", "replaywatch"), ("quix_profiled", "Quix ALO"))
+SERVICES = ("kafka", "postgres", "s3", "registry", "bench reader")
+BASELINE_PEAK_RSS_MB = 493.0
+"""replaywatch's peak RSS in the last `make bench` before #15 (200,029 events,
+bench/README.md): the ceiling of #15's RSS goal."""
+
+
+def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """#15's goals as (goal, measured, target, met), all from this run."""
+    rw, n = r["replaywatch"], r["events"]
+    ceiling = 1e6 / r["ceiling_consume_decode_eps"]
+    out = []
+    for key, label in (("quix_alo", "at-least-once"), ("quix_eos", "exactly-once")):
+        if key in r:
+            ratio = rw["events_per_s"] / r[key]["events_per_s"]
+            out.append((f"events/s vs Quix {label}", f"{ratio:.2f}x", ">= 3x", ratio >= 3))
+    own = rw["cpu_s"] / n * 1e6
+    out.append(("consumer CPU per event vs consume+decode", f"{own:.1f} / {ceiling:.1f} µs = {own / ceiling:.1f}x",
+                "<= 4x", own / ceiling <= 4))  # fmt: skip
+    whole = (rw["cpu_s"] + sum(rw["service_cpu_s"].values())) / n * 1e6
+    whole_text = f"{whole:.1f} / {ceiling:.1f} µs = {whole / ceiling:.1f}x"
+    out.append(("whole machine CPU per event vs consume+decode", whole_text, "<= 10x", whole / ceiling <= 10))
+    if "latency" in r:
+        p99, rate = r["latency"]["p99_ms"], r["latency"]["rate"]
+        out.append((f"detected_at p99 at {rate:,.0f} events/s", f"{p99:.0f} ms", "<= 200 ms", p99 <= 200))
+    rss = rw["peak_rss_mb"]
+    out.append(("peak RSS", f"{rss:.0f} MB", f"<= {BASELINE_PEAK_RSS_MB:.0f} MB", rss <= BASELINE_PEAK_RSS_MB))
+    if "replaywatch_aioboto3" in r:
+        a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
+        out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",
+                    "> 15%: obstore is the default", 1 - o / a > 0.15))  # fmt: skip
+    return out
 
 
 def write(r: dict[str, Any], out: Path) -> None:
@@ -382,20 +432,35 @@ def write(r: dict[str, Any], out: Path) -> None:
     n = r["events"]
     rows = ["| system | events/s | CPU s / 1000 events | peak RSS MB | replaywatch ÷ this (events/s) |",
             "|---|---|---|---|---|"]  # fmt: skip
-    cpu_rows = ["| system | itself | kafka | postgres | s3 (moto) | bench reader | whole machine |",
-                "|---|---|---|---|---|---|---|"]  # fmt: skip
+    cpu_rows = ["| system | itself | kafka | postgres | s3 (versitygw) | registry | bench reader | whole machine |",
+                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for key, label in SYSTEMS:
         if key in r:
             s = r[key]
             rows.append(f"| {label} | {s['events_per_s']:,.0f} | {s['cpu_s_per_1000']:.3f} | {s['peak_rss_mb']:.0f} | "
                         f"{rw['events_per_s'] / s['events_per_s']:.2f}x |")  # fmt: skip
             svc = s.get("service_cpu_s", {})
-            parts = [s["cpu_s"], *(svc.get(k, 0.0) for k in ("kafka", "postgres", "s3", "bench reader"))]
-            cpu_rows.append(f"| {label} | " + " | ".join(f"{1000 * v / n:.3f}" for v in parts) +
-                            f" | {1000 * sum(parts) / n:.3f} |")  # fmt: skip
+            parts = [s["cpu_s"], *(svc.get(k, 0.0) for k in SERVICES)]
+            cpu_rows.append(f"| {label} | " + " | ".join(f"{1e6 * v / n:.1f}" for v in parts) +
+                            f" | {1e6 * sum(parts) / n:.1f} |")  # fmt: skip
     lines = [f"# replaywatch end-to-end benchmark ({n:,} events, {r['partitions']} partitions, "
              f"{r['cpus']} cores, {r['mean_value_bytes']:.0f} B per value)", "", *rows, "",
-             "CPU seconds per 1,000 events, by process, during each run:", "", *cpu_rows, ""]  # fmt: skip
+             "CPU µs per event, by process, during each run:", "", *cpu_rows, ""]  # fmt: skip
+    lines += [f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
+              f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s "
+              f"({1e6 / r['ceiling_consume_decode_eps']:.1f} µs per event). replaywatch "
+              f"reaches {rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode.", ""]  # fmt: skip
+    profiled = [(k, label) for k, label in PROFILED if k in r]
+    if profiled:
+        lines += ["Where each event's CPU goes, µs per event (the py-spy runs; `bench/stages.py`):", "",
+                  "| stage | " + " | ".join(label for _, label in profiled) + " |",
+                  "|---|" + "---|" * len(profiled)]  # fmt: skip
+        for stage in stages.ORDER:
+            vals = [r[k]["stages_us"].get(stage, 0.0) for k, _ in profiled]
+            if any(v >= 0.05 for v in vals):
+                lines.append(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+        lines += ["| in all (the profiled run's CPU) | " +
+                  " | ".join(f"{sum(r[k]['stages_us'].values()):.1f}" for k, _ in profiled) + " |", ""]  # fmt: skip
     lat = r.get("latency")
     if lat:
         lines += [f"Latency at {lat['rate']:,.0f} events/s ({lat['comparisons']} comparisons): detected_at - produce "
@@ -407,44 +472,58 @@ def write(r: dict[str, Any], out: Path) -> None:
             lines += ["Cores busy during the latency run (of " + str(r["cpus"]) + "): " +
                       ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + f"; in all {sum(cores.values()):.2f}.",
                       ""]  # fmt: skip
-    lines.append(f"Ceilings: aiokafka consume-only {r['ceiling_consume_eps']:,.0f}/s; Avro decode-only "
-                 f"{r['ceiling_decode_eps']:,.0f}/s; both {r['ceiling_consume_decode_eps']:,.0f}/s. replaywatch "
-                 f"reaches {rw['events_per_s'] / r['ceiling_consume_decode_eps']:.0%} of consume+decode.")  # fmt: skip
-    for key in ("quix_alo", "quix_eos"):
-        if key in r:
-            s = r[key]
-            lines.append(f"Ratios replaywatch/{key}: events/s {rw['events_per_s'] / s['events_per_s']:.2f}, "
-                         f"CPU per event {rw['cpu_s_per_1000'] / s['cpu_s_per_1000']:.2f}, "
-                         f"peak RSS {rw['peak_rss_mb'] / s['peak_rss_mb']:.2f}")  # fmt: skip
+    lines += ["Goals of #15, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {g} | {m} | {t} | {'yes' if ok else '**no**'} |" for g, m, t, ok in goals(r)]
     md = "\n".join(lines) + "\n"
     (out / f"e2e-{stamp}.md").write_text(md)
     print(md)
+    chart(r, out / f"e2e-{stamp}.png")
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    """Throughput beside the peer; CPU per event by stage, replaywatch beside the peer;
+    latency."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        names = [k for k, _ in SYSTEMS if k in r]
-        a1.bar(names, [r[k]["events_per_s"] for k in names], color=["#2a7" if "replay" in k else "#888" for k in names])
-        a1.axhline(r["ceiling_consume_decode_eps"], color="r", linestyle="--", label="consume+decode ceiling")
-        a1.set_ylabel("events/s")
-        a1.set_title("throughput")
-        a1.legend()
-        if lat:
-            a2.bar(["p50", "p99", "max"], [lat["p50_ms"], lat["p99_ms"], lat["max_ms"] or 0], color="#27a",
-                   label="detected_at")  # fmt: skip
-            a2.bar(["visible p50", "visible p99", "visible max"],
-                   [lat["visible_p50_ms"], lat["visible_p99_ms"], lat["visible_max_ms"]], color="#7a2",
-                   label="on the output topic")  # fmt: skip
-            a2.set_ylabel("ms after produce")
-            a2.set_title(f"latency at {lat['rate']:,.0f} events/s")
-            a2.legend()
-        fig.tight_layout()
-        fig.savefig(out / f"e2e-{stamp}.png", dpi=100)
     except ImportError:
         print("matplotlib not installed: no chart (make bench installs it)")
+        return
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(18, 4.8), gridspec_kw={"wspace": 0.6})
+    shown = [(k, label) for k, label in SYSTEMS if k in r]
+    a1.bar([label.replace(", ", "\n") for _, label in shown], [r[k]["events_per_s"] for k, _ in shown],
+           color=["#2a7" if k.startswith("replay") else "#888" for k, _ in shown])  # fmt: skip
+    a1.tick_params(axis="x", labelsize=7)
+    a1.set_ylabel("events/s")
+    a1.set_title(f"throughput ({r['events']:,} events)")
+    profiled = [(k, label) for k, label in PROFILED if k in r]
+    if profiled:
+        bottoms = [0.0] * len(profiled)
+        cmap = plt.get_cmap("tab20")
+        for i, stage in enumerate(stages.ORDER):
+            vals = [r[k]["stages_us"].get(stage, 0.0) for k, _ in profiled]
+            if any(v > 0 for v in vals):
+                a2.bar([label for _, label in profiled], vals, bottom=bottoms, label=stage, color=cmap(i))
+                bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
+        a2.axhline(4e6 / r["ceiling_consume_decode_eps"], color="r", linestyle="--", label="4x consume+decode")
+        a2.set_ylabel("CPU µs per event")
+        a2.set_title("where each event's CPU goes")
+        a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    lat = r.get("latency")
+    if lat:
+        a3.bar(["p50", "p99", "max"], [lat["p50_ms"], lat["p99_ms"], lat["max_ms"] or 0], color="#27a",
+               label="detected_at")  # fmt: skip
+        a3.bar(["visible p50", "visible p99", "visible max"],
+               [lat["visible_p50_ms"], lat["visible_p99_ms"], lat["visible_max_ms"]], color="#7a2",
+               label="on the output topic")  # fmt: skip
+        a3.axhline(200, color="r", linestyle="--", label="200 ms")
+        a3.set_ylabel("ms after produce")
+        a3.set_title(f"latency at {lat['rate']:,.0f} events/s")
+        a3.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,18 @@
-"""Where the consumer's CPU goes, by stage: a py-spy profile (``--format raw``: one
+"""Where a system's CPU goes, by stage: a py-spy profile (``--format raw``: one
 collapsed stack and its sample count per line) sorted into the pipeline's stages.
 
-Each sample goes to the stage of the innermost frame that names one, so work done for
-telemetry inside the encode stage is telemetry's, and an S3 upload started by the
-compare stage is the upload's. Samples taken before the event loop ran (imports,
-start-up) are left out. Usage: python bench/stages.py PROFILE [CPU_S_PER_EVENT]
+py-spy samples each Python thread that is running (not waiting) ``rate`` times a
+second, so a sample stands for 1/rate s of one core's CPU: a stage's µs per event is
+its samples / rate / events. What the process spent outside sampled Python frames
+(threads of native libraries, librdkafka's in the Quix peer) is the process's CPU
+less the samples' total: "outside Python threads".
+
+Each sample goes to the stage of its innermost frame that names one, so telemetry's
+work inside the encode stage is telemetry's, and a parse inside the comparison is the
+comparison's. The same stages name the Quix peer's work (it runs replaywatch's pure
+engine with Quix's state store and Kafka client).
+
+Usage: python bench/stages.py PROFILE EVENTS [RATE] [CPU_S]
 """
 
 from __future__ import annotations
@@ -15,19 +23,33 @@ from collections import Counter
 from pathlib import Path
 
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # (stage, substrings of a frame "function (file)"), most specific first within a stack
+    # (stage, substrings of a frame "function (file)"); the innermost matching frame decides
+    ("start-up", ("_find_and_load",)),
     ("telemetry", ("replaywatch/telemetry.py", "opentelemetry/")),
     ("decode", ("decode_records", "decode_attempt")),
     ("load", ("Projections.load", "load_projections")),
-    ("compare", ("apply_records",)),
-    ("diff upload", ("store_diffs", "Artifacts.put", "aiobotocore/", "botocore/", "obstore")),
-    ("encode", ("Preparer._encode", "outgoing")),
+    ("compare", ("apply_records", "replaywatch/projection.py")),
+    ("diff upload", ("store_diffs", "Artifacts.put", "aiobotocore/", "botocore/", "obstore", "put_diff")),
+    ("encode", ("Preparer._encode", "outgoing", "comparison_record", "encode_comparison")),
     ("write", ("Writer._write", "Writer._commit", "commit_batch", "asyncpg/")),
+    ("state store", ("quixstreams/state/", "rocksdict")),
     ("publish", ("OutboxPublisher", "stream/publisher.py")),
     ("consume", ("InputConsumer", "aiokafka/consumer/", "stream/consumer.py")),
-    ("kafka client I/O", ("aiokafka/",)),
+    (
+        "Kafka client",
+        (
+            "aiokafka/",
+            "confluent_kafka",
+            "quixstreams/kafka/",
+            "quixstreams/rowproducer",
+            "quixstreams/rowconsumer",
+            "quixstreams/models/",
+        ),
+    ),
 )
-ORDER = [name for name, _ in STAGES] + ["event loop and the rest"]
+REST = "event loop and the rest"
+OUTSIDE = "outside Python threads"
+ORDER = [name for name, _ in STAGES] + [REST, OUTSIDE]
 _FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
 
 
@@ -45,30 +67,36 @@ def stage_of(frames: list[str]) -> str:
         for name, marks in STAGES:
             if any(m in frame for m in marks):
                 return name
-    return "event loop and the rest"
+    return REST
 
 
-def shares(profile: Path) -> dict[str, float]:
-    """Each stage's share of the samples taken while the event loop ran."""
+def samples(profile: Path) -> Counter[str]:
     counts: Counter[str] = Counter()
     for line in profile.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        frames = _frames(stack)
-        if not any("_run_once" in f for f in frames):
-            continue  # start-up: imports, configuration
-        counts[stage_of(frames)] += int(n)
-    total = sum(counts.values()) or 1
-    return {name: counts[name] / total for name in ORDER}
+        if stack and n.isdigit():
+            counts[stage_of(_frames(stack))] += int(n)
+    return counts
+
+
+def breakdown(profile: Path, events: int, rate: float, cpu_s: float | None = None) -> dict[str, float]:
+    """µs of CPU per event by stage; with the process's CPU seconds ``cpu_s``, also what
+    the samples did not see (``OUTSIDE``, never below 0)."""
+    counts = samples(profile)
+    out = {name: counts[name] / rate / events * 1e6 for name in ORDER if name != OUTSIDE}
+    if cpu_s is not None:
+        out[OUTSIDE] = max(0.0, cpu_s / events * 1e6 - sum(out.values()))
+    return out
 
 
 def main() -> None:
-    got = shares(Path(sys.argv[1]))
-    per_event = float(sys.argv[2]) * 1e6 if len(sys.argv) > 2 else None
-    for name, share in got.items():
-        extra = f"  {share * per_event:7.1f} µs/event" if per_event else ""
-        print(f"{name:28s} {share:6.1%}{extra}")
+    profile, events = Path(sys.argv[1]), int(sys.argv[2])
+    rate = float(sys.argv[3]) if len(sys.argv) > 3 else 250.0
+    cpu_s = float(sys.argv[4]) if len(sys.argv) > 4 else None
+    got = breakdown(profile, events, rate, cpu_s)
+    for name, us in got.items():
+        print(f"{name:26s} {us:7.1f} µs/event")
+    print(f"{'in all':26s} {sum(got.values()):7.1f} µs/event")
 
 
 if __name__ == "__main__":

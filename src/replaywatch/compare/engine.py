@@ -16,8 +16,8 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from replaywatch.compare import attestations, structure, tool_changes, usage
