@@ -21,12 +21,15 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +200,21 @@ class Bench:
                 "events_out": len(ids), "raw_out": raw, "service_cpu_s": services}  # fmt: skip
 
 
+@contextlib.contextmanager
+def before_tree(commit: str) -> Iterator[Path]:
+    """The ``src`` of ``commit`` in a temporary git worktree (its modules shadow this
+    tree's on PYTHONPATH: the editable install is a path entry after it)."""
+    tmp = Path(tempfile.mkdtemp(prefix="rw-before-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "tree"), commit], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield tmp / "tree" / "src"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "tree")],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     runs = max(1, round(n / (4 * 3 * 1.02)))
     spec = demo.FleetSpec(runs=runs, steps=4, attempts=3, drift=0.07, tool_divergence=0.02,
@@ -205,8 +223,10 @@ def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     return demo.synthetic_fleet(spec)
 
 
-ALL_SYSTEMS = ("replaywatch", "replaywatch-aioboto3", "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos",
-               "quix-profile")  # fmt: skip
+ALL_SYSTEMS = ("replaywatch", "replaywatch-aioboto3", "before", "profile", "replaywatch-2", "latency", "quix-alo",
+               "quix-eos", "quix-profile")  # fmt: skip
+BEFORE = "f19e630"
+"""The last commit before #15: `make bench` runs it beside this tree (`--before`)."""
 PROFILE_RATE = 250
 """py-spy's samples per second in the profiled runs."""
 WARMUP_S = 5.0
@@ -284,6 +304,8 @@ async def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--latency-rate", type=float, default=None, help="events/s (default: half the measured maximum)")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--before", default=BEFORE,
+                    help="a commit of replaywatch run beside this tree, from a git worktree ('' for none)")  # fmt: skip
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help="which runs to make, comma-separated")  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -360,6 +382,10 @@ async def main() -> None:
             r["stages_us"] = stages.breakdown(prof, len(records), PROFILE_RATE, r["cpu_s"])
             results[key] = r
 
+        if args.before and "before" in wanted:  # the code before, on the same stack in the same run: what changed
+            with before_tree(args.before) as src:
+                results["replaywatch_before"] = await system("replaywatch-before", rw, PYTHONPATH=str(src))
+                results["replaywatch_before"]["commit"] = args.before
         if "profile" in wanted:
             await profiled("replaywatch_profiled", "replaywatch", rw)
         if "replaywatch-2" in wanted:
@@ -386,6 +412,7 @@ async def main() -> None:
 SYSTEMS = (
     ("replaywatch", "replaywatch, 1 process (obstore)"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
+    ("replaywatch_before", "replaywatch before #15 (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
     ("quix_alo", "Quix Streams, at-least-once"),
     ("quix_eos", "Quix Streams, exactly-once"),
@@ -394,7 +421,7 @@ PROFILED = (("replaywatch_profiled", "replaywatch"), ("quix_profiled", "Quix ALO
 SERVICES = ("kafka", "postgres", "s3", "registry", "bench reader")
 BASELINE_PEAK_RSS_MB = 493.0
 """replaywatch's peak RSS in the last `make bench` before #15 (200,029 events,
-bench/README.md): the ceiling of #15's RSS goal."""
+bench/README.md): the goal's ceiling when the run has no ``--before``."""
 
 
 def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
@@ -416,7 +443,8 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         p99, rate = r["latency"]["p99_ms"], r["latency"]["rate"]
         out.append((f"detected_at p99 at {rate:,.0f} events/s", f"{p99:.0f} ms", "<= 200 ms", p99 <= 200))
     rss = rw["peak_rss_mb"]
-    out.append(("peak RSS", f"{rss:.0f} MB", f"<= {BASELINE_PEAK_RSS_MB:.0f} MB", rss <= BASELINE_PEAK_RSS_MB))
+    before = r["replaywatch_before"]["peak_rss_mb"] if "replaywatch_before" in r else BASELINE_PEAK_RSS_MB
+    out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before #15)", rss <= before))
     if "replaywatch_aioboto3" in r:
         a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
         out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",

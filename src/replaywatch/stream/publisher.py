@@ -263,6 +263,13 @@ class OutboxPublisher:
                     continue
                 covered = handoff.end
                 rows = [r for r in handoff.rows if r.source_offset >= upto]
+                # the handoffs queued behind it that continue it go in the same transaction:
+                # under load one transaction per write fell behind (events seconds late)
+                while lane.handoffs and lane.handoffs[0].start == covered and len(rows) < BATCH:
+                    more = lane.handoffs.popleft()
+                    lane.queued_bytes -= more.size
+                    covered = more.end
+                    rows += more.rows
             elif lane.overflow:
                 from_outbox = True
                 continue
