@@ -36,7 +36,8 @@ def open_store(request: pytest.FixtureRequest, endpoints: Endpoints) -> Opener:
             "s3_client": request.param,
         }  # fmt: skip
         check = overrides.pop("check_bucket", True)
-        return open_diff_store(load_settings(**(given | overrides)), check_bucket=check)
+        create = overrides.pop("create_bucket", False)
+        return open_diff_store(load_settings(**(given | overrides)), check_bucket=check, create_bucket=create)
 
     return make
 
@@ -79,6 +80,22 @@ async def test_non_ascii_ids_are_encoded_in_metadata(open_store: Opener, bucket:
         await store.put(diff, "rün-😀", "ステップ")
         _, meta = await store.get(diff.sha256)
         assert meta["Metadata"]["run-id"] == "r%C3%BCn-%F0%9F%98%80"
+
+
+async def test_processes_starting_together_both_create_the_bucket(open_store: Opener, unique: str) -> None:
+    """Two consumers of one group start at once with --create-bucket: both see no
+    bucket and both create it; the one that loses the race is told it already owns it,
+    which is not an error."""
+    name = f"rw-race-{unique}"
+
+    async def start() -> None:
+        async with open_store(name, create_bucket=True):
+            pass
+
+    await asyncio.gather(*(start() for _ in range(4)))
+    diff = Diff.of(DiffKind.TOOL, {"run_id": "r", "step_id": "raced"})
+    async with open_store(name) as store:
+        assert await store.put(diff, "r", "raced") == store.uri(diff.sha256)
 
 
 async def test_a_missing_bucket_stops_with_one_message(open_store: Opener, unique: str) -> None:

@@ -205,6 +205,8 @@ class S3Artifacts:
                 try:
                     await self._s3.create_bucket(Bucket=self.bucket)
                 except ClientError as exc2:
+                    if _code(exc2) == "BucketAlreadyOwnedByYou":
+                        return  # another replaywatch starting beside this one created it first
                     raise ConfigError(f"cannot create bucket {self.bucket!r}: {exc2}") from None
             elif _status(exc) == 403:
                 raise ConfigError(f"no access to bucket {self.bucket!r}; check the S3 credentials") from None
