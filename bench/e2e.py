@@ -375,7 +375,8 @@ async def main() -> None:
             """The system again under py-spy: where its CPU goes, by stage (bench/stages.py)."""
             prof = args.out / f"profile-{tag}-{name}.txt"
             args.out.mkdir(parents=True, exist_ok=True)
-            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate",
+            extra_flags = os.environ.get("BENCH_PY_SPY_FLAGS", "--nonblocking").split()  # --native: C frames too
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", *extra_flags, "--rate",
                    str(PROFILE_RATE), "--format", "raw", "-o", str(prof), "--", *argv]  # fmt: skip
             r = await system(f"{name}-profiled", spy, **extra)
             r["profile"] = str(prof)

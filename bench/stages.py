@@ -26,7 +26,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (stage, substrings of a frame "function (file)"); the innermost matching frame decides
     ("start-up", ("_find_and_load",)),
     ("telemetry", ("replaywatch/telemetry.py", "opentelemetry/")),
-    ("decode", ("decode_records", "decode_attempt")),
+    ("decode", ("decode_records", "decode_attempt", "read_records", "read_attempt", "parse_records", "parse_attempt")),
     ("load", ("Projections.load", "load_projections")),
     ("compare", ("apply_records", "replaywatch/projection.py")),
     ("diff upload", ("store_diffs", "Artifacts.put", "aiobotocore/", "botocore/", "obstore", "put_diff")),

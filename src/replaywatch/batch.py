@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,47 @@ def decode_records(
         except Exception as exc:
             bad.append((record, failed(record, "decoding", exc)))
     return good, bad
+
+
+def read_records(
+    records: Iterable[Any],
+    limits: codec.Limits = codec.DEFAULT_LIMITS,
+    refused: dict[Source, BadRecordError] | None = None,
+    writers: Mapping[int, Any] | None = None,
+) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, BadRecordError]]]:
+    """The first half of ``decode_records``: each record's Avro fields, ids checked, JSON
+    still text (``codec.read_attempt``), and the records that break the contract. Pure."""
+    good: list[tuple[Any, dict[str, Any]]] = []
+    bad: list[tuple[Any, BadRecordError]] = []
+    for record in records:
+        if refused and (error := refused.get((record.partition, record.offset))) is not None:
+            bad.append((record, error))
+            continue
+        try:
+            good.append((record, codec.read_attempt(record.value, limits, writers)))
+        except BadRecordError as exc:
+            bad.append((record, exc))
+        except Exception as exc:
+            bad.append((record, failed(record, "decoding", exc)))
+    return good, bad
+
+
+def parse_records(
+    read: Iterable[tuple[Any, dict[str, Any]]], bad: list[tuple[Any, BadRecordError]], limits: codec.Limits
+) -> Iterator[tuple[Any, Attempt]]:
+    """The second half, one record at a time (``codec.parse_attempt``): a record's
+    parsed snapshot lives only while it is compared, so a batch never holds a thousand
+    of them at once. Records that break the contract are added to ``bad``."""
+    for record, rec in read:
+        try:
+            attempt = codec.parse_attempt(rec, limits)
+        except BadRecordError as exc:
+            bad.append((record, exc))
+            continue
+        except Exception as exc:
+            bad.append((record, failed(record, "decoding", exc)))
+            continue
+        yield record, attempt
 
 
 def apply_records(

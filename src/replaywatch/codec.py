@@ -139,7 +139,18 @@ def decode_attempt(
     the BadRecordError its records get); without one, ``schemas/registry.json``'s. A
     writer schema other than the reader is resolved against it (fastavro): fields it
     adds are skipped, fields it lacks take their defaults, and what cannot be resolved
-    is an IncompatibleSchema."""
+    is an IncompatibleSchema.
+
+    In two steps, which the pipeline takes apart (``read_attempt`` for a whole batch,
+    then ``parse_attempt`` for one record at a time, just before it is compared)."""
+    return parse_attempt(read_attempt(value, limits, writers), limits)
+
+
+def read_attempt(
+    value: bytes | None, limits: Limits = DEFAULT_LIMITS, writers: Mapping[int, Any] | None = None
+) -> dict[str, Any]:
+    """The first step of ``decode_attempt``: the Avro record, its ids checked (the step
+    it belongs to is known and sound), its JSON fields still text."""
     if not value:
         raise UndecodableRecord("empty value: expected an Avro StepAttemptEvent")
     if len(value) > limits.record_bytes:
@@ -173,10 +184,11 @@ def decode_attempt(
         raise UndecodableRecord(f"not a StepAttemptEvent in Avro binary: {type(exc).__name__}: {exc}") from None
     if buf.tell() != len(value):
         raise UndecodableRecord(f"{len(value) - buf.tell()} trailing bytes after the Avro record")
-    return _validate(rec, limits)
+    _check_ids(rec, limits)
+    return rec
 
 
-def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
+def _check_ids(rec: dict[str, Any], limits: Limits) -> None:
     if _CANONICAL_UUID.fullmatch(rec["event_id"]) is None:  # the usual form, else what uuid.UUID reads
         try:
             uuid.UUID(rec["event_id"])
@@ -194,6 +206,11 @@ def _validate(rec: dict[str, Any], limits: Limits) -> Attempt:
             raise RecordTooLarge(
                 f"{name} of {size} bytes in UTF-8 is over the limit of {limits.id_bytes} (REPLAYWATCH_MAX_ID_BYTES)"
             )
+
+
+def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attempt:
+    """The second step of ``decode_attempt``: the JSON fields the comparison reads,
+    parsed and checked, and the Attempt. Raises BadRecordError on any breach."""
     tools_text = rec["tool_events"]
     if tools_text is not None and (size := _utf8_len(tools_text)) > limits.tool_events_bytes:
         raise RecordTooLarge(

@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from replaywatch import codec, telemetry
-from replaywatch.batch import BatchResult, apply_records, decode_records, failed, outgoing
+from replaywatch.batch import BatchResult, apply_records, failed, outgoing, parse_records, read_records
 from replaywatch.commit.writer import PreparedBatch, Writer
-from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.compare import CompareConfig, Comparison
 from replaywatch.compare.engine import Verdict
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, Source
@@ -68,25 +68,27 @@ class Preparer:
         self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None], records: list[Any]
     ) -> PreparedBatch:
         started = time.perf_counter()
-        # 1. decode (pure), a chunk at a time, with the writer schemas of a registry (fetched
-        #    once per id; an outage raises TransientError: the batch waits, nothing is dead-lettered)
+        # 1. read the Avro records (pure), a chunk at a time, with the writer schemas of a
+        #    registry (fetched once per id; an outage raises TransientError: the batch
+        #    waits, nothing is dead-lettered); their JSON is parsed just before each is compared
         writers = await self.schemas.writers(r.value for r in records) if self.schemas is not None else None
-        decoded: list[tuple[Any, Attempt]] = []
+        read: list[tuple[Any, dict[str, Any]]] = []
         bad: list[tuple[Any, BadRecordError]] = []
         for i in range(0, len(records), CHUNK):
-            good_part, bad_part = decode_records(records[i : i + CHUNK], self.limits, self.refused, writers)
-            decoded += good_part
+            good_part, bad_part = read_records(records[i : i + CHUNK], self.limits, self.refused, writers)
+            read += good_part
             bad += bad_part
             await asyncio.sleep(0)
         # 2. the projections this batch starts from: pending, cached, else one query
-        known, unreadable = await self.projections.load({(a.run_id, a.step_id) for _, a in decoded})
+        known, unreadable = await self.projections.load({(rec["run_id"], rec["step_id"]) for _, rec in read})
         if unreadable:
-            bad += [(r, failed(r, "loading its step", unreadable[(a.run_id, a.step_id)]))
-                    for r, a in decoded if (a.run_id, a.step_id) in unreadable]  # fmt: skip
-            decoded = [(r, a) for r, a in decoded if (a.run_id, a.step_id) not in unreadable]
-        # 3. compare (pure), a chunk at a time; each chunk's diffs start uploading at once
-        result, diffs, uploads = await self._compare(decoded, known, bad)
-        del decoded  # the parsed attempts: the largest objects of a batch
+            bad += [(r, failed(r, "loading its step", unreadable[(rec["run_id"], rec["step_id"])]))
+                    for r, rec in read if (rec["run_id"], rec["step_id"]) in unreadable]  # fmt: skip
+            read = [(r, rec) for r, rec in read if (rec["run_id"], rec["step_id"]) not in unreadable]
+        # 3. parse and compare (pure) one record at a time, a chunk between yields; each
+        #    chunk's diffs start uploading at once
+        result, diffs, uploads = await self._compare(read, known, bad)
+        del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
         #    from the version it was read at, and gets the next one
         for k, (partition, proj) in result.projections.items():
@@ -108,7 +110,7 @@ class Preparer:
 
     async def _compare(
         self,
-        decoded: list[tuple[Any, Attempt]],
+        read: list[tuple[Any, dict[str, Any]]],
         known: dict[StepKey, StepProjection],
         bad: list[tuple[Any, BadRecordError]],
     ) -> tuple[BatchResult, dict[str, Comparison], list[asyncio.Task[None]]]:
@@ -116,8 +118,8 @@ class Preparer:
         state = dict(known)
         diffs: dict[str, Comparison] = {}
         uploads: list[asyncio.Task[None]] = []
-        for i in range(0, len(decoded), CHUNK):
-            part = apply_records(decoded[i : i + CHUNK], state, self.config)
+        for i in range(0, len(read), CHUNK):
+            part = apply_records(parse_records(read[i : i + CHUNK], result.bad, self.limits), state, self.config)
             for k, (partition, proj) in part.projections.items():
                 state[k] = proj
                 result.projections[k] = (partition, proj)
