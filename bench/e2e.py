@@ -520,12 +520,12 @@ def chart(r: dict[str, Any], path: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no chart (make bench installs it)")
         return
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(18, 4.8), gridspec_kw={"wspace": 0.6})
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(19, 5), gridspec_kw={"wspace": 0.55})
     shown = [(k, label) for k, label in SYSTEMS if k in r]
-    a1.bar([label.replace(", ", "\n") for _, label in shown], [r[k]["events_per_s"] for k, _ in shown],
-           color=["#2a7" if k.startswith("replay") else "#888" for k, _ in shown])  # fmt: skip
-    a1.tick_params(axis="x", labelsize=7)
-    a1.set_ylabel("events/s")
+    a1.barh([label for _, label in shown][::-1], [r[k]["events_per_s"] for k, _ in shown][::-1],
+            color=["#2a7" if k.startswith("replay") else "#888" for k, _ in shown][::-1])  # fmt: skip
+    a1.tick_params(axis="y", labelsize=8)
+    a1.set_xlabel("events/s")
     a1.set_title(f"throughput ({r['events']:,} events)")
     profiled = [(k, label) for k, label in PROFILED if k in r]
     if profiled:
@@ -548,11 +548,11 @@ def chart(r: dict[str, Any], path: Path) -> None:
                [lat["visible_p50_ms"], lat["visible_p99_ms"], lat["visible_max_ms"]], color="#7a2",
                label="on the output topic")  # fmt: skip
         a3.axhline(200, color="r", linestyle="--", label="200 ms")
+        a3.tick_params(axis="x", labelsize=7, rotation=30)
         a3.set_ylabel("ms after produce")
         a3.set_title(f"latency at {lat['rate']:,.0f} events/s")
         a3.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 if __name__ == "__main__":
