@@ -100,6 +100,8 @@ class Preparer:
         )
         detected_at_ms = int(time.time() * 1000)
         await self._encode(result, commit, detected_at_ms=detected_at_ms)
+        # dead letters in input order, whichever step found them (reading, parsing, comparing)
+        result.bad.sort(key=lambda item: (item[0].partition, item[0].offset))
         # 5. prepared: later batches build on it
         self.seq += 1
         self.projections.stage(self.seq, result.projections)

@@ -305,7 +305,8 @@ async def test_otlp_over_http_reaches_a_receiver(lane: Lane) -> None:
 
 
 async def test_json_logs_carry_the_record_and_never_a_secret_or_a_snapshot(lane: Lane) -> None:
-    password, secret, marker = "pw-" + uuid.uuid4().hex, "sk-" + uuid.uuid4().hex, "BODY-" + uuid.uuid4().hex
+    password, marker = "pw-" + uuid.uuid4().hex, "BODY-" + uuid.uuid4().hex
+    secret = lane.env["REPLAYWATCH_S3_SECRET_ACCESS_KEY"]  # the S3 server checks it: the real one
     dsn = lane.endpoints.postgres_dsn.replace("replaywatch@", f"replaywatch:{password}@")
     assert password in dsn  # trust authentication: the password is sent, and ignored
     run = f"run-{lane.tag}"
@@ -314,7 +315,7 @@ async def test_json_logs_carry_the_record_and_never_a_secret_or_a_snapshot(lane:
         e["output_snapshot"] = orjson.dumps({"text": marker, "metrics": {"tokens": 1}}).decode()
     await lane.create_topics()
     proc = spawn_run({**os.environ, **lane.env, "REPLAYWATCH_LOG_FORMAT": "json", "REPLAYWATCH_LOG_LEVEL": "INFO",
-                      "REPLAYWATCH_POSTGRES_DSN": dsn, "REPLAYWATCH_S3_SECRET_ACCESS_KEY": secret})  # fmt: skip
+                      "REPLAYWATCH_POSTGRES_DSN": dsn})  # fmt: skip
     try:
         await send_traced(lane, events, poison=1)
         await lane.outputs(want=1)
