@@ -100,3 +100,22 @@ def test_a_start_the_system_refuses_is_one_line_naming_the_service(
     monkeypatch.setattr(Stack, "service", lambda self, name: _Refused())
     with pytest.raises(DevstackError, match=r"^postgres could not be started: PermissionError: .*not permitted"):
         stack.start("postgres")
+
+
+def test_services_saving_their_pids_at_once_never_fail(tmp_path: Path) -> None:
+    """The services start in parallel threads and each saves the state file: a shared
+    temporary file was once renamed away under another thread (a failed CI start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = Stack(tmp_path / "state")
+    state = stack._ports()
+
+    def save(i: int) -> None:
+        for n in range(200):
+            state["s3"]["pid"] = i * 1000 + n
+            stack._save(state)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(save, range(4)))  # re-raises what any thread raised
+    assert stack._state()["s3"]["pid"] is not None
+    assert sorted(p.name for p in stack.root.iterdir() if p.name.startswith("state")) == ["state.json"]

@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from replaywatch.exceptions import DevstackError
 logger = logging.getLogger(__name__)
 
 SERVICES = ("kafka", "postgres", "s3", "registry")
+_SAVING = threading.Lock()
 
 
 class Service(Protocol):
@@ -101,10 +103,14 @@ class Stack:
             return {}
 
     def _save(self, state: dict[str, dict[str, int | None]]) -> None:
-        ensure_private_dir(self.root)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_file)
+        """Write the state file atomically. The services start in parallel threads, each
+        saving its PID: one lock, and a temporary file of each writer's own (a shared one
+        was renamed away under another thread, which then failed the start)."""
+        with _SAVING:
+            ensure_private_dir(self.root)
+            tmp = self.state_file.with_name(f"state.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.state_file)
 
     def _ports(self) -> dict[str, dict[str, int | None]]:
         state = self._state()
