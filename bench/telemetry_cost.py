@@ -1,12 +1,13 @@
 """What telemetry costs: `replaywatch run` over the same N events (default 200,000, as in
 e2e.py, each carrying a W3C traceparent header as an instrumented agent runtime sends
 it), with telemetry off (OTEL_SDK_DISABLED=true: the API's no-ops) and on (the SDK;
-metrics served on /metrics and scraped every 5 s, and exported by OTLP at the SDK's
-default interval (60 s); spans exported by OTLP; both to a local OTLP receiver that
-reads and discards them).
+metrics served on /metrics and scraped every 5 s, and exported by OTLP every 5 s too
+(OTEL_METRIC_EXPORT_INTERVAL=5000: at the SDK's 60 s a run would never push); spans
+exported by OTLP; both to a local OTLP receiver that reads and discards them; with
+--inspect it decodes the spans and counts them by name, with their links and bytes).
 
 The runs alternate off, on with 10% of the producers' traces sampled (what production
-tracing samples), on with every trace sampled (the worst case), ... (--rounds, default 3
+tracing samples), on with every trace sampled (the worst case), ... (--rounds, default 5
 each) so that drift in the machine's load falls on all; the report takes each mode's
 median. The tolerance is 1% by default: the fleet e2e.py describes, where 6% of the
 events drift or diverge (--tolerance 0: 70% drift).
@@ -34,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import stages
 from e2e import Bench, fleet
 
 from replaywatch import codec, demo
@@ -136,7 +138,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--tolerance",
         type=float,
@@ -152,6 +154,8 @@ async def main() -> None:
         "(so that what telemetry costs replaywatch is not mixed with what its receiver costs the machine)",
     )
     ap.add_argument("--modes", default=",".join(MODES), help="which modes to run, comma-separated")
+    ap.add_argument("--profile", action="store_true", help="each run under py-spy, its CPU sorted into stages "
+                    "(µs per event; telemetry's own frames are a stage)")  # fmt: skip
     ap.add_argument("--inspect", action="store_true", help="decode the spans received (opentelemetry-proto) and "
                     "count them by name, with their links and bytes")  # fmt: skip
     args = ap.parse_args()
@@ -161,6 +165,10 @@ async def main() -> None:
     if "REPLAYWATCH_KAFKA_BOOTSTRAP" not in env:
         env |= Stack(default_dir()).env()
     command = [sys.executable, "-m", "replaywatch", "run"]
+    profile = None
+    if args.profile:  # each run under py-spy: telemetry's share of the process, by frame (bench/stages.py)
+        profile = ROOT / "bench" / "results" / f"telemetry-profile-{uuid.uuid4().hex[:6]}"
+        profile.mkdir(parents=True, exist_ok=True)
     if args.pin:
         others = set(range(1, os.cpu_count() or 2))
         pin_stack(Stack(default_dir()), others)
@@ -188,6 +196,8 @@ async def main() -> None:
                 http_port = free_port()
                 extra = {"OTEL_SDK_DISABLED": "true"} if mode == "off" else {
                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                    # pushed as often as /metrics is scraped: at the SDK's 60 s a 20 s run never pushes
+                    "OTEL_METRIC_EXPORT_INTERVAL": "5000",
                     "REPLAYWATCH_HTTP_PORT": str(http_port),
                 }  # fmt: skip
                 if mode.endswith("metrics-scraped"):  # metrics from /metrics alone (a ServiceMonitor), spans by OTLP
@@ -197,8 +207,16 @@ async def main() -> None:
                 await produce_traced(b, e["REPLAYWATCH_INPUT_TOPIC"], records, sampled)
                 stop = asyncio.Event()
                 scraper = asyncio.create_task(scrape(http_port, stop)) if mode != "off" else None
-                r = await b.run_system(name, command, e,
+                argv = command
+                if profile is not None:
+                    spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate", "250",
+                           "--format", "raw", "-o", str(profile / f"{name}.txt"), "--"]  # fmt: skip
+                    argv = [*command[:3], *spy, *command[3:]] if command[0] == "taskset" else [*spy, *command]
+                r = await b.run_system(f"{name}-profiled" if profile else name, argv, e,
                                        e["REPLAYWATCH_OUTPUT_TOPIC"], len(expected))  # fmt: skip
+                if profile is not None:
+                    r["stages_us"] = stages.breakdown(profile / f"{name}.txt", len(records), 250, r["cpu_s"])
+                    print("  " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages_us"].items() if v >= 0.05), flush=True)
                 stop.set()
                 r["scrapes"] = await scraper if scraper else 0
                 r["events_per_s"] = len(records) / r["seconds"]
