@@ -59,22 +59,20 @@ def decode_records(
     refused: dict[Source, BadRecordError] | None = None,
     writers: Mapping[int, Any] | None = None,
 ) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
-    """(decoded records in order, records that break the contract). Pure. ``refused``:
-    records a service refused earlier, dead-lettered with that reason; ``writers``: the
-    writer schemas of a schema registry (``codec.decode_attempt``)."""
-    good: list[tuple[Any, Attempt]] = []
-    bad: list[tuple[Any, BadRecordError]] = []
-    for record in records:
-        if refused and (error := refused.get((record.partition, record.offset))) is not None:
-            bad.append((record, error))
-            continue
-        try:
-            good.append((record, codec.decode_attempt(record.value, limits, writers)))
-        except BadRecordError as exc:
-            bad.append((record, exc))
-        except Exception as exc:
-            bad.append((record, failed(record, "decoding", exc)))
+    """(decoded records in order, records that break the contract, in input order). Pure.
+    ``refused``: records a service refused earlier, dead-lettered with that reason;
+    ``writers``: the writer schemas of a schema registry (``codec.decode_attempt``).
+    Both halves at once: ``read_records``, then ``parse_records``."""
+    read, bad = read_records(records, limits, refused, writers)
+    good = list(parse_records(read, bad, limits))
+    in_input_order(bad)
     return good, bad
+
+
+def in_input_order(bad: list[tuple[Any, BadRecordError]]) -> None:
+    """Sort bad records by (partition, offset), in place: dead letters follow the input
+    whichever step found them (reading, parsing, comparing)."""
+    bad.sort(key=lambda item: (item[0].partition, item[0].offset))
 
 
 def read_records(
@@ -84,7 +82,8 @@ def read_records(
     writers: Mapping[int, Any] | None = None,
 ) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, BadRecordError]]]:
     """The first half of ``decode_records``: each record's Avro fields, ids checked, JSON
-    still text (``codec.read_attempt``), and the records that break the contract. Pure."""
+    still text (``codec.read_attempt``), and the records that break the contract. Pure.
+    ``refused`` and ``writers``: as ``decode_records`` takes them."""
     good: list[tuple[Any, dict[str, Any]]] = []
     bad: list[tuple[Any, BadRecordError]] = []
     for record in records:

@@ -17,7 +17,15 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from replaywatch import codec, telemetry
-from replaywatch.batch import BatchResult, apply_records, failed, outgoing, parse_records, read_records
+from replaywatch.batch import (
+    BatchResult,
+    apply_records,
+    failed,
+    in_input_order,
+    outgoing,
+    parse_records,
+    read_records,
+)
 from replaywatch.commit.writer import PreparedBatch, Writer
 from replaywatch.compare import CompareConfig, Comparison
 from replaywatch.compare.engine import Verdict
@@ -80,11 +88,12 @@ class Preparer:
             bad += bad_part
             await asyncio.sleep(0)
         # 2. the projections this batch starts from: pending, cached, else one query
-        known, unreadable = await self.projections.load({(rec["run_id"], rec["step_id"]) for _, rec in read})
+        keys = [(rec["run_id"], rec["step_id"]) for _, rec in read]
+        known, unreadable = await self.projections.load(set(keys))
         if unreadable:
-            bad += [(r, failed(r, "loading its step", unreadable[(rec["run_id"], rec["step_id"])]))
-                    for r, rec in read if (rec["run_id"], rec["step_id"]) in unreadable]  # fmt: skip
-            read = [(r, rec) for r, rec in read if (rec["run_id"], rec["step_id"]) not in unreadable]
+            bad += [(r, failed(r, "loading its step", unreadable[k])) for (r, _), k in zip(read, keys, strict=True)
+                    if k in unreadable]  # fmt: skip
+            read = [item for item, k in zip(read, keys, strict=True) if k not in unreadable]
         # 3. parse and compare (pure) one record at a time, a chunk between yields; each
         #    chunk's diffs start uploading at once
         result, diffs, uploads = await self._compare(read, known, bad)
@@ -100,8 +109,7 @@ class Preparer:
         )
         detected_at_ms = int(time.time() * 1000)
         await self._encode(result, commit, detected_at_ms=detected_at_ms)
-        # dead letters in input order, whichever step found them (reading, parsing, comparing)
-        result.bad.sort(key=lambda item: (item[0].partition, item[0].offset))
+        in_input_order(result.bad)
         # 5. prepared: later batches build on it
         self.seq += 1
         self.projections.stage(self.seq, result.projections)

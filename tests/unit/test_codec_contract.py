@@ -87,14 +87,14 @@ def test_an_exception_raised_by_one_record_sets_only_that_record_aside(monkeypat
     records = [
         Record(i, codec.encode_attempt(event(step_id=f"s{i}", output_snapshot=f'{{"n": {i}}}'))) for i in range(5)
     ]
-    real = codec.decode_attempt
+    real = codec.read_attempt
 
     def flaky(value: bytes, limits: codec.Limits = codec.DEFAULT_LIMITS, writers: Any = None) -> Any:
         if b'"n": 2' in value:
             raise KeyError("a bug")
         return real(value, limits, writers)
 
-    monkeypatch.setattr(codec, "decode_attempt", flaky)
+    monkeypatch.setattr(codec, "read_attempt", flaky)  # decode_records reads, then parses
     good, bad = batch.decode_records(records)
     assert [r.offset for r, _ in good] == [0, 1, 3, 4]
     assert [(r.offset, e.reason) for r, e in bad] == [(2, "internal")]
@@ -120,3 +120,13 @@ def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest
     assert [(r.offset, e.reason) for r, e in result.bad] == [(3, "internal")]
     assert {k[1]: p.current.number for k, (_, p) in result.projections.items() if p.current} == {"s0": 2, "s1": 1}
     assert [r.offset for r, _, _ in result.emitted] == [2]
+
+
+def test_bad_records_come_out_in_input_order_whichever_half_found_them() -> None:
+    """Bad JSON is found when a record is parsed, bad Avro when it is read: the dead
+    letters still follow the input."""
+    records = [Record(0, codec.encode_attempt(event(output_snapshot='{"a": ['))), Record(1, b"\x01not avro"),
+               Record(2, codec.encode_attempt(event()))]  # fmt: skip
+    good, bad = batch.decode_records(records)
+    assert [r.offset for r, _ in good] == [2]
+    assert [(r.offset, e.reason) for r, e in bad] == [(0, "invalid_json"), (1, "avro_decode")]
