@@ -164,6 +164,8 @@ class Bench:
         ids: set[str] = set()
         raw = 0
         first = None
+        tenth: float | None = None
+        tenth_count, cpu_tenth = 0, 0.0
         try:
             while len(ids) < want:
                 if time.perf_counter() - t0 > timeout:
@@ -178,8 +180,16 @@ class Bench:
                         ids.add(codec.decode_comparison(m.value)["event_id"])
                 if first is None and ids:
                     first = time.perf_counter() - t0
+                if tenth is None and len(ids) >= want // 10:  # past start-up, the group's join and warm-up
+                    tenth, tenth_count = time.perf_counter() - t0, len(ids)
+                    cpu_tenth = cpu_since(self.stack_dir, [p.pid for p in procs], cpu0)["system"]
             elapsed = time.perf_counter() - t0
             services = cpu_since(self.stack_dir, [p.pid for p in procs], cpu0)
+            # the steady state: from the first tenth of the events out to the last
+            steady = None
+            if tenth is not None and elapsed > tenth:
+                steady = {"seconds": elapsed - tenth, "share": (len(ids) - tenth_count) / want,
+                          "cpu_s": services["system"] - cpu_tenth}  # fmt: skip
             cpu = services.pop("system")
             services["bench reader"] = services.pop("bench")
             rss = max(peak_rss_mb(p.pid) + sum(peak_rss_mb(c) for c in children(p.pid)) for p in procs)
@@ -197,7 +207,7 @@ class Bench:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(k, signal.SIGTERM)
         return {"seconds": elapsed, "first_output_s": first, "cpu_s": cpu, "peak_rss_mb": rss,
-                "events_out": len(ids), "raw_out": raw, "service_cpu_s": services}  # fmt: skip
+                "events_out": len(ids), "raw_out": raw, "service_cpu_s": services, "steady": steady}  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+
+from replaywatch.histograms import BatchHistogram, with_batch_histograms
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +70,14 @@ STAGE_SECONDS = meter.create_histogram(
     "replaywatch.stage.duration", unit="s", description="Duration of a stage of a batch: prepare, write, publish",
     explicit_bucket_boundaries_advisory=SECONDS,
 )  # fmt: skip
-LATENCY = meter.create_histogram(
+# one value per comparison and per diff: recorded a batch per call (histograms.py)
+LATENCY = BatchHistogram(
     "replaywatch.latency", unit="s", description="End to end: detected_at - occurred_at of each comparison",
-    explicit_bucket_boundaries_advisory=SECONDS,
+    boundaries=SECONDS,
 )  # fmt: skip
-S3_PUT_SECONDS = meter.create_histogram(
-    "replaywatch.s3.put.duration", unit="s", description="Duration of one diff upload to S3",
-    explicit_bucket_boundaries_advisory=SECONDS,
-)  # fmt: skip
+S3_PUT_SECONDS = BatchHistogram(
+    "replaywatch.s3.put.duration", unit="s", description="Duration of one diff upload to S3", boundaries=SECONDS
+)
 
 _lag: list[Callable[[], dict[int, int]]] = []
 _backlog: list[Callable[[], int | None]] = []
@@ -128,8 +131,7 @@ def record_batch(records: int, verdicts: Sequence[tuple[str, str | None]], laten
     BATCH_SIZE.record(records)
     for (verdict, provider), n in Counter(verdicts).items():
         COMPARISONS.add(n, {"verdict": verdict, "provider": provider or "unknown"})
-    for seconds in latencies_s:
-        LATENCY.record(max(seconds, 0.0))
+    LATENCY.record_many([max(seconds, 0.0) for seconds in latencies_s])
 
 
 def record_dead_letters(reasons: Iterable[str]) -> None:
@@ -149,19 +151,32 @@ def _traceparent(record: Any) -> bytes | None:
     return None
 
 
+_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A W3C ``traceparent`` of version 00: lowercase hex, as the spec and OTel's propagator
+require (a bare ``int(x, 16)`` would also take capitals, signs and underscores)."""
+_NO_TRACE, _NO_SPAN = b"0" * 32, b"0" * 16
+
+
+def _is_traceparent(header: bytes) -> bool:
+    """Whether ``header`` is a valid ``traceparent`` (version 00), without building its
+    span context: the output event of every comparison carries it on."""
+    m = _TRACEPARENT.fullmatch(header)
+    return m is not None and m[1] != _NO_TRACE and m[2] != _NO_SPAN
+
+
 def _linked_context(header: bytes) -> SpanContext | None:
     """The remote span context of a W3C ``traceparent`` value (version 00), if valid.
     Parsed here rather than by the propagator: this runs for every input record, and
     the propagator's regex and Context objects cost four times as much."""
-    if len(header) != 55 or header[:3] != b"00-" or header[35:36] != b"-" or header[52:53] != b"-":
+    m = _TRACEPARENT.fullmatch(header)
+    if m is None or m[1] == _NO_TRACE or m[2] == _NO_SPAN:
         return None
-    try:
-        trace_id, span_id, flags = int(header[3:35], 16), int(header[36:52], 16), int(header[53:55], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    return SpanContext(int(m[1], 16), int(m[2], 16), is_remote=True, trace_flags=TraceFlags(int(m[3], 16)))
+
+
+def _sampled(header: bytes) -> bool:
+    """The sampled flag of a valid ``traceparent``: the low bit of its last hex digit."""
+    return header[-1:] in _ODD_HEX
 
 
 def producer_context(record: Any) -> otel_context.Context | None:
@@ -192,7 +207,7 @@ def record_links(records: Iterable[Any]) -> list[Link]:
         header = _traceparent(r)
         # the sampled flag is the low bit of the last hex digit: most producers sample few
         # traces, and an unsampled header is passed over without being parsed
-        if header is not None and header[-1:] in _ODD_HEX and (ctx := _linked_context(header)) is not None:
+        if header is not None and _sampled(header) and (ctx := _linked_context(header)) is not None:
             links.append(Link(ctx))
     return links
 
@@ -228,10 +243,10 @@ def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
     span of its own, a child of the record's producer span (or of the current batch
     span); otherwise the producer's context as it came. The ``traceparent`` value."""
     header = _traceparent(record)
-    linked = None if header is None else _linked_context(header)
+    valid = header if header is not None and _is_traceparent(header) else None
     # the span follows its producer's sampling decision: an unsampled producer gets none
     # (the event keeps the producer's context), which spares the SDK's work for it
-    if drifted and tracer_is_recording() and (linked is None or linked.trace_flags.sampled):
+    if drifted and tracer_is_recording() and (valid is None or _sampled(valid)):
         attributes = {
             "replaywatch.run_id": c.run_id,
             "replaywatch.step_id": c.step_id,
@@ -243,7 +258,7 @@ def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
         span.end()
         ctx = span.get_span_context()
         return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-    return None if header is None or linked is None else header.decode("ascii")
+    return None if valid is None else valid.decode("ascii")
 
 
 def tracer_is_recording() -> bool:
@@ -273,7 +288,7 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
 
         _prometheus = _scraped_and_pushed(PrometheusMetricReader, OTLPMetricExporter())
     else:
-        _prometheus = PrometheusMetricReader()
+        _prometheus = with_batch_histograms(PrometheusMetricReader)()
     readers: list[MetricReader] = [_prometheus]
     # shutdown() flushes them at exit, within a time limit (the SDK's own exit hook has none)
     spans = TracerProvider(resource=resource, span_limits=SpanLimits(max_links=max_links), shutdown_on_exit=False)
@@ -287,7 +302,9 @@ def setup(*, service_name: str = "replaywatch", max_links: int = 1000) -> bool:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=10_000))
+        readers.append(
+            with_batch_histograms(PeriodicExportingMetricReader)(ConsoleMetricExporter(), export_interval_millis=10_000)
+        )
         spans.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         exported = True
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
@@ -340,7 +357,7 @@ def _scraped_and_pushed(reader_class: Any, exporter: Any) -> Any:
             self._exporter.shutdown(timeout_millis=timeout_millis)
             super().shutdown(timeout_millis, **kwargs)
 
-    return ScrapedAndPushed()
+    return with_batch_histograms(ScrapedAndPushed)()
 
 
 def _exemplar_filter() -> Any:

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from replaywatch import codec, telemetry
 from replaywatch.compare import comparison_id
 from replaywatch.exceptions import TransientError
+from replaywatch.histograms import with_batch_histograms
 from replaywatch.http_endpoints import serving
 from replaywatch.retry import Backoff
 from tests.conftest import Endpoints
@@ -46,8 +47,9 @@ NOW = 1_790_000_000_000
 class Otel:
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
-        self.reader = InMemoryMetricReader()
-        self.prometheus = PrometheusMetricReader()
+        # the readers telemetry.setup() makes: with the histograms recorded a batch at a time
+        self.reader = with_batch_histograms(InMemoryMetricReader)()
+        self.prometheus = with_batch_histograms(PrometheusMetricReader)()
 
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
@@ -123,6 +125,7 @@ async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: 
     await lane.create_topics()
     records_before = total(otel.points("replaywatch.records"))
     dead_before = total(otel.points("replaywatch.dead_letters"), reason="unknown_schema_id")
+    latency_before = [list(p.bucket_counts) for p in otel.points("replaywatch.latency")] or [[0] * 17]
     sent = await send_traced(lane, events, poison=1)
     otel.spans.clear()
     async with lane.pipeline():
@@ -140,7 +143,9 @@ async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: 
     assert total(otel.points("replaywatch.dead_letters"), reason="unknown_schema_id") - dead_before == 1
     stages = {p.attributes["stage"]: p.count for p in otel.points("replaywatch.stage.duration")}
     assert stages.keys() >= {"prepare", "write", "publish"} and min(stages.values()) > 0
-    assert sum(p.count for p in otel.points("replaywatch.latency")) >= 6
+    # one latency per comparison: occurred_at is months before now, above the last bound (300 s)
+    (latency,) = otel.points("replaywatch.latency")
+    assert [a - b for a, b in zip(latency.bucket_counts, latency_before[0], strict=True)] == [0] * 16 + [6]
     assert sum(p.count for p in otel.points("replaywatch.batch.size")) >= 1
 
     spans = otel.spans.get_finished_spans()
