@@ -209,7 +209,9 @@ async def main() -> None:
                 scraper = asyncio.create_task(scrape(http_port, stop)) if mode != "off" else None
                 argv = command
                 if profile is not None:
-                    flags = os.environ.get("BENCH_PY_SPY_FLAGS", "--nonblocking").split()  # --full-filenames
+                    # full file names: py-spy shortens the SDK's to "_shared_internal/__init__.py",
+                    # which no stage would claim as telemetry's
+                    flags = os.environ.get("BENCH_PY_SPY_FLAGS", "--nonblocking --full-filenames").split()
                     spy = [str(Path(sys.executable).with_name("py-spy")), "record", *flags, "--rate", "250",
                            "--format", "raw", "-o", str(profile / f"{name}.txt"), "--"]  # fmt: skip
                     argv = [*command[:3], *spy, *command[3:]] if command[0] == "taskset" else [*spy, *command]
