@@ -253,6 +253,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.metric_names: dict[str, float] = {}
+        self.histogram_counts: dict[str, int] = {}
         self.span_names: list[str] = []
         self.service_names: set[str] = set()
 
@@ -266,6 +267,8 @@ class Receiver:
                     for m in sm.metrics:
                         points = m.sum.data_points if m.HasField("sum") else []
                         self.metric_names[m.name] = sum(p.as_int or p.as_double for p in points)
+                        if m.HasField("histogram"):
+                            self.histogram_counts[m.name] = sum(p.count for p in m.histogram.data_points)
             return web.Response(body=b"", content_type="application/x-protobuf")
 
         async def traces_in(request: web.Request) -> web.Response:
@@ -295,8 +298,10 @@ async def test_otlp_over_http_reaches_a_receiver(lane: Lane) -> None:
         await send_traced(lane, events)
         await lane.outputs(want=5)
         async with asyncio.timeout(30):
-            while receiver.metric_names.get("replaywatch.records", 0) < len(events) or not any(
-                n.startswith("prepare ") for n in receiver.span_names
+            while (
+                receiver.metric_names.get("replaywatch.records", 0) < len(events)
+                or receiver.histogram_counts.get("replaywatch.latency", 0) < 5
+                or not any(n.startswith("prepare ") for n in receiver.span_names)
             ):
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
                 await asyncio.sleep(0.1)
@@ -306,6 +311,8 @@ async def test_otlp_over_http_reaches_a_receiver(lane: Lane) -> None:
         await runner.cleanup()
     assert receiver.service_names == {"replaywatch-test"}
     assert receiver.metric_names["replaywatch.comparisons"] == 5
+    # the histograms recorded a batch at a time reach OTLP too (histograms.py): a latency per comparison
+    assert receiver.histogram_counts["replaywatch.latency"] == 5
     assert "compare" in receiver.span_names and any(n.startswith("write ") for n in receiver.span_names)
 
 
