@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from replaywatch.devstack import process
 
 # Runs with the marker in its command line; on SIGTERM it execs into `sleep`, which drops
@@ -45,3 +47,36 @@ def test_stop_leaves_a_process_that_is_not_ours_alone(tmp_path: Path) -> None:
         assert not _gone_or_zombie(pid)
     finally:
         process.stop(pid, "sleep")
+
+
+def test_a_process_just_started_is_not_taken_for_dead_while_its_command_line_reads_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after exec the kernel may not have set the new command line yet; the
+    devstack once started versitygw again over a live one, which then failed to bind."""
+    pid = process.spawn(["sleep", "5"], tmp_path / "log")
+    try:
+        monkeypatch.setattr(process, "cmdline", lambda _pid: "")
+        probes: list[int] = []
+
+        def probe() -> None:
+            probes.append(1)
+            if len(probes) < 3:
+                raise OSError("not listening yet")
+
+        process.wait_ready(pid, "sleep", tmp_path / "log", "sleeper", probe, timeout=10, pause=0.01)
+        assert len(probes) == 3
+    finally:
+        monkeypatch.undo()
+        process.stop(pid, "sleep")
+
+
+def test_a_process_that_exits_during_its_start_is_reported_at_once_with_its_status(tmp_path: Path) -> None:
+    pid = process.spawn(["sh", "-c", "echo cannot bind; exit 3"], tmp_path / "log")
+
+    def never() -> None:
+        raise OSError("not listening")
+
+    # at once, with its status and log; at the time limit it would be "not ready after 30s"
+    with pytest.raises(process.DevstackError, match=r"exited during start \(exit code 3\)(?s:.*)cannot bind"):
+        process.wait_ready(pid, "sh", tmp_path / "log", "failer", never, timeout=30, pause=0.01)

@@ -34,7 +34,7 @@ def wait_ready(pid: int, marker: str, log: Path, what: str, probe: Callable[[], 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if not is_ours(pid, marker):
+        if not alive(pid, marker):
             status = exit_status(pid) or "not running"
             raise DevstackError(f"{what} (pid {pid}) exited during start ({status}); its log since this start:\n"
                                 f"{tail(log)}")  # fmt: skip
@@ -99,6 +99,18 @@ _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
 """The processes this process started, by PID: their exit status can be read back."""
 
 
+def alive(pid: int, marker: str) -> bool:
+    """Whether a process being started still runs. One this process spawned is asked by
+    its exit status: right after ``exec`` its command line can read empty for a moment
+    (the kernel sets the new one after the parent already saw the exec succeed), and a
+    live versitygw was once taken for dead, started again, and the second one could not
+    bind the port (CI). Any other is ours when its command line holds ``marker``."""
+    proc = _SPAWNED.get(pid)
+    if proc is not None:
+        return proc.poll() is None
+    return is_ours(pid, marker)
+
+
 def exit_status(pid: int) -> str | None:
     """How a process this process spawned ended ("exit code 1", "signal 9"), or None
     when it is still running or was not spawned here."""
@@ -146,18 +158,18 @@ def stop(pid: int | None, marker: str, *, sig: int = signal.SIGTERM, timeout: fl
     assert pid is not None
     started = _start_time(pid)
 
-    def alive() -> bool:
+    def still_there() -> bool:
         _reap(pid)
         return started is not None and _start_time(pid) == started
 
     _signal(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not alive():
+        if not still_there():
             return True
         time.sleep(0.05)
     _signal(pid, signal.SIGKILL)
-    while alive():
+    while still_there():
         time.sleep(0.05)
     return True
 

@@ -174,7 +174,7 @@ class Stack:
                 except DevstackError as exc:
                     # A process that died during its start (not one that is slow) is
                     # started once more: the failure is logged with its exit status.
-                    if attempt == 2 or process.is_ours(pid, svc.marker):
+                    if attempt == 2 or process.alive(pid, svc.marker):
                         raise
                     logger.warning("%s; starting it once more", exc)
             return name, pid, time.monotonic() - t0
