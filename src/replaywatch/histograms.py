@@ -13,8 +13,11 @@ Its data point reaches the exporters through the readers: a reader class made by
 ``replaywatch`` scope, so ``/metrics``, OTLP and the console show it like any other
 metric. The points are cumulative, as every reader ``telemetry.setup()`` installs is.
 Until such a reader exists, recording does nothing (as the API's no-op instruments do
-when no SDK is installed). Without attributes and without exemplars: the histograms
-that need either stay SDK instruments.
+when no SDK is installed). A collection in which the SDK's own instruments have nothing
+yet reaches no reader (the SDK calls none), so it shows no batch histogram either; in
+``replaywatch run`` the records counter is recorded with the latency, in the same call.
+Without attributes and without exemplars: the histograms that need either stay SDK
+instruments.
 """
 
 from __future__ import annotations

@@ -151,17 +151,18 @@ def _traceparent(record: Any) -> bytes | None:
     return None
 
 
-_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-"""A W3C ``traceparent`` of version 00: lowercase hex, as the spec and OTel's propagator
-require (a bare ``int(x, 16)`` would also take capitals, signs and underscores)."""
+_TRACEPARENT = re.compile(rb"[ \t]*(00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2}))[ \t]*")
+"""A W3C ``traceparent`` of version 00, as OTel's propagator reads it: lowercase hex (a
+bare ``int(x, 16)`` would also take capitals, signs and underscores), spaces or tabs
+around it allowed."""
 _NO_TRACE, _NO_SPAN = b"0" * 32, b"0" * 16
 
 
-def _is_traceparent(header: bytes) -> bool:
-    """Whether ``header`` is a valid ``traceparent`` (version 00), without building its
-    span context: the output event of every comparison carries it on."""
+def _valid_traceparent(header: bytes) -> bytes | None:
+    """A valid ``traceparent`` (version 00) without what surrounds it, or None; checked
+    without building its span context: the output event of every comparison carries it on."""
     m = _TRACEPARENT.fullmatch(header)
-    return m is not None and m[1] != _NO_TRACE and m[2] != _NO_SPAN
+    return m[1] if m is not None and m[2] != _NO_TRACE and m[3] != _NO_SPAN else None
 
 
 def _linked_context(header: bytes) -> SpanContext | None:
@@ -169,14 +170,15 @@ def _linked_context(header: bytes) -> SpanContext | None:
     Parsed here rather than by the propagator: this runs for every input record, and
     the propagator's regex and Context objects cost four times as much."""
     m = _TRACEPARENT.fullmatch(header)
-    if m is None or m[1] == _NO_TRACE or m[2] == _NO_SPAN:
+    if m is None or m[2] == _NO_TRACE or m[3] == _NO_SPAN:
         return None
-    return SpanContext(int(m[1], 16), int(m[2], 16), is_remote=True, trace_flags=TraceFlags(int(m[3], 16)))
+    return SpanContext(int(m[2], 16), int(m[3], 16), is_remote=True, trace_flags=TraceFlags(int(m[4], 16)))
 
 
-def _sampled(header: bytes) -> bool:
-    """The sampled flag of a valid ``traceparent``: the low bit of its last hex digit."""
-    return header[-1:] in _ODD_HEX
+def _sampled(traceparent: bytes) -> bool:
+    """The sampled flag of a valid ``traceparent`` (as ``_valid_traceparent`` returns it):
+    the low bit of its last hex digit."""
+    return traceparent[-1:] in _ODD_HEX
 
 
 def producer_context(record: Any) -> otel_context.Context | None:
@@ -207,7 +209,7 @@ def record_links(records: Iterable[Any]) -> list[Link]:
         header = _traceparent(r)
         # the sampled flag is the low bit of the last hex digit: most producers sample few
         # traces, and an unsampled header is passed over without being parsed
-        if header is not None and _sampled(header) and (ctx := _linked_context(header)) is not None:
+        if header is not None and _sampled(header.rstrip(b" \t")) and (ctx := _linked_context(header)) is not None:
             links.append(Link(ctx))
     return links
 
@@ -243,7 +245,7 @@ def comparison_trace(record: Any, c: Any, drifted: bool) -> str | None:
     span of its own, a child of the record's producer span (or of the current batch
     span); otherwise the producer's context as it came. The ``traceparent`` value."""
     header = _traceparent(record)
-    valid = header if header is not None and _is_traceparent(header) else None
+    valid = None if header is None else _valid_traceparent(header)
     # the span follows its producer's sampling decision: an unsampled producer gets none
     # (the event keeps the producer's context), which spares the SDK's work for it
     if drifted and tracer_is_recording() and (valid is None or _sampled(valid)):
