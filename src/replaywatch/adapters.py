@@ -14,7 +14,7 @@ from typing import Any
 from replaywatch.config import Settings
 from replaywatch.ports import DeadLetterSink, DiffStore
 from replaywatch.retry import Backoff
-from replaywatch.store.artifacts import S3Artifacts
+from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.stream.deadletter import DeadLetters
@@ -45,19 +45,18 @@ def open_diff_store(
 ) -> AbstractAsyncContextManager[DiffStore]:
     """The S3 diff store of ``REPLAYWATCH_S3_CLIENT``: obstore by default, or aioboto3."""
     key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
-    common: dict[str, Any] = {
-        "bucket": settings.s3_bucket, "endpoint": settings.s3_endpoint, "region": settings.s3_region,
-        "access_key_id": key.get_secret_value() if key else None,
-        "secret_access_key": secret.get_secret_value() if secret else None,
-        "create_bucket": create_bucket, "check_bucket": check_bucket, "concurrency": settings.s3_concurrency,
-        "addressing_style": settings.s3_addressing_style,
-    }  # fmt: skip
+    target = S3Target(
+        bucket=settings.s3_bucket, endpoint=settings.s3_endpoint, region=settings.s3_region,
+        access_key_id=key.get_secret_value() if key else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        addressing_style=settings.s3_addressing_style, concurrency=settings.s3_concurrency,
+    )  # fmt: skip
     if settings.s3_library == "obstore":
         from replaywatch.store.obstore_artifacts import ObstoreArtifacts
 
-        return ObstoreArtifacts.open(**common)
+        return ObstoreArtifacts.open(target, create_bucket=create_bucket, check_bucket=check_bucket)
     ca = str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None
-    return S3Artifacts.open(**common, ca_bundle=ca)
+    return S3Artifacts.open(target, create_bucket=create_bucket, check_bucket=check_bucket, ca_bundle=ca)
 
 
 async def open_adapters(

@@ -17,7 +17,7 @@ from replaywatch.compare import Diff, DiffKind
 from replaywatch.config import load_settings
 from replaywatch.exceptions import ServiceRefused, TransientError
 from replaywatch.ports import DiffStore
-from replaywatch.store.artifacts import S3Artifacts, object_key
+from replaywatch.store.artifacts import S3Artifacts, S3Target, object_key
 from tests.conftest import Endpoints, s3_client
 
 pytestmark = pytest.mark.integration
@@ -144,9 +144,14 @@ async def test_uploads_in_flight_keep_their_connections(
 
     monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", counted)
     slots = asyncio.Semaphore(16)
-    async with S3Artifacts.open(bucket=bucket, endpoint=endpoints.s3_endpoint, region=endpoints.s3_region,
-                                access_key_id=endpoints.s3_access_key_id,
-                                secret_access_key=endpoints.s3_secret_access_key) as store:  # fmt: skip
+    target = S3Target(
+        bucket=bucket,
+        endpoint=endpoints.s3_endpoint,
+        region=endpoints.s3_region,
+        access_key_id=endpoints.s3_access_key_id,
+        secret_access_key=endpoints.s3_secret_access_key,
+    )
+    async with S3Artifacts.open(target) as store:
 
         async def put(i: int) -> None:
             async with slots:

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from replaywatch import demo
-from replaywatch.store.artifacts import S3Artifacts
+from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.web import create_app, serving
 from tests.conftest import Endpoints
@@ -108,9 +108,14 @@ async def test_follow_a_drift_from_its_run_to_its_diff(lane: Lane) -> None:
     store = await PostgresStore.connect(e.postgres_dsn, schema=lane.schema, group_id=s.group_id, topic=s.input_topic,
                                         read_only=True)  # fmt: skip
     try:
-        async with S3Artifacts.open(bucket=lane.bucket, endpoint=e.s3_endpoint, region=e.s3_region,
-                                    access_key_id=e.s3_access_key_id, secret_access_key=e.s3_secret_access_key,
-                                    create_bucket=False) as artifacts, \
+        target = S3Target(
+            bucket=lane.bucket,
+            endpoint=e.s3_endpoint,
+            region=e.s3_region,
+            access_key_id=e.s3_access_key_id,
+            secret_access_key=e.s3_secret_access_key,
+        )
+        async with S3Artifacts.open(target, create_bucket=False) as artifacts, \
                 serving(create_app(store, artifacts), "127.0.0.1", 0) as port:  # fmt: skip
             seen = await asyncio.to_thread(browse, f"http://127.0.0.1:{port}", run)
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):  # the view cannot write

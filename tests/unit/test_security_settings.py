@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from replaywatch.cli import app
 from replaywatch.config import load_settings
 from replaywatch.exceptions import ConfigError
+from replaywatch.store.artifacts import S3Target
 from replaywatch.stream.kafka_client import client_options
 
 
@@ -66,3 +67,8 @@ def test_replicas_beyond_the_replication_factor_are_refused() -> None:
 def test_no_password_on_the_command_line() -> None:
     r = CliRunner().invoke(app, ["report", "--run", "r", "--postgres-dsn", "postgresql://rw:hunter2@db/rw"])
     assert r.exit_code == 2 and "holds a password" in r.output and "hunter2" not in r.output
+
+
+def test_the_s3_target_that_both_clients_open_never_shows_its_secret() -> None:
+    target = S3Target(bucket="b", endpoint=None, region="r", access_key_id="AKID", secret_access_key="s3cr3t-value")
+    assert "s3cr3t-value" not in repr(target) and "AKID" in repr(target)

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -140,6 +141,23 @@ async def translate_s3_errors(what: str, bucket: str) -> AsyncIterator[None]:
         raise TransientError(f"S3 unreachable during {what}: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class S3Target:
+    """The bucket of the diffs and how to reach it: what both S3 clients (aioboto3 here,
+    obstore in ``obstore_artifacts.py``) are opened with. Without keys, the AWS chain
+    (environment, web identity, instance metadata) is used."""
+
+    bucket: str
+    endpoint: str | None
+    region: str
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    addressing_style: str = "auto"
+    """``auto``, ``path`` or ``virtual``: botocore's ``s3.addressing_style``."""
+    concurrency: int = 16
+    """Puts in flight at once."""
+
+
 class S3Artifacts:
     def __init__(self, client: Any, bucket: str, concurrency: int = 16) -> None:
         self._s3 = client
@@ -149,18 +167,7 @@ class S3Artifacts:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls,
-        *,
-        bucket: str,
-        endpoint: str | None,
-        region: str,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        create_bucket: bool = True,
-        check_bucket: bool = True,
-        concurrency: int = 16,
-        ca_bundle: str | None = None,
-        addressing_style: str = "auto",
+        cls, target: S3Target, *, create_bucket: bool = True, check_bucket: bool = True, ca_bundle: str | None = None
     ) -> AsyncIterator[S3Artifacts]:
         session = aioboto3.Session()
         config = Config(
@@ -173,19 +180,19 @@ class S3Artifacts:
             # A fixed agent also names replaywatch in S3 access logs.
             user_agent=f"replaywatch/{__version__} botocore/{botocore.__version__}",
             parameter_validation=False,
-            s3={"addressing_style": addressing_style},
+            s3={"addressing_style": target.addressing_style},
         )
         async with session.client(
             "s3",
-            endpoint_url=endpoint,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
+            endpoint_url=target.endpoint,
+            region_name=target.region,
+            aws_access_key_id=target.access_key_id,
+            aws_secret_access_key=target.secret_access_key,
             config=config,
             verify=ca_bundle,
         ) as client:
             share_endpoint_cache(client)
-            store = cls(client, bucket, concurrency)
+            store = cls(client, target.bucket, target.concurrency)
             if check_bucket:
                 await store.ensure_bucket(create_bucket)
             yield store

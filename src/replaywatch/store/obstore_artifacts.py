@@ -35,7 +35,7 @@ from obstore.store import S3Store
 from replaywatch import telemetry
 from replaywatch.compare import Diff
 from replaywatch.exceptions import NotFound, RecordRejected, ReplaywatchError, ServiceRefused, TransientError
-from replaywatch.store.artifacts import S3Artifacts, object_key, object_metadata
+from replaywatch.store.artifacts import S3Artifacts, S3Target, object_key, object_metadata
 
 _STATUS = re.compile(r"status code: (\d{3})")
 
@@ -67,35 +67,24 @@ class ObstoreArtifacts:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls,
-        *,
-        bucket: str,
-        endpoint: str | None,
-        region: str,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        create_bucket: bool = True,
-        check_bucket: bool = True,
-        concurrency: int = 16,
-        addressing_style: str = "auto",
+        cls, target: S3Target, *, create_bucket: bool = True, check_bucket: bool = True
     ) -> AsyncIterator[ObstoreArtifacts]:
-        if check_bucket:
-            async with S3Artifacts.open(bucket=bucket, endpoint=endpoint, region=region, access_key_id=access_key_id,
-                                        secret_access_key=secret_access_key, create_bucket=create_bucket,
-                                        addressing_style=addressing_style):  # fmt: skip
+        if check_bucket:  # obstore has no bucket API: checked (and made) through aioboto3, once
+            async with S3Artifacts.open(target, create_bucket=create_bucket):
                 pass
-        config: dict[str, Any] = {"region": region}
+        endpoint = target.endpoint
+        config: dict[str, Any] = {"region": target.region}
         if endpoint:
             config["endpoint"] = endpoint
-        if access_key_id and secret_access_key:  # else the AWS chain: environment, web identity, IMDS
-            config["access_key_id"] = access_key_id
-            config["secret_access_key"] = secret_access_key
-        if addressing_style != "auto":
-            config["virtual_hosted_style_request"] = addressing_style == "virtual"
+        if target.access_key_id and target.secret_access_key:  # else the AWS chain: environment, web identity, IMDS
+            config["access_key_id"] = target.access_key_id
+            config["secret_access_key"] = target.secret_access_key
+        if target.addressing_style != "auto":
+            config["virtual_hosted_style_request"] = target.addressing_style == "virtual"
         elif endpoint:
             config["virtual_hosted_style_request"] = False  # botocore's "auto" with a custom endpoint
         store = S3Store(
-            bucket,
+            target.bucket,
             config=config,  # type: ignore[arg-type]
             client_options={
                 "allow_http": bool(endpoint and endpoint.startswith("http://")),
@@ -104,7 +93,7 @@ class ObstoreArtifacts:
             },
             retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=15)},
         )
-        yield cls(store, bucket, concurrency)
+        yield cls(store, target.bucket, target.concurrency)
 
     def uri(self, sha256: str) -> str:
         return f"s3://{self.bucket}/{object_key(sha256)}"
