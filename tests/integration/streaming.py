@@ -179,7 +179,10 @@ class Lane:
 
     async def outputs(self, *, want: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         msgs = await self.read(self.settings().output_topic, want=want, timeout=timeout)
-        return [codec.decode_comparison(m.value) | {"_headers": dict(m.headers)} for m in msgs]
+        return [
+            codec.decode_comparison(m.value) | {"_headers": dict(m.headers), "_at": (m.partition, m.offset)}
+            for m in msgs
+        ]
 
     async def group_offsets(self) -> dict[int, int]:
         """The consumer group's offsets of the input topic, as Kafka holds them."""

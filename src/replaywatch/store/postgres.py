@@ -387,14 +387,13 @@ class PostgresStore:
             [c.settings_fingerprint for c in comps],
         ]
 
-    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:
-        """Outbox rows of ``partition`` with source offsets in [start, end), in order
-        (``end`` None: no upper bound)."""
+    async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]:
+        """Outbox rows of ``partition`` with source offsets in [start, end), in order."""
         async with translate_postgres_errors("outbox fetch"):
             rows = await self._pool.fetch(
                 f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
-                "AND source_offset >= $4 AND ($5::bigint IS NULL OR source_offset < $5) "
+                "AND source_offset >= $4 AND source_offset < $5 "
                 "ORDER BY source_offset LIMIT $6",
                 self.group_id,
                 self.topic,

@@ -60,7 +60,7 @@ class OutboxSource(Protocol):
 
     async def load_offsets(self, partitions: set[int]) -> dict[int, int]: ...
 
-    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]: ...
+    async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]: ...
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None: ...
 
@@ -243,7 +243,8 @@ class OutboxPublisher:
             if from_outbox:
                 lane.overflow = False  # from here on the handoffs are complete again
                 watermark = (await self._store.load_offsets({partition})).get(partition)
-                rows = await self._store.outbox_fetch(partition, upto, watermark, BATCH)
+                if watermark is not None:  # None: never committed, so no row is in the outbox yet
+                    rows = await self._store.outbox_fetch(partition, upto, watermark, BATCH)
                 if len(rows) < BATCH:
                     from_outbox = False
                     covered = watermark
@@ -262,7 +263,7 @@ class OutboxPublisher:
                     from_outbox = True
                     continue
                 covered = handoff.end
-                rows = [r for r in handoff.rows if r.source_offset >= upto]
+                rows = list(handoff.rows)
                 # the handoffs queued behind it that continue it go in the same transaction:
                 # under load one transaction per write fell behind (events seconds late)
                 while lane.handoffs and lane.handoffs[0].start == covered and len(rows) < BATCH:
@@ -270,6 +271,7 @@ class OutboxPublisher:
                     lane.queued_bytes -= more.size
                     covered = more.end
                     rows += more.rows
+                rows = [r for r in rows if r.source_offset >= upto]  # never below what is published
             elif lane.overflow:
                 from_outbox = True
                 continue
