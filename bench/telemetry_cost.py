@@ -234,26 +234,36 @@ async def main() -> None:
                       f"{r['scrapes']} scrapes", flush=True)  # fmt: skip
     finally:
         await sink.cleanup()
-    eps = {m: statistics.median(r["events_per_s"] for r in rs) for m, rs in runs.items()}
-    cpu = {m: statistics.median(r["cpu_s_per_1000"] for r in rs) for m, rs in runs.items()}
-    steady = {m: statistics.median(r["steady_events_per_s"] for r in rs) for m, rs in runs.items()}
-    steady_cpu = {m: statistics.median(r["steady_cpu_us"] for r in rs) for m, rs in runs.items()}
+
+    def median(key: str) -> dict[str, float]:
+        return {m: statistics.median(r[key] for r in rs) for m, rs in runs.items()}
+
+    eps, cpu = median("events_per_s"), median("cpu_s_per_1000")
+    steady, steady_cpu = median("steady_events_per_s"), median("steady_cpu_us")
+    on = [m for m in modes if m != "off" and "off" in modes]
+
+    def slower(of: dict[str, float]) -> dict[str, float]:
+        return {m: 1 - of[m] / of["off"] for m in on}
+
+    def dearer(of: dict[str, float]) -> dict[str, float]:
+        return {m: of[m] / of["off"] - 1 for m in on}
+
+    throughput_cost, cpu_cost = slower(eps), dearer(cpu)
+    steady_throughput_cost, steady_cpu_cost = slower(steady), dearer(steady_cpu)
     # each round's run beside the round's "off" run (minutes apart at most): the median of
     # those ratios, which drift in the machine's load moves less than the medians above
     paired = {m: {"throughput_cost": statistics.median(1 - r["steady_events_per_s"] / o["steady_events_per_s"]
                                                        for r, o in zip(runs[m], runs["off"], strict=True)),
                   "cpu_cost": statistics.median(r["steady_cpu_us"] / o["steady_cpu_us"] - 1
                                                 for r, o in zip(runs[m], runs["off"], strict=True))}
-              for m in modes if m != "off" and "off" in modes}  # fmt: skip
+              for m in on}  # fmt: skip
     result = {
         "tolerance": args.tolerance, "pinned": args.pin,
         "events": len(records), "comparisons": len(expected), "runs": runs, "median_events_per_s": eps,
         "median_cpu_s_per_1000": cpu, "otlp_received": dict(RECEIVED),
-        "throughput_cost": {m: 1 - eps[m] / eps["off"] for m in modes if m != "off" and "off" in eps},
-        "cpu_cost": {m: cpu[m] / cpu["off"] - 1 for m in modes if m != "off" and "off" in cpu},
+        "throughput_cost": throughput_cost, "cpu_cost": cpu_cost,
         "median_steady_events_per_s": steady, "median_steady_cpu_us": steady_cpu,
-        "steady_throughput_cost": {m: 1 - steady[m] / steady["off"] for m in modes if m != "off" and "off" in steady},
-        "steady_cpu_cost": {m: steady_cpu[m] / steady_cpu["off"] - 1 for m in modes if m != "off" and "off" in steady},
+        "steady_throughput_cost": steady_throughput_cost, "steady_cpu_cost": steady_cpu_cost,
         "paired": paired,
     }  # fmt: skip
     out = ROOT / "bench" / "results"
@@ -269,11 +279,9 @@ async def main() -> None:
         *(f"| {m} | {steady[m]:,.0f} | {steady_cpu[m]:.1f} | {eps[m]:,.0f} | {cpu[m]:.3f} | {each_steady[m]} "
           f"| {each[m]} |" for m in modes),
         "",
-        *(f"telemetry {m}: throughput cost {100 * (1 - steady[m] / steady['off']):.1f}% steady "
-          f"({100 * (1 - eps[m] / eps['off']):.1f}% start to end), CPU cost "
-          f"{100 * (steady_cpu[m] / steady_cpu['off'] - 1):.1f}% steady "
-          f"({100 * (cpu[m] / cpu['off'] - 1):.1f}% start to end) (goal: under 5%)" for m in modes
-          if m != "off" and "off" in modes),
+        *(f"telemetry {m}: throughput cost {100 * steady_throughput_cost[m]:.1f}% steady "
+          f"({100 * throughput_cost[m]:.1f}% start to end), CPU cost {100 * steady_cpu_cost[m]:.1f}% steady "
+          f"({100 * cpu_cost[m]:.1f}% start to end) (goal: under 5%)" for m in on),
         *(f"telemetry {m}, each round beside its own off run (median of {args.rounds}): throughput cost "
           f"{100 * c['throughput_cost']:.1f}%, CPU cost {100 * c['cpu_cost']:.1f}% (steady)"
           for m, c in paired.items()),

@@ -70,7 +70,7 @@ STAGE_SECONDS = meter.create_histogram(
     "replaywatch.stage.duration", unit="s", description="Duration of a stage of a batch: prepare, write, publish",
     explicit_bucket_boundaries_advisory=SECONDS,
 )  # fmt: skip
-# one value per comparison and per diff: recorded a batch per call (histograms.py)
+# one value per comparison (a batch per call) and per diff: without the SDK's cost per call (histograms.py)
 LATENCY = BatchHistogram(
     "replaywatch.latency", unit="s", description="End to end: detected_at - occurred_at of each comparison",
     boundaries=SECONDS,
@@ -158,19 +158,25 @@ around it allowed."""
 _NO_TRACE, _NO_SPAN = b"0" * 32, b"0" * 16
 
 
+def _match(header: bytes) -> re.Match[bytes] | None:
+    """The parts of a valid ``traceparent`` (version 00, ids not all zero), or None."""
+    m = _TRACEPARENT.fullmatch(header)
+    return m if m is not None and m[2] != _NO_TRACE and m[3] != _NO_SPAN else None
+
+
 def _valid_traceparent(header: bytes) -> bytes | None:
     """A valid ``traceparent`` (version 00) without what surrounds it, or None; checked
     without building its span context: the output event of every comparison carries it on."""
-    m = _TRACEPARENT.fullmatch(header)
-    return m[1] if m is not None and m[2] != _NO_TRACE and m[3] != _NO_SPAN else None
+    m = _match(header)
+    return None if m is None else m[1]
 
 
 def _linked_context(header: bytes) -> SpanContext | None:
     """The remote span context of a W3C ``traceparent`` value (version 00), if valid.
     Parsed here rather than by the propagator: this runs for every input record, and
     the propagator's regex and Context objects cost four times as much."""
-    m = _TRACEPARENT.fullmatch(header)
-    if m is None or m[2] == _NO_TRACE or m[3] == _NO_SPAN:
+    m = _match(header)
+    if m is None:
         return None
     return SpanContext(int(m[2], 16), int(m[3], 16), is_remote=True, trace_flags=TraceFlags(int(m[4], 16)))
 
