@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from replaywatch.devstack import Stack, default_dir
+
+# No per-example deadline: speed is measured by the benches, and on a busy 2-core CI
+# machine a cold first example can take longer than hypothesis' 200 ms default.
+settings.register_profile("replaywatch", deadline=None)
+settings.load_profile("replaywatch")
 
 with warnings.catch_warnings(record=True):  # authlib's own "always" filter, once, at import
     import confluent_kafka.schema_registry  # noqa: F401

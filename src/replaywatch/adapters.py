@@ -92,8 +92,13 @@ async def open_adapters(
         lambda: max_message_bytes(admin, settings.output_topic), "read the output topic's limit"
     )
     if dead_letters is None:
+        dlq_limit = await retry.call(
+            lambda: max_message_bytes(admin, settings.dlq_topic), "read the dead-letter topic's limit"
+        )
         dead_letters = await stack.enter_async_context(
-            DeadLetters.open(client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES)
+            DeadLetters.open(
+                client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES, min(dlq_limit, MAX_MESSAGE_BYTES)
+            )
         )
     publisher = OutboxPublisher(
         store=store,

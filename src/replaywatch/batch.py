@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from replaywatch import codec
-from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
 from replaywatch.exceptions import BadRecordError, RecordFailed
 from replaywatch.projection import StepProjection, apply
 from replaywatch.store.postgres import ComparisonRow, OutboxRow, StepKey
@@ -40,6 +40,14 @@ class BatchResult:
     """The input records of each step: whom to dead-letter when a step's rows are refused."""
     providers: dict[str, str | None] = field(default_factory=dict)
     """The provider of the attempt that caused each comparison, by event id (metrics)."""
+    encoded: list[tuple[OutboxRow, ComparisonRow]] = field(default_factory=list)
+    """With an ``encode`` function: each emitted comparison's rows, in the same order."""
+
+
+Encode = Callable[[Any, Attempt, Comparison], tuple[OutboxRow, ComparisonRow]]
+"""What turns a comparison into its outbox and history rows (``outgoing``, bound to a
+batch's settings): given to ``apply_records`` so that a record whose event cannot be
+encoded changes nothing."""
 
 
 def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
@@ -118,23 +126,37 @@ def parse_records(
 
 
 def apply_records(
-    decoded: Iterable[tuple[Any, Attempt]], known: dict[StepKey, StepProjection], config: CompareConfig
+    decoded: Iterable[tuple[Any, Attempt]],
+    known: dict[StepKey, StepProjection],
+    config: CompareConfig,
+    cpu_seconds: float | None = None,
+    encode: Encode | None = None,
 ) -> BatchResult:
     """Apply decoded attempts in order to the committed projections ``known``. Pure.
-    A record whose comparison raises is set aside (bad) and the others go on."""
+    A record whose comparison raises is set aside (bad) and the others go on; so is one
+    whose comparison needs more than ``cpu_seconds`` of CPU (``TooCostly``), and, with
+    ``encode``, one whose event cannot be encoded: a record changes its step only
+    together with what it says."""
     out = BatchResult()
     work: dict[StepKey, StepProjection] = {}
     for record, attempt in decoded:
         key = (attempt.run_id, attempt.step_id)
         proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
         try:
-            proj, comparisons = apply(proj, attempt, config)
+            with budget.limited(cpu_seconds):
+                proj, comparisons = apply(proj, attempt, config)
         except BadRecordError as exc:
             out.bad.append((record, exc))
             continue
         except Exception as exc:
             out.bad.append((record, failed(record, "comparing", exc)))
             continue
+        if encode is not None:
+            try:
+                out.encoded += [encode(record, attempt, c) for c in comparisons]
+            except Exception as exc:
+                out.bad.append((record, failed(record, "encoding its event", exc)))
+                continue
         work[key] = proj
         out.projections[key] = (record.partition, proj)
         out.sources.setdefault(key, []).append(record)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -53,7 +53,7 @@ __all__ = [
 
 
 class Limits(NamedTuple):
-    """Byte limits of one input record (settings ``REPLAYWATCH_MAX_*``)."""
+    """Limits of one input record: bytes (settings ``REPLAYWATCH_MAX_*``) and CPU."""
 
     record_bytes: int = 16 * 1024 * 1024
     id_bytes: int = 4096
@@ -62,6 +62,8 @@ class Limits(NamedTuple):
     """The attestation ids of an output snapshot, in UTF-8, all together."""
     tool_events_bytes: int = 4 * 1024 * 1024
     """The tool events' JSON text, in UTF-8."""
+    cpu_seconds: float | None = None
+    """CPU one record's comparison may use (``compare.budget``); None: unlimited."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -97,11 +99,85 @@ def parse_writer(schema: Any) -> Any:
     """A writer schema of StepAttemptEvent from a registry, parsed as the codec reads
     (logical types as their raw types), for fastavro's writer -> reader resolution; the
     reader schema itself when the two are the same (Parsing Canonical Form), so that v1
-    records are read without resolution, as fast as plain ones."""
+    records are read without resolution, as fast as plain ones.
+
+    Raises IncompatibleSchema for a schema whose arrays can hold items of zero bytes
+    (``zero_byte_arrays``)."""
     raw = _without_logical_types(schema)
+    if unsafe := zero_byte_arrays(raw):
+        raise IncompatibleSchema(
+            f"the writer schema has arrays whose items can take zero bytes ({', '.join(unsafe[:5])}): a record "
+            "of a few bytes could declare 2^62 of them, and reading it would never end; such schemas are refused"
+        )
     if to_parsing_canonical_form(raw) == _reader_form():
         return load_schema(ATTEMPT_SCHEMA)
     return fastavro.parse_schema(raw)
+
+
+_PRIMITIVE_SIZES: Final = {"null": 0, "boolean": 1, "int": 1, "long": 1, "float": 4, "double": 8,
+                             "bytes": 1, "string": 1}  # fmt: skip
+"""The fewest bytes a value of each primitive type takes in Avro binary."""
+
+
+def zero_byte_arrays(schema: Any) -> list[str]:
+    """The paths of the arrays in ``schema`` whose items can be encoded in zero bytes.
+
+    Avro reads an array's item count first and then each item: with items of zero bytes
+    (``null``, a ``fixed`` of size 0, a record of only such fields) a 70-byte record can
+    declare 2^62 items, which a reader skips one by one, for years. Every other item
+    takes at least one byte, so what a record can declare is bounded by its size (which
+    ``Limits.record_bytes`` caps). A map's entries always hold a key, so maps are safe;
+    a union writes its branch index, so unions are too.
+    """
+    named: dict[str, Any] = {}
+    unsafe: list[str] = []
+
+    def least(node: Any, path: str, seen: frozenset[str]) -> int:
+        """The fewest bytes a value of ``node`` takes (recording unsafe arrays on the way)."""
+        if isinstance(node, str):
+            if node in _PRIMITIVE_SIZES:
+                return _PRIMITIVE_SIZES[node]
+            if node in seen:  # a recursive reference: through an array or a union, never empty
+                return 1
+            target = named.get(node) or named.get(node.rsplit(".", 1)[-1])
+            return 1 if target is None else least(target, path, seen | {node})
+        if isinstance(node, list):  # a union: its branch index comes first
+            for n, branch in enumerate(node):
+                least(branch, f"{path}|{n}", seen)
+            return 1
+        if not isinstance(node, dict):
+            return 1
+        kind = node.get("type")
+        if isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in _COMPLEX):
+            return least(kind, path, seen)
+        name = node.get("name")
+        if isinstance(name, str) and kind in ("record", "error", "enum", "fixed"):
+            named[name] = node
+            named[name.rsplit(".", 1)[-1]] = node
+            seen = seen | {name}
+        if kind in ("record", "error"):
+            total = 0
+            for field_ in node.get("fields") or []:
+                if isinstance(field_, dict):
+                    total += least(field_.get("type"), f"{path}.{field_.get('name')}", seen)
+            return total
+        if kind == "fixed":
+            size = node.get("size")
+            return size if isinstance(size, int) else 1
+        if kind == "array":
+            if least(node.get("items"), f"{path}[]", seen) == 0:
+                unsafe.append(path or "(the record)")
+            return 1
+        if kind == "map":
+            least(node.get("values"), f"{path}{{}}", seen)
+            return 1
+        return 1  # enum: its index
+
+    least(schema, "", frozenset())
+    return unsafe
+
+
+_COMPLEX: Final = frozenset({"record", "error", "enum", "array", "map", "fixed"})
 
 
 @cache

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     max_tool_events_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest tool_events JSON text, in UTF-8 bytes (too_large)"
     )
+    record_cpu_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="CPU one record's comparison may use; past it the record is dead-lettered (too_costly)",
+    )
     inflight_mb: int = Field(
         128, ge=1, description="Input bytes prepared and not yet committed before the consumer waits, in MB"
     )
@@ -214,7 +220,8 @@ class Settings(BaseSettings):
         return f"{dsn}{'&' if '?' in dsn else '?'}{params}"
 
     def limits(self) -> Limits:
-        return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes)
+        return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
+                      self.record_cpu_seconds)  # fmt: skip
 
     def compare_config(self) -> CompareConfig:
         """The default settings, with the policy file's rules over them when there is one."""

@@ -15,6 +15,7 @@
     │   ├── JsonTooDeep         nests deeper than the contract's 1,024 levels (too_deep)
     │   ├── RecordTooLarge      over a byte limit (too_large)
     │   │   └── EventTooLarge   its comparison event is over the output topic's limit
+    │   ├── TooCostly           its comparison needs more CPU than the budget (too_costly)
     │   ├── RecordRejected      a service refused what the record makes, for good (rejected)
     │   └── RecordFailed        an unexpected exception while processing it (internal)
     ├── NotFound                what a read-only command asked for is not stored
@@ -106,6 +107,14 @@ class RecordTooLarge(BadRecordError):
 class EventTooLarge(RecordTooLarge):
     """The comparison event a record caused is larger than the output topic accepts:
     the publisher dead-letters the event (headers only) and its partition goes on."""
+
+
+class TooCostly(BadRecordError):
+    """Comparing this record needed more CPU than one record may take
+    (``REPLAYWATCH_RECORD_CPU_SECONDS``): it is dead-lettered with the figure, and the
+    event loop, the group's heartbeats and the partition go on."""
+
+    reason = "too_costly"
 
 
 class RecordRejected(BadRecordError):

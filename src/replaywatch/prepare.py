@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
@@ -27,18 +29,34 @@ from replaywatch.batch import (
     read_records,
 )
 from replaywatch.commit.writer import PreparedBatch, Writer
-from replaywatch.compare import CompareConfig, Comparison
+from replaywatch.compare import Attempt, CompareConfig, Comparison
 from replaywatch.compare.engine import Verdict
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, Source
 from replaywatch.projection import StepProjection
 from replaywatch.state.projections import Projections
-from replaywatch.store.postgres import BatchCommit, StepKey
+from replaywatch.store.postgres import BatchCommit, ComparisonRow, OutboxRow, StepKey
 from replaywatch.stream.schema_registry import SchemaRegistry
 
+T = TypeVar("T")
 CHUNK = 200
 """Records prepared between two yields to the event loop: the uploads and the write in
 flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
+SLICE_SECONDS = 0.05
+"""Fewer records between two yields when they are costly: a slice ends after the record
+that takes it past this long, so the loop is held at most this plus one record (and a
+record at most its CPU budget, ``REPLAYWATCH_RECORD_CPU_SECONDS``)."""
+
+
+def _slice(records: Iterator[T], most: int, until: float, taken: list[int]) -> Iterator[T]:
+    """Up to ``most`` items of ``records``, ending early once ``perf_counter`` passes
+    ``until`` after an item was consumed: the caller yields to the event loop between
+    two slices. ``taken[0]`` counts the items taken so far."""
+    for n, item in enumerate(records, 1):
+        taken[0] += 1
+        yield item
+        if n >= most or time.perf_counter() > until:
+            return
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
@@ -94,9 +112,11 @@ class Preparer:
             bad += [(r, failed(r, "loading its step", unreadable[k])) for (r, _), k in zip(read, keys, strict=True)
                     if k in unreadable]  # fmt: skip
             read = [item for item, k in zip(read, keys, strict=True) if k not in unreadable]
-        # 3. parse and compare (pure) one record at a time, a chunk between yields; each
-        #    chunk's diffs start uploading at once
-        result, diffs, uploads = await self._compare(read, known, bad)
+        # 3. parse, compare and encode (pure) one record at a time, a slice between yields;
+        #    each slice's diffs start uploading at once. A record whose event cannot be
+        #    encoded is dead-lettered and leaves its step as it was
+        detected_at_ms = int(time.time() * 1000)
+        result, diffs, uploads = await self._compare(read, known, bad, detected_at_ms)
         del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
         #    from the version it was read at, and gets the next one
@@ -107,8 +127,9 @@ class Preparer:
             projections={k: p for k, (_, p) in result.projections.items()},
             previous=known,
         )
-        detected_at_ms = int(time.time() * 1000)
-        await self._encode(result, commit, detected_at_ms=detected_at_ms)
+        for outbox, row in result.encoded:
+            commit.outbox.append(outbox)
+            commit.comparisons.append(row)
         in_input_order(result.bad)
         # 5. prepared: later batches build on it
         self.seq += 1
@@ -123,19 +144,28 @@ class Preparer:
         read: list[tuple[Any, dict[str, Any]]],
         known: dict[StepKey, StepProjection],
         bad: list[tuple[Any, BadRecordError]],
+        detected_at_ms: int,
     ) -> tuple[BatchResult, dict[str, Comparison], list[asyncio.Task[None]]]:
         result = BatchResult(bad=bad)
         state = dict(known)
         diffs: dict[str, Comparison] = {}
         uploads: list[asyncio.Task[None]] = []
-        for i in range(0, len(read), CHUNK):
-            part = apply_records(parse_records(read[i : i + CHUNK], result.bad, self.limits), state, self.config)
+        pending = iter(read)
+        taken = [0]
+        while taken[0] < len(read):
+            # a slice: up to CHUNK records, or fewer when they are costly (consumed lazily:
+            # the clock is read after each record is compared), then a yield
+            part_records = _slice(pending, CHUNK, time.perf_counter() + SLICE_SECONDS, taken)
+            parsed = parse_records(part_records, result.bad, self.limits)
+            part = apply_records(parsed, state, self.config, self.limits.cpu_seconds,
+                                 partial(self._encode, detected_at_ms=detected_at_ms))  # fmt: skip
             for k, (partition, proj) in part.projections.items():
                 state[k] = proj
                 result.projections[k] = (partition, proj)
             for k, recs in part.sources.items():
                 result.sources.setdefault(k, []).extend(recs)
             result.emitted += part.emitted
+            result.encoded += part.encoded
             result.providers.update(part.providers)
             result.bad += part.bad
             new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in diffs}
@@ -147,23 +177,13 @@ class Preparer:
             await asyncio.sleep(0)
         return result, diffs, uploads
 
-    async def _encode(self, result: BatchResult, commit: BatchCommit, *, detected_at_ms: int) -> None:
-        emitted = []
-        for n, (record, occurred_at_ms, c) in enumerate(result.emitted, 1):
-            if n % CHUNK == 0:
-                await asyncio.sleep(0)
-            uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
-            try:
-                outbox, row = outgoing(record, occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
-                                       max_event_bytes=self.event_bytes, output_schema_id=self.output_schema_id,
-                                       provider=result.providers.get(c.event_id),
-                                       public_url=self.public_url)  # fmt: skip
-                drifted = c.verdict is not Verdict.WITHIN_TOLERANCE
-                outbox.trace = telemetry.comparison_trace(record, c, drifted)
-            except Exception as exc:
-                result.bad.append((record, failed(record, "encoding its event", exc)))
-                continue
-            emitted.append((record, occurred_at_ms, c))
-            commit.outbox.append(outbox)
-            commit.comparisons.append(row)
-        result.emitted = emitted
+    def _encode(
+        self, record: Any, attempt: Attempt, c: Comparison, *, detected_at_ms: int
+    ) -> tuple[OutboxRow, ComparisonRow]:
+        """A comparison's outbox row (its event, with its trace context) and history row."""
+        uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
+        outbox, row = outgoing(record, attempt.occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
+                               max_event_bytes=self.event_bytes, output_schema_id=self.output_schema_id,
+                               provider=attempt.provider, public_url=self.public_url)  # fmt: skip
+        outbox.trace = telemetry.comparison_trace(record, c, c.verdict is not Verdict.WITHIN_TOLERANCE)
+        return outbox, row

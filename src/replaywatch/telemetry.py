@@ -195,7 +195,8 @@ def producer_context(record: Any) -> otel_context.Context | None:
     if ctx is None:
         return None
     state = next((v for k, v in record.headers if k == "tracestate"), None)
-    if state is not None:
+    # W3C tracestate is ASCII: any other is dropped, as OTel's propagator drops what it cannot read
+    if state is not None and state.isascii():
         ctx = SpanContext(ctx.trace_id, ctx.span_id, True, ctx.trace_flags, TraceState.from_header([state.decode()]))
     return trace.set_span_in_context(NonRecordingSpan(ctx))
 

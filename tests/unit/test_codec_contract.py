@@ -130,3 +130,25 @@ def test_bad_records_come_out_in_input_order_whichever_half_found_them() -> None
     good, bad = batch.decode_records(records)
     assert [r.offset for r, _ in good] == [2]
     assert [(r.offset, e.reason) for r, e in bad] == [(0, "invalid_json"), (1, "avro_decode")]
+
+
+def test_a_record_whose_event_cannot_be_encoded_changes_nothing_and_is_dead_lettered() -> None:
+    """Its step stays as it was (a later attempt compares against the same baseline),
+    and the records after it, of its step and of others, are compared and encoded."""
+    records = [Record(i, codec.encode_attempt(event(step_id=f"s{i // 3}", attempt=1 + i % 3,
+                                                    output_snapshot=f'{{"v": {i}}}'))) for i in range(6)]  # fmt: skip
+    decoded, _ = batch.decode_records(records)
+
+    def encode(record: Any, attempt: Any, c: Any) -> Any:
+        if record.offset == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return (record.offset, c.baseline_attempt, c.current_attempt), None
+
+    result = batch.apply_records(decoded, {}, CompareConfig(), encode=encode)
+    assert [(r.offset, e.reason) for r, e in result.bad] == [(1, "internal")]
+    assert "UnicodeEncodeError while encoding its event" in str(result.bad[0][1])
+    # s0: attempt 2 said nothing and changed nothing, so attempt 3 is compared with 1
+    assert [rows for rows, _ in result.encoded] == [(2, 1, 3), (4, 1, 2), (5, 1, 3)]
+    assert [r.offset for r, _, _ in result.emitted] == [2, 4, 5]
+    s0 = result.projections[("r", "s0")][1]
+    assert (s0.baseline.number, s0.current.number, s0.max_attempt) == (1, 3, 3)

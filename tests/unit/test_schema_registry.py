@@ -15,7 +15,6 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from replaywatch import codec
 from replaywatch.exceptions import (
-    ConfigError,
     IncompatibleSchema,
     ServiceRefused,
     TransientError,
@@ -141,7 +140,6 @@ async def test_a_schema_that_is_not_avro_is_incompatible() -> None:
         (SchemaRegistryError(429, 42900, "slow down"), TransientError),
         (http_client.ConnectError("refused"), TransientError),
         (SchemaRegistryError(401, 40101, "unauthorized"), ServiceRefused),
-        (SchemaRegistryError(400, 40000, "bad"), ConfigError),
     ],
 )
 async def test_outages_are_transient_and_refusals_stop(error: Exception, kind: type[Exception]) -> None:
@@ -183,3 +181,66 @@ def test_corrupt_bytes_under_a_good_schema_are_still_avro_decode_errors() -> Non
         codec.decode_attempt(
             struct.pack(">bI", 0, 1) + b"\xff\xff\xff", writers={1: codec.load_schema("step_attempt.avsc")}
         )
+
+
+@pytest.mark.parametrize("status", [400, 410, 422])
+async def test_a_4xx_about_one_id_dead_letters_its_records_and_the_others_go_on(status: int) -> None:
+    reg, client = registry(i1=Schema(json.dumps(V1), "AVRO"))
+    client.fail = SchemaRegistryError(status, status * 100, "no such thing")
+    writers = await reg.writers([framed(6, V1, EVENT)])
+    with pytest.raises(UnknownSchemaId, match=rf"answered {status} for schema id 6"):
+        codec.decode_attempt(framed(6, V1, EVENT), writers=writers)
+    client.fail = None
+    assert set(await reg.writers([framed(1, V1, EVENT), framed(6, V1, EVENT)])) == {1, 6}
+    assert client.calls == [6, 1]  # 6 is remembered for a while, not asked again at once
+
+
+ZERO_BYTE_ITEMS = [
+    {"name": "pad", "type": {"type": "array", "items": "null"}, "default": []},
+    {"name": "pad", "type": {"type": "array", "items": {"type": "record", "name": "E", "fields": []}}, "default": []},
+    {"name": "pad", "type": {"type": "array", "items": {"type": "fixed", "name": "Z", "size": 0}}, "default": []},
+    {"name": "pad", "type": ["null", {"type": "map", "values": {"type": "array", "items": {
+        "type": "record", "name": "N", "fields": [{"name": "n", "type": "null"}]}}}], "default": None},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ZERO_BYTE_ITEMS)
+async def test_a_schema_with_zero_byte_items_is_refused(field: dict[str, Any]) -> None:
+    schema = evolved(**field)
+    reg, _ = registry(i8=Schema(json.dumps(schema), "AVRO"))
+    # the bomb: one array block declaring 2^62 items, in a handful of bytes
+    value = framed(8, V1, EVENT)[:-1] + b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01\x00"
+    writers = await reg.writers([value])
+    with pytest.raises(IncompatibleSchema, match="arrays whose items can take zero bytes"):
+        codec.decode_attempt(value, writers=writers)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+        {"name": "flags", "type": {"type": "array", "items": ["null", "boolean"]}, "default": []},
+        {"name": "m", "type": {"type": "map", "values": "null"}, "default": {}},
+        {"name": "r", "type": {"type": "array", "items": {"type": "record", "name": "R", "fields": [
+            {"name": "a", "type": "null"}, {"name": "b", "type": "int"}]}}, "default": []},
+    ],
+)  # fmt: skip
+def test_arrays_whose_items_take_a_byte_are_accepted(field: dict[str, Any]) -> None:
+    assert codec.zero_byte_arrays(evolved(**field)) == []
+    codec.parse_writer(evolved(**field))
+
+
+def test_a_recursive_schema_is_walked_once() -> None:
+    node = {"type": "record", "name": "Node", "fields": [
+        {"name": "kids", "type": {"type": "array", "items": "Node"}},
+        {"name": "gap", "type": {"type": "array", "items": "null"}},
+    ]}  # fmt: skip
+    assert codec.zero_byte_arrays(evolved(name="tree", type=["null", node], default=None)) == [".tree|1.gap"]
+
+
+def test_the_registry_url_is_shown_without_its_user_and_password() -> None:
+    from replaywatch.stream.schema_registry import redact_url
+
+    reg = SchemaRegistry(FakeClient({}), "https://svc:s3cret@registry.test:8081/apis/ccompat/v7")
+    assert reg.url == "https://***@registry.test:8081/apis/ccompat/v7"
+    assert redact_url("http://registry.test") == "http://registry.test"

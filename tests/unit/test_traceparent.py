@@ -71,3 +71,14 @@ def test_a_record_without_a_traceparent_has_none() -> None:
     c = SimpleNamespace(run_id="r", step_id="s", verdict=Verdict.DRIFT, event_id="e")
     assert telemetry.comparison_trace(record(None), c, drifted=False) is None
     assert telemetry.record_links([record(None)]) == []
+
+
+def test_a_tracestate_that_is_not_ascii_is_dropped_not_raised() -> None:
+    header = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    rec = SimpleNamespace(headers=[("traceparent", header), ("tracestate", b"k=\xff\xfe")], offset=7, partition=0)
+    ctx = telemetry.producer_context(rec)
+    assert ctx is not None
+    span = trace.get_current_span(ctx).get_span_context()
+    assert span.trace_id == 0x0AF7651916CD43DD8448EB211C80319C and len(span.trace_state) == 0
+    ok = SimpleNamespace(headers=[("traceparent", header), ("tracestate", b"k=v")], offset=7, partition=0)
+    assert dict(trace.get_current_span(telemetry.producer_context(ok)).get_span_context().trace_state) == {"k": "v"}

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import orjson
 
+from replaywatch.compare import budget
 from replaywatch.exceptions import InvalidJsonError, JsonTooDeep
 
 Json = Any
@@ -86,8 +87,57 @@ _COMMA = _Raw(b",")
 _CLOSE_OBJECT, _CLOSE_ARRAY = _Raw(b"}"), _Raw(b"]")
 
 
+_ORJSON_DEPTH: Final = 254
+"""The deepest nesting orjson writes."""
+_TOO_DEEP: Final = 1 << 30
+"""The height given to a container orjson cannot write: it holds a wide integer."""
+_INT_RANGE: Final = (-(2**63), 2**64 - 1)
+
+
+def _heights(value: Json) -> dict[int, int]:
+    """Each container's height (1: it holds no container), by ``id``; ``_TOO_DEEP`` for
+    one that holds an integer wider than 64 bits at any depth. One post-order walk with
+    an explicit stack, linear in the document; the scalars of a container are looked at
+    in C (their types as a set, the extremes of its integers), not one by one."""
+    charge = budget.current.spend
+    low, high = _INT_RANGE
+    heights: dict[int, int] = {}
+    # (container, None): to visit; (container, its child containers): to finish
+    stack: list[tuple[Json, list[Json] | None]] = [(value, None)]
+    while stack:
+        node, kids = stack.pop()
+        if kids is not None:
+            own = heights.get(id(node), 0)
+            heights[id(node)] = max(own, 1 + max(heights[id(k)] for k in kids))
+            continue
+        items = list(node.values()) if type(node) is dict else node
+        charge(len(items) + 1)
+        kinds = set(map(type, items))
+        if int in kinds:
+            ints = items if len(kinds) == 1 else [v for v in items if type(v) is int]
+            if min(ints) < low or max(ints) > high:
+                heights[id(node)] = _TOO_DEEP
+        if dict in kinds or list in kinds:
+            kids = [v for v in items if type(v) is dict or type(v) is list]
+            stack.append((node, kids))
+            stack.extend((k, None) for k in kids)
+        else:
+            heights.setdefault(id(node), 1)
+    return heights
+
+
 def _dumps_iteratively(value: Json, *, sort_keys: bool) -> bytes:
-    """orjson's layout, written with an explicit stack: any depth, any integer width."""
+    """orjson's layout, written with an explicit stack: any depth, any integer width.
+
+    Every subtree orjson can write (at most 254 levels, no wide integer) is written by
+    orjson in one call; only the levels above them, and containers with a wide integer,
+    are walked here. So a deep document costs a Python step per deep container, not
+    per value."""
+    if type(value) not in (dict, list):
+        return _scalar(value)
+    heights = _heights(value)
+    option = _SORT if sort_keys else 0
+    charge = budget.current.spend
     out: list[bytes] = []
     stack: list[Json] = [value]
     while stack:
@@ -95,6 +145,12 @@ def _dumps_iteratively(value: Json, *, sort_keys: bool) -> bytes:
         t = type(item)
         if t is _Raw:
             out.append(item)
+            continue
+        charge(1)
+        if (t is dict or t is list) and heights[id(item)] <= _ORJSON_DEPTH:
+            data = orjson.dumps(item, option=option)
+            charge(len(data) >> 6)
+            out.append(data)
         elif t is dict:
             keys = sorted(item) if sort_keys else list(item)
             out.append(b"{")

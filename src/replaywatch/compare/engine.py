@@ -336,10 +336,14 @@ def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedA
     return prepare(attempt.number, attempt.output_snapshot, attempt.tool_events, config)
 
 
-def _structure_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
+def _structure_patch(baseline: PreparedAttempt, current: PreparedAttempt) -> tuple[Json, list[dict[str, Any]]]:
+    """(the recorded structure, the JSON Patch to the current one): empty when they are
+    equal. Only asked when the fingerprints differ; one walk both decides equality by
+    value (``1`` and ``1.0`` differ in bytes) and builds the patch a drift needs."""
     if baseline.structure_fp == current.structure_fp:
-        return True
-    return structure.same(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
+        return None, []
+    recorded = parse_json(baseline.structure_fp)
+    return recorded, structure.json_patch(recorded, parse_json(current.structure_fp))
 
 
 def _tools_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
@@ -366,7 +370,8 @@ def compare(
     cost_delta = usage.delta(baseline.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance)
     cost_within = usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance)
-    structure_equal = _structure_equal(baseline, current)
+    recorded, patch = _structure_patch(baseline, current)
+    structure_equal = not patch
     tools_equal = _tools_equal(baseline, current)
     if baseline.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()
@@ -408,8 +413,6 @@ def compare(
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
-            recorded = parse_json(baseline.structure_fp)
-            patch = structure.json_patch(recorded, parse_json(current.structure_fp))
             before = structure.patch_before(recorded, patch)
             diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch, "before": before})
     else:

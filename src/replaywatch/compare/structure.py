@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replaywatch.compare import ignore
+from replaywatch.compare import budget, ignore
 from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.compare.canonical import Json
 from replaywatch.compare.usage import REFERENCE, UsagePreset, as_number, sum_parts
@@ -63,10 +63,12 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
     push, pop = stack.append, stack.pop
     drop_below, part_keys = usage.strip, usage.part_keys
     drop_top = _TOP_DROP.get(drop_below) or _TOP_DROP.setdefault(drop_below, drop_below | {ATTESTATION_KEY})
+    charge = budget.current.spend
     while stack:
         value, parent, slot = pop()
         t = type(value)
         if t is dict:
+            charge(len(value) + 1)
             if tokens is None:
                 tokens = _own(value, token_keys)
                 if missing_parts and tokens is None and not part_keys.isdisjoint(value):
@@ -92,18 +94,23 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
                 elif k not in drop:
                     copy[k] = v
         elif t is list:
+            charge(len(value) + 1)
             if parent is None:
                 if tokens is None or cost is None:
-                    for v in reversed(value):
-                        if type(v) is dict or type(v) is list:
-                            push((v, None, None))
+                    kinds = set(map(type, value))
+                    if dict in kinds or list in kinds:
+                        for v in reversed(value):
+                            if type(v) is dict or type(v) is list:
+                                push((v, None, None))
                 continue
             items = list(value)
             parent[slot] = items
-            for i in range(len(items) - 1, -1, -1):
-                tv = type(items[i])
-                if tv is dict or tv is list:
-                    push((items[i], items, i))
+            kinds = set(map(type, items))  # in C: a list of scalars needs no walk
+            if dict in kinds or list in kinds:
+                for i in range(len(items) - 1, -1, -1):
+                    tv = type(items[i])
+                    if tv is dict or tv is list:
+                        push((items[i], items, i))
         elif parent is not None:
             parent[slot] = value
     if tokens is None and groups:
@@ -124,10 +131,12 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Jso
     matched = 0
     root: list[Json] = [value]
     stack: list[tuple[Json, Any, Any, frozenset[ignore.State]]] = [(value, root, 0, states)]
+    charge = budget.current.spend
     while stack:
         node, parent, slot, here = stack.pop()
         t = type(node)
         if t is dict:
+            charge(len(node) + 1)
             out: dict[str, Any] = {}
             for k, v in node.items():
                 done, sub = ignore.step(patterns, here, k, None)
@@ -139,6 +148,7 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Jso
                         stack.append((v, out, k, sub))
             parent[slot] = out
         elif t is list:
+            charge(len(node) + 1)
             items: list[Any] = list(node)
             for i, v in enumerate(node):
                 done, sub = ignore.step(patterns, here, None, i)
@@ -161,9 +171,30 @@ def tool_structure(tool_events: Json, rules: ignore.IgnoreRules) -> Json:
     return drop_ignored(tool_events, rules.tools)[0]
 
 
+def _scalars_equal(x: Json, y: Json) -> bool:
+    """JSON equality of two values that are not both containers: numbers by value
+    (1 == 1.0), a boolean never a number, anything else by type and value."""
+    tx, ty = type(x), type(y)
+    if tx is bool or ty is bool:
+        return tx is ty and x == y
+    if tx in _NUMBERS and ty in _NUMBERS:
+        return bool(x == y)
+    return tx is ty and tx not in _CONTAINERS and bool(x == y)
+
+
+def _flat_lists_equal(x: list[Any], y: list[Any]) -> bool:
+    """Whether two lists of scalars are equal, decided in C: the same type at each
+    position (so ``true`` never meets ``1``) and equal values. False says nothing: the
+    caller then compares item by item (a list holding containers, or ``1`` and ``1.0``)."""
+    types = list(map(type, x))
+    return dict not in types and list not in types and types == list(map(type, y)) and x == y
+
+
 def same(a: Json, b: Json) -> bool:
     """JSON equality: objects regardless of key order, arrays in order, numbers by
-    value (1 == 1.0), and a boolean is never a number. Explicit stack: any depth."""
+    value (1 == 1.0), and a boolean is never a number. Explicit stack: any depth;
+    linear in the smaller document (each pair of nodes is visited once)."""
+    charge = budget.current.spend
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()
@@ -171,18 +202,15 @@ def same(a: Json, b: Json) -> bool:
         if tx is dict:
             if ty is not dict or x.keys() != y.keys():
                 return False
+            charge(len(x))
             stack.extend((x[k], y[k]) for k in x)
         elif tx is list:
             if ty is not list or len(x) != len(y):
                 return False
-            stack.extend(zip(x, y, strict=True))
-        elif tx is bool or ty is bool:
-            if not (tx is ty and x == y):
-                return False
-        elif tx in _NUMBERS and ty in _NUMBERS:
-            if x != y:
-                return False
-        elif not (tx is ty and x == y):
+            charge(len(x))
+            if not _flat_lists_equal(x, y):
+                stack.extend(zip(x, y, strict=True))
+        elif not _scalars_equal(x, y):
             return False
     return True
 
@@ -197,7 +225,13 @@ def json_patch(baseline: Json, current: Json) -> list[dict[str, Any]]:
     Objects are walked by sorted key; arrays item by item, with trailing items added
     or removed (removals from the end first, so each index is valid when applied).
     An explicit stack of work, in the order the operations are written: any depth.
+
+    Each pair of nodes is visited once, top down, and equal subtrees simply write no
+    operation: the walk is linear in the documents (asking "equal?" at every level
+    before descending made it quadratic in the depth). Its work, the paths it writes
+    included, is charged to the record's CPU budget.
     """
+    charge = budget.current.spend
     ops: list[dict[str, Any]] = []
     # work: an operation to write, or a (baseline, current, path) pair to compare
     work: list[dict[str, Any] | tuple[Json, Json, str]] = [(baseline, current, "")]
@@ -205,26 +239,33 @@ def json_patch(baseline: Json, current: Json) -> list[dict[str, Any]]:
         item = work.pop()
         if type(item) is dict:
             ops.append(item)
+            charge(len(item["path"]))
             continue
         old, new, path = item
-        if same(old, new):
-            continue
         todo: list[dict[str, Any] | tuple[Json, Json, str]] = []
         if type(old) is dict and type(new) is dict:
+            charge(len(old) + len(new))
             for key in sorted(old.keys() | new.keys()):
-                child = f"{path}/{_escape(key)}"
                 if key not in new:
-                    todo.append({"op": "remove", "path": child})
+                    todo.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
                 elif key not in old:
-                    todo.append({"op": "add", "path": child, "value": new[key]})
+                    todo.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": new[key]})
                 else:
-                    todo.append((old[key], new[key], child))
+                    a, b = old[key], new[key]
+                    if type(a) in _CONTAINERS or type(b) in _CONTAINERS or not _scalars_equal(a, b):
+                        todo.append((a, b, f"{path}/{_escape(key)}"))
         elif type(old) is list and type(new) is list:
             common = min(len(old), len(new))
-            todo += [(old[i], new[i], f"{path}/{i}") for i in range(common)]
+            charge(len(old) + len(new))
+            if len(old) == len(new) and _flat_lists_equal(old, new):
+                continue
+            for i in range(common):
+                a, b = old[i], new[i]
+                if type(a) in _CONTAINERS or type(b) in _CONTAINERS or not _scalars_equal(a, b):
+                    todo.append((a, b, f"{path}/{i}"))
             todo += [{"op": "remove", "path": f"{path}/{i}"} for i in range(len(old) - 1, common - 1, -1)]
             todo += [{"op": "add", "path": f"{path}/{i}", "value": new[i]} for i in range(common, len(new))]
-        else:
+        elif type(old) in _CONTAINERS or type(new) in _CONTAINERS or not _scalars_equal(old, new):
             todo.append({"op": "replace", "path": path, "value": new})
         work.extend(reversed(todo))
     return ops
@@ -242,4 +283,10 @@ def pointer_get(doc: Json, pointer: str) -> Json:
 def patch_before(baseline: Json, patch: list[dict[str, Any]]) -> dict[str, Json]:
     """The recorded value at each path the patch replaces or removes: what a person
     reading the patch needs beside it (the patch itself only says what comes instead)."""
-    return {op["path"]: pointer_get(baseline, op["path"]) for op in patch if op["op"] in ("replace", "remove")}
+    charge = budget.current.spend
+    before: dict[str, Json] = {}
+    for op in patch:
+        if op["op"] in ("replace", "remove"):
+            charge(len(op["path"]))
+            before[op["path"]] = pointer_get(baseline, op["path"])
+    return before

@@ -26,6 +26,7 @@ import bisect
 from collections import deque
 from typing import Any, Final, NamedTuple
 
+from replaywatch.compare import budget
 from replaywatch.compare.canonical import Json, canonical_bytes
 from replaywatch.compare.structure import json_patch
 
@@ -72,14 +73,17 @@ def _normal(value: Json) -> Json:
     keys; booleans stay booleans (``true`` is never ``1``). Explicit stack."""
     root: list[Json] = [value]
     stack: list[tuple[Json, Any, Any]] = [(value, root, 0)]
+    charge = budget.current.spend
     while stack:
         node, parent, slot = stack.pop()
         t = type(node)
         if t is dict:
+            charge(len(node) + 1)
             copy: dict[str, Any] = dict(node)
             parent[slot] = copy
             stack.extend((v, copy, k) for k, v in node.items() if type(v) in (dict, list, float))
         elif t is list:
+            charge(len(node) + 1)
             items = list(node)
             parent[slot] = items
             stack.extend((v, items, i) for i, v in enumerate(node) if type(v) in (dict, list, float))

@@ -70,7 +70,7 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
             decoded, rejected = decode_records(records, limits, writers=writers)
             out.bad.update(e.reason for _, e in rejected)
             known.update(await start_from(list({(a.run_id, a.step_id) for _, a in decoded} - known.keys())))
-            result = apply_records(decoded, known, config)
+            result = apply_records(decoded, known, config, limits.cpu_seconds)
             out.bad.update(e.reason for _, e in result.bad)
             known.update({k: proj for k, (_, proj) in result.projections.items()})
             out.comparisons += result.emitted

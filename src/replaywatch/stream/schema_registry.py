@@ -4,10 +4,11 @@ The client is confluent-kafka's ``AsyncSchemaRegistryClient`` (on httpx2, or htt
 confluent-kafka 2.13; basic auth and a TLS CA from the settings). What this adapter adds:
 
 - **Writer schemas by id**, for the records of a batch: each id is fetched once and
-  kept, parsed for fastavro (``writers``), however many records carry it. An id the
-  registry does not know (404) is remembered for a minute, as an ``UnknownSchemaId``;
-  a schema that is not Avro, or does not parse, as an ``IncompatibleSchema``: the
-  records that carry them are dead-lettered with those reasons.
+  kept (the last ``MAX_SCHEMAS``), parsed for fastavro (``writers``), however many
+  records carry it. An id the registry does not know (404, or another 4xx about the
+  id) is remembered for a minute, as an ``UnknownSchemaId``; a schema that is not
+  Avro, does not parse, or has arrays of zero-byte items, as an ``IncompatibleSchema``:
+  the records that carry them are dead-lettered with those reasons.
 - **Outages are transient**: unreachable, a timeout, 408/429/5xx (after the client's
   own retries) raise ``TransientError``, so the batch waits and is prepared again;
   nothing is dead-lettered for it. A 401/403 is ``ServiceRefused``: credentials to fix.
@@ -21,6 +22,7 @@ import json
 import logging
 import struct
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -48,12 +50,25 @@ from replaywatch.exceptions import (
 
 logger = logging.getLogger(__name__)
 
+MAX_SCHEMAS: Final = 4096
+"""Writer schemas, and ids the registry did not know, kept at most (the oldest go)."""
 UNKNOWN_FOR: Final = 60.0
 """Seconds an id the registry did not know is taken as unknown before it is asked again."""
 _HEADER = struct.Struct(">bI")
 
 Writers = Mapping[int, Any]
 """Schema id -> a fastavro writer schema, or the ``BadRecordError`` its records get."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the ``user:password@`` it may carry: what logs and headers show."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(a URL that does not parse)"
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def framed_ids(values: Iterable[bytes | None]) -> set[int]:
@@ -64,7 +79,8 @@ def framed_ids(values: Iterable[bytes | None]) -> set[int]:
 class SchemaRegistry:
     def __init__(self, client: AsyncSchemaRegistryClient, url: str) -> None:
         self._client = client
-        self.url = url
+        self.url = redact_url(url)
+        """The registry's URL as messages name it: any user and password left out."""
         self._writers: dict[int, Any] = {}
         self._unknown: dict[int, float] = {}
         self.fetches = 0
@@ -101,17 +117,33 @@ class SchemaRegistry:
         try:
             schema = await self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                self._unknown[schema_id] = time.monotonic() + UNKNOWN_FOR
-                return UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
+            status = exc.http_status_code
+            if status == 404 or (400 <= status < 500 and status not in (401, 403, 408, 429)):
+                # about this id, not about us: its records are dead-lettered, the others go on
+                self._remember_unknown(schema_id)
+                if status == 404:
+                    return UnknownSchemaId(f"schema id {schema_id} is unknown to the registry at {self.url}")
+                return UnknownSchemaId(
+                    f"the registry at {self.url} answered {status} for schema id {schema_id}: {exc.error_message}"
+                )
             raise _error(exc, f"fetch schema id {schema_id}") from None
         except (http_client.TransportError, OSError) as exc:
             raise self._unreachable(exc) from exc
         writer: Any = _writer_schema(schema_id, schema)
+        if len(self._writers) >= MAX_SCHEMAS:
+            del self._writers[next(iter(self._writers))]  # the oldest: fetched again if it comes back
         self._writers[schema_id] = writer
         logger.info("schema id %d: %s", schema_id, "a writer schema" if not isinstance(writer, BadRecordError)
                     else writer)  # fmt: skip
         return writer
+
+    def _remember_unknown(self, schema_id: int) -> None:
+        now = time.monotonic()
+        if len(self._unknown) >= MAX_SCHEMAS:
+            self._unknown = {k: until for k, until in self._unknown.items() if until > now}
+            while len(self._unknown) >= MAX_SCHEMAS:
+                del self._unknown[next(iter(self._unknown))]
+        self._unknown[schema_id] = now + UNKNOWN_FOR
 
     async def register_output(self, topic: str) -> int:
         """Register ReplayComparisonEvent under ``<topic>-value``; its schema id."""
@@ -142,6 +174,8 @@ def _writer_schema(schema_id: int, schema: Schema) -> Any:
         return IncompatibleSchema(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
     try:
         return codec.parse_writer(json.loads(schema.schema_str or ""))
+    except IncompatibleSchema as exc:
+        return IncompatibleSchema(f"schema id {schema_id}: {exc}")
     except Exception as exc:  # fastavro raises several kinds on a schema it cannot parse
         return IncompatibleSchema(f"schema id {schema_id} does not parse as Avro: {type(exc).__name__}: {exc}")
 
