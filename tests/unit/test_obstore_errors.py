@@ -33,3 +33,25 @@ def test_server_errors_throttling_and_timeouts_are_transient() -> None:
         assert isinstance(translate(_put_error(status, "SlowDown"), "a put", "b"), TransientError), status
     assert isinstance(translate(GenericError("error sending request: connection refused"), "a put", "b"),
                       TransientError)  # fmt: skip
+
+
+def test_the_4xx_codes_s3_gives_to_passing_conditions_are_transient() -> None:
+    for code in ("RequestTimeout", "ExpiredToken", "RequestTimeTooSkewed", "SlowDown"):
+        assert isinstance(translate(_put_error(400, code), "a put", "b"), TransientError), code
+    assert isinstance(translate(_put_error(400, "MalformedXML"), "a put", "b"), RecordRejected)
+
+
+async def test_botocore_sorts_them_the_same() -> None:
+    import pytest
+    from botocore.exceptions import ClientError
+
+    from replaywatch.store.artifacts import translate_s3_errors
+
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutObject")
+
+    for code, kind in (("RequestTimeout", TransientError), ("ExpiredToken", TransientError),
+                       ("InvalidArgument", RecordRejected)):  # fmt: skip
+        with pytest.raises(kind):
+            async with translate_s3_errors("a put", "b"):
+                raise error(code)

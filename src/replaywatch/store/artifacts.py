@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import aioboto3
@@ -107,6 +107,20 @@ def share_endpoint_cache(client: Any) -> frozenset[str]:
     return unused
 
 
+TRANSIENT_CODES: Final = frozenset({
+    "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired",
+    "RequestExpired", "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "InternalError",
+    "ServiceUnavailable", "OperationAborted",
+})  # fmt: skip
+"""S3 error codes that pass, whatever their status: S3 answers several with a 400 (an
+idle upload timed out, a session token expired before its refresh, a clock skew)."""
+
+
+def transient_code(code: str) -> bool:
+    """Whether an S3 error code says to retry (``TRANSIENT_CODES``)."""
+    return code in TRANSIENT_CODES
+
+
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
@@ -132,7 +146,7 @@ async def translate_s3_errors(what: str, bucket: str) -> AsyncIterator[None]:
                 f"S3 refused {what} in bucket {bucket!r}: {code or status}; check that the bucket exists and that "
                 "the credentials may write to it"
             ) from exc
-        if 400 <= status < 500 and status not in (408, 429):
+        if 400 <= status < 500 and status not in (408, 429) and not transient_code(code):
             raise RecordRejected(f"S3 refused {what}: {code or status}: {exc}") from exc
         raise TransientError(f"S3 failed during {what}: {code or status}: {exc}") from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:

@@ -35,9 +35,10 @@ from obstore.store import S3Store
 from replaywatch import telemetry
 from replaywatch.compare import Diff
 from replaywatch.exceptions import NotFound, RecordRejected, ReplaywatchError, ServiceRefused, TransientError
-from replaywatch.store.artifacts import S3Artifacts, S3Target, object_key, object_metadata
+from replaywatch.store.artifacts import S3Artifacts, S3Target, object_key, object_metadata, transient_code
 
 _STATUS = re.compile(r"status code: (\d{3})")
+_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
 
 
 def translate(exc: Exception, what: str, bucket: str) -> ReplaywatchError:
@@ -53,7 +54,8 @@ def translate(exc: Exception, what: str, bucket: str) -> ReplaywatchError:
     m = _STATUS.search(str(exc))
     status = int(m.group(1)) if m else 0
     first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    if 400 <= status < 500 and status not in (408, 429):
+    code = m.group(1) if (m := _CODE.search(str(exc))) else ""
+    if 400 <= status < 500 and status not in (408, 429) and not transient_code(code):
         return RecordRejected(f"S3 refused {what}: {status}: {first}")
     return TransientError(f"S3 failed during {what}: {status or type(exc).__name__}: {first}")
 
