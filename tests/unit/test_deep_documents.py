@@ -139,3 +139,24 @@ def test_deeper_than_the_limit_is_refused_as_too_deep() -> None:
     with pytest.raises(JsonTooDeep, match="1024"):
         parse_json("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
     assert parse_json("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None
+
+
+@settings(max_examples=20, deadline=None, phases=NO_SHRINK)
+@given(AT_LIMIT, st.booleans(), st.booleans())
+def test_a_stored_attempt_at_the_limit_reads_back(kinds: list[str], with_tools: bool, deep_tools: bool) -> None:
+    """The stored row wraps the snapshot in one more object: at 1,024 levels it is read
+    part by part, and gives back the attempt as prepared (a restart or a cache eviction
+    must not turn every later attempt of the step into a dead letter)."""
+    from replaywatch.compare import ABSENT, prepare
+    from replaywatch.store.postgres import _attempt_from, _attempt_json
+
+    snapshot = nest(kinds, {"tool_events": 1, "v": "x"})  # the mark's key inside the snapshot too
+    tools: Any = ABSENT
+    if with_tools:
+        tools = nest(kinds[1:], [{"tool": "search", "tool_events": 2}]) if deep_tools else [{"tool": "search"}]
+    stored = prepare(3, snapshot, tools, CompareConfig())
+    text = _attempt_json(stored)
+    assert text is not None
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(text)  # one level too deep for the parser
+    assert _attempt_from(text, CompareConfig()) == stored
