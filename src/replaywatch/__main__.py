@@ -1,5 +1,32 @@
-"""`python -m replaywatch`: the command line."""
+"""`python -m replaywatch` and the `replaywatch` command: the command line.
 
-from replaywatch.cli import main
+For ``run``, SIGTERM and SIGINT are taken from the first line: until the pipeline
+installs its own handlers (it stops gracefully), a signal during the imports and the
+start-up ends the process with status 0 and one line, as a pod being stopped expects,
+not with a traceback or Python's default death by signal. Other commands keep
+Python's defaults (``compare`` says its verdict by its exit status)."""
 
-main()
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+
+def _stopped_early(signum: int, frame: FrameType | None) -> None:
+    sys.stderr.write(f"replaywatch: stopped by {signal.Signals(signum).name} while starting; nothing was committed\n")
+    raise SystemExit(0)
+
+
+def main() -> None:
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command == "run":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stopped_early)
+    from replaywatch.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from replaywatch.config import Settings
 from replaywatch.ports import DeadLetterSink, DiffStore
@@ -59,6 +59,17 @@ def open_diff_store(
     return S3Artifacts.open(target, create_bucket=create_bucket, check_bucket=check_bucket, ca_bundle=ca)
 
 
+T = TypeVar("T")
+
+
+async def enter(
+    stack: AsyncExitStack, retry: Backoff, open_one: Callable[[], AbstractAsyncContextManager[T]], what: str
+) -> T:
+    """Enter a client's context on ``stack``, a new one on each try while its service is
+    unreachable (``retry``): a service down at start is waited for, not a crash."""
+    return await retry.call(lambda: stack.enter_async_context(open_one()), what)
+
+
 async def open_adapters(
     settings: Settings,
     stack: AsyncExitStack,
@@ -84,10 +95,11 @@ async def open_adapters(
     await retry.call(store.migrate, "migrate PostgreSQL")
     artifacts = diffs
     if artifacts is None:
-        artifacts = await stack.enter_async_context(open_diff_store(settings, create_bucket=settings.create_bucket))
+        artifacts = await enter(stack, retry, lambda: open_diff_store(settings, create_bucket=settings.create_bucket),
+                                "open the S3 diff store")  # fmt: skip
     await retry.call(lambda: check_credentials(settings), "log in to Kafka")
-    admin = await stack.enter_async_context(kafka_admin(client_options(settings)))
-    await ensure_topics(admin, settings)
+    admin = await enter(stack, retry, lambda: kafka_admin(client_options(settings)), "connect to Kafka")
+    await retry.call(lambda: ensure_topics(admin, settings), "check the topics")
     output_limit = await retry.call(
         lambda: max_message_bytes(admin, settings.output_topic), "read the output topic's limit"
     )
@@ -95,11 +107,12 @@ async def open_adapters(
         dlq_limit = await retry.call(
             lambda: max_message_bytes(admin, settings.dlq_topic), "read the dead-letter topic's limit"
         )
-        dead_letters = await stack.enter_async_context(
-            DeadLetters.open(
-                client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES, min(dlq_limit, MAX_MESSAGE_BYTES)
-            )
-        )
+        dead_letters = await enter(
+            stack, retry,
+            lambda: DeadLetters.open(client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES,
+                                     min(dlq_limit, MAX_MESSAGE_BYTES)),
+            "start the dead-letter producer",
+        )  # fmt: skip
     publisher = OutboxPublisher(
         store=store,
         admin=admin,

@@ -29,6 +29,7 @@ from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
 from replaywatch.http_endpoints import serving
 from replaywatch.pipeline import Pipeline
+from replaywatch.retry import GaveUp
 from replaywatch.store.postgres import PostgresStore
 
 app = typer.Typer(
@@ -379,6 +380,11 @@ async def _until_signalled(settings: Settings, work: Callable[[asyncio.Event], A
             "stopped after %.0fs without finishing the work in flight; PostgreSQL holds what was committed",
             settings.shutdown_seconds,
         )
+        return None
+    except GaveUp as exc:  # a service was still down when the signal came (at start, say)
+        if not stop.is_set():
+            raise
+        log.warning("stopped while waiting for a service (%s); PostgreSQL holds what was committed", exc)
         return None
 
 

@@ -96,7 +96,7 @@ class Pipeline:
                                      group=settings.group_id, schemas=adapters.schemas,
                                      output_schema_id=adapters.output_schema_id,
                                      public_url=settings.public_url)  # fmt: skip
-            await self.consumer.start(self.revoked, self.assigned)
+            await self._retry.call(lambda: self.consumer.start(self.revoked, self.assigned), "join the group")
             stack.push_async_callback(self.consumer.stop)
             stack.callback(telemetry.watch(self.lag, lambda: self._backlog))
             backlog = asyncio.create_task(self._count_backlog())

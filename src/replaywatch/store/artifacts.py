@@ -231,6 +231,11 @@ class S3Artifacts:
                     raise ConfigError(f"cannot create bucket {self.bucket!r}: {exc2}") from None
             elif _status(exc) == 403:
                 raise ConfigError(f"no access to bucket {self.bucket!r}; check the S3 credentials") from None
+            elif 400 <= _status(exc) < 500 and _status(exc) not in (408, 429):
+                raise ConfigError(
+                    f"S3 answered {_status(exc)} when asked for bucket {self.bucket!r}; check REPLAYWATCH_S3_BUCKET "
+                    "(a valid bucket name: 3 to 63 lower-case letters, digits, dots and hyphens) and the endpoint"
+                ) from None
             else:
                 raise TransientError(f"S3 head_bucket failed: {exc}") from exc
         except (BotoCoreError, OSError) as exc:

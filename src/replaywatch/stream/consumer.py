@@ -33,22 +33,34 @@ PartitionsChanged = Callable[[set[int]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The pipeline's callbacks on a rebalance. aiokafka logs and swallows what a
+    listener raises, and the member would then wait for an assignment that never comes:
+    the error is kept here and raised by the next poll instead."""
+
     def __init__(self, topic: str, revoked: PartitionsChanged, assigned: PartitionsChanged) -> None:
         self._topic = topic
         self._revoked = revoked
         self._assigned = assigned
+        self.failure: Exception | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._revoked({tp.partition for tp in revoked if tp.topic == self._topic})
+        try:
+            await self._revoked({tp.partition for tp in revoked if tp.topic == self._topic})
+        except Exception as exc:
+            self.failure = self.failure or exc
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._assigned({tp.partition for tp in assigned if tp.topic == self._topic})
+        try:
+            await self._assigned({tp.partition for tp in assigned if tp.topic == self._topic})
+        except Exception as exc:
+            self.failure = self.failure or exc
 
 
 class InputConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         self._consumer = consumer
         self.topic = topic
+        self._listener: _Listener | None = None
         self.positions: dict[int, int | None] = {}
         """Owned partitions: the offset the next batch starts from (None: never stored)."""
         self._origins: dict[int, int] = {}
@@ -82,7 +94,8 @@ class InputConsumer:
     async def start(self, revoked: PartitionsChanged, assigned: PartitionsChanged) -> None:
         async with translate_kafka_errors("start consumer"):
             await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_Listener(self.topic, revoked, assigned))
+        self._listener = _Listener(self.topic, revoked, assigned)
+        self._consumer.subscribe([self.topic], listener=self._listener)
 
     async def stop(self) -> None:
         await asyncio.shield(self._consumer.stop())
@@ -99,14 +112,16 @@ class InputConsumer:
     async def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """One poll. Errors the group coordinator reports come out here: a refusal goes
         up (the process stops); anything else is logged and the poll is tried again."""
+        batch: Batch = {}
         try:
             async with translate_kafka_errors("consume"):
-                batch: Batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-                return batch
+                batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except TransientError as exc:
             logger.warning("%s; polling again", exc)
             await asyncio.sleep(0.5)
-            return {}
+        if self._listener is not None and self._listener.failure is not None:
+            raise self._listener.failure  # what a rebalance callback raised: aiokafka would have swallowed it
+        return batch
 
     def owned(self, batch: Batch) -> Batch:
         """The records of ``batch`` this consumer owns and has not prepared yet.
