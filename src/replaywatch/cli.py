@@ -604,7 +604,7 @@ def diff(
     except ReplaywatchError as exc:
         fail(str(exc), 1)
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        sys.stdout.buffer.write(show_diff.dump_json(doc) + b"\n")
         return
     show_diff.show(doc, sha, Console())
 

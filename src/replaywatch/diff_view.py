@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
+from replaywatch.compare.canonical import compact_bytes
 from replaywatch.compare.structure import pointer_get
 from replaywatch.compare.tool_changes import as_events, classify
 
@@ -56,7 +55,7 @@ class DiffView:
 
 def excerpt(value: Any, width: int = EXCERPT) -> str:
     """Compact JSON of ``value``, cut in the middle to ``width`` characters."""
-    text = orjson.dumps(value).decode()
+    text = compact_bytes(value).decode()  # orjson alone refuses values nested over 254 levels
     return shorten(text, width)
 
 

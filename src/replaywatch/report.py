@@ -25,7 +25,7 @@ def run_tables(run_id: str, steps: list[Any], comps: list[Any], width: int = 80)
     """The renderables of a run's report, laid out for ``width`` columns (verdicts never
     cut, ids shortened from the middle), and whether every step is within tolerance."""
     id_width = max(10, width - 62)
-    table = Table(title=f"run {shorten(run_id, width - 10)}", expand=True, title_justify="left")
+    table = Table(title=Text(f"run {shorten(run_id, width - 10)}"), expand=True, title_justify="left")
     table.add_column("step", no_wrap=True, ratio=1)
     table.add_column("pair", no_wrap=True)
     table.add_column("seen", no_wrap=True, justify="right")
@@ -42,8 +42,8 @@ def run_tables(run_id: str, steps: list[Any], comps: list[Any], width: int = 80)
             all_within &= verdict == "within_tolerance"
             shown = _verdict(verdict)
         pair = "-" if s["current_attempt"] is None else f"{s['base_attempt']}→{s['current_attempt']}"
-        table.add_row(shorten(s["step_id"], id_width), pair, str(s["max_attempt"]), s["last_status"] or "", shown,
-                      str(s["comparisons"]))  # fmt: skip
+        table.add_row(Text(shorten(s["step_id"], id_width)), pair, str(s["max_attempt"]), Text(s["last_status"] or ""),
+                      shown, str(s["comparisons"]))  # fmt: skip
     out: list[Any] = [table]
     if comps:
         history = Table(title="comparisons", expand=True, title_justify="left")
@@ -54,7 +54,7 @@ def run_tables(run_id: str, steps: list[Any], comps: list[Any], width: int = 80)
         history.add_column("diff", no_wrap=True)
         for c in comps:
             history.add_row(
-                shorten(c["step_id"], id_width), f"{c['baseline_attempt']}→{c['current_attempt']}",
+                Text(shorten(c["step_id"], id_width)), f"{c['baseline_attempt']}→{c['current_attempt']}",
                 _verdict(c["verdict"]), "" if c["token_delta"] is None else f"{c['token_delta']:+g}",
                 (c["diff_sha256"] or "")[:12],
             )  # fmt: skip
@@ -73,7 +73,7 @@ async def report(store: PostgresStore, run_id: str, console: Console, *, as_json
     if only_drift:
         comps = [c for c in comps if c["verdict"] != "within_tolerance"]
     if not steps:
-        console.print(f"no steps recorded for run {run_id!r}")
+        console.print(Text(f"no steps recorded for run {run_id!r}"))
         return False
     renderables, all_within = run_tables(run_id, steps, comps, console.width)
     if as_json:
@@ -92,10 +92,10 @@ async def rules_report(store: PostgresStore, console: Console) -> bool:
     rows = await store.rule_counts()
     if not rows:
         console.print(
-            f"no ignore-rule statistics for group {store.group_id!r} (no ignore rules, or no comparisons yet)"
+            Text(f"no ignore-rule statistics for group {store.group_id!r} (no ignore rules, or no comparisons yet)")
         )
         return False
-    table = Table(title=f"ignore rules of group {store.group_id}")
+    table = Table(title=Text(f"ignore rules of group {store.group_id}"))
     for col in ("policy", "rule", "comparisons", "matched in", "share"):
         table.add_column(col)
     silent = False
@@ -103,7 +103,9 @@ async def rules_report(store: PostgresStore, console: Console) -> bool:
         share = r["matches"] / r["comparisons"] if r["comparisons"] else 0.0
         nothing = r["matches"] == 0 and r["comparisons"] >= WARN_AFTER
         silent |= nothing
-        flag = "  [red]matched nothing: check the path[/red]" if nothing else ""
-        table.add_row(r["policy"], r["rule"], str(r["comparisons"]), str(r["matches"]), f"{share:.1%}{flag}")
+        shown = Text(f"{share:.1%}")
+        if nothing:
+            shown.append("  matched nothing: check the path", style="red")
+        table.add_row(Text(r["policy"]), Text(r["rule"]), str(r["comparisons"]), str(r["matches"]), shown)
     console.print(table)
     return silent

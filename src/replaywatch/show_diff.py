@@ -8,7 +8,9 @@ name, and prints it for a person (``diff_view``), or raw with ``--json``.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import sys
 import uuid
 from typing import Any
 
@@ -16,6 +18,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from replaywatch.compare.canonical import canonical_bytes
 from replaywatch.diff_view import DiffView, shorten, view
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
@@ -63,12 +66,42 @@ async def fetch(diffs: DiffStore, sha: str) -> dict[str, Any]:
     if hashlib.sha256(body).hexdigest() != sha:
         raise CorruptDiff(f"diff object {sha} is corrupt: its bytes hash to {hashlib.sha256(body).hexdigest()}")
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        doc = load_deep(body)
+    except (ValueError, RecursionError) as exc:
         raise CorruptDiff(f"diff object {sha} is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise CorruptDiff(f"diff object {sha} is not a JSON object")
     return doc
+
+
+DEEPEST_DIFF = 1100
+"""Levels a diff object may nest: a snapshot's 1,024 and the few of the diff around it."""
+
+
+def load_deep(body: bytes) -> Any:
+    """A diff object's JSON. orjson reads up to 1,024 levels; a diff of a snapshot at that
+    limit holds it a few levels down, and is read by the standard library with room for
+    ``DEEPEST_DIFF`` levels (its C parser counts them against the recursion limit)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" not in str(exc):
+            raise
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEEPEST_DIFF + 200))
+    try:
+        return json.loads(body)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def dump_json(doc: Any) -> bytes:
+    """A diff object as indented JSON (``replaywatch diff --json``); compact when it nests
+    deeper than orjson writes."""
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return canonical_bytes(doc)
 
 
 def render(v: DiffView, sha: str, width: int = 80) -> list[Text]:

@@ -75,7 +75,7 @@ def render(rows: list[dict[str, Any]], counts: Counter[str], seen: int, width: i
     for r in rows:
         colour = COLOURS.get(r["verdict"], "white")
         table.add_row(
-            shorten(r["run_id"], run_w), shorten(r["step_id"], step_w),
+            Text(shorten(r["run_id"], run_w)), Text(shorten(r["step_id"], step_w)),
             f"{r['baseline_attempt']}→{r['current_attempt']}", Text(r["verdict"], style=colour),
             _delta(r["token_delta"], "+g"), (r["diff_sha256"] or "")[:8],
         )  # fmt: skip

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from unittest.mock import patch
+from unittest.mock import AsyncMock, patch
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -230,7 +230,10 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
         if before:
             store.rows = [row(i) for i in range(before)]
             store.committed = offset = before
-        with patch("replaywatch.stream.publisher.BATCH", batch), patch.object(store, "outbox_delete_before"):
+        with (
+            patch("replaywatch.stream.publisher.BATCH", batch),
+            patch.object(store, "outbox_delete_before", new_callable=AsyncMock),
+        ):
             task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
             for events, quiet, hand, wait in writes:
                 for _ in range(wait):  # the publisher runs meanwhile

@@ -183,3 +183,46 @@ def test_library_noise_is_not_an_error() -> None:
     assert not demote.filter(noise) and noise.levelname == "DEBUG"
     real = logging.LogRecord("aiokafka.conn", logging.ERROR, "f", 1, "Unable to connect to 127.0.0.1:9", (), None)
     assert demote.filter(real) and real.levelname == "ERROR"
+
+
+MARKUP_IDS = ["s[/]", "[bold]run[/bold]", "x[/red]y", "[link=http://e]z"]
+
+
+@pytest.mark.parametrize("text_id", MARKUP_IDS)
+def test_ids_that_look_like_markup_are_shown_as_they_are(text_id: str) -> None:
+    """Ids are data: rich's markup in them is printed, never interpreted (it crashed
+    `replaywatch report` and `tail` with MarkupError)."""
+    ev = event(1, "drift") | {"run_id": f"r{text_id}", "step_id": text_id}
+    tail_text = text_of(tail_render([ev], Counter(drift=1), 1), width=200)
+    assert text_id in tail_text and f"r{text_id}" in tail_text
+    steps = [{"step_id": text_id, "base_attempt": 1, "current_attempt": 2, "max_attempt": 2, "last_status": text_id,
+              "last_verdict": "drift", "comparisons": 1}]  # fmt: skip
+    comps = [{"step_id": text_id, "baseline_attempt": 1, "current_attempt": 2, "verdict": "drift",
+              "token_delta": None, "diff_sha256": None}]  # fmt: skip
+    report_text = text_of(*run_tables(f"run{text_id}", steps, comps, width=200)[0], width=200)
+    assert report_text.count(text_id) >= 3 and f"run{text_id}" in report_text
+
+
+def test_a_diff_deeper_than_orjson_writes_is_shown_and_dumped() -> None:
+    """A structure diff of snapshots at the contract's 1,024 levels: the diff object is
+    read (a few levels deeper than orjson reads), rendered, and dumped as JSON."""
+    from replaywatch.compare.canonical import MAX_DEPTH, canonical_bytes
+    from replaywatch.show_diff import dump_json, load_deep
+
+    def deep(leaf: Any) -> Any:
+        value: Any = {"leaf": leaf}
+        for _ in range(MAX_DEPTH - 2):
+            value = {"k": value}
+        return value
+
+    c = compare_attempts(Attempt("r", "s", 1, {"a": 1}), Attempt("r", "s", 2, {"a": deep(2)}), CompareConfig())
+    assert c.diff is not None
+    body = c.diff.body
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)  # deeper than orjson reads
+    doc = load_deep(body)
+    assert canonical_bytes(doc) == body
+    lines = render(view(doc), c.diff.sha256)
+    shown = text_of(*lines)
+    assert "/a" in shown and '{"k":{"k"' in shown
+    assert canonical_bytes(load_deep(dump_json(doc))) == body

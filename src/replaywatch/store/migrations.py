@@ -348,4 +348,21 @@ CREATE TABLE IF NOT EXISTS {schema}.ignore_rule_stats (
 CREATE INDEX IF NOT EXISTS comparison_detected ON {schema}.comparison (detected_at DESC);
 """,
     ),
+    (
+        5,
+        """
+-- Where each partition's outbox publisher stands: every event of a lower source offset
+-- is published. Kept beside the outbox because Kafka expires the offsets of a group with
+-- no members (the publisher's progress group) after offsets.retention.minutes: a
+-- publisher start takes the larger of this and Kafka's progress.
+CREATE TABLE IF NOT EXISTS {schema}.publisher_position (
+    group_id        text        NOT NULL,
+    topic           text        NOT NULL,
+    partition       int         NOT NULL,
+    published_upto  bigint      NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (group_id, topic, partition)
+);
+""",
+    ),
 )

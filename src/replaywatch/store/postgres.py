@@ -446,9 +446,20 @@ class PostgresStore:
         return int(n or 0)
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
-        """Delete outbox rows of ``partition`` with source offset < ``offset``."""
-        async with translate_postgres_errors("outbox delete"):
-            await self._pool.execute(
+        """Every event of ``partition`` below source offset ``offset`` is published: keep
+        that as the publisher's position (it never goes back) and delete their rows, in
+        one transaction."""
+        async with translate_postgres_errors("outbox delete"), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {self._q}.publisher_position AS p (group_id, topic, partition, published_upto) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+                "published_upto = greatest(p.published_upto, excluded.published_upto), updated_at = now()",
+                self.group_id,
+                self.topic,
+                partition,
+                offset,
+            )
+            await conn.execute(
                 f"DELETE FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
                 "AND source_offset < $4",
                 self.group_id,
@@ -456,6 +467,18 @@ class PostgresStore:
                 partition,
                 offset,
             )
+
+    async def publisher_position(self, partition: int) -> int | None:
+        """The publisher's position of ``partition`` kept in PostgreSQL (None: none yet)."""
+        async with translate_postgres_errors("read the publisher's position"):
+            got = await self._pool.fetchval(
+                f"SELECT published_upto FROM {self._q}.publisher_position "
+                "WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                self.group_id,
+                self.topic,
+                partition,
+            )
+        return None if got is None else int(got)
 
     async def add_rule_counts(self, rows: list[tuple[str, str, int, int]]) -> None:
         """Add (policy, rule, comparisons, matches) to the ignore-rule statistics."""

@@ -8,6 +8,11 @@ the offset of the input partition under the group ``{group}.outbox``. After any
 crash the new owner reads that progress, deletes what was already published from the
 outbox and publishes the rest, so a ``read_committed`` reader sees each event once.
 
+Kafka expires the offsets of a group without members (the progress group has none)
+after ``offsets.retention.minutes``, a week by default. So the position is also kept
+in PostgreSQL beside the outbox, with the delete of what was published (now and then,
+and whenever a partition goes idle); a start takes the larger of the two.
+
 PostgreSQL's outbox is what survives a crash; in the running process the consumer also
 hands each committed write's events to the partition's publisher (``offer``), with
 the range of input offsets that write covered. The publisher serves a handoff from
@@ -63,6 +68,8 @@ class OutboxSource(Protocol):
     async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]: ...
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None: ...
+
+    async def publisher_position(self, partition: int) -> int | None: ...
 
 
 @dataclass
@@ -221,23 +228,34 @@ class OutboxPublisher:
         try:
             async with translate_kafka_errors("start publisher"):
                 await producer.start()
-            done = await self._progress(partition)
-            if done is not None:
-                await self._store.outbox_delete_before(partition, done)
-            await self._drain(partition, lane, producer, done or 0)
+            await self._drain(partition, lane, producer, await self._resume(partition))
         except Fenced as exc:  # another producer took the transactional id: start again (a revoke ends this)
             raise TransientError(f"{exc}; starting the publisher again") from exc
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(producer.stop())
 
+    async def _resume(self, partition: int) -> int:
+        """Where the partition's publishing resumes: the larger of Kafka's progress (in the
+        transaction of the events, so it is never behind) and PostgreSQL's position (which
+        survives the expiry of the progress group's offsets); what is below it is pruned."""
+        kafka = await self._progress(partition)
+        stored = await self._store.publisher_position(partition)
+        done = max((d for d in (kafka, stored) if d is not None), default=None)
+        if done is None:
+            return 0
+        await self._store.outbox_delete_before(partition, done)
+        return done
+
     async def _drain(self, partition: int, lane: _Lane, producer: AIOKafkaProducer, upto: int) -> None:
         """Publish from source offset ``upto`` on: the outbox up to its watermark, then
-        the handoffs that continue it, and the outbox again whenever they do not."""
+        the handoffs that continue it, and the outbox again whenever they do not. What
+        is published is pruned now and then, and always before the lane goes idle."""
         covered: int | None = None
         """All rows below this input offset are published or known (None: not yet read)."""
         from_outbox = True
         deleted_at = time.monotonic()
+        pruned = upto
         while True:
             rows: list[OutboxRow] = []
             if from_outbox:
@@ -276,6 +294,9 @@ class OutboxPublisher:
                 from_outbox = True
                 continue
             else:
+                if upto > pruned:  # idle: prune now, the position is kept whatever happens to Kafka's
+                    await self._store.outbox_delete_before(partition, upto)
+                    pruned, deleted_at = upto, time.monotonic()
                 lane.idle.set()
                 lane.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -289,7 +310,7 @@ class OutboxPublisher:
             # only then forget them (now and then); a crash before this is mended by _progress()
             if time.monotonic() - deleted_at > DELETE_EVERY:
                 await self._store.outbox_delete_before(partition, upto)
-                deleted_at = time.monotonic()
+                pruned, deleted_at = upto, time.monotonic()
 
     async def _publish(self, partition: int, producer: AIOKafkaProducer, rows: list[OutboxRow], upto: int) -> None:
         """Events and progress in one Kafka transaction; an event too large for the
