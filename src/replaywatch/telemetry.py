@@ -125,12 +125,37 @@ def record_rule_counts(rows: Iterable[tuple[str, str, int, int]]) -> None:
         IGNORE_RULE_MATCHES.add(matches, attrs)
 
 
+class BoundedLabel:
+    """A metric label whose values come from records (``provider``): each value cut to
+    ``width`` characters, and past ``most`` distinct values the rest are ``other``. The
+    SDK keeps a time series per value for the life of the process, so a producer that
+    sends a new value per record would otherwise grow memory without bound."""
+
+    def __init__(self, most: int = 64, width: int = 64) -> None:
+        self.most, self.width = most, width
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "unknown"
+        value = value[: self.width]
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.most:
+            return "other"
+        self.seen.add(value)
+        return value
+
+
+PROVIDER_LABEL = BoundedLabel()
+
+
 def record_batch(records: int, verdicts: Sequence[tuple[str, str | None]], latencies_s: Iterable[float]) -> None:
     """A batch committed: its records, its comparisons by (verdict, provider), latencies."""
     RECORDS.add(records)
     BATCH_SIZE.record(records)
     for (verdict, provider), n in Counter(verdicts).items():
-        COMPARISONS.add(n, {"verdict": verdict, "provider": provider or "unknown"})
+        COMPARISONS.add(n, {"verdict": verdict, "provider": PROVIDER_LABEL(provider)})
     LATENCY.record_many([max(seconds, 0.0) for seconds in latencies_s])
 
 

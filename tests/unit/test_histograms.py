@@ -80,3 +80,13 @@ def test_nothing_is_exported_before_a_value_is_recorded() -> None:
     h.record(0.0)
     point = h.metric()
     assert point is not None and point.data.data_points[0].bucket_counts[0] == 1
+
+
+def test_a_label_from_records_is_bounded_in_width_and_in_values() -> None:
+    from replaywatch.telemetry import BoundedLabel
+
+    label = BoundedLabel(most=3, width=8)
+    assert [label(v) for v in ("openai", "anthropic-claude", None, "gemini", "bedrock", "openai")] == [
+        "openai", "anthropi", "unknown", "gemini", "other", "openai",
+    ]  # fmt: skip
+    assert {label(f"p{i}") for i in range(10_000)} == {"other"}  # nothing new past the bound

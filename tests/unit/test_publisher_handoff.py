@@ -25,6 +25,18 @@ def row(offset: int, partition: int = 0, size: int = 0) -> OutboxRow:
     return OutboxRow(partition, offset, f"id-{offset}", b"k", value, "within_tolerance")
 
 
+def within_bytes(rows: list[OutboxRow], max_bytes: int) -> list[OutboxRow]:
+    """What the store returns of a page: rows while the bytes before each are under
+    ``max_bytes`` (so always the first)."""
+    out, total = [], 0
+    for r in rows:
+        if total >= max_bytes:
+            break
+        out.append(r)
+        total += len(r.value)
+    return out
+
+
 class FakeStore:
     """The outbox table and the committed offset of partition 0."""
 
@@ -37,11 +49,13 @@ class FakeStore:
     async def load_offsets(self, partitions: set[int]) -> dict[int, int]:
         return {} if self.committed is None else {0: self.committed}
 
-    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:
+    async def outbox_fetch(
+        self, partition: int, start: int, end: int | None, limit: int, max_bytes: int = 1 << 24
+    ) -> list[OutboxRow]:
         self.fetches += 1
         await asyncio.sleep(0)
         rows = [r for r in self.rows if r.partition == partition and r.source_offset >= start]
-        return [r for r in rows if end is None or r.source_offset < end][:limit]
+        return within_bytes([r for r in rows if end is None or r.source_offset < end][:limit], max_bytes)
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
         self.deleted_before.append(offset)
@@ -191,9 +205,11 @@ class SlowStore(FakeStore):
         await self.pause()
         return got
 
-    async def outbox_fetch(self, partition: int, start: int, end: int | None, limit: int) -> list[OutboxRow]:
+    async def outbox_fetch(
+        self, partition: int, start: int, end: int | None, limit: int, max_bytes: int = 1 << 24
+    ) -> list[OutboxRow]:
         await self.pause()
-        return await super().outbox_fetch(partition, start, end, limit)
+        return await super().outbox_fetch(partition, start, end, limit, max_bytes)
 
 
 Hand = st.sampled_from(["offer", "reread", "lost"])
@@ -211,12 +227,19 @@ Hand = st.sampled_from(["offer", "reread", "lost"])
     pauses=st.lists(st.integers(0, 3), max_size=8),
     queue_bytes=st.sampled_from([100, 1 << 20]),
     batch=st.sampled_from([2, 2000]),
+    read_bytes=st.sampled_from([1, 5, 1 << 24]),
 )
 # found by this test, and seen in CI: the partition's first outbox read finds no watermark,
 # two writes commit before it reads the rows, and the second write's event went out twice
-@example(before=0, writes=[(0, 1, "offer", 4), (1, 0, "offer", 0)], pauses=[3], queue_bytes=1 << 20, batch=2000)
+@example(before=0, writes=[(0, 1, "offer", 4), (1, 0, "offer", 0)], pauses=[3], queue_bytes=1 << 20, batch=2000,
+         read_bytes=1 << 24)  # fmt: skip
 def test_every_committed_event_is_published_once_in_order_whatever_the_interleaving(
-    before: int, writes: list[tuple[int, int, str, int]], pauses: list[int], queue_bytes: int, batch: int
+    before: int,
+    writes: list[tuple[int, int, str, int]],
+    pauses: list[int],
+    queue_bytes: int,
+    batch: int,
+    read_bytes: int,
 ) -> None:
     """Writes commit (rows, records without events, how the pipeline hears of it) while
     the publisher reads the outbox and serves handoffs, at every interleaving of their
@@ -232,6 +255,7 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
             store.committed = offset = before
         with (
             patch("replaywatch.stream.publisher.BATCH", batch),
+            patch("replaywatch.stream.publisher.READ_BYTES", read_bytes),
             patch.object(store, "outbox_delete_before", new_callable=AsyncMock),
         ):
             task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from replaywatch.store.postgres import OutboxRow
 from replaywatch.stream.publisher import OutboxPublisher, _Lane
+from tests.unit.test_publisher_handoff import within_bytes
 
 PARTITIONS = (0, 1, 2)
 
@@ -39,11 +40,13 @@ class Store:
         await asyncio.sleep(0)
         return {p: o for p, o in self.committed.items() if p in partitions}
 
-    async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]:
+    async def outbox_fetch(
+        self, partition: int, start: int, end: int, limit: int, max_bytes: int = 1 << 24
+    ) -> list[OutboxRow]:
         await asyncio.sleep(0)
         rows = sorted((r for r in self.rows if r.partition == partition and start <= r.source_offset < end),
                       key=lambda r: r.source_offset)  # fmt: skip
-        return rows[:limit]
+        return within_bytes(rows[:limit], max_bytes)
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None:
         await asyncio.sleep(0)
@@ -98,9 +101,13 @@ expire or are deleted; let the lanes run a while."""
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(Step, max_size=14), delete_every=st.sampled_from([0.0, 3600.0]))
+@given(
+    steps=st.lists(Step, max_size=14),
+    delete_every=st.sampled_from([0.0, 3600.0]),
+    read_bytes=st.sampled_from([6, 1 << 24]),
+)
 def test_each_event_is_published_once_through_restarts_and_lost_progress(
-    steps: list[tuple[str, int, Any, Any]], delete_every: float
+    steps: list[tuple[str, int, Any, Any]], delete_every: float, read_bytes: int
 ) -> None:
     async def scenario() -> tuple[Kafka, Store, dict[int, list[bytes]]]:
         store, kafka = Store(), Kafka()
@@ -126,7 +133,11 @@ def test_each_event_is_published_once_through_restarts_and_lost_progress(
             with contextlib.suppress(asyncio.CancelledError):
                 await tasks[partition]
 
-        with patch.object(pub, "_progress", progress), patch("replaywatch.stream.publisher.DELETE_EVERY", delete_every):
+        with (
+            patch.object(pub, "_progress", progress),
+            patch("replaywatch.stream.publisher.DELETE_EVERY", delete_every),
+            patch("replaywatch.stream.publisher.READ_BYTES", read_bytes),
+        ):
             for p in PARTITIONS:
                 start(p)
             for kind, partition, a, b in steps:

@@ -31,3 +31,11 @@ def test_the_weight_of_cached_projections_is_their_memory() -> None:
         tracemalloc.stop()
     assert len(cache) == 1200
     assert 0.8 < cache.bytes / held < 1.25, (cache.bytes // len(cache), held // len(cache))
+
+
+def test_a_projections_weight_counts_its_ids() -> None:
+    from replaywatch.projection import StepProjection
+    from replaywatch.state.cache import weight
+
+    small, large = StepProjection.empty("r", "s"), StepProjection.empty("r" * 4096, "s" * 4096)
+    assert weight(large) - weight(small) >= 2 * (4095 + 4095)

@@ -10,9 +10,10 @@ from replaywatch.store.postgres import StepKey
 
 
 def weight(proj: StepProjection) -> int:
-    """Roughly the bytes of memory a projection holds: the JSON bytes of its two
-    attempts, and a few hundred bytes of tuples and small values."""
-    n = 300
+    """Roughly the bytes of memory a projection holds: its ids (a key and the
+    projection's own fields: up to 4 KB each), the JSON bytes of its two attempts, and
+    a few hundred bytes of tuples and small values."""
+    n = 300 + 2 * (len(proj.run_id) + len(proj.step_id)) + 2 * 49
     for p in (proj.baseline, proj.current):
         if p is not None:
             n += 400 + len(p.snapshot_json) + len(p.structure_fp)

@@ -416,20 +416,29 @@ class PostgresStore:
             [c.settings_fingerprint for c in comps],
         ]
 
-    async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]:
-        """Outbox rows of ``partition`` with source offsets in [start, end), in order."""
+    async def outbox_fetch(
+        self, partition: int, start: int, end: int, limit: int, max_bytes: int = 16 * 1024 * 1024
+    ) -> list[OutboxRow]:
+        """Outbox rows of ``partition`` with source offsets in [start, end), in order: at
+        most ``limit`` rows, and no more than ``max_bytes`` of event values but for the
+        row that crosses it (events reach the output topic's limit, 16 MB at most: a
+        read after a restart is bounded in memory whatever their size)."""
         async with translate_postgres_errors("outbox fetch"):
             rows = await self._pool.fetch(
-                f"SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace "
+                "SELECT partition, source_offset, event_id, key, value, verdict, trace FROM ("
+                "SELECT *, sum(octet_length(value)) OVER (ORDER BY source_offset) AS running FROM ("
+                "SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
                 "AND source_offset >= $4 AND source_offset < $5 "
-                "ORDER BY source_offset LIMIT $6",
+                "ORDER BY source_offset LIMIT $6) AS page) AS sized "
+                "WHERE running - octet_length(value) < $7 ORDER BY source_offset",
                 self.group_id,
                 self.topic,
                 partition,
                 start,
                 end,
                 limit,
+                max_bytes,
             )
         return [OutboxRow(**dict(r)) for r in rows]
 

@@ -50,6 +50,8 @@ from replaywatch.stream.kafka_errors import translate_kafka_errors
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
+READ_BYTES = 16 * 1024 * 1024
+"""Event bytes read from the outbox at once (one row more when a single event is larger)."""
 DELETE_EVERY = 1.0
 RECORD_OVERHEAD = 512
 """Bytes a record takes in a batch besides its key, value and headers (with margin)."""
@@ -65,7 +67,9 @@ class OutboxSource(Protocol):
 
     async def load_offsets(self, partitions: set[int]) -> dict[int, int]: ...
 
-    async def outbox_fetch(self, partition: int, start: int, end: int, limit: int) -> list[OutboxRow]: ...
+    async def outbox_fetch(
+        self, partition: int, start: int, end: int, limit: int, max_bytes: int = ...
+    ) -> list[OutboxRow]: ...
 
     async def outbox_delete_before(self, partition: int, offset: int) -> None: ...
 
@@ -262,8 +266,8 @@ class OutboxPublisher:
                 lane.overflow = False  # from here on the handoffs are complete again
                 watermark = (await self._store.load_offsets({partition})).get(partition)
                 if watermark is not None:  # None: never committed, so no row is in the outbox yet
-                    rows = await self._store.outbox_fetch(partition, upto, watermark, BATCH)
-                if len(rows) < BATCH:
+                    rows = await self._store.outbox_fetch(partition, upto, watermark, BATCH, READ_BYTES)
+                if len(rows) < BATCH and sum(len(r.value) for r in rows) < READ_BYTES:  # else: more to read
                     from_outbox = False
                     covered = watermark
             elif lane.handoffs:
