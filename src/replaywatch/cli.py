@@ -389,12 +389,28 @@ async def _until_signalled(settings: Settings, work: Callable[[asyncio.Event], A
 
 
 @app.command()
-def migrate(postgres_dsn: PostgresDsn = None, postgres_schema: PostgresSchema = None) -> None:
-    """Apply the database migrations (idempotent; `run` applies them too)."""
+def migrate(
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+    grant_read: Annotated[
+        str | None,
+        typer.Option("--grant-read", help="An existing role to grant read access to the schema (the web view's)"),
+    ] = None,
+) -> None:
+    """Apply the database migrations (idempotent; `run` applies them too); with
+    --grant-read, let a role read the schema and nothing more (`serve` runs as it)."""
     settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
 
-    applied: list[int] = _with_store(settings, lambda store: store.migrate())
+    async def work(store: PostgresStore) -> list[int]:
+        applied = await store.migrate()
+        if grant_read is not None:
+            await store.grant_read(grant_read)
+        return applied
+
+    applied: list[int] = _with_store(settings, work)
     typer.echo(f"migrations applied: {applied or 'none (up to date)'}", err=True)
+    if grant_read is not None:
+        typer.echo(f"role {grant_read} may read schema {settings.postgres_schema}, and write nothing", err=True)
 
 
 @app.command("produce-demo")
@@ -621,9 +637,18 @@ def serve(
     from contextlib import AsyncExitStack
 
     from replaywatch.web import create_app, serving
+    from replaywatch.web_access import Access
 
     settings = _settings(serve_host=host, serve_port=port, postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
     _configure_logging(settings.log_level, settings.log_format)
+    try:
+        access = Access.of(
+            bind=settings.serve_host, mode=settings.serve_auth, header=settings.serve_auth_header,
+            token=settings.serve_token.get_secret_value() if settings.serve_token else None,
+            hosts=settings.serve_allowed_hosts,
+        )  # fmt: skip
+    except UsageError as exc:
+        fail(str(exc))
 
     async def main(stop: asyncio.Event) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
@@ -632,9 +657,10 @@ def serve(
                                                 topic=settings.input_topic, read_only=True)  # fmt: skip
             stack.push_async_callback(store.close)
             artifacts = await stack.enter_async_context(_artifacts(settings))
-            web = create_app(store, artifacts)
+            web = create_app(store, artifacts, access)
             bound = await stack.enter_async_context(serving(web, settings.serve_host, settings.serve_port))
-            typer.echo(f"replaywatch serve: http://{settings.serve_host}:{bound}/ (read-only)", err=True)
+            typer.echo(f"replaywatch serve: http://{settings.serve_host}:{bound}/ (read-only, authentication: "
+                       f"{access.mode})", err=True)  # fmt: skip
             await stop.wait()
         return {}
 

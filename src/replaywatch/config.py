@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field("127.0.0.1", description="Address of `replaywatch serve` (0.0.0.0 in a pod)")
     serve_port: int = Field(8081, ge=0, le=65535, description="Port of `replaywatch serve`")
+    serve_auth: Literal["none", "token", "proxy"] = Field(
+        "none",
+        description="Who may read `replaywatch serve`: none (only when bound to loopback), token (a bearer token or "
+        "HTTP Basic with the token as password), proxy (an auth proxy's user header)",
+    )
+    serve_token: SecretStr | None = Field(None, description="The token of REPLAYWATCH_SERVE_AUTH=token (a secret)")
+    serve_auth_header: str = Field(
+        "X-Forwarded-User", description="The header an auth proxy sets to the user (REPLAYWATCH_SERVE_AUTH=proxy)"
+    )
+    serve_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Host headers `replaywatch serve` answers (comma-separated); empty: the loopback names when "
+        "bound to loopback, any otherwise",
+    )
     partitions: int = Field(8, ge=1, le=1024, description="Partitions of topics that `run` creates")
     create_topics: bool = Field(
         False, description="Create the input, output and dead-letter topics when missing (else: stop, saying so)"
@@ -159,6 +173,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("serve_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
 
     @field_validator("ignore_paths", mode="before")
     @classmethod

@@ -18,20 +18,24 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import uvicorn
 from jinja2 import DictLoader, Environment, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from replaywatch.diff_view import view
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.show_diff import CorruptDiff, fetch
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.web_access import LOOPBACK_NAMES, Access, guard
 
 VERDICTS = ("within_tolerance", "drift", "tool_event_divergence", "attestation_divergence")
 CSS_COLOURS = {"within_tolerance": "#1a7f37", "drift": "#9a6700", "tool_event_divergence": "#8250df",
@@ -72,17 +76,20 @@ ROWS = """{% macro rows(comparisons, show_run=True) %}
 <td>{{ c.detected_at.strftime("%Y-%m-%d %H:%M:%S") }}</td>
 <td><a class="detail" href="/comparisons/{{ c.event_id }}">{{ "diff" if c.diff_sha256 else "details" }}</a></td>
 </tr>{% endfor %}</table>
-{% endmacro %}"""
+{% endmacro %}
+{% macro pager(n, more, qs="") %}<p class="pager">
+{% if n > 0 %}<a rel="prev" href="?{{ qs }}page={{ n - 1 }}">newer</a> {% endif %}
+{% if more %}<a rel="next" href="?{{ qs }}page={{ n + 1 }}">more</a>{% endif %}</p>{% endmacro %}"""
 
-INDEX = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block content %}
+INDEX = """{% extends "base.html" %}{% from "rows.html" import rows, pager %}{% block content %}
 <form class="filters" method="get">
 <select name="verdict"><option value="">every verdict</option>
 {% for v in verdicts %}<option value="{{ v }}" {{ "selected" if v == verdict }}>{{ v }}</option>{% endfor %}</select>
 <input name="run" placeholder="run id" value="{{ run or '' }}"><button type="submit">filter</button></form>
 {% if comparisons %}{{ rows(comparisons) }}{% else %}<p>No comparisons match.</p>{% endif %}
-{% endblock %}"""
+{{ pager(n, more, {"verdict": verdict or "", "run": run or ""} | urlencode ~ "&") }}{% endblock %}"""
 
-RUN = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block content %}
+RUN = """{% extends "base.html" %}{% from "rows.html" import rows, pager %}{% block content %}
 <table id="steps"><tr><th>step</th><th>pair</th><th>attempts seen</th><th>last status</th><th>verdict</th>
 <th>comparisons</th></tr>
 {% for s in steps %}<tr><td class="mono">{{ s.step_id }}</td>
@@ -91,7 +98,7 @@ RUN = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block con
 <td class="verdict v-{{ s.last_verdict or 'within_tolerance' }}">{% if s.current_attempt is none %}no snapshot
 {% else %}{{ s.last_verdict or "within_tolerance" }}{% endif %}</td><td>{{ s.comparisons }}</td></tr>{% endfor %}
 </table><h3>comparisons</h3>{{ rows(comparisons, show_run=False) }}
-{% endblock %}"""
+{{ pager(n, more) }}{% endblock %}"""
 
 COMPARISON = """{% extends "base.html" %}{% block content %}
 <p><a href="/runs/{{ c.run_id | urlencode }}">run {{ c.run_id }}</a> · step <code>{{ c.step_id }}</code> ·
@@ -138,32 +145,51 @@ def page(name: str, title: str, status: int = 200, **context: Any) -> HTMLRespon
     return HTMLResponse(html, status_code=status)
 
 
-def create_app(store: PostgresStore, diffs: DiffStore) -> Starlette:
-    """The web view over ``store`` (read-only) and ``diffs``."""
+PAGE = 200
+"""Rows on one page of the web view (``?page=N`` for the next ones)."""
+
+
+def page_of(request: Request) -> int:
+    """The page a request asks for (0 for none, or one that is not a small number)."""
+    text = request.query_params.get("page", "0")
+    return int(text) if text.isdigit() and len(text) < 7 else 0
+
+
+def create_app(store: PostgresStore, diffs: DiffStore, access: Access | None = None) -> ASGIApp:
+    """The web view over ``store`` (read-only) and ``diffs``, behind ``access``
+    (default: open, for a view bound to loopback)."""
+    access = access or Access("none", hosts=LOOPBACK_NAMES)
 
     async def index(request: Request) -> HTMLResponse:
         verdict = request.query_params.get("verdict") or None
         run = request.query_params.get("run") or None
+        n = page_of(request)
         if verdict is not None and verdict not in VERDICTS:
-            return page("index.html", "unknown verdict", 400, comparisons=[], verdict=None, run=run)
-        comparisons = await store.recent_comparisons(verdict=verdict, run_id=run, limit=200)
-        return page("index.html", "recent comparisons", comparisons=comparisons, verdict=verdict, run=run)
+            return page("index.html", "unknown verdict", 400, comparisons=[], verdict=None, run=run, n=0, more=False)
+        comparisons = await store.recent_comparisons(verdict=verdict, run_id=run, limit=PAGE + 1, offset=n * PAGE)
+        return page("index.html", "recent comparisons", comparisons=comparisons[:PAGE], verdict=verdict, run=run,
+                    n=n, more=len(comparisons) > PAGE)  # fmt: skip
 
     async def run_page(request: Request) -> HTMLResponse:
         run_id = request.path_params["run_id"]
-        steps, comparisons = await store.report(run_id)
-        if not steps:
-            return page("index.html", f"no run {run_id}", 404, comparisons=[], verdict=None, run=run_id)
-        return page("run.html", f"run {run_id}", steps=steps, comparisons=comparisons)
+        n = page_of(request)
+        steps, comparisons = await store.report(run_id, limit=PAGE + 1, offset=n * PAGE)
+        if not steps and not comparisons:
+            return page("index.html", f"no run {run_id}", 404, comparisons=[], verdict=None, run=run_id, n=0,
+                        more=False)  # fmt: skip
+        more = len(steps) > PAGE or len(comparisons) > PAGE
+        return page("run.html", f"run {run_id}", steps=steps[:PAGE], comparisons=comparisons[:PAGE], n=n, more=more)
 
     async def comparison_page(request: Request) -> HTMLResponse:
         try:
             event_id = str(uuid.UUID(request.path_params["event_id"]))
         except ValueError:
-            return page("index.html", "not a comparison id", 404, comparisons=[], verdict=None, run=None)
+            return page("index.html", "not a comparison id", 404, comparisons=[], verdict=None, run=None, n=0,
+                        more=False)  # fmt: skip
         c = await store.comparison(event_id)
         if c is None:
-            return page("index.html", f"no comparison {event_id}", 404, comparisons=[], verdict=None, run=None)
+            return page("index.html", f"no comparison {event_id}", 404, comparisons=[], verdict=None, run=None, n=0,
+                        more=False)  # fmt: skip
         diff, problem = None, None
         if c["diff_sha256"]:
             try:
@@ -180,14 +206,16 @@ def create_app(store: PostgresStore, diffs: DiffStore) -> Starlette:
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", index), Route("/runs/{run_id:path}", run_page), Route("/comparisons/{event_id}", comparison_page),
         Route("/stats", stats), Route("/healthz", healthz),
     ])  # fmt: skip
+    app.add_middleware(BaseHTTPMiddleware, dispatch=partial(guard, access))
+    return access.wrap(app)
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Starlette, host: str, port: int) -> AsyncIterator[int]:
+async def serving(app: ASGIApp, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` with uvicorn while the block runs; yields the bound port (``port``
     0: a free one)."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))

@@ -103,7 +103,7 @@ def test_the_full_example_renders_every_part(tmp_path: Path) -> None:
     pod = consumer["spec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts == {"tmp": "/tmp", "secrets": "/var/run/secrets/replaywatch", "tls": "/etc/replaywatch/tls"}
-    (sa,) = by_kind(docs, "ServiceAccount")
+    sa = next(d for d in by_kind(docs, "ServiceAccount") if not d["metadata"]["name"].endswith("-web"))
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
     config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "rw-replaywatch")["data"]
     assert config["REPLAYWATCH_SECRETS_DIR"] == "/var/run/secrets/replaywatch"
@@ -114,6 +114,37 @@ def test_the_full_example_renders_every_part(tmp_path: Path) -> None:
     backfill = next(d for d in by_kind(docs, "Job") if "backfill" in d["metadata"]["name"])
     assert backfill["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["backfill", "--from",
                                                                                  "2026-11-01T00:00:00Z"]  # fmt: skip
+
+
+def test_the_web_view_is_deployed_behind_authentication_with_read_only_credentials(tmp_path: Path) -> None:
+    """Its own service account and Secret (never the consumer's Kafka and S3 keys), an
+    authentication mode (no "none": the pod binds 0.0.0.0), a NetworkPolicy that lets
+    only the named peers reach it, and the migrate job granting its role read access."""
+    docs = render(tmp_path, FULL)
+    web = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "rw-replaywatch-web")
+    pod = web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "rw-replaywatch-web" and pod["automountServiceAccountToken"] is False
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (
+        env["REPLAYWATCH_SERVE_AUTH"] == "proxy" and env["REPLAYWATCH_SERVE_ALLOWED_HOSTS"] == "replaywatch.example.com"
+    )
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"replaywatch-web", "replaywatch-tls"}  # not the consumer's replaywatch-secrets
+    assert env["REPLAYWATCH_SECRETS_DIR"] == "/var/run/secrets/replaywatch-web"
+    sa = next(d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"] == "rw-replaywatch-web")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("replaywatch-diffs-read")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "oauth2-proxy"}}}]
+    migrate = next(d for d in by_kind(docs, "Job") if d["metadata"]["name"].endswith("-migrate"))
+    assert migrate["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "migrate", "--grant-read", "replaywatch_reader",
+    ]  # fmt: skip
+    bad = helm("template", "rw", str(CHART), "--kube-version", KUBE, "--set", "web.enabled=true", "--set",
+               "web.auth=none")  # fmt: skip
+    assert bad.returncode != 0 and "auth" in bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -477,6 +477,18 @@ class PostgresStore:
                 offset,
             )
 
+    async def grant_read(self, role: str) -> None:
+        """Let ``role`` (an existing one) read this schema, its tables now and later, and
+        nothing else: the role of ``replaywatch serve``."""
+        if not _SCHEMA_NAME.match(role):
+            raise ConfigError(f"role {role!r} must be a plain lower-case identifier")
+        async with translate_postgres_errors(f"grant read access to {role}"), self._pool.acquire() as conn:
+            await conn.execute(
+                f'GRANT USAGE ON SCHEMA {self._q} TO "{role}"; '
+                f'GRANT SELECT ON ALL TABLES IN SCHEMA {self._q} TO "{role}"; '
+                f'ALTER DEFAULT PRIVILEGES IN SCHEMA {self._q} GRANT SELECT ON TABLES TO "{role}"'
+            )
+
     async def publisher_position(self, partition: int) -> int | None:
         """The publisher's position of ``partition`` kept in PostgreSQL (None: none yet)."""
         async with translate_postgres_errors("read the publisher's position"):
@@ -513,14 +525,14 @@ class PostgresStore:
             )
 
     async def recent_comparisons(
-        self, *, verdict: str | None = None, run_id: str | None = None, limit: int = 100
+        self, *, verdict: str | None = None, run_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[asyncpg.Record]:
         """The latest comparisons of the history, newest first, by verdict and run."""
         async with translate_postgres_errors("recent comparisons"):
             return await self._pool.fetch(
                 f"SELECT * FROM {self._q}.comparison WHERE ($1::text IS NULL OR verdict = $1) "
-                "AND ($2::text IS NULL OR run_id = $2) ORDER BY detected_at DESC, event_id LIMIT $3",
-                verdict, run_id, limit,
+                "AND ($2::text IS NULL OR run_id = $2) ORDER BY detected_at DESC, event_id LIMIT $3 OFFSET $4",
+                verdict, run_id, limit, offset,
             )  # fmt: skip
 
     async def verdict_counts(self, seconds: float) -> dict[str, int]:
@@ -538,16 +550,20 @@ class PostgresStore:
         async with translate_postgres_errors("comparison lookup"):
             return await self._pool.fetchrow(f"SELECT * FROM {self._q}.comparison WHERE event_id = $1::uuid", event_id)
 
-    async def report(self, run_id: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-        """(step projections of the run, its comparisons in order)."""
+    async def report(
+        self, run_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """(step projections of the run, its comparisons in order); with ``limit``, one
+        page of each (``offset`` rows in), for the web view."""
         async with translate_postgres_errors("report"):
             steps = await self._pool.fetch(
                 f"SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict, "
-                f"comparisons FROM {self._q}.step_projection WHERE run_id = $1 ORDER BY step_id",
-                run_id,
-            )
+                f"comparisons FROM {self._q}.step_projection WHERE run_id = $1 ORDER BY step_id LIMIT $2 OFFSET $3",
+                run_id, limit, offset,
+            )  # fmt: skip
             comps = await self._pool.fetch(
-                f"SELECT * FROM {self._q}.comparison WHERE run_id = $1 ORDER BY step_id, detected_at, current_attempt",
-                run_id,
-            )
+                f"SELECT * FROM {self._q}.comparison WHERE run_id = $1 ORDER BY step_id, detected_at, current_attempt "
+                "LIMIT $2 OFFSET $3",
+                run_id, limit, offset,
+            )  # fmt: skip
         return steps, comps
