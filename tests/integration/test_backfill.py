@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from replaywatch.replay.jobs import ReplaySpec, resolve_ranges
 from replaywatch.replay.rebuild import rebuild
 from replaywatch.replay.rescore import rescore
 from tests.conftest import Endpoints
+from tests.faults.harness import expected_for
 from tests.integration.streaming import Lane, oracle_projection
 
 pytestmark = pytest.mark.integration
@@ -359,3 +361,56 @@ async def _job_progress(lane: Lane) -> int:
         return 0
     finally:
         await conn.close()
+
+
+def messy_fleet(seed: int, runs: int = 5, steps: int = 6) -> list[dict[str, Any]]:
+    """5 attempts per step with token changes of 0-12 % of the first, each step's
+    attempts out of order and some of them twice."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for run in range(runs):
+        for step in range(steps):
+            attempts = [usage_attempt(f"messy-{run}", f"step-{step}", n, 1000 + 10 * rng.randint(0, 12) * (n > 1))
+                        for n in range(1, 6)]  # fmt: skip
+            rng.shuffle(attempts)
+            attempts += rng.sample(attempts, 2)  # duplicates, later
+            events += attempts
+    return events
+
+
+async def test_rescoring_a_messy_fleet_is_exact_and_the_same_every_run(
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
+) -> None:
+    """Several attempts per step, out of order, duplicates: the report and --apply hold
+    exactly the published pairs whose verdict the new settings change, the same on every
+    run; attempts the live consumer has not committed yet are not read."""
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
+    events = messy_fleet(71)
+    live = expected_for(events, lane)
+    looser = lane.settings().model_copy(update={"tokens_tolerance": 0.055})
+    rescored = demo.expected_comparisons(events, looser.compare_config())
+    flipped = {i for i, verdict in live.items() if i in rescored and rescored[i] != verdict}
+    assert flipped and len(flipped) < len(live)
+    await lane.send(events)
+    async with lane.pipeline() as pipeline:
+        await processed(pipeline, len(events))
+        assert once(await lane.outputs(want=len(live))) == live
+    # more attempts that the live consumer never reads (it is stopped): beyond its position
+    await lane.send([usage_attempt(f"messy-{r}", "step-0", 9, 5000) for r in range(3)])
+    reports = [await rescore(lane.settings(), looser, ReplaySpec(), asyncio.Event(), apply=False, report_path=None)
+               for _ in range(2)]  # fmt: skip
+    for r in reports:
+        r.pop("seconds")
+    assert reports[0] == reports[1]
+    steps = reports[0]["steps"]
+    assert {comparison_id(s["run_id"], s["step_id"], s["baseline_attempt"], s["current_attempt"]) for s in steps} == (
+        flipped
+    )
+    assert reports[0]["unpublished"] == 0 and reports[0]["records"] == len(events)
+    summary = await rescore(lane.settings(), looser, ReplaySpec(), asyncio.Event(), apply=True, report_path=None)
+    assert summary["state"] == "done" and summary["published"] == len(flipped)
+    out = await lane.outputs(want=len(live) + len(flipped))
+    assert {e["supersedes"] for e in out if e["supersedes"] is not None} == flipped
+    assert len(once(out)) == len(live) + len(flipped)
+    again = await rescore(lane.settings(), looser, ReplaySpec(), asyncio.Event(), apply=True, report_path=None)
+    assert again["flipped"] == 0 and again["published"] == 0

@@ -33,7 +33,7 @@ from replaywatch.pipeline import Pipeline
 from replaywatch.projection import StepProjection
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.progress import run_with_progress
-from replaywatch.replay.scan import scan
+from replaywatch.replay.scan import Emitted, scan
 from replaywatch.store.postgres import PostgresStore, StepKey
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
@@ -94,9 +94,12 @@ async def dry_run(settings: Settings, spec: ReplaySpec, emit: Callable[[dict[str
         async def stored(keys: list[StepKey]) -> dict[StepKey, StepProjection]:
             return await store.load_projections(keys, config)
 
-        result = await scan(settings, ranges, config, stored)
-        said = await jobs.published(c.event_id for _, _, c in result.comparisons)
-    new = [(r, c) for r, _, c in result.comparisons if c.event_id not in said]
+        async def unsaid(emitted: Emitted) -> Emitted:  # kept a batch at a time: never the whole range
+            said = await jobs.published(c.event_id for _, _, c in emitted)
+            return [item for item in emitted if item[2].event_id not in said]
+
+        result = await scan(settings, ranges, config, stored, keep=unsaid)
+    new = [(r, c) for r, _, c in result.comparisons]
     for record, c in new:
         emit(
             {
@@ -117,9 +120,9 @@ async def dry_run(settings: Settings, spec: ReplaySpec, emit: Callable[[dict[str
         "output_topic": spec.output_topic or settings.output_topic,
         "ranges": {str(p): list(r) for p, r in ranges.items()},
         "records": result.records,
-        "compared": len(result.comparisons),
+        "compared": result.compared,
         "would_publish": len(new),
-        "already_published": len(result.comparisons) - len(new),
+        "already_published": result.compared - len(new),
         "by_verdict": dict(Counter(c.verdict.value for _, c in new)),
         "bad_records": dict(result.bad),
     }

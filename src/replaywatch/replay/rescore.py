@@ -2,12 +2,18 @@
 about a range, and, with ``--apply``, the corrections published.
 
 The range is replayed in memory from empty projections under the new settings (so it
-should start where the runs start: ``--from beginning`` by default). Each comparison is
-set against the last event published for its pair (its attempts), from the history:
+should start where the runs start: ``--from beginning`` by default), and it ends where
+the live consumer has committed: what it has not compared yet has said nothing to
+correct, and a re-scoring run twice reads the same records. The outcome of a pair (its
+baseline and current attempts) is its verdict. Each comparison is set against the last
+event published for its pair, from the history:
 
 - the same verdict: nothing to say;
-- another verdict (or a pair never published): a *flip*, counted old -> new in the
-  report with its step.
+- another verdict: a *flip*, counted old -> new in the report with its step;
+- no event published for the pair (the new settings pair other attempts, say with
+  another comparison base): nothing to correct; counted as ``unpublished``.
+
+Only the flips are kept in memory, a batch at a time.
 
 Without ``--apply`` the report is all (``--report``, JSON) and nothing is published.
 With it, each flip is published as a new event under the new settings' fingerprint,
@@ -51,23 +57,28 @@ Flip = tuple[Any, int, Comparison, Outcome | None]
 
 
 def flips(comparisons: list[tuple[Any, int, Comparison]], outcomes: dict[str, Outcome]) -> list[Flip]:
-    """The comparisons whose verdict differs from what was last published for their pair."""
+    """The comparisons of published pairs whose verdict differs from what was last
+    published for them (a pair never published has nothing to correct)."""
     out: list[Flip] = []
     for record, occurred, c in comparisons:
         old = outcomes.get(c.event_id)
-        if old is None or old.verdict != c.verdict.value:
+        if old is not None and old.verdict != c.verdict.value:
             out.append((record, occurred, c, old))
     return out
 
 
-def report(changed: list[Flip], compared: int, fingerprint: str, live_fingerprint: str) -> dict[str, Any]:
-    """Counts by old -> new verdict, and the steps that flip."""
+def report(
+    changed: list[Flip], compared: int, unpublished: int, fingerprint: str, live_fingerprint: str
+) -> dict[str, Any]:
+    """Counts by old -> new verdict, and the steps that flip, in source order."""
+    changed = sorted(changed, key=lambda f: (f[0].partition, f[0].offset, f[2].event_id))
     counts = Counter(f"{old.verdict if old else 'none'} -> {c.verdict.value}" for _, _, c, old in changed)
     return {
         "settings_fingerprint": fingerprint,
         "live_settings_fingerprint": live_fingerprint,
         "compared": compared,
-        "unchanged": compared - len(changed),
+        "unchanged": compared - len(changed) - unpublished,
+        "unpublished": unpublished,
         "flipped": len(changed),
         "counts": dict(sorted(counts.items())),
         "steps": [
@@ -100,14 +111,23 @@ async def rescore(
     config = new.compare_config()
     fingerprint = config.fingerprint()
     described = spec.describe("rescore", new, live_settings=live.compare_config().fingerprint())
-    ranges = await resolve_ranges(live, spec)
-    async with open_store(live) as (_, jobs):
-        # a resumed job reads the range it first took
+    async with open_store(live) as (store, jobs):
+        # up to what the live consumer has committed; a resumed job reads the range it first took
+        resolved = await resolve_ranges(live, spec)
+        ranges = within_live(resolved, await store.load_offsets(set(resolved)))
         job = await jobs.start("rescore", spec_hash(described), described, ranges) if apply else None
-        result = await scan(live, job.ranges if job else ranges, config, nothing_stored)
+        unpublished = 0
+
+        async def flipped(emitted: list[tuple[Any, int, Comparison]]) -> list[tuple[Any, int, Comparison]]:
+            nonlocal unpublished
+            outcomes = await jobs.outcomes(c.event_id for _, _, c in emitted)
+            unpublished += sum(1 for _, _, c in emitted if c.event_id not in outcomes)
+            return [(record, occurred, c) for record, occurred, c, _ in flips(emitted, outcomes)]
+
+        result = await scan(live, job.ranges if job else ranges, config, nothing_stored, keep=flipped)
         outcomes = await jobs.outcomes(c.event_id for _, _, c in result.comparisons)
         changed = flips(result.comparisons, outcomes)
-        summary = report(changed, len(result.comparisons), fingerprint, live.compare_config().fingerprint())
+        summary = report(changed, result.compared, unpublished, fingerprint, live.compare_config().fingerprint())
         summary |= {"kind": "rescore", "records": result.records, "bad_records": dict(result.bad)}
         if report_path is not None:
             report_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
@@ -115,7 +135,7 @@ async def rescore(
             summary |= {"state": "report", "published": 0, "seconds": round(time.monotonic() - started, 3)}
             return summary
         js = job_settings(new, job, spec.output_topic)
-        published, complete = await _publish(js, changed, stop)
+        published, complete = await _publish(js, changed, set(job.ranges), stop)
         summary |= {"job": job.job_id, "published": published, "state": "done" if complete else "interrupted"}
         summary["seconds"] = round(time.monotonic() - started, 3)
         if complete:
@@ -123,9 +143,17 @@ async def rescore(
         return summary
 
 
-async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tuple[int, bool]:
+def within_live(ranges: dict[int, tuple[int, int]], live: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """``ranges`` cut at the live consumer's committed offsets (a partition it never
+    committed: nothing of it)."""
+    return {p: (start, max(start, min(end, live.get(p, start)))) for p, (start, end) in ranges.items()}
+
+
+async def _publish(js: Settings, changed: list[Flip], partitions: set[int], stop: asyncio.Event) -> tuple[int, bool]:
     """Commit the flips' events with the job's checkpoint, a partition at a time and in
-    source order, then publish them all (unless stopped). (events published, complete)"""
+    source order, then publish them all (unless stopped). Every partition of the job is
+    published, flips or not: a resumed job's flips committed before it was interrupted
+    are in its outbox, no longer in ``changed``. (events published, complete)"""
     retry = Backoff(stop)
     fingerprint = js.compare_config().fingerprint()
     async with AsyncExitStack() as stack:
@@ -134,8 +162,8 @@ async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tu
         by_partition: dict[int, list[Flip]] = {}
         for f in sorted(changed, key=lambda f: (f[0].partition, f[0].offset)):
             by_partition.setdefault(f[0].partition, []).append(f)
-        checkpoint = await store.load_offsets(set(by_partition))
-        publisher.assign(set(by_partition))
+        checkpoint = await store.load_offsets(partitions)
+        publisher.assign(partitions)
         for partition, items in by_partition.items():
             todo = [f for f in items if f[0].offset >= checkpoint.get(partition, -1)]
             for i in range(0, len(todo), CHUNK):
@@ -170,7 +198,7 @@ async def _publish(js: Settings, changed: list[Flip], stop: asyncio.Event) -> tu
             drained = await publisher.flush(1.0)
         complete = drained and all(
             checkpoint.get(p, -1) >= items[-1][0].offset + 1 for p, items in by_partition.items()
-        )
+        )  # every partition's outbox, flips or not, was drained: the job's rows can go
         return publisher.published, complete
 
 

@@ -23,12 +23,23 @@ from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 StartFrom = Callable[[list[StepKey]], Awaitable[dict[StepKey, StepProjection]]]
 """The projections steps start from: the stored ones (a dry run) or none (a re-scoring)."""
+Emitted = list[tuple[Any, int, Comparison]]
+Keep = Callable[[Emitted], Awaitable[Emitted]]
+"""What of a batch's comparisons is kept (the rest is counted and let go): a range's
+comparisons are never all held at once."""
+
+
+async def keep_all(emitted: Emitted) -> Emitted:
+    return emitted
 
 
 @dataclass
 class Scan:
     comparisons: list[tuple[Any, int, Comparison]] = field(default_factory=list)
-    """(input record, when its attempt occurred, the comparison it caused), in order"""
+    """(input record, when its attempt occurred, the comparison it caused), in order:
+    those ``keep`` kept"""
+    compared: int = 0
+    """Comparisons made, kept or not."""
     bad: Counter[str] = field(default_factory=Counter)
     records: int = 0
     positions: dict[int, int] = field(default_factory=dict)
@@ -40,8 +51,9 @@ async def nothing_stored(keys: list[StepKey]) -> dict[StepKey, StepProjection]:
 
 
 async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_from: StartFrom,
-               out: Scan | None = None) -> Scan:  # fmt: skip
-    """Apply the records of ``ranges`` in order to in-memory projections under ``config``."""
+               out: Scan | None = None, keep: Keep = keep_all) -> Scan:  # fmt: skip
+    """Apply the records of ``ranges`` in order to in-memory projections under ``config``;
+    of each batch's comparisons, what ``keep`` returns is kept."""
     out = out or Scan()
     consumer = RangeConsumer(reader(client_options(settings)), settings.input_topic, ranges)
     limits = settings.limits()
@@ -73,7 +85,8 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
             result = apply_records(decoded, known, config, limits.cpu_seconds)
             out.bad.update(e.reason for _, e in result.bad)
             known.update({k: proj for k, (_, proj) in result.projections.items()})
-            out.comparisons += result.emitted
+            out.compared += len(result.emitted)
+            out.comparisons += await keep(result.emitted)
             out.positions.update({tp.partition: recs[-1].offset + 1 for tp, recs in batch.items()})
     finally:
         await consumer.stop()
