@@ -742,6 +742,12 @@ def backfill(
     cost_tolerance: Annotated[float | None, typer.Option(help="With --rescore: the tolerance to try.")] = None,
     ignore: Annotated[list[str] | None, typer.Option("--ignore", help="With --rescore: ignore paths to try.")] = None,
     comparison_base: Annotated[str | None, typer.Option(help="With --rescore: first|previous.")] = None,
+    list_jobs: Annotated[
+        bool, typer.Option("--list", help="List the replay jobs that never finished and what each left unpublished.")
+    ] = False,
+    publish_job: Annotated[
+        str | None, typer.Option("--publish-job", help="Publish what an abandoned job committed, then close it.")
+    ] = None,
     kafka_bootstrap: Bootstrap = None,
     input_topic: InputTopic = None,
     group_id: GroupId = None,
@@ -759,6 +765,7 @@ def backfill(
 
     settings = _settings(kafka_bootstrap=kafka_bootstrap, input_topic=input_topic, group_id=group_id,
                          postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)  # fmt: skip
+    _abandoned_jobs(settings, list_jobs, publish_job, as_json)
     spec = ReplaySpec(start, end, partitions, output_topic)
     tried = {"tokens_tolerance": tokens_tolerance, "cost_tolerance": cost_tolerance,
              "ignore_paths": tuple(ignore) if ignore else None, "comparison_base": comparison_base}  # fmt: skip
@@ -796,6 +803,27 @@ def backfill(
         lambda stop: run_rescore(settings, new, spec, stop, apply=apply, report_path=report_file),
         as_json,
     )
+
+
+def _abandoned_jobs(settings: Settings, list_jobs: bool, publish: str | None, as_json: bool) -> None:
+    """``backfill --list`` and ``--publish-job``: each ends the command."""
+    from replaywatch.replay import backfill as replays
+
+    if list_jobs and publish is not None:
+        fail("--list and --publish-job go one at a time")
+    if list_jobs:
+
+        async def listed(stop: asyncio.Event) -> dict[str, Any]:
+            jobs = await replays.list_jobs(settings)
+            if not as_json:
+                for j in jobs:
+                    typer.echo(f"{j['job']:<36} {j['kind']:<9} since {j['created_at'][:19]}  "
+                               f"unpublished {j['unpublished']}  -> {j['output_topic']}")  # fmt: skip
+            return {"kind": "jobs", "state": "listed", "unfinished": len(jobs)} | ({"jobs": jobs} if as_json else {})
+
+        _replay(settings, listed, as_json)
+    if publish is not None:
+        _replay(settings, lambda stop: replays.publish_job(settings, publish, stop), as_json)
 
 
 @app.command()

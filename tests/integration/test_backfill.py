@@ -24,10 +24,13 @@ from aiokafka import AIOKafkaProducer
 from replaywatch import demo
 from replaywatch.batch import superseding_id
 from replaywatch.compare import comparison_id
+from replaywatch.pipeline import Pipeline
 from replaywatch.replay.backfill import backfill, dry_run
-from replaywatch.replay.jobs import ReplaySpec, resolve_ranges
+from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.rebuild import rebuild
 from replaywatch.replay.rescore import rescore
+from replaywatch.stream.kafka_client import client_options
+from replaywatch.stream.range_consumer import RangeConsumer, reader
 from tests.conftest import Endpoints
 from tests.faults.harness import expected_for
 from tests.integration.streaming import Lane, oracle_projection
@@ -414,3 +417,46 @@ async def test_rescoring_a_messy_fleet_is_exact_and_the_same_every_run(
     assert len(once(out)) == len(live) + len(flipped)
     again = await rescore(lane.settings(), looser, ReplaySpec(), asyncio.Event(), apply=True, report_path=None)
     assert again["flipped"] == 0 and again["published"] == 0
+
+
+async def abandoned_job(lane: Lane, events: list[dict[str, Any]]) -> str:
+    """A backfill that committed its events and stopped before publishing any (as a
+    process killed at that point leaves it): its outbox holds them, the history too."""
+    s = lane.settings()
+    described = ReplaySpec().describe("backfill", s)
+    ranges = await resolve_ranges(s, ReplaySpec())
+    async with open_store(s) as (_, jobs):
+        job = await jobs.start("backfill", spec_hash(described), described, ranges)
+    js = job_settings(s, job, None)
+    pipeline = Pipeline(js, consumer=lambda st: RangeConsumer(reader(client_options(st)), st.input_topic, job.ranges),
+                        dead_letters=CountedDeadLetters(), publish=False)  # fmt: skip
+    await asyncio.wait_for(pipeline.run(asyncio.Event()), 120)
+    assert pipeline.processed == len(events)
+    return job.job_id
+
+
+def cli(lane: Lane, *args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "replaywatch", "backfill", *args, "--json"],
+                          env={**os.environ, **lane.env}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout))
+
+
+async def test_an_abandoned_backfill_is_listed_and_its_events_published_once(
+    endpoints: Endpoints, bucket: str, pg_schemas: Any
+) -> None:
+    (lane,) = await lanes(endpoints, bucket, pg_schemas, 1)
+    events = demo.synthetic_fleet(demo.FleetSpec(runs=10, steps=2, attempts=3, drift=0.3, seed=81))
+    expected = expected_for(events, lane)
+    await lane.send(events)
+    job_id = await abandoned_job(lane, events)
+    listed = cli(lane, "--list")
+    assert [(j["job"], j["unpublished"]) for j in listed["jobs"]] == [(job_id, len(expected))]
+    assert len(await lane.outputs(want=1, timeout=3)) == 0  # committed, said nowhere yet
+    published = cli(lane, "--publish-job", job_id)
+    assert published["state"] == "abandoned" and published["published"] == len(expected)
+    assert once(await lane.outputs(want=len(expected))) == expected
+    assert cli(lane, "--list")["jobs"] == []
+    again = await run_backfill(lane)  # a new backfill of the range: all of it said already
+    assert again["published"] == 0
+    assert len(once(await lane.outputs(want=len(expected) + 1, timeout=3))) == len(expected)

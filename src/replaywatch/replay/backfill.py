@@ -14,7 +14,11 @@ history, so:
   the live consumer said is not said twice, and a second identical backfill publishes
   nothing;
 - Ctrl-C stops after the write in flight; the same command again resumes the job from
-  its checkpoint, with the end offsets taken when it first started.
+  its checkpoint, with the end offsets taken when it first started;
+- a job interrupted and never resumed is listed by ``--list``, and ``--publish-job``
+  publishes what it committed and closes it. Its events cannot be left to a later
+  replay instead: the job moved the shared projections on, so no later replay would
+  compare those attempts again. A job is never closed with events unpublished.
 
 Bad records are counted by reason, not dead-lettered again (the live consumer did
 that), unless ``--dead-letter`` asks for it (a range the live consumer never read).
@@ -26,14 +30,18 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
+from replaywatch.adapters import open_adapters
 from replaywatch.config import Settings
+from replaywatch.exceptions import UsageError
 from replaywatch.pipeline import Pipeline
 from replaywatch.projection import StepProjection
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.scan import Emitted, scan
+from replaywatch.retry import Backoff
 from replaywatch.store.postgres import PostgresStore, StepKey
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
@@ -126,3 +134,35 @@ async def dry_run(settings: Settings, spec: ReplaySpec, emit: Callable[[dict[str
         "by_verdict": dict(Counter(c.verdict.value for _, c in new)),
         "bad_records": dict(result.bad),
     }
+
+
+async def list_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """The replay jobs that never finished (interrupted and not resumed, or running now),
+    with the events each committed and has not published."""
+    async with open_store(settings) as (_, jobs):
+        return await jobs.unfinished(settings.group_id)
+
+
+async def publish_job(settings: Settings, job_id: str, stop: asyncio.Event) -> dict[str, Any]:
+    """Publish what an abandoned job committed (its outbox), without reading its range
+    again, then close it (``abandoned``): its events are said once, none is dropped."""
+    async with open_store(settings) as (_, jobs):
+        job = await jobs.get(job_id)
+        if job is None:
+            raise UsageError(f"no unfinished replay job {job_id!r}; `replaywatch backfill --list` lists them")
+        js = job_settings(settings, job, job.spec.get("output_topic"))
+        retry = Backoff(stop)
+        async with AsyncExitStack() as stack:
+            adapters = await open_adapters(js, stack, retry, consumer=lambda s: None,
+                                           dead_letters=CountedDeadLetters())  # fmt: skip
+            adapters.publisher.assign(set(job.ranges))
+            drained = False
+            while not drained and not stop.is_set():
+                drained = await adapters.publisher.flush(1.0)
+                adapters.publisher.raise_failure()
+            published = adapters.publisher.published
+        summary = {"job": job_id, "kind": job.kind, "state": "abandoned" if drained else "interrupted",
+                   "published": published}  # fmt: skip
+        if drained:
+            await jobs.finish(job_id, js.group_id, summary, state="abandoned")
+        return summary

@@ -70,20 +70,50 @@ class JobStore:
             )
         return Job(job_id, kind, spec, dict(ranges), resumed=False)
 
-    async def finish(self, job_id: str, group_id: str, summary: dict[str, Any]) -> None:
-        """The job is done: its summary is kept, its outbox rows (all published) go."""
+    async def finish(self, job_id: str, group_id: str, summary: dict[str, Any], state: str = "done") -> None:
+        """The job is done (or, ``state``, abandoned once its outbox was published): its
+        summary is kept, its outbox rows (all published) go."""
         async with (
             translate_postgres_errors("finish a replay job"),
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
             await conn.execute(
-                f"UPDATE {self._q}.replay_job SET state = 'done', summary = $2::jsonb, finished_at = now() "
+                f"UPDATE {self._q}.replay_job SET state = $3, summary = $2::jsonb, finished_at = now() "
                 "WHERE job_id = $1",
                 job_id,
                 orjson.dumps(summary).decode(),
+                state,
             )
             await conn.execute(f"DELETE FROM {self._q}.outbox WHERE group_id = $1", group_id)
+
+    async def unfinished(self, group_prefix: str) -> list[dict[str, Any]]:
+        """The jobs still running (or interrupted and never resumed), oldest first, each
+        with the events it committed and has not published (its outbox)."""
+        async with translate_postgres_errors("list replay jobs"):
+            rows = await self._pool.fetch(
+                f"SELECT j.job_id, j.kind, j.spec, j.ranges, j.created_at, "
+                f"(SELECT count(*) FROM {self._q}.outbox o WHERE o.group_id = $1 || '.' || j.job_id) AS unpublished "
+                f"FROM {self._q}.replay_job j WHERE j.state = 'running' ORDER BY j.created_at",
+                group_prefix,
+            )
+        return [
+            {"job": r["job_id"], "kind": r["kind"], "created_at": r["created_at"].isoformat(),
+             "ranges": orjson.loads(r["ranges"]), "output_topic": orjson.loads(r["spec"]).get("output_topic"),
+             "unpublished": int(r["unpublished"])}
+            for r in rows
+        ]  # fmt: skip
+
+    async def get(self, job_id: str) -> Job | None:
+        """A running job by its id (None: no such job, or it ended)."""
+        async with translate_postgres_errors("read a replay job"):
+            row = await self._pool.fetchrow(
+                f"SELECT job_id, kind, spec, ranges FROM {self._q}.replay_job WHERE job_id = $1 AND state = 'running'",
+                job_id,
+            )
+        if row is None:
+            return None
+        return Job(row["job_id"], row["kind"], orjson.loads(row["spec"]), _ranges(orjson.loads(row["ranges"])), True)
 
     async def published(self, event_ids: Iterable[str]) -> set[str]:
         """The ids of ``event_ids`` the history holds (made and published, or queued)."""
