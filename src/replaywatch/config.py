@@ -20,6 +20,7 @@ from pydantic_settings.exceptions import SettingsError
 from replaywatch.codec import Limits
 from replaywatch.compare import CompareConfig, policy
 from replaywatch.exceptions import ConfigError
+from replaywatch.store.retention import Retention
 
 
 class Settings(BaseSettings):
@@ -159,6 +160,16 @@ class Settings(BaseSettings):
     shutdown_seconds: float = Field(
         8.0, gt=0, le=60, description="On SIGTERM, time to finish the write in flight and publish before exiting"
     )
+    retain_comparisons_days: float = Field(
+        90.0, ge=0, description="Days the comparison history is kept (0: forever); see the README's retention"
+    )
+    retain_steps_days: float = Field(
+        30.0, ge=0, description="Days a step's projection is kept after its last update (0: forever)"
+    )
+    retain_rule_stats_days: float = Field(
+        90.0, ge=0, description="Days an ignore rule's statistics are kept after their last update (0: forever)"
+    )
+    prune_every_seconds: float = Field(300.0, gt=0, description="Seconds between two rounds of pruning")
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
@@ -243,6 +254,10 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
                       self.record_cpu_seconds)  # fmt: skip
+
+    def retention(self) -> Retention:
+        return Retention(self.retain_comparisons_days, self.retain_steps_days, self.retain_rule_stats_days,
+                         self.prune_every_seconds)  # fmt: skip
 
     def compare_config(self) -> CompareConfig:
         """The default settings, with the policy file's rules over them when there is one."""

@@ -33,6 +33,7 @@ from replaywatch.rule_stats import IgnoreRuleStats
 from replaywatch.state.cache import StepCache
 from replaywatch.state.projections import Projections
 from replaywatch.store.postgres import BatchCommit
+from replaywatch.store.retention import keep_pruning
 from replaywatch.stream.consumer import Batch, InputConsumer
 from replaywatch.stream.publisher import RECORD_OVERHEAD
 
@@ -101,6 +102,9 @@ class Pipeline:
             stack.callback(telemetry.watch(self.lag, lambda: self._backlog))
             backlog = asyncio.create_task(self._count_backlog())
             stack.callback(backlog.cancel)
+            if self._publish:  # the live consumer and backfills prune; a rebuild's scratch schema does not
+                pruning = asyncio.create_task(keep_pruning(adapters.store, settings.retention()))
+                stack.callback(pruning.cancel)
             stack.push_async_callback(self._store_rule_counts)  # last: what the drain committed
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)

@@ -365,4 +365,11 @@ CREATE TABLE IF NOT EXISTS {schema}.publisher_position (
 );
 """,
     ),
+    (
+        6,
+        """
+-- Pruning by age (store/retention.py): the steps not updated for a while.
+CREATE INDEX IF NOT EXISTS step_projection_updated ON {schema}.step_projection (updated_at);
+""",
+    ),
 )

@@ -52,6 +52,7 @@ def step_key(key: StepKey) -> bytes:
     return hashlib.sha256(key[0].encode() + b"\0" + key[1].encode()).digest()
 
 
+_PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -476,6 +477,21 @@ class PostgresStore:
                 partition,
                 offset,
             )
+
+    async def prune(self, table: str, column: str, older_than_seconds: float, limit: int) -> int:
+        """Delete up to ``limit`` rows of ``table`` (one of replaywatch's, named by the
+        caller, never by input) whose ``column`` is older than that; the rows deleted.
+        An ignore rule's statistics are this group's only."""
+        if table not in _PRUNABLE or column != _PRUNABLE[table]:
+            raise ValueError(f"{table}.{column} is not a table replaywatch prunes")
+        mine = " AND group_id = $3" if table == "ignore_rule_stats" else " AND $3::text IS NOT NULL"
+        async with translate_postgres_errors(f"prune {table}"):
+            status = await self._pool.execute(
+                f"DELETE FROM {self._q}.{table} WHERE ctid IN (SELECT ctid FROM {self._q}.{table} "
+                f"WHERE {column} < now() - make_interval(secs => $1){mine} LIMIT $2)",
+                older_than_seconds, limit, self.group_id,
+            )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
 
     async def grant_read(self, role: str) -> None:
         """Let ``role`` (an existing one) read this schema, its tables now and later, and
