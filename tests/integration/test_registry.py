@@ -100,3 +100,39 @@ async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
     assert reasons == {b"incompatible_schema": incompatible_value, b"unknown_schema_id": unknown_value}
     # one fetch per schema id, not per record: v1, v2, the incompatible one, the unknown one
     assert fetches == 4
+
+
+def zero_byte_items() -> str:
+    """v1 plus an array of nulls with a default: each item takes no byte, so a record of a
+    few bytes can declare 2^62 of them."""
+    doc = json.loads(V1)
+    doc["fields"].append({"name": "pad", "type": {"type": "array", "items": "null"}, "default": []})
+    return json.dumps(doc)
+
+
+async def test_a_writer_schema_with_zero_byte_items_is_refused_and_its_bomb_never_read(lane: Lane) -> None:
+    """The "zero-byte item" bomb: a record under such a schema whose array declares
+    2^62 items (fastavro would skip them one by one, for years) is dead-lettered at once
+    as incompatible_schema; the records around it are compared."""
+    s = lane.settings()
+    registry = client(lane.endpoints.schema_registry_url)
+    bomb_id = registry.register_schema(f"bomb-{lane.tag}-value", Schema(zero_byte_items(), "AVRO"))
+    ctx = SerializationContext(s.input_topic, MessageField.VALUE)
+    as_v1 = serializer(registry, V1)
+    run = f"run-{lane.tag}"
+    good = [as_v1(attempt(run, "a", n, {"answer": n, "tokens": 100}), ctx) for n in (1, 2)]
+    body = good[0][5:]  # a v1 body, then the array: one block of 2^62 items, and its end
+    bomb = struct.pack(">bI", 0, bomb_id) + body + b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01\x00"
+    await lane.create_topics()
+    await lane.send([good[0], bomb, good[1]])
+    proc = lane.spawn()
+    try:
+        await lane.committed_past(2, timeout=60)
+        outputs = await lane.outputs(want=1, timeout=30)
+        dead = await lane.read(s.dlq_topic, want=1, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert [(o["run_id"], o["verdict"]) for o in outputs] == [(run, "drift")]
+    assert [dict(m.headers)["replaywatch.reason"] for m in dead] == [b"incompatible_schema"]
+    assert b"zero bytes" in dict(dead[0].headers)["replaywatch.message"]
