@@ -171,6 +171,19 @@ async def pg_schema(pg_schemas: Any) -> str:
     return name
 
 
+@pytest.fixture
+async def migrated_store(endpoints: Endpoints, pg_schema: str) -> AsyncIterator[Any]:
+    """A ``PostgresStore`` of group ``g`` and topic ``t`` on this test's schema, migrated."""
+    from replaywatch.store.postgres import PostgresStore
+
+    store = await PostgresStore.connect(endpoints.postgres_dsn, schema=pg_schema, group_id="g", topic="t", pool_size=1)
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
 def s3_client(endpoints: Endpoints) -> Any:
     """An aioboto3 S3 client for the stack (an async context manager)."""
     import aioboto3

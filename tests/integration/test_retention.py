@@ -91,25 +91,20 @@ async def test_pruning_beside_the_live_consumer_keeps_its_promises(
 
 
 async def test_prune_once_deletes_in_batches_and_only_what_is_past_retention(
-    endpoints: Endpoints, pg_schema: str
+    endpoints: Endpoints, migrated_store: PostgresStore, pg_schema: str
 ) -> None:
-    store = await PostgresStore.connect(endpoints.postgres_dsn, schema=pg_schema, group_id="g", topic="t", pool_size=1)
+    conn = await asyncpg.connect(endpoints.postgres_dsn)
     try:
-        await store.migrate()
-        conn = await asyncpg.connect(endpoints.postgres_dsn)
-        try:
-            await conn.execute(
-                f'INSERT INTO "{pg_schema}".comparison (event_id, run_id, step_id, baseline_attempt, current_attempt, '
-                "verdict, detected_at) SELECT gen_random_uuid(), 'r', 's' || i, 1, 2, 'drift', "
-                "now() - make_interval(days => CASE WHEN i < 2500 THEN 40 ELSE 1 END) FROM generate_series(0, 2999) i"
-            )
-        finally:
-            await conn.close()
-        deleted = await prune_once(store, Retention(comparisons_days=30), batch=1000)
-        assert deleted == {"comparison": 2500}
-        assert await prune_once(store, Retention()) == {}  # nothing kept forever is pruned
-        assert (await counts(endpoints, pg_schema))["comparison"] == 500
-        with pytest.raises(ValueError):
-            await store.prune("outbox; DROP", "x", 1, 1)
+        await conn.execute(
+            f'INSERT INTO "{pg_schema}".comparison (event_id, run_id, step_id, baseline_attempt, current_attempt, '
+            "verdict, detected_at) SELECT gen_random_uuid(), 'r', 's' || i, 1, 2, 'drift', "
+            "now() - make_interval(days => CASE WHEN i < 2500 THEN 40 ELSE 1 END) FROM generate_series(0, 2999) i"
+        )
     finally:
-        await store.close()
+        await conn.close()
+    deleted = await prune_once(migrated_store, Retention(comparisons_days=30), batch=1000)
+    assert deleted == {"comparison": 2500}
+    assert await prune_once(migrated_store, Retention()) == {}  # nothing kept forever is pruned
+    assert (await counts(endpoints, pg_schema))["comparison"] == 500
+    with pytest.raises(ValueError):
+        await migrated_store.prune("outbox; DROP", "x", 1, 1)
