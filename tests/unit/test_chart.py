@@ -7,6 +7,7 @@ names another binary)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -75,6 +76,9 @@ def test_the_defaults_render_a_safe_consumer(tmp_path: Path) -> None:
     docs = render(tmp_path)
     assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
                                          "Job"}  # fmt: skip
+    lifecycle = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-s3-lifecycle"))
+    (rule,) = json.loads(lifecycle["data"]["lifecycle.json"])["Rules"]
+    assert rule["Filter"] == {"Prefix": "sha256/"} and rule["Expiration"] == {"Days": 90}
     (deployment,) = by_kind(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -84,7 +88,8 @@ def test_the_defaults_render_a_safe_consumer(tmp_path: Path) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["args"] == ["run"] and container["resources"]["requests"]
-    (config,) = by_kind(docs, "ConfigMap")
+    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "rw-replaywatch")
+    assert config["data"]["REPLAYWATCH_RETAIN_COMPARISONS_DAYS"] == "90"
     assert (
         config["data"]["REPLAYWATCH_HTTP_HOST"] == "0.0.0.0" and config["data"]["REPLAYWATCH_CREATE_TOPICS"] == "false"
     )
