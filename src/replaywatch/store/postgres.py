@@ -17,10 +17,12 @@ contract accepts fits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +54,8 @@ def step_key(key: StepKey) -> bytes:
     return hashlib.sha256(key[0].encode() + b"\0" + key[1].encode()).digest()
 
 
+LOAD_SLICE_SECONDS = 0.05
+"""Longest the steps read back are prepared between two yields to the event loop."""
 _PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -321,7 +325,11 @@ class PostgresStore:
                 [step_key(k) for k in keys],
             )
         out: dict[StepKey, StepProjection] = {}
+        slice_end = time.perf_counter() + LOAD_SLICE_SECONDS
         for r in rows:
+            if time.perf_counter() > slice_end:  # preparing large stored steps is CPU: let the loop run
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + LOAD_SLICE_SECONDS
             key = (r["run_id"], r["step_id"])
             try:
                 out[key] = StepProjection(
