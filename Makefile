@@ -39,7 +39,7 @@ deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,devstack]'
+	$(BIN)/pip install -q -e '.[test,devstack,semantic]'
 	touch $@
 
 venv: $(STAMP)
@@ -98,7 +98,7 @@ stack-down: $(STAMP)
 # End to end, with the Quix Streams peer, then telemetry off and on: results in
 # bench/results/ (not committed).
 bench: deps $(STAMP)
-	$(BIN)/pip install -q -e '.[test,devstack,bench]'
+	$(BIN)/pip install -q -e '.[test,devstack,semantic,bench]'
 	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/telemetry_cost.py && $(BIN)/python bench/registry_decode.py)
 
 bench-compare: $(STAMP)

@@ -105,6 +105,14 @@ def compare(
         bool, typer.Option(help="Also print the diff object, and tool-event changes in words (stderr).")
     ] = False,
     explain: Annotated[bool, typer.Option(help="Say in words why the verdict is what it is (stderr).")] = False,
+    comparators: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compare",
+            help="A comparator for a path, as a policy's [default.compare] writes it: PATH=KIND or "
+            "PATH=KIND:threshold=0.8,abs=0.05,rel=0.1 (kinds: exact, text, semantic, number, set, ignore; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Compare two attempts of a step. The summary is JSON on stdout; --explain and
     --show-diff add lines for people on stderr. Exit 0 within tolerance, 1 drift or
@@ -114,6 +122,8 @@ def compare(
 
     try:
         config = CompareConfig.build(tokens_tolerance, cost_tolerance, tuple(ignore or ()), usage=usage)
+        if comparators:
+            config = policy.parse({"default": {"compare": policy.comparator_flags(comparators)}}, config, "--compare")
         if policy_file is not None:
             config = policy.load(policy_file, config)
     except UsageError as exc:

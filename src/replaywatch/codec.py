@@ -387,6 +387,8 @@ def comparison_record(
         "tool_events_changed": c.tool_changes.changed,
         "provider": provider,
         "detail_url": detail_url,
+        "structure_score": c.structure_score,
+        "deciding_paths": list(c.deciding_paths),
     }
 
 

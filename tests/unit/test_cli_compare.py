@@ -230,5 +230,5 @@ def test_a_bad_policy_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [
         f"replaywatch: error: policy file {bad}: rules[0].usage: Value error, unknown usage preset 'openia'; "
-        "use one of reference, openai, gen_ai, anthropic, all"
+        "use one of reference, openai, gen_ai, gemini, bedrock, anthropic, all"
     ]

@@ -146,3 +146,51 @@ def test_settings_validate_the_policy_file_at_start(tmp_path: Path) -> None:
     assert (
         load_settings(policy_file=path, tokens_tolerance=0.3).compare_config().rules[0].config.tokens_tolerance == 0.3
     )
+
+
+LLM_POLICY = """
+[default]
+tokens_tolerance = 0.05
+
+[default.compare]
+"output_snapshot.answer" = { kind = "text", threshold = 0.6 }
+"**.confidence" = { kind = "number", abs = 0.05 }
+"output_snapshot.sources" = "set"
+"**.response_id" = "ignore"
+
+[[rules]]
+name = "strict-payments"
+step = "refund-*"
+compare = { "output_snapshot.amount" = "exact" }
+"""
+
+
+def test_comparators_per_path_in_a_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(LLM_POLICY)
+    config = policies.load(path, BASE)
+    default = config.select(None, None, "answer-1")
+    assert [c.kind for c in default.comparators.comparators] == ["text", "number", "set"]
+    assert default.ignore.paths == ("**.response_id",)  # an ignore comparator is an ignore rule
+    base = {"answer": "Paris is the capital.", "confidence": 0.93, "sources": ["a", "b"], "response_id": "r1"}
+    now = {"answer": "paris is the capital!", "confidence": 0.9, "sources": ["b", "a"], "response_id": "r2"}
+    got = compare_attempts(Attempt("r", "answer-1", 1, base), Attempt("r", "answer-1", 2, now), config)
+    assert got.verdict is Verdict.WITHIN_TOLERANCE and got.policy == "default"
+    # a rule's comparators replace the default's whole: here everything is exact again
+    refund = compare_attempts(Attempt("r", "refund-1", 1, base), Attempt("r", "refund-1", 2, now), config)
+    assert refund.verdict is Verdict.DRIFT and refund.policy == "strict-payments"
+    assert config.select(None, None, "refund-1").fingerprint() != default.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("compare", "message"),
+    [
+        ({"outputsnapshot.a": "text"}, r"default\.compare: .*comparator path 'outputsnapshot.a' must start with"),
+        ({"output_snapshot.a": "fuzzy"}, r"default\.compare\.output_snapshot\.a"),
+        ({"output_snapshot.a": {"kind": "text", "threshold": 2}}, r"threshold: Input should be less than or equal"),
+        ({"output_snapshot.a": {"kind": "number", "tolerance": 1}}, r"tolerance: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_comparator_says_where_and_what(compare: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        policies.parse({"default": {"compare": compare}}, BASE)

@@ -77,9 +77,37 @@ GEN_AI = {
 }
 
 
+# Gemini generateContent: the total; without it, prompt + candidates + thoughts (cached
+# content is counted inside the prompt, never added)
+GEMINI = {
+    "candidates": [{"content": {"parts": [{"text": "Paris."}], "role": "model"}, "finishReason": "STOP"}],
+    "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 40, "thoughtsTokenCount": 300,
+                      "cachedContentTokenCount": 100, "totalTokenCount": 460,
+                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 120}]},
+}  # fmt: skip
+GEMINI_NO_TOTAL = {"candidates": [], "usageMetadata": {k: v for k, v in GEMINI["usageMetadata"].items()  # type: ignore[attr-defined]
+                                                        if k != "totalTokenCount"}}  # fmt: skip
+# Bedrock Converse: cache reads and writes are not in inputTokens
+BEDROCK = {
+    "output": {"message": {"role": "assistant", "content": [{"text": "Paris."}]}},
+    "usage": {"inputTokens": 30, "outputTokens": 12, "cacheReadInputTokens": 200, "cacheWriteInputTokens": 50},
+}
+GEN_AI_CURRENT = {
+    "attributes": {"gen_ai.usage.input_tokens": 300, "gen_ai.usage.output_tokens": 90,
+                   "gen_ai.usage.cache_read.input_tokens": 200, "gen_ai.usage.cache_creation.input_tokens": 40,
+                   "gen_ai.usage.reasoning.output_tokens": 60, "gen_ai.usage.cost": 0.0123},
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("name", "doc", "tokens"),
     [
+        ("gemini", GEMINI, 460),
+        ("gemini", GEMINI_NO_TOTAL, 120 + 40 + 300),
+        ("bedrock", BEDROCK, 30 + 12 + 200 + 50),
+        ("gen_ai", GEN_AI_CURRENT, 300 + 90),  # cached and reasoning tokens are inside these
+        ("all", GEMINI_NO_TOTAL, 460),
+        ("all", BEDROCK, 292),
         ("openai", OPENAI_CHAT, 29),  # the total, not the parts
         ("openai", OPENAI_RESPONSES, 36 + 87),  # no total: input + output
         ("anthropic", ANTHROPIC, 2095 + 503 + 120 + 1800),  # input counts no cached tokens
@@ -93,8 +121,8 @@ GEN_AI = {
 def test_each_preset_reads_its_providers_usage(name: str, doc: dict[str, object], tokens: float) -> None:
     stripped, found, cost = strip_usage(doc, preset(name))
     assert found == tokens
-    assert cost is None
-    usage = stripped.get("usage", stripped.get("attributes"))  # type: ignore[union-attr]
+    assert cost == (0.0123 if doc is GEN_AI_CURRENT else None)
+    usage = stripped.get("usage", stripped.get("attributes", stripped.get("usageMetadata")))  # type: ignore[union-attr]
     # what is left of the usage block is no usage number: a change there is no structural drift
     assert all("tokens" not in k for k in usage), usage
 

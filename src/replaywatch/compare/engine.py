@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 from replaywatch.compare import attestations, structure, tool_changes, usage
 from replaywatch.compare import usage as usage_presets
 from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
+from replaywatch.compare.graded import PathComparators, PathResult, graded, structure_score
 from replaywatch.compare.ignore import IgnoreRules
 from replaywatch.compare.tool_changes import NO_CHANGES, ToolCounts
 from replaywatch.compare.usage import UsagePreset
@@ -84,6 +85,8 @@ class CompareConfig:
     policy: str = "default"
     """The name of the policy these settings are (on the events they make)."""
     rules: tuple[PolicyRule, ...] = ()
+    comparators: PathComparators = field(default_factory=PathComparators)
+    """Comparators by path of the output snapshot (``graded``): none, exact equality."""
     prep_key: str = field(init=False, compare=False)
     """What ``prepare`` depends on (usage preset, ignore rules): an attempt prepared
     under other settings is prepared again before it is compared under these."""
@@ -135,6 +138,8 @@ class CompareConfig:
         }
         if self.usage is not usage_presets.REFERENCE:
             settings["usage"] = self.usage.name
+        if self.comparators.paths:
+            settings["comparators"] = self.comparators.describe()
         if self.rules:
             settings["rules"] = [rule.describe() for rule in self.rules]
         return sha256_hex(canonical_bytes(settings))[:16]
@@ -241,6 +246,16 @@ class Comparison(NamedTuple):
     settings_fingerprint: str = ""
     ignored: int = 0
     """The ignore rules of the policy that matched something in either attempt (bits)."""
+    structure_score: float = 1.0
+    """The lowest score of the paths that differ under the policy's comparators (1: none
+    differs; with no comparators, 1 or 0)."""
+    paths: tuple[PathResult, ...] = ()
+    """Each path that differs, with its comparator, score and whether it passed."""
+
+    @property
+    def deciding_paths(self) -> tuple[str, ...]:
+        """The paths that failed their comparator: what made the structure drift."""
+        return tuple(r.path for r in self.paths if not r.passed)
 
     @property
     def event_id(self) -> str:
@@ -268,6 +283,8 @@ class Comparison(NamedTuple):
             "tolerance_cost": self.cost_tolerance,
             "policy": self.policy,
             "settings_fingerprint": self.settings_fingerprint,
+            "structure_score": self.structure_score,
+            "paths": [r.describe() for r in self.paths],
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
         }
@@ -336,14 +353,32 @@ def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedA
     return prepare(attempt.number, attempt.output_snapshot, attempt.tool_events, config)
 
 
-def _structure_patch(baseline: PreparedAttempt, current: PreparedAttempt) -> tuple[Json, list[dict[str, Any]]]:
-    """(the recorded structure, the JSON Patch to the current one): empty when they are
-    equal. Only asked when the fingerprints differ; one walk both decides equality by
-    value (``1`` and ``1.0`` differ in bytes) and builds the patch a drift needs."""
+class _Structure(NamedTuple):
+    """How the output structures compare: equal (or every difference passed), the
+    patch from one to the other, and under comparators each path that differs."""
+
+    equal: bool
+    recorded: Json = None
+    patch: list[dict[str, Any]] = []
+    score: float = 1.0
+    paths: tuple[PathResult, ...] = ()
+
+
+_SAME: Final = _Structure(True)
+
+
+def _structure(baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig) -> _Structure:
+    """Only walked when the fingerprints differ. Without comparators, one walk both
+    decides equality by value (``1`` and ``1.0`` differ in bytes) and builds the patch a
+    drift needs; with them, each differing path is scored too (``graded``)."""
     if baseline.structure_fp == current.structure_fp:
-        return None, []
-    recorded = parse_json(baseline.structure_fp)
-    return recorded, structure.json_patch(recorded, parse_json(current.structure_fp))
+        return _SAME
+    recorded, now = parse_json(baseline.structure_fp), parse_json(current.structure_fp)
+    patch = structure.json_patch(recorded, now)
+    if not config.comparators:
+        return _Structure(not patch, recorded, patch, 0.0 if patch else 1.0)
+    paths = tuple(graded(recorded, now, config.comparators))
+    return _Structure(all(r.passed for r in paths), recorded, patch, structure_score(list(paths)), paths)
 
 
 def _tools_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:
@@ -370,8 +405,8 @@ def compare(
     cost_delta = usage.delta(baseline.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance)
     cost_within = usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance)
-    recorded, patch = _structure_patch(baseline, current)
-    structure_equal = not patch
+    shape = _structure(baseline, current, config)
+    structure_equal = shape.equal
     tools_equal = _tools_equal(baseline, current)
     if baseline.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()
@@ -413,8 +448,11 @@ def compare(
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
-            before = structure.patch_before(recorded, patch)
-            diff = Diff.of(DiffKind.STRUCTURE, {"run_id": run_id, "step_id": step_id, "patch": patch, "before": before})
+            payload = {"run_id": run_id, "step_id": step_id, "patch": shape.patch,
+                       "before": structure.patch_before(shape.recorded, shape.patch)}  # fmt: skip
+            if shape.paths:
+                payload["paths"] = [r.describe() for r in shape.paths]
+            diff = Diff.of(DiffKind.STRUCTURE, payload)
     else:
         verdict = Verdict.WITHIN_TOLERANCE
         diff = None
@@ -440,6 +478,8 @@ def compare(
         policy=config.policy,
         settings_fingerprint=config.settings_fingerprint,
         ignored=baseline.ignored | current.ignored,
+        structure_score=shape.score,
+        paths=shape.paths,
     )
 
 

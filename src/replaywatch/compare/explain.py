@@ -10,6 +10,7 @@ from __future__ import annotations
 from replaywatch.compare import structure, tool_changes
 from replaywatch.compare.canonical import parse_json
 from replaywatch.compare.engine import CompareConfig, Comparison, PreparedAttempt, Verdict
+from replaywatch.compare.graded import PathResult
 
 MAX_PATHS = 10
 
@@ -35,6 +36,17 @@ def _paths(patch: list[dict[str, object]]) -> str:
     return ", ".join(paths[:MAX_PATHS]) + more
 
 
+def path_line(r: PathResult) -> str:
+    """One graded path in words: where, by which comparator, its score against the
+    threshold, and the verdict (``--explain``, ``replaywatch diff``)."""
+    verdict = "passed" if r.passed else "FAILED: decides the drift"
+    detail = ""
+    if r.detail:
+        detail = "; " + ", ".join(f"{k} {v!r}" for k, v in sorted(r.detail.items()) if v not in (None, [], {}))
+    where = r.path or "(the whole snapshot)"
+    return f"{where}: {r.comparator} {r.score:.2f} ({r.rule}): {verdict}{detail}"
+
+
 def decided_by(c: Comparison) -> str:
     """The rule that decided the verdict, in words."""
     if c.verdict is Verdict.ATTESTATION_DIVERGENCE:
@@ -44,7 +56,8 @@ def decided_by(c: Comparison) -> str:
     if c.verdict is Verdict.DRIFT:
         why = [name for name, ok in (("tokens", c.tokens_within), ("cost", c.cost_within),
                                      ("structure", c.structure_equal)) if not ok]  # fmt: skip
-        return f"drift in {', '.join(why)} (attestation ids and tool events are equal)"
+        paths = f" at {', '.join(c.deciding_paths[:MAX_PATHS])}" if c.deciding_paths else ""
+        return f"drift in {', '.join(why)}{paths} (attestation ids and tool events are equal)"
     return "every rule holds: attestation ids, tool events, tokens, cost and structure"
 
 
@@ -58,7 +71,13 @@ def explain(c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, 
         _usage_line("tokens", baseline.tokens, current.tokens, c.token_delta, c.tokens_tolerance, c.tokens_within),
         _usage_line("cost", baseline.cost, current.cost, c.cost_delta, c.cost_tolerance, c.cost_within),
     ]
-    if c.structure_equal:
+    if c.paths:
+        state = "passes its comparators" if c.structure_equal else "drifts"
+        lines.append(f"structure {state} (score {c.structure_score:.2f}, the lowest path's); per path:")
+        lines += [f"  {path_line(r)}" for r in c.paths[:MAX_PATHS]]
+        if len(c.paths) > MAX_PATHS:
+            lines.append(f"  and {len(c.paths) - MAX_PATHS} more")
+    elif c.structure_equal:
         lines.append("structure: equal (usage keys and ignored paths left out)")
     else:
         patch = structure.json_patch(parse_json(baseline.structure_fp), parse_json(current.structure_fp))

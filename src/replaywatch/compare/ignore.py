@@ -151,15 +151,11 @@ def initial(patterns: tuple[Pattern, ...]) -> frozenset[State] | None:
     return closure(patterns, frozenset((p, 0) for p in range(len(patterns))))
 
 
-def step(
+def advance(
     patterns: tuple[Pattern, ...], states: frozenset[State], key: str | None, index: int | None
-) -> tuple[int, frozenset[State] | None]:
-    """Move from a node to one child (an object key, or an array index).
-
-    Returns (the patterns that match the child, as a mask with bit ``p`` for pattern
-    ``p``: non-zero when the child is ignored; states for the child's subtree, or None
-    when no rule can match below it).
-    """
+) -> frozenset[State]:
+    """The states after moving from a node to one child (an object key, or an array
+    index), ``**`` closure applied; empty when no pattern goes on below."""
     nxt: set[State] = set()
     for p, i in states:
         pat = patterns[p]
@@ -175,13 +171,31 @@ def step(
             ok = kind == ANY_ITEM or (kind == INDEX and arg == index)
         if ok:
             nxt.add((p, i + 1))
-    if not nxt:
-        return 0, None
-    full = closure(patterns, frozenset(nxt))
+    return closure(patterns, frozenset(nxt)) if nxt else frozenset()
+
+
+def matched(patterns: tuple[Pattern, ...], states: frozenset[State]) -> int:
+    """The patterns complete in ``states``, as a mask with bit ``p`` for pattern ``p``."""
     done = 0
-    for p, i in full:
+    for p, i in states:
         if i == len(patterns[p]):
             done |= 1 << p
+    return done
+
+
+def step(
+    patterns: tuple[Pattern, ...], states: frozenset[State], key: str | None, index: int | None
+) -> tuple[int, frozenset[State] | None]:
+    """Move from a node to one child (an object key, or an array index).
+
+    Returns (the patterns that match the child, as a mask with bit ``p`` for pattern
+    ``p``: non-zero when the child is ignored; states for the child's subtree, or None
+    when no rule can match below it).
+    """
+    full = advance(patterns, states, key, index)
+    if not full:
+        return 0, None
+    done = matched(patterns, full)
     if done:
         return done, None
     return 0, full

@@ -31,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +39,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from replaywatch.compare.comparators import Comparator
+from replaywatch.compare.embeddings import embedding_model
 from replaywatch.compare.engine import CompareConfig
-from replaywatch.compare.ignore import IgnoreRules
+from replaywatch.compare.graded import PathComparators
+from replaywatch.compare.ignore import IgnoreRules, parse_path
 from replaywatch.compare.usage import PRESETS, preset
 from replaywatch.exceptions import ConfigError, IgnorePathError
 
@@ -84,6 +88,61 @@ class PolicyRule:
         }
 
 
+class _Comparator(BaseModel):
+    """A comparator as a policy writes it: ``{kind = "text", threshold = 0.8}``, or its
+    kind alone (``"set"``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["exact", "text", "semantic", "number", "set", "ignore"]
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    abs: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    rel: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    model: str | None = None
+    """``semantic``: the model (``REPLAYWATCH_SEMANTIC_MODEL`` by default)."""
+
+    def build(self) -> Comparator:
+        embed = embedding_model(self.model) if self.kind == "semantic" else None
+        return Comparator(self.kind, self.threshold, self.abs, self.rel, embed)
+
+
+def comparators_of(spec: Mapping[str, _Comparator | str]) -> tuple[PathComparators, tuple[str, ...]]:
+    """(the comparators by path, the paths of kind ``ignore``: ignore rules)."""
+    items: list[tuple[str, Comparator]] = []
+    ignored: list[str] = []
+    for path, given in spec.items():
+        c = _Comparator(kind=given) if isinstance(given, str) else given  # type: ignore[arg-type]
+        if c.kind == "ignore":
+            ignored.append(path)
+        else:
+            items.append((path, c.build()))
+    return PathComparators.compile(items), tuple(ignored)
+
+
+_FLAG = re.compile(r"^(?P<path>.+)=(?P<kind>exact|text|semantic|number|set|ignore)(?::(?P<params>.*))?$")
+
+
+def comparator_flags(flags: list[str]) -> dict[str, Any]:
+    """``--compare PATH=KIND[:name=value,...]`` flags as a policy's ``compare`` table."""
+    table: dict[str, Any] = {}
+    for flag in flags:
+        m = _FLAG.match(flag)
+        if m is None:
+            raise ConfigError(f"--compare {flag!r}: write PATH=KIND or PATH=KIND:threshold=0.8 "
+                              "(kinds: exact, text, semantic, number, set, ignore)")  # fmt: skip
+        entry: dict[str, Any] = {"kind": m["kind"]}
+        for item in filter(None, (m["params"] or "").split(",")):
+            name, eq, value = (part.strip() for part in item.partition("="))
+            if not eq:
+                raise ConfigError(f"--compare {flag!r}: parameter {item!r} needs a value (name=value)")
+            try:
+                entry[name] = value if name == "model" else float(value)
+            except ValueError:
+                raise ConfigError(f"--compare {flag!r}: {value!r} is not a number") from None
+        table[m["path"]] = entry
+    return table
+
+
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +151,18 @@ class _Settings(BaseModel):
     usage: str | None = None
     ignore: tuple[str, ...] | None = None
     comparison_base: Literal["first", "previous"] | None = None
+    compare: dict[str, _Comparator | Literal["exact", "text", "semantic", "number", "set", "ignore"]] | None = None
+    """Comparators by path (the ignore rules' syntax); ``ignore`` ones join ``ignore``."""
+
+    @field_validator("compare")
+    @classmethod
+    def _compare_paths(cls, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        for path in spec or {}:
+            try:
+                parse_path(path)
+            except IgnorePathError as exc:
+                raise ValueError(str(exc).replace("ignore path", "comparator path")) from None
+        return spec
 
     @field_validator("usage")
     @classmethod
@@ -111,16 +182,24 @@ class _Settings(BaseModel):
         return paths
 
     def over(self, base: CompareConfig, name: str) -> CompareConfig:
-        """These settings over ``base``'s, under the policy ``name``."""
+        """These settings over ``base``'s, under the policy ``name``. A rule's ``compare``
+        replaces the default's whole (as its ``ignore`` does)."""
+        ignore = base.ignore if self.ignore is None else IgnoreRules.compile(self.ignore)
+        comparators = base.comparators
+        if self.compare is not None:
+            comparators, ignored = comparators_of(self.compare)
+            if ignored:
+                ignore = IgnoreRules.compile(tuple(dict.fromkeys((*ignore.paths, *ignored))))
         return replace(
             base,
             tokens_tolerance=base.tokens_tolerance if self.tokens_tolerance is None else self.tokens_tolerance,
             cost_tolerance=base.cost_tolerance if self.cost_tolerance is None else self.cost_tolerance,
             usage=base.usage if self.usage is None else preset(self.usage),
-            ignore=base.ignore if self.ignore is None else IgnoreRules.compile(self.ignore),
+            ignore=ignore,
             base=base.base if self.comparison_base is None else self.comparison_base,
             policy=name,
             rules=(),
+            comparators=comparators,
         )
 
 

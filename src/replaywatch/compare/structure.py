@@ -215,7 +215,8 @@ def same(a: Json, b: Json) -> bool:
     return True
 
 
-def _escape(token: str) -> str:
+def escape_token(token: str) -> str:
+    """A key as an RFC 6901 pointer token."""
     return token.replace("~", "~0").replace("/", "~1")
 
 
@@ -247,13 +248,13 @@ def json_patch(baseline: Json, current: Json) -> list[dict[str, Any]]:
             charge(len(old) + len(new))
             for key in sorted(old.keys() | new.keys()):
                 if key not in new:
-                    todo.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
+                    todo.append({"op": "remove", "path": f"{path}/{escape_token(key)}"})
                 elif key not in old:
-                    todo.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": new[key]})
+                    todo.append({"op": "add", "path": f"{path}/{escape_token(key)}", "value": new[key]})
                 else:
                     a, b = old[key], new[key]
                     if type(a) in _CONTAINERS or type(b) in _CONTAINERS or not _scalars_equal(a, b):
-                        todo.append((a, b, f"{path}/{_escape(key)}"))
+                        todo.append((a, b, f"{path}/{escape_token(key)}"))
         elif type(old) is list and type(new) is list:
             common = min(len(old), len(new))
             charge(len(old) + len(new))

@@ -4,7 +4,8 @@ tolerance rule, as the reference executor has them.
 A *preset* names the keys that hold usage. ``reference`` is the reference's (the
 default): a token total under ``tokens``, ``token_count`` or ``total_tokens`` and a
 cost under ``cost``, ``cost_usd`` or ``total_cost``. The others add a provider's
-usage block to it (``openai``, ``gen_ai``, ``anthropic``; ``all`` adds every one):
+usage block to it (``openai``, ``gen_ai``, ``anthropic``, ``gemini``, ``bedrock``;
+``all`` adds every one):
 
 - a *total* key gives the tokens outright;
 - *parts* (input, output, cache reads, ...) give them as their sum when no total key
@@ -65,13 +66,37 @@ _OPENAI_DETAILS: Final = (
 # same names nested as objects ({"gen_ai": {"usage": {"input_tokens": ...}}})
 _GEN_AI_IN: Final = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "input_tokens")
 _GEN_AI_OUT: Final = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "output_tokens")
+# the current semantic conventions count cached and reasoning tokens inside input and
+# output: they are left out of the structure, never added
+_GEN_AI_DETAILS: Final = (
+    "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+)  # fmt: skip
+_GEN_AI_COST: Final = ("gen_ai.usage.cost",)
 _ANTHROPIC_CACHE: Final = (("cache_creation_input_tokens",), ("cache_read_input_tokens",))
 _ANTHROPIC_DETAILS: Final = ("cache_creation", "server_tool_use")
+# Gemini's usageMetadata: thoughts are not counted in candidates (added); cached content
+# is counted in the prompt (left out, not added)
+_GEMINI_TOTAL: Final = ("totalTokenCount",)
+_GEMINI_PARTS: Final = (("promptTokenCount",), ("candidatesTokenCount",), ("thoughtsTokenCount",))
+_GEMINI_DETAILS: Final = (
+    "cachedContentTokenCount", "toolUsePromptTokenCount", "promptTokensDetails", "candidatesTokensDetails",
+    "cacheTokensDetails", "toolUsePromptTokensDetails", "thoughtsTokensDetails",
+)  # fmt: skip
+# Bedrock Converse's usage: cache reads and writes are not counted in inputTokens
+_BEDROCK_TOTAL: Final = ("totalTokens",)
+_BEDROCK_PARTS: Final = (("inputTokens",), ("outputTokens",), ("cacheReadInputTokens",), ("cacheWriteInputTokens",))
 
 PRESETS: Final[dict[str, UsagePreset]] = {
     "reference": UsagePreset("reference"),
     "openai": UsagePreset("openai", token_parts=(_OPENAI_IN, _OPENAI_OUT), details=_OPENAI_DETAILS),
-    "gen_ai": UsagePreset("gen_ai", token_parts=(_GEN_AI_IN, _GEN_AI_OUT)),
+    "gen_ai": UsagePreset(
+        "gen_ai", token_parts=(_GEN_AI_IN, _GEN_AI_OUT), cost_keys=COST_KEYS + _GEN_AI_COST, details=_GEN_AI_DETAILS
+    ),
+    "gemini": UsagePreset(
+        "gemini", token_keys=TOKEN_KEYS + _GEMINI_TOTAL, token_parts=_GEMINI_PARTS, details=_GEMINI_DETAILS
+    ),
+    "bedrock": UsagePreset("bedrock", token_keys=TOKEN_KEYS + _BEDROCK_TOTAL, token_parts=_BEDROCK_PARTS),
     "anthropic": UsagePreset(
         "anthropic",
         token_parts=(("input_tokens",), ("output_tokens",), *_ANTHROPIC_CACHE),
@@ -79,8 +104,17 @@ PRESETS: Final[dict[str, UsagePreset]] = {
     ),
     "all": UsagePreset(
         "all",
-        token_parts=(_OPENAI_IN + _GEN_AI_IN, _OPENAI_OUT + _GEN_AI_OUT, *_ANTHROPIC_CACHE),
-        details=_OPENAI_DETAILS + _ANTHROPIC_DETAILS,
+        token_keys=TOKEN_KEYS + _GEMINI_TOTAL + _BEDROCK_TOTAL,
+        token_parts=(
+            _OPENAI_IN + _GEN_AI_IN + _GEMINI_PARTS[0] + _BEDROCK_PARTS[0],
+            _OPENAI_OUT + _GEN_AI_OUT + _GEMINI_PARTS[1] + _BEDROCK_PARTS[1],
+            *_ANTHROPIC_CACHE,
+            _GEMINI_PARTS[2],
+            _BEDROCK_PARTS[2],
+            _BEDROCK_PARTS[3],
+        ),
+        cost_keys=COST_KEYS + _GEN_AI_COST,
+        details=_OPENAI_DETAILS + _ANTHROPIC_DETAILS + _GEN_AI_DETAILS + _GEMINI_DETAILS,
     ),
 }
 REFERENCE: Final = PRESETS["reference"]
