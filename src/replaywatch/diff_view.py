@@ -33,6 +33,10 @@ class Line:
     label: str
     before: str | None = None
     after: str | None = None
+    graded: str | None = None
+    """Under comparators: the path's comparator, score and rule, and whether it passed."""
+    decided: bool = False
+    """The path failed its comparator: it made the structure drift."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def view(doc: dict[str, Any]) -> DiffView:
     kind = kind_of(doc)
     run_id, step_id = str(doc.get("run_id", "")), str(doc.get("step_id", ""))
     if kind == "replay_structure_diff":
-        lines = structure_lines(doc.get("patch") or [], doc.get("before") or {})
+        lines = structure_lines(doc.get("patch") or [], doc.get("before") or {}, doc.get("paths") or [])
     elif kind == "replay_attestation_diff":
         lines = attestation_lines(doc)
     else:
@@ -91,14 +95,35 @@ def view(doc: dict[str, Any]) -> DiffView:
     return DiffView(kind, run_id, step_id, lines)
 
 
-def structure_lines(patch: list[dict[str, Any]], before: dict[str, Any]) -> list[Line]:
+def structure_lines(
+    patch: list[dict[str, Any]], before: dict[str, Any], paths: list[dict[str, Any]] | None = None
+) -> list[Line]:
+    """A line per patch operation; under comparators, each with what its path's
+    comparator said (a change below a graded path, such as an item of a set, takes the
+    graded path's)."""
+    graded = {p["path"]: p for p in paths or () if isinstance(p, dict) and "path" in p}
     lines = []
     for op in patch:
         path = op.get("path") or "(the whole snapshot)"
         was = excerpt(before[op["path"]]) if op.get("path") in before else None
         now = excerpt(op["value"]) if "value" in op else None
-        lines.append(Line(op.get("op", "?"), path, was, now))
+        result = _graded_for(str(op.get("path", "")), graded)
+        note = None
+        if result is not None:
+            verdict = "passed" if result.get("passed") else "failed"
+            note = f"{result.get('comparator')} {float(result.get('score', 0)):.2f} ({result.get('rule')}): {verdict}"
+        lines.append(Line(op.get("op", "?"), path, was, now, note, result is not None and not result.get("passed")))
     return lines
+
+
+def _graded_for(pointer: str, graded: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The graded result of ``pointer`` or of the nearest path above it."""
+    while True:
+        if pointer in graded:
+            return graded[pointer]
+        if not pointer:
+            return None
+        pointer = pointer.rsplit("/", 1)[0]
 
 
 def attestation_lines(doc: dict[str, Any]) -> list[Line]:

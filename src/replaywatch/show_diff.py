@@ -117,6 +117,9 @@ def render(v: DiffView, sha: str, width: int = 80) -> list[Text]:
     for line in v.lines:
         style = STYLES.get(line.kind, "white")
         out.append(Text(f"{MARKS.get(line.kind, '·')} {shorten(line.label, width - 2)}", style=style))
+        if line.graded is not None:
+            out.append(Text(f"    {'!' if line.decided else '='} {shorten(line.graded, width - 6)}",
+                            style="bold red" if line.decided else "dim"))  # fmt: skip
         if line.before is not None:
             out.append(Text(f"    - {shorten(line.before, width - 6)}", style="red"))
         if line.after is not None:

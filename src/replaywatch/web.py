@@ -59,6 +59,7 @@ code, pre, .mono { font-family: ui-monospace, monospace; font-size: 13px; }
 .op-add, .op-unexpected { color: #1a7f37; } .op-remove, .op-missing { color: #cf222e; }
 .op-replace, .op-change { color: #9a6700; } .op-move { color: #0969da; }
 .before { background: #ffebe9; } .after { background: #dafbe1; }
+tr.decided td { border-left: 3px solid #cf222e; font-weight: 600; } .graded { color: #57606a; font-size: 12px; }
 form.filters { margin: 0 0 12px; } form.filters * { margin-right: 8px; }
 </style></head>
 <body><header><a href="/"><b>replaywatch</b></a><a href="/">comparisons</a><a href="/stats">last hour</a></header>
@@ -110,8 +111,8 @@ event <code>{{ c.event_id }}</code>
 {% if c.settings_fingerprint %} · settings {{ c.settings_fingerprint }}{% endif %}</p>
 {% if diff %}<h3 id="diff-title">{{ diff.title }}</h3><p class="mono">sha256 {{ c.diff_sha256 }}</p>
 <table id="diff"><tr><th></th><th>where</th><th>before</th><th>after</th></tr>
-{% for line in diff.lines %}<tr class="op-{{ line.kind }}"><td>{{ line.kind }}</td>
-<td class="mono">{{ line.label }}</td>
+{% for line in diff.lines %}<tr class="op-{{ line.kind }}{{ ' decided' if line.decided }}"><td>{{ line.kind }}</td>
+<td class="mono">{{ line.label }}{% if line.graded %}<br><span class="graded">{{ line.graded }}</span>{% endif %}</td>
 <td class="mono before">{{ line.before or "" }}</td><td class="mono after">{{ line.after or "" }}</td></tr>
 {% endfor %}</table>
 {% elif problem %}<p class="op-remove">{{ problem }}</p>

@@ -226,3 +226,21 @@ def test_a_diff_deeper_than_orjson_writes_is_shown_and_dumped() -> None:
     shown = text_of(*lines)
     assert "/a" in shown and '{"k":{"k"' in shown
     assert canonical_bytes(load_deep(dump_json(doc))) == body
+
+
+def test_a_graded_diff_shows_each_paths_comparator_and_marks_the_deciding_ones() -> None:
+    from replaywatch.compare.comparators import Comparator
+    from replaywatch.compare.graded import PathComparators
+
+    config = CompareConfig(comparators=PathComparators.compile([
+        ("output_snapshot.answer", Comparator("text", 0.8)), ("output_snapshot.sources", Comparator("set")),
+    ]))  # fmt: skip
+    before = Attempt("r", "s", 1, {"answer": "Paris is the capital.", "sources": ["a", "b"]})
+    c = compare_attempts(before, Attempt("r", "s", 2, {"answer": "paris is the capital!", "sources": ["b"]}), config)
+    assert c.diff is not None
+    v = view(orjson.loads(c.diff.body))
+    by_label = {line.label: line for line in v.lines}
+    assert by_label["/answer"].graded == "text 0.95 (threshold 0.8): passed" and not by_label["/answer"].decided
+    assert by_label["/sources/1"].graded is not None and by_label["/sources/1"].decided  # under the set's path
+    text = text_of(*render(v, c.diff.sha256))
+    assert "    ! set 0.50 (threshold 1): failed" in text and "    = text 0.95 (threshold 0.8): passed" in text

@@ -8,7 +8,8 @@ of values it is given in [0, 1] and says whether the pair passes:
 - ``text``: two strings compared after folding case and whitespace, by normalized
   Levenshtein similarity (rapidfuzz, in C), passing at ``threshold`` (default 0.8);
 - ``semantic``: cosine similarity of sentence embeddings (a small static model, the
-  optional ``semantic`` extra), passing at ``threshold`` (default 0.7);
+  optional ``semantic`` extra), passing at ``threshold`` (default 0.55: with the bundled
+  model, rewordings score 0.66 and more, refusals and other answers 0.39 and less);
 - ``number``: two numbers within ``abs`` or within ``rel`` of the larger magnitude;
   the score is their relative closeness;
 - ``set``: two lists compared as sets (order and repeats ignored), passing when no
@@ -92,7 +93,7 @@ class Comparator:
         """The least score that passes."""
         if self.threshold is not None:
             return float(self.threshold)
-        return {"text": 0.8, "semantic": 0.7}.get(self.kind, 1.0)
+        return {"text": 0.8, "semantic": 0.55}.get(self.kind, 1.0)
 
     def describe(self) -> dict[str, Any]:
         """Its settings as plain data (in the policy's fingerprint and the diff)."""
