@@ -752,6 +752,9 @@ def backfill(
     cost_tolerance: Annotated[float | None, typer.Option(help="With --rescore: the tolerance to try.")] = None,
     ignore: Annotated[list[str] | None, typer.Option("--ignore", help="With --rescore: ignore paths to try.")] = None,
     comparison_base: Annotated[str | None, typer.Option(help="With --rescore: first|previous.")] = None,
+    rescore_policy: Annotated[
+        Path | None, typer.Option("--policy", help="With --rescore: a policy file to try (comparators, tolerances).")
+    ] = None,
     list_jobs: Annotated[
         bool, typer.Option("--list", help="List the replay jobs that never finished and what each left unpublished.")
     ] = False,
@@ -778,7 +781,8 @@ def backfill(
     _abandoned_jobs(settings, list_jobs, publish_job, as_json)
     spec = ReplaySpec(start, end, partitions, output_topic)
     tried = {"tokens_tolerance": tokens_tolerance, "cost_tolerance": cost_tolerance,
-             "ignore_paths": tuple(ignore) if ignore else None, "comparison_base": comparison_base}  # fmt: skip
+             "ignore_paths": tuple(ignore) if ignore else None, "comparison_base": comparison_base,
+             "policy_file": rescore_policy}  # fmt: skip
     if not rescore:
         if apply or report_file or any(v is not None for v in tried.values()):
             fail("--apply, --report and other comparison settings go with --rescore; a backfill uses the live ones")
@@ -807,7 +811,7 @@ def backfill(
                     postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, **tried)  # fmt: skip
     if new.compare_config().fingerprint() == settings.compare_config().fingerprint():
         fail("--rescore needs other settings than the live ones (--tokens-tolerance, --cost-tolerance, --ignore, "
-             "--comparison-base)")  # fmt: skip
+             "--comparison-base, --policy)")  # fmt: skip
     _replay(
         settings,
         lambda stop: run_rescore(settings, new, spec, stop, apply=apply, report_path=report_file),
