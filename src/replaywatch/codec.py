@@ -389,6 +389,10 @@ def comparison_record(
         "detail_url": detail_url,
         "structure_score": c.structure_score,
         "deciding_paths": list(c.deciding_paths),
+        "tool_precision": c.tools.precision,
+        "tool_recall": c.tools.recall,
+        "tool_f1": c.tools.f1,
+        "tools_added": list(c.tools.added_tools),
     }
 
 

@@ -26,6 +26,7 @@ from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, 
 from replaywatch.compare.graded import PathComparators, PathResult, graded, structure_score
 from replaywatch.compare.ignore import IgnoreRules
 from replaywatch.compare.tool_changes import NO_CHANGES, ToolCounts
+from replaywatch.compare.trajectory import MODES, SAME, Mode, Trajectory, trajectory
 from replaywatch.compare.usage import UsagePreset
 from replaywatch.exceptions import ConfigError
 
@@ -87,6 +88,8 @@ class CompareConfig:
     rules: tuple[PolicyRule, ...] = ()
     comparators: PathComparators = field(default_factory=PathComparators)
     """Comparators by path of the output snapshot (``graded``): none, exact equality."""
+    tool_mode: Mode = "strict"
+    """How tool calls must match the baseline's (``trajectory``)."""
     prep_key: str = field(init=False, compare=False)
     """What ``prepare`` depends on (usage preset, ignore rules): an attempt prepared
     under other settings is prepared again before it is compared under these."""
@@ -101,6 +104,8 @@ class CompareConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}")
         if self.base not in ("first", "previous"):
             raise ConfigError(f"comparison base must be 'first' or 'previous', got {self.base!r}")
+        if self.tool_mode not in MODES:
+            raise ConfigError(f"tool mode must be one of {', '.join(MODES)}, got {self.tool_mode!r}")
         object.__setattr__(self, "prep_key", "\x1f".join((self.usage.name, *self.ignore.paths)))
         object.__setattr__(self, "settings_fingerprint", self.fingerprint())
 
@@ -140,6 +145,8 @@ class CompareConfig:
             settings["usage"] = self.usage.name
         if self.comparators.paths:
             settings["comparators"] = self.comparators.describe()
+        if self.tool_mode != "strict":
+            settings["tool_mode"] = self.tool_mode
         if self.rules:
             settings["rules"] = [rule.describe() for rule in self.rules]
         return sha256_hex(canonical_bytes(settings))[:16]
@@ -251,6 +258,8 @@ class Comparison(NamedTuple):
     differs; with no comparators, 1 or 0)."""
     paths: tuple[PathResult, ...] = ()
     """Each path that differs, with its comparator, score and whether it passed."""
+    tools: Trajectory = SAME
+    """How the tool calls matched the baseline's under the policy's mode."""
 
     @property
     def deciding_paths(self) -> tuple[str, ...]:
@@ -285,6 +294,9 @@ class Comparison(NamedTuple):
             "settings_fingerprint": self.settings_fingerprint,
             "structure_score": self.structure_score,
             "paths": [r.describe() for r in self.paths],
+            "tool_precision": self.tools.precision,
+            "tool_recall": self.tools.recall,
+            "tools_added": list(self.tools.added_tools),
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
         }
@@ -407,7 +419,10 @@ def compare(
     cost_within = usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance)
     shape = _structure(baseline, current, config)
     structure_equal = shape.equal
-    tools_equal = _tools_equal(baseline, current)
+    in_order = _tools_equal(baseline, current)
+    calls = SAME if in_order else trajectory(_compared_tools(baseline), _compared_tools(current), config.tool_mode,
+                                             in_order=False)  # fmt: skip
+    tools_equal = calls.passed
     if baseline.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()
         unexpected: tuple[str, ...] = ()
@@ -415,7 +430,7 @@ def compare(
         missing, unexpected = attestations.diff(baseline.attestation_ids, current.attestation_ids)
 
     changes: list[dict[str, Any]] = []
-    if not tools_equal:  # the changes as compared: ignore rules applied
+    if not in_order:  # the changes as compared: ignore rules applied
         changes = tool_changes.classify(_compared_tools(baseline), _compared_tools(current))
 
     diff: Diff | None
@@ -434,16 +449,17 @@ def compare(
         )
     elif not tools_equal:
         verdict = Verdict.TOOL_EVENT_DIVERGENCE
-        diff = Diff.of(
-            DiffKind.TOOL,
-            {
-                "run_id": run_id,
-                "step_id": step_id,
-                "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
-                "current": None if current.tool_events is ABSENT else current.tool_events,
-                "changes": changes,
-            },
-        )
+        payload = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
+            "current": None if current.tool_events is ABSENT else current.tool_events,
+            "changes": changes,
+        }
+        if config.tool_mode != "strict":  # (a strict diff keeps the bytes, and so the name, it always had)
+            payload |= {"mode": config.tool_mode, "precision": calls.precision, "recall": calls.recall,
+                        "tools_added": list(calls.added_tools)}  # fmt: skip
+        diff = Diff.of(DiffKind.TOOL, payload)
     elif not (tokens_within and cost_within and structure_equal):
         verdict = Verdict.DRIFT
         diff = None
@@ -480,6 +496,7 @@ def compare(
         ignored=baseline.ignored | current.ignored,
         structure_score=shape.score,
         paths=shape.paths,
+        tools=calls,
     )
 
 

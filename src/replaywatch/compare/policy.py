@@ -151,6 +151,7 @@ class _Settings(BaseModel):
     usage: str | None = None
     ignore: tuple[str, ...] | None = None
     comparison_base: Literal["first", "previous"] | None = None
+    tool_mode: Literal["strict", "unordered", "subset", "superset"] | None = None
     compare: dict[str, _Comparator | Literal["exact", "text", "semantic", "number", "set", "ignore"]] | None = None
     """Comparators by path (the ignore rules' syntax); ``ignore`` ones join ``ignore``."""
 
@@ -200,6 +201,7 @@ class _Settings(BaseModel):
             policy=name,
             rules=(),
             comparators=comparators,
+            tool_mode=base.tool_mode if self.tool_mode is None else self.tool_mode,
         )
 
 

@@ -92,7 +92,8 @@ def _normal(value: Json) -> Json:
     return root[0]
 
 
-def _key(event: Json) -> bytes:
+def event_key(event: Json) -> bytes:
+    """What makes two events equal as JSON (``1`` and ``1.0`` alike): their key."""
     return canonical_bytes(_normal(event))
 
 
@@ -123,7 +124,7 @@ def classify(recorded: Json, current: Json) -> list[dict[str, Any]]:
     then recorded order: each a dict with ``kind`` and the positions it concerns
     (``from``: in the recorded events, ``to``: in the current ones)."""
     rec, cur = as_events(recorded), as_events(current)
-    rec_keys, cur_keys = [_key(e) for e in rec], [_key(e) for e in cur]
+    rec_keys, cur_keys = [event_key(e) for e in rec], [event_key(e) for e in cur]
     # 1. equal events: those in place first, then the others by order of occurrence
     queues: dict[bytes, deque[int]] = {}
     for i, k in enumerate(rec_keys):
