@@ -7,6 +7,7 @@ usage errors, which is what scripts expect.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -69,6 +70,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
     if type(attempt) is not int:
         fail(f"{path}: 'attempt' must be an integer, got {attempt!r}")
     provider, version = doc.get("provider"), doc.get("provider_version")
+    latency = doc.get("latency_ms")
     return Attempt(
         run_id=str(doc.get("run_id", "")),
         step_id=str(doc.get("step_id", "")),
@@ -77,6 +79,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
         tool_events=doc.get("tool_events", ABSENT),
         provider=provider if type(provider) is str else None,
         provider_version=version if type(version) is str else None,
+        latency_ms=float(latency) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else None,
     )
 
 
@@ -86,6 +89,9 @@ def compare(
     current: Annotated[Path, typer.Argument(help="JSON file of the current attempt.")],
     tokens_tolerance: Annotated[float, typer.Option(help="Allowed relative token change (0.01 = 1%).")] = 0.0,
     cost_tolerance: Annotated[float, typer.Option(help="Allowed relative cost change.")] = 0.0,
+    latency_tolerance: Annotated[
+        float | None, typer.Option(help="Allowed relative latency change (latency_ms); off when not given.")
+    ] = None,
     ignore: Annotated[
         list[str] | None,
         typer.Option("--ignore", help="Path to leave out of structure/tool comparisons (repeatable)."),
@@ -122,6 +128,8 @@ def compare(
 
     try:
         config = CompareConfig.build(tokens_tolerance, cost_tolerance, tuple(ignore or ()), usage=usage)
+        if latency_tolerance is not None:
+            config = dataclasses.replace(config, latency_tolerance=latency_tolerance)
         if comparators:
             config = policy.parse({"default": {"compare": policy.comparator_flags(comparators)}}, config, "--compare")
         if policy_file is not None:
@@ -135,8 +143,10 @@ def compare(
     words: list[str] = []
     try:
         config = config.select(cur_attempt.provider, cur_attempt.provider_version, cur_attempt.step_id)
-        base_p = prepare(base_attempt.number, base_attempt.output_snapshot, base_attempt.tool_events, config)
-        cur_p = prepare(cur_attempt.number, cur_attempt.output_snapshot, cur_attempt.tool_events, config)
+        base_p = prepare(base_attempt.number, base_attempt.output_snapshot, base_attempt.tool_events, config,
+                         base_attempt.latency_ms)  # fmt: skip
+        cur_p = prepare(cur_attempt.number, cur_attempt.output_snapshot, cur_attempt.tool_events, config,
+                        cur_attempt.latency_ms)  # fmt: skip
         result = compare_prepared(base_attempt.run_id, base_attempt.step_id, base_p, cur_p, config)
         out: dict[str, Any] = result.summary()
         if show_diff:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import struct
 import uuid
@@ -321,7 +322,15 @@ def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attem
         occurred_at_ms=rec["occurred_at"],
         provider=rec.get("provider"),
         provider_version=rec.get("provider_version"),
+        latency_ms=_latency(rec.get("latency_ms")),
     )
+
+
+def _latency(value: Any) -> float | None:
+    """The event's latency in ms, when it is a finite number at least 0 (else unknown)."""
+    if type(value) in (int, float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 def encode_attempt(record: dict[str, Any], *, schema_id: int | None = None) -> bytes:
@@ -393,6 +402,10 @@ def comparison_record(
         "tool_recall": c.tools.recall,
         "tool_f1": c.tools.f1,
         "tools_added": list(c.tools.added_tools),
+        "baseline_latency_ms": c.latency[0],
+        "current_latency_ms": c.latency[1],
+        "latency_delta_ms": c.latency_delta,
+        "latency_within": c.latency_within,
     }
 
 

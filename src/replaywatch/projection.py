@@ -93,7 +93,7 @@ def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[
         return StepProjection(run_id, step_id, proj.baseline, proj.current, max_attempt, last_status,
                               proj.last_verdict, proj.comparisons, proj.version), ()  # fmt: skip
 
-    arrived = prepare(event.number, event.output_snapshot, event.tool_events, config)
+    arrived = prepare(event.number, event.output_snapshot, event.tool_events, config, event.latency_ms)
     known = {p.number: p for p in (proj.baseline, proj.current) if p is not None}
     known[event.number] = arrived
     baseline, current = prepared_under(known[pair[0]], config), prepared_under(known[pair[1]], config)

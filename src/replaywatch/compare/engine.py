@@ -90,6 +90,8 @@ class CompareConfig:
     """Comparators by path of the output snapshot (``graded``): none, exact equality."""
     tool_mode: Mode = "strict"
     """How tool calls must match the baseline's (``trajectory``)."""
+    latency_tolerance: float | None = None
+    """Relative latency change allowed (0.5: 50%); None: latency is not compared."""
     prep_key: str = field(init=False, compare=False)
     """What ``prepare`` depends on (usage preset, ignore rules): an attempt prepared
     under other settings is prepared again before it is compared under these."""
@@ -104,6 +106,13 @@ class CompareConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0 (a fraction: 0.01 is 1%), got {value!r}")
         if self.base not in ("first", "previous"):
             raise ConfigError(f"comparison base must be 'first' or 'previous', got {self.base!r}")
+        if self.latency_tolerance is not None and (
+            isinstance(self.latency_tolerance, bool)
+            or not isinstance(self.latency_tolerance, (int, float))
+            or not math.isfinite(self.latency_tolerance)
+            or self.latency_tolerance < 0
+        ):
+            raise ConfigError(f"latency_tolerance must be a finite number >= 0, got {self.latency_tolerance!r}")
         if self.tool_mode not in MODES:
             raise ConfigError(f"tool mode must be one of {', '.join(MODES)}, got {self.tool_mode!r}")
         object.__setattr__(self, "prep_key", "\x1f".join((self.usage.name, *self.ignore.paths)))
@@ -147,6 +156,8 @@ class CompareConfig:
             settings["comparators"] = self.comparators.describe()
         if self.tool_mode != "strict":
             settings["tool_mode"] = self.tool_mode
+        if self.latency_tolerance is not None:
+            settings["latency_tolerance"] = float(self.latency_tolerance)
         if self.rules:
             settings["rules"] = [rule.describe() for rule in self.rules]
         return sha256_hex(canonical_bytes(settings))[:16]
@@ -171,6 +182,8 @@ class Attempt(NamedTuple):
     provider: str | None = None
     """The model provider the event names, if any (policies match it; a metric attribute)."""
     provider_version: str | None = None
+    latency_ms: float | None = None
+    """How long the attempt took, as its event says (``latency_ms``), if it says."""
 
 
 class PreparedAttempt(NamedTuple):
@@ -204,6 +217,7 @@ class PreparedAttempt(NamedTuple):
     """The ``prep_key`` of the settings it was prepared under."""
     ignored: int = 0
     """The ignore rules that matched something in it: bit ``n`` is rule ``n``."""
+    latency_ms: float | None = None
 
     @property
     def output_snapshot(self) -> Json:
@@ -260,6 +274,14 @@ class Comparison(NamedTuple):
     """Each path that differs, with its comparator, score and whether it passed."""
     tools: Trajectory = SAME
     """How the tool calls matched the baseline's under the policy's mode."""
+    latency: tuple[float | None, float | None] = (None, None)
+    """(the base attempt's latency, the current one's), in ms, when the events say."""
+    latency_within: bool = True
+    latency_tolerance: float | None = None
+
+    @property
+    def latency_delta(self) -> float | None:
+        return usage.delta(*self.latency)
 
     @property
     def deciding_paths(self) -> tuple[str, ...]:
@@ -297,6 +319,9 @@ class Comparison(NamedTuple):
             "tool_precision": self.tools.precision,
             "tool_recall": self.tools.recall,
             "tools_added": list(self.tools.added_tools),
+            "latency_ms": list(self.latency),
+            "latency_delta": self.latency_delta,
+            "latency_within": self.latency_within,
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
         }
@@ -319,7 +344,9 @@ def _fingerprint(value: Json) -> bytes:
     return canonical_bytes(value)
 
 
-def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: CompareConfig) -> PreparedAttempt:
+def prepare(
+    attempt: int, output_snapshot: Json, tool_events: Json, config: CompareConfig, latency_ms: float | None = None
+) -> PreparedAttempt:
     """Find usage numbers and fingerprint the structure and tool events of one attempt.
 
     Fingerprints hash the canonical bytes without normalizing numbers, so equal
@@ -354,6 +381,7 @@ def prepare(attempt: int, output_snapshot: Json, tool_events: Json, config: Comp
         tool_fp=tool_fp,
         prepared_with=config.prep_key,
         ignored=ignored,
+        latency_ms=latency_ms,
     )
 
 
@@ -362,7 +390,7 @@ def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedA
     prepared under another usage preset or other ignore rules (another policy)."""
     if attempt.prepared_with == config.prep_key:
         return attempt
-    return prepare(attempt.number, attempt.output_snapshot, attempt.tool_events, config)
+    return prepare(attempt.number, attempt.output_snapshot, attempt.tool_events, config, attempt.latency_ms)
 
 
 class _Structure(NamedTuple):
@@ -417,6 +445,9 @@ def compare(
     cost_delta = usage.delta(baseline.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance)
     cost_within = usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance)
+    latency_within = config.latency_tolerance is None or usage.within_tolerance(
+        usage.delta(baseline.latency_ms, current.latency_ms), baseline.latency_ms, config.latency_tolerance
+    )
     shape = _structure(baseline, current, config)
     structure_equal = shape.equal
     in_order = _tools_equal(baseline, current)
@@ -460,7 +491,7 @@ def compare(
             payload |= {"mode": config.tool_mode, "precision": calls.precision, "recall": calls.recall,
                         "tools_added": list(calls.added_tools)}  # fmt: skip
         diff = Diff.of(DiffKind.TOOL, payload)
-    elif not (tokens_within and cost_within and structure_equal):
+    elif not (tokens_within and cost_within and structure_equal and latency_within):
         verdict = Verdict.DRIFT
         diff = None
         if not structure_equal:
@@ -497,6 +528,9 @@ def compare(
         structure_score=shape.score,
         paths=shape.paths,
         tools=calls,
+        latency=(baseline.latency_ms, current.latency_ms),
+        latency_within=latency_within,
+        latency_tolerance=config.latency_tolerance,
     )
 
 
@@ -507,7 +541,7 @@ def compare_attempts(baseline: Attempt, current: Attempt, config: CompareConfig)
     return compare(
         baseline.run_id,
         baseline.step_id,
-        prepare(baseline.number, baseline.output_snapshot, baseline.tool_events, config),
-        prepare(current.number, current.output_snapshot, current.tool_events, config),
+        prepare(baseline.number, baseline.output_snapshot, baseline.tool_events, config, baseline.latency_ms),
+        prepare(current.number, current.output_snapshot, current.tool_events, config, current.latency_ms),
         config,
     )

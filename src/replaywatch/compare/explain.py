@@ -54,8 +54,9 @@ def decided_by(c: Comparison) -> str:
     if c.verdict is Verdict.TOOL_EVENT_DIVERGENCE:
         return "tool events differ (attestation ids are equal)"
     if c.verdict is Verdict.DRIFT:
-        why = [name for name, ok in (("tokens", c.tokens_within), ("cost", c.cost_within),
-                                     ("structure", c.structure_equal)) if not ok]  # fmt: skip
+        rules = (("tokens", c.tokens_within), ("cost", c.cost_within), ("latency", c.latency_within),
+                 ("structure", c.structure_equal))  # fmt: skip
+        why = [name for name, ok in rules if not ok]
         paths = f" at {', '.join(c.deciding_paths[:MAX_PATHS])}" if c.deciding_paths else ""
         return f"drift in {', '.join(why)}{paths} (attestation ids and tool events are equal)"
     return "every rule holds: attestation ids, tool events, tokens, cost and structure"
@@ -71,6 +72,9 @@ def explain(c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, 
         _usage_line("tokens", baseline.tokens, current.tokens, c.token_delta, c.tokens_tolerance, c.tokens_within),
         _usage_line("cost", baseline.cost, current.cost, c.cost_delta, c.cost_tolerance, c.cost_within),
     ]
+    if c.latency_tolerance is not None:
+        base_ms, cur_ms = c.latency
+        lines.append(_usage_line("latency_ms", base_ms, cur_ms, c.latency_delta, c.latency_tolerance, c.latency_within))
     if c.paths:
         state = "passes its comparators" if c.structure_equal else "drifts"
         lines.append(f"structure {state} (score {c.structure_score:.2f}, the lowest path's); per path:")

@@ -152,6 +152,7 @@ class _Settings(BaseModel):
     ignore: tuple[str, ...] | None = None
     comparison_base: Literal["first", "previous"] | None = None
     tool_mode: Literal["strict", "unordered", "subset", "superset"] | None = None
+    latency_tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     compare: dict[str, _Comparator | Literal["exact", "text", "semantic", "number", "set", "ignore"]] | None = None
     """Comparators by path (the ignore rules' syntax); ``ignore`` ones join ``ignore``."""
 
@@ -202,6 +203,7 @@ class _Settings(BaseModel):
             rules=(),
             comparators=comparators,
             tool_mode=base.tool_mode if self.tool_mode is None else self.tool_mode,
+            latency_tolerance=base.latency_tolerance if self.latency_tolerance is None else self.latency_tolerance,
         )
 
 

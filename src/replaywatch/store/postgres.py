@@ -207,15 +207,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 def _attempt_json(p: PreparedAttempt | None) -> str | None:
-    """``{"attempt", "output_snapshot", "tool_events"?}``, from the JSON the attempt holds."""
+    """``{"attempt", "latency_ms"?, "output_snapshot", "tool_events"?}``, from the JSON
+    the attempt holds (the latency before the documents: ``_attempt_parts`` reads it)."""
     if p is None:
         return None
     tools = b"" if p.tools_json is None else b',"tool_events":' + p.tools_json
-    return (b'{"attempt":%d,"output_snapshot":%s%s}' % (p.number, p.snapshot_json, tools)).decode()
+    latency = b"" if p.latency_ms is None else b',"latency_ms":' + orjson.dumps(p.latency_ms)
+    return (b'{"attempt":%d%s,"output_snapshot":%s%s}' % (p.number, latency, p.snapshot_json, tools)).decode()
 
 
 _TOOLS_MARK = ',"tool_events":'
-_ATTEMPT_HEAD = re.compile(r'\{"attempt":(\d+),"output_snapshot":')
+_ATTEMPT_HEAD = re.compile(r'\{"attempt":(\d+)(?:,"latency_ms":([-+0-9.eE]+))?,"output_snapshot":')
 
 
 def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | None:
@@ -225,7 +227,8 @@ def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | 
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
         doc = _attempt_parts(text)  # a snapshot at the contract's 1,024 levels: the row has one more
-    return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config)
+    return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config,
+                   doc.get("latency_ms"))  # fmt: skip
 
 
 def _attempt_parts(text: str) -> dict[str, Any]:
@@ -238,6 +241,8 @@ def _attempt_parts(text: str) -> dict[str, Any]:
         raise ValueError("a stored attempt that is not of the form replaywatch writes")
     body = text[head.end() : -1]
     doc: dict[str, Any] = {"attempt": int(head.group(1))}
+    if head.group(2) is not None:
+        doc["latency_ms"] = float(head.group(2))
     try:
         doc["output_snapshot"] = orjson.loads(body)
         return doc
