@@ -79,3 +79,24 @@ def test_the_engine_under_each_mode() -> None:
     assert added.tools.added_tools == ("delete_account",)  # allowed by the mode, and named all the same
     with pytest.raises(ConfigError, match="tool mode"):
         CompareConfig(tool_mode="loose")  # type: ignore[arg-type]
+
+
+def test_comparators_per_argument_path_decide_whether_two_calls_match() -> None:
+    from replaywatch.compare.comparators import Comparator
+    from replaywatch.compare.graded import PathComparators
+
+    rules = PathComparators.compile([
+        ("tool_events[*].args.amount", Comparator("number", rel_tol=0.01)),
+        ("tool_events[*].args.note", Comparator("ignore")),
+    ])  # fmt: skip
+    assert rules.calls is not None and not rules  # nothing for the output snapshot
+    base = [SEARCH, call("refund", amount=120, note="first try")]
+    close = [call("refund", amount=120.5, note="again"), SEARCH]
+    far = [call("refund", amount=1200, note="again"), SEARCH]
+    assert trajectory(base, close, "unordered", False, rules.calls).passed
+    assert not trajectory(base, far, "unordered", False, rules.calls).passed
+    assert trajectory(base, list(reversed(close)), "strict", False, rules.calls).passed
+    assert trajectory(base, far, "superset", False, rules.calls).recall == 0.5
+    config = CompareConfig(tool_mode="unordered", comparators=rules)
+    got = compare_attempts(Attempt("r", "s", 1, {"a": 1}, base), Attempt("r", "s", 2, {"a": 1}, close), config)
+    assert got.verdict is Verdict.WITHIN_TOLERANCE and got.tools.precision == 1.0

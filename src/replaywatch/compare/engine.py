@@ -452,7 +452,7 @@ def compare(
     structure_equal = shape.equal
     in_order = _tools_equal(baseline, current)
     calls = SAME if in_order else trajectory(_compared_tools(baseline), _compared_tools(current), config.tool_mode,
-                                             in_order=False)  # fmt: skip
+                                             in_order=False, calls=config.comparators.calls)  # fmt: skip
     tools_equal = calls.passed
     if baseline.attestation_ids == current.attestation_ids:
         missing: tuple[str, ...] = ()

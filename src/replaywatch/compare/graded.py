@@ -67,6 +67,9 @@ class PathComparators:
     output: tuple[ignore.Pattern, ...] = ()
     output_comparators: tuple[Comparator, ...] = ()
     output_rank: tuple[tuple[int, int, int, int], ...] = ()
+    calls: PathComparators | None = None
+    """The comparators of ``tool_events`` paths, relative to one call (``[*]`` or ``[N]``
+    dropped): how two calls' arguments and results match (``trajectory``)."""
 
     @classmethod
     def compile(cls, items: dict[str, Comparator] | list[tuple[str, Comparator]]) -> PathComparators:
@@ -76,6 +79,7 @@ class PathComparators:
         output: list[ignore.Pattern] = []
         comps: list[Comparator] = []
         rank: list[tuple[int, int, int, int]] = []
+        calls: list[tuple[str, Comparator]] = []
         for order, (path, comparator) in enumerate(pairs):
             tokens = ignore.parse_path(path)
             kind, head = tokens[0]
@@ -83,12 +87,16 @@ class PathComparators:
                 pattern = tokens
             elif head == "output_snapshot":
                 pattern = tokens[1:]
-            else:
-                continue  # tool events: compared by the trajectory's argument matching
+            else:  # tool events: how one call matches another (the trajectory's argument matching)
+                rest = tokens[2:] if tokens[1][0] in (ignore.ANY_ITEM, ignore.INDEX) else tokens[1:]
+                if rest:
+                    calls.append((_unparse(rest), comparator))
+                continue
             output.append(pattern)
             comps.append(comparator)
             rank.append(_specificity(pattern, order))
-        return cls(tuple(p for p, _ in pairs), tuple(c for _, c in pairs), tuple(output), tuple(comps), tuple(rank))
+        return cls(tuple(p for p, _ in pairs), tuple(c for _, c in pairs), tuple(output), tuple(comps), tuple(rank),
+                   cls.compile([("output_snapshot." + p, c) for p, c in calls]) if calls else None)  # fmt: skip
 
     def __bool__(self) -> bool:
         return bool(self.output)
@@ -148,6 +156,18 @@ def graded(recorded: Json, current: Json, rules: PathComparators) -> list[PathRe
                 results.append(PathResult(pointer, child.kind, 0.0, child.rule, False, {side: value}))
     results.sort(key=lambda r: r.path)
     return results
+
+
+def _unparse(tokens: ignore.Pattern) -> str:
+    """Tokens back into a path (``parse_path``'s inverse, for the paths below a call)."""
+    out = ""
+    for kind, arg in tokens:
+        if kind == ignore.KEY:
+            part = f'["{arg}"]' if any(ch in str(arg) for ch in '.[]"*') else str(arg)
+        else:
+            part = {ignore.ANY_KEY: "*", ignore.DEEP: "**", ignore.ANY_ITEM: "[*]"}.get(kind, f"[{arg}]")
+        out += part if not out or part.startswith("[") else f".{part}"
+    return out
 
 
 def _result(path: str, comparator: Comparator, score: Score) -> PathResult:

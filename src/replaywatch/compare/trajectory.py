@@ -24,6 +24,7 @@ from collections import Counter
 from typing import Final, Literal, NamedTuple
 
 from replaywatch.compare.canonical import Json
+from replaywatch.compare.graded import PathComparators, graded
 from replaywatch.compare.tool_changes import as_events, event_key, tool_name
 
 Mode = Literal["strict", "unordered", "subset", "superset"]
@@ -50,10 +51,16 @@ class Trajectory(NamedTuple):
 SAME: Final = Trajectory(True, 1.0, 1.0, ())
 
 
-def trajectory(recorded: Json, current: Json, mode: Mode, in_order: bool) -> Trajectory:
+def trajectory(
+    recorded: Json, current: Json, mode: Mode, in_order: bool, calls: PathComparators | None = None
+) -> Trajectory:
     """The trajectory of ``current`` against ``recorded`` under ``mode``. ``in_order``:
-    whether the two are equal as lists (what ``strict`` asks), known to the caller."""
+    whether the two are equal as lists (what ``strict`` asks), known to the caller.
+    ``calls``: comparators for the paths of a call (``tool_events[*].args.amount`` as
+    ``number``, say); two calls of one tool then match when every path passes."""
     rec, cur = as_events(recorded), as_events(current)
+    if calls is not None:
+        return _by_comparators(rec, cur, mode, in_order, calls)
     rec_counts = Counter(event_key(e) for e in rec)
     cur_counts = Counter(event_key(e) for e in cur)
     matched = sum((rec_counts & cur_counts).values())
@@ -65,6 +72,38 @@ def trajectory(recorded: Json, current: Json, mode: Mode, in_order: bool) -> Tra
         passed = in_order
     elif mode == "unordered":
         passed = rec_counts == cur_counts
+    elif mode == "subset":
+        passed = matched == len(cur)
+    else:
+        passed = matched == len(rec)
+    return Trajectory(passed, precision, recall, added)
+
+
+def _match(a: Json, b: Json, calls: PathComparators) -> bool:
+    return tool_name(a) == tool_name(b) and all(r.passed for r in graded(a, b, calls))
+
+
+def _by_comparators(rec: list[Json], cur: list[Json], mode: Mode, in_order: bool, calls: PathComparators) -> Trajectory:
+    """Each current call paired with the first unpaired baseline call of its tool that it
+    matches under the comparators (quadratic in the calls of one tool only)."""
+    free: dict[str | None, list[int]] = {}
+    for i, e in enumerate(rec):
+        free.setdefault(tool_name(e), []).append(i)
+    matched = 0
+    for e in cur:
+        candidates = free.get(tool_name(e), [])
+        hit = next((n for n, i in enumerate(candidates) if _match(rec[i], e, calls)), None)
+        if hit is not None:
+            candidates.pop(hit)
+            matched += 1
+    precision = matched / len(cur) if cur else 1.0
+    recall = matched / len(rec) if rec else 1.0
+    known = {tool_name(e) for e in rec}
+    added = tuple(dict.fromkeys(n for e in cur if (n := tool_name(e)) is not None and n not in known))
+    if mode == "strict":
+        passed = in_order or (len(rec) == len(cur) and all(_match(a, b, calls) for a, b in zip(rec, cur, strict=True)))
+    elif mode == "unordered":
+        passed = matched == len(rec) == len(cur)
     elif mode == "subset":
         passed = matched == len(cur)
     else:
