@@ -59,11 +59,13 @@ def trajectory(
     ``calls``: comparators for the paths of a call (``tool_events[*].args.amount`` as
     ``number``, say); two calls of one tool then match when every path passes."""
     rec, cur = as_events(recorded), as_events(current)
-    if calls is not None:
-        return _by_comparators(rec, cur, mode, in_order, calls)
-    rec_counts = Counter(event_key(e) for e in rec)
-    cur_counts = Counter(event_key(e) for e in cur)
-    matched = sum((rec_counts & cur_counts).values())
+    if calls is None:
+        matched = sum((Counter(event_key(e) for e in rec) & Counter(event_key(e) for e in cur)).values())
+    else:
+        matched = _paired(rec, cur, calls)
+        in_order = in_order or (
+            len(rec) == len(cur) and all(_match(a, b, calls) for a, b in zip(rec, cur, strict=True))
+        )
     precision = matched / len(cur) if cur else 1.0
     recall = matched / len(rec) if rec else 1.0
     known = {tool_name(e) for e in rec}
@@ -71,7 +73,7 @@ def trajectory(
     if mode == "strict":
         passed = in_order
     elif mode == "unordered":
-        passed = rec_counts == cur_counts
+        passed = matched == len(rec) == len(cur)
     elif mode == "subset":
         passed = matched == len(cur)
     else:
@@ -83,9 +85,10 @@ def _match(a: Json, b: Json, calls: PathComparators) -> bool:
     return tool_name(a) == tool_name(b) and all(r.passed for r in graded(a, b, calls))
 
 
-def _by_comparators(rec: list[Json], cur: list[Json], mode: Mode, in_order: bool, calls: PathComparators) -> Trajectory:
-    """Each current call paired with the first unpaired baseline call of its tool that it
-    matches under the comparators (quadratic in the calls of one tool only)."""
+def _paired(rec: list[Json], cur: list[Json], calls: PathComparators) -> int:
+    """How many current calls pair with a baseline call: each with the first unpaired
+    baseline call of its tool that it matches under the comparators (quadratic in the
+    calls of one tool only)."""
     free: dict[str | None, list[int]] = {}
     for i, e in enumerate(rec):
         free.setdefault(tool_name(e), []).append(i)
@@ -96,16 +99,4 @@ def _by_comparators(rec: list[Json], cur: list[Json], mode: Mode, in_order: bool
         if hit is not None:
             candidates.pop(hit)
             matched += 1
-    precision = matched / len(cur) if cur else 1.0
-    recall = matched / len(rec) if rec else 1.0
-    known = {tool_name(e) for e in rec}
-    added = tuple(dict.fromkeys(n for e in cur if (n := tool_name(e)) is not None and n not in known))
-    if mode == "strict":
-        passed = in_order or (len(rec) == len(cur) and all(_match(a, b, calls) for a, b in zip(rec, cur, strict=True)))
-    elif mode == "unordered":
-        passed = matched == len(rec) == len(cur)
-    elif mode == "subset":
-        passed = matched == len(cur)
-    else:
-        passed = matched == len(rec)
-    return Trajectory(passed, precision, recall, added)
+    return matched
