@@ -71,8 +71,11 @@ def cost_per_event(pairs: list[Pair], config: CompareConfig, seconds: float) -> 
     baseline, over the corpus, for about ``seconds``."""
     selected = [(p, config.select(p.current.provider, p.current.provider_version, p.current.step_id)) for p in pairs]
     bases = [prepare(p.baseline.number, p.baseline.output_snapshot, p.baseline.tool_events, c) for p, c in selected]
+    embedders = {id(m.embed): m.embed for _, c in selected for m in c.comparators.comparators if m.embed is not None}
     done, started = 0, time.process_time()
     while time.process_time() - started < seconds:
+        for embed in embedders.values():  # texts are new in a live stream: nothing embedded yet
+            embed.cache_clear()  # type: ignore[attr-defined]
         for (p, c), base in zip(selected, bases, strict=True):
             now = prepare(p.current.number, p.current.output_snapshot, p.current.tool_events, c)
             compare(p.current.run_id, p.current.step_id, base, now, c)
