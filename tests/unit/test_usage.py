@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,9 +83,23 @@ def test_no_delta_is_within() -> None:
     assert within_tolerance(None, 5.0, 0.0)
 
 
-@given(st.floats(-1e9, 1e9), st.floats(-1e9, 1e9), st.floats(0, 10))
-def test_tolerance_matches_its_definition(recorded: float, current: float, tol: float) -> None:
+@pytest.mark.parametrize(
+    ("delta", "recorded", "tol", "within"),
+    [
+        (5.0, 100.0, 0.05, True), (5.01, 100.0, 0.05, False), (-5.0, 100.0, 0.05, True),  # 5% of 100
+        (5.0, -100.0, 0.05, True), (60.0, 1000.0, 0.05, False), (0.0, 7.0, 0.0, True),  # relative to |base|
+        (0.5, 0.0, 0.5, True), (0.51, 0.0, 0.5, False),  # absolute against a base of 0
+    ],
+)  # fmt: skip
+def test_tolerance_on_hand_computed_cases(delta: float, recorded: float, tol: float, within: bool) -> None:
+    assert within_tolerance(delta, recorded, tol) is within
+
+
+@given(st.floats(-1e9, 1e9), st.floats(-1e9, 1e9), st.floats(0, 10), st.floats(0, 10))
+def test_tolerance_is_monotone_and_blind_to_the_sign(recorded: float, current: float, tol: float, more: float) -> None:
     d = current - recorded
-    expected = abs(d / recorded) <= tol if recorded != 0 else abs(d) <= tol
-    assert within_tolerance(d, recorded, tol) == expected
     assert not math.isnan(d)
+    if within_tolerance(d, recorded, tol):
+        assert within_tolerance(d, recorded, tol + more)  # a wider tolerance never turns within into drift
+    assert within_tolerance(d, recorded, tol) == within_tolerance(-d, recorded, tol)
+    assert within_tolerance(0.0, recorded, 0.0)
