@@ -301,6 +301,7 @@ class OutboxPublisher:
                 if upto > pruned:  # idle: prune now, the position is kept whatever happens to Kafka's
                     await self._store.outbox_delete_before(partition, upto)
                     pruned, deleted_at = upto, time.monotonic()
+                    continue  # a handoff or a flush may have come during the prune: look again first
                 lane.idle.set()
                 lane.wake.clear()
                 with contextlib.suppress(TimeoutError):
