@@ -23,6 +23,7 @@ import orjson
 import typer
 
 from replaywatch import telemetry
+from replaywatch.codec import latency_of
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, parse_json, prepare
 from replaywatch.compare import compare as compare_prepared
 from replaywatch.config import Settings, load_settings
@@ -79,7 +80,7 @@ def _load_attempt(path: Path, default_attempt: int) -> Attempt:
         tool_events=doc.get("tool_events", ABSENT),
         provider=provider if type(provider) is str else None,
         provider_version=version if type(version) is str else None,
-        latency_ms=float(latency) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else None,
+        latency_ms=latency_of(latency),
     )
 
 

@@ -322,13 +322,13 @@ def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attem
         occurred_at_ms=rec["occurred_at"],
         provider=rec.get("provider"),
         provider_version=rec.get("provider_version"),
-        latency_ms=_latency(rec.get("latency_ms")),
+        latency_ms=latency_of(rec.get("latency_ms")),
     )
 
 
-def _latency(value: Any) -> float | None:
-    """The event's latency in ms, when it is a finite number at least 0 (else unknown)."""
-    if type(value) in (int, float) and math.isfinite(value) and value >= 0:
+def latency_of(value: Any) -> float | None:
+    """A latency in ms, when ``value`` is a finite number at least 0 (else unknown)."""
+    if type(value) in (int, float) and math.isfinite(value) and value >= 0:  # a boolean is no latency
         return float(value)
     return None
 

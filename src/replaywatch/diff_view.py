@@ -4,7 +4,7 @@ rich and ``replaywatch serve`` renders as HTML. Pure: no IO.
 - a structure diff: its JSON Patch, an operation a line, with the recorded value
   (``before``) and the current one (``after``) as short excerpts;
 - an attestation diff: the missing and the unexpected ids;
-- a tool diff: the tool calls added, removed, moved and changed ([domain]'s
+- a tool diff: the tool calls added, removed, moved and changed (the
   classification), a changed call with the paths that changed.
 """
 

@@ -30,7 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
+from rapidfuzz.distance import Levenshtein
+
 from replaywatch.compare.canonical import Json, canonical_bytes
+from replaywatch.compare.structure import same
 from replaywatch.exceptions import ConfigError
 
 Kind = Literal["exact", "text", "semantic", "number", "set", "ignore"]
@@ -123,8 +126,6 @@ EXACT: Final = Comparator()
 
 def exact(recorded: Json, current: Json) -> Score:
     """JSON equality: 1 and 1.0 are equal, ``true`` and ``1`` are not."""
-    from replaywatch.compare.structure import same  # the one definition of JSON equality
-
     equal = same(recorded, current)
     return Score(1.0 if equal else 0.0, equal)
 
@@ -135,8 +136,6 @@ def normalize_text(text: str) -> str:
 
 
 def _text(recorded: str, current: str, least: float) -> Score:
-    from rapidfuzz.distance import Levenshtein
-
     a, b = normalize_text(recorded), normalize_text(current)
     score = 1.0 if a == b else float(Levenshtein.normalized_similarity(a, b))
     return Score(score, score >= least)

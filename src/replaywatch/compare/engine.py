@@ -410,15 +410,18 @@ _SAME: Final = _Structure(True)
 def _structure(baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig) -> _Structure:
     """Only walked when the fingerprints differ. Without comparators, one walk both
     decides equality by value (``1`` and ``1.0`` differ in bytes) and builds the patch a
-    drift needs; with them, each differing path is scored too (``graded``)."""
+    drift needs; with them, each differing path is scored (``graded``), and the patch is
+    built only when a path failed (a passing structure stores no diff)."""
     if baseline.structure_fp == current.structure_fp:
         return _SAME
     recorded, now = parse_json(baseline.structure_fp), parse_json(current.structure_fp)
-    patch = structure.json_patch(recorded, now)
     if not config.comparators:
+        patch = structure.json_patch(recorded, now)
         return _Structure(not patch, recorded, patch, 0.0 if patch else 1.0)
     paths = tuple(graded(recorded, now, config.comparators))
-    return _Structure(all(r.passed for r in paths), recorded, patch, structure_score(list(paths)), paths)
+    passed = all(r.passed for r in paths)
+    patch = [] if passed else structure.json_patch(recorded, now)
+    return _Structure(passed, recorded, patch, structure_score(list(paths)), paths)
 
 
 def _tools_equal(baseline: PreparedAttempt, current: PreparedAttempt) -> bool:

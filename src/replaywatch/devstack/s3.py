@@ -6,7 +6,7 @@ names a binary built elsewhere instead. Objects are files under the stack's dire
 (its posix backend), so they outlive a restart of the server. Metadata goes to extended
 attributes, or to a sidecar directory where the filesystem has none.
 
-Measured for [perf] on this machine (bench/README.md): per 1.5 KB PUT it costs a
+Measured on this machine (bench/HISTORY.md): per 1.5 KB PUT it costs a
 sixth of the CPU that moto's in-memory server did, and it honours ``If-None-Match: *``
 (one of 16 racing PUTs wins; the others get 412).
 """
@@ -104,7 +104,7 @@ class S3:
             backend += ["--sidecar", str(sidecar)]
         # keys by environment, not argv: the command line is visible to every user
         env = {**os.environ, "ROOT_ACCESS_KEY_ID": ACCESS_KEY_ID, "ROOT_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
-        # --keep-alive: without it every request opens a connection (measured: #15)
+        # --keep-alive: without it every request opens a connection (measured)
         argv = [exe, "--port", f"127.0.0.1:{self.port}", "--region", REGION, "--keep-alive", "--quiet",
                 *backend, str(self.data)]  # fmt: skip
         return process.spawn(argv, self.log, env=env)

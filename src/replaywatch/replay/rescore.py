@@ -117,16 +117,16 @@ async def rescore(
         ranges = within_live(resolved, await store.load_offsets(set(resolved)))
         job = await jobs.start("rescore", spec_hash(described), described, ranges) if apply else None
         unpublished = 0
+        changed: list[Flip] = []
 
         async def flipped(emitted: list[tuple[Any, int, Comparison]]) -> list[tuple[Any, int, Comparison]]:
             nonlocal unpublished
             outcomes = await jobs.outcomes(c.event_id for _, _, c in emitted)
             unpublished += sum(1 for _, _, c in emitted if c.event_id not in outcomes)
-            return [(record, occurred, c) for record, occurred, c, _ in flips(emitted, outcomes)]
+            changed.extend(flips(emitted, outcomes))
+            return []  # the flips are kept here, with the outcome each one corrects
 
         result = await scan(live, job.ranges if job else ranges, config, nothing_stored, keep=flipped)
-        outcomes = await jobs.outcomes(c.event_id for _, _, c in result.comparisons)
-        changed = flips(result.comparisons, outcomes)
         summary = report(changed, result.compared, unpublished, fingerprint, live.compare_config().fingerprint())
         summary |= {"kind": "rescore", "records": result.records, "bad_records": dict(result.bad)}
         if report_path is not None:

@@ -332,7 +332,7 @@ $$;
     (
         4,
         """
--- How often each ignore rule matched ([domain]): statistics for `replaywatch report
+-- How often each ignore rule matched: statistics for `replaywatch report
 -- --rules`, added to by each watcher every few seconds (not part of the commit).
 CREATE TABLE IF NOT EXISTS {schema}.ignore_rule_stats (
     group_id    text        NOT NULL,
@@ -344,7 +344,7 @@ CREATE TABLE IF NOT EXISTS {schema}.ignore_rule_stats (
     PRIMARY KEY (group_id, policy, rule)
 );
 
--- The web view's recent comparisons and last hour ([ux]), newest first.
+-- The web view's recent comparisons and last hour, newest first.
 CREATE INDEX IF NOT EXISTS comparison_detected ON {schema}.comparison (detected_at DESC);
 """,
     ),

@@ -2,7 +2,7 @@
 
 Same objects, keys, metadata and conditional put (``If-None-Match: *``) as the aioboto3
 adapter in ``artifacts.py``, which stays supported (``REPLAYWATCH_S3_CLIENT=aioboto3``).
-Measured for [perf] (bench/README.md): the signing and HTTP work of a PUT happen in
+Measured (bench/README.md): the signing and HTTP work of a PUT happen in
 Rust, off the Python interpreter, so each upload costs the consumer a fraction of
 botocore's CPU. The bucket is checked (and created on request) once at start with
 aioboto3: obstore has no bucket API.

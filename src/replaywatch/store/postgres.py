@@ -497,12 +497,12 @@ class PostgresStore:
         An ignore rule's statistics are this group's only."""
         if table not in _PRUNABLE or column != _PRUNABLE[table]:
             raise ValueError(f"{table}.{column} is not a table replaywatch prunes")
-        mine = " AND group_id = $3" if table == "ignore_rule_stats" else " AND $3::text IS NOT NULL"
+        mine = table == "ignore_rule_stats"
         async with translate_postgres_errors(f"prune {table}"):
             status = await self._pool.execute(
                 f"DELETE FROM {self._q}.{table} WHERE ctid IN (SELECT ctid FROM {self._q}.{table} "
-                f"WHERE {column} < now() - make_interval(secs => $1){mine} LIMIT $2)",
-                older_than_seconds, limit, self.group_id,
+                f"WHERE {column} < now() - make_interval(secs => $1){' AND group_id = $3' if mine else ''} LIMIT $2)",
+                older_than_seconds, limit, *((self.group_id,) if mine else ()),
             )  # fmt: skip
         return int(status.rsplit(" ", 1)[-1])
 
