@@ -102,7 +102,8 @@ bench: deps $(STAMP)
 	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/telemetry_cost.py && $(BIN)/python bench/registry_decode.py)
 
 bench-compare: $(STAMP)
-	$(BIN)/python bench/compare_bench.py --policies --against 0b139a7 --rounds 5
+	$(BIN)/python bench/compare_bench.py --policies --against 124457f --rounds 5
+	$(BIN)/python bench/signal_quality.py --timing 10
 
 # Backfill, dry run, re-scoring and rebuild over 200,000 events, beside the live rate.
 bench-backfill: deps $(STAMP)

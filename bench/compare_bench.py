@@ -6,14 +6,14 @@ Three figures, one process, one core:
 - pair:    both attempts prepared from scratch, then compared (``compare_attempts``).
 - floor:   a sorted orjson dump of both documents and a byte compare (no rules).
 
-``--policies`` turns [domain]'s features on: a policy file of five rules (the attempt
+``--policies`` turns policies on: a policy file of five rules (the attempt
 matches the last, which picks the ``all`` usage preset and two ignore rules), each
 event's policy selected by (provider, provider version, step) before it is compared.
 
 ``--against REV`` measures the engine of git revision REV too, in the same run:
 rounds of this tree and REV alternate (each a fresh process on the same core), and the
 medians and their ratio are printed. ``make bench-compare`` runs
-``--policies --against 0b139a7`` (the engine before policies and presets).
+``--policies --against 124457f`` (the engine before comparators per path).
 
 Usage: python bench/compare_bench.py [--seconds 3] [--policies] [--against REV [--rounds 3]] [--json out.json]
 """

@@ -10,6 +10,11 @@
 4. replaywatch again with 2 consumer processes in one group.
 5. The peer (bench/peers/quix_job.py) in at-least-once and exactly-once modes.
 6. Ceilings: aiokafka consume-only of the input topic, and Avro decode-only.
+7. A fleet of LLM steps (``tests/corpus.py``: OpenAI, Anthropic and Gemini shapes, a first
+   attempt and three re-runs per step, one re-run in ten a regression; default 40,000
+   events), run twice in one session: under the README's worked policy (semantic text,
+   number and set comparators, tools unordered) and under the same policy with every
+   path exact. The cost per event of each, and the ratio.
 
 Results: bench/results/e2e-<time>.{json,md,png}. Usage: python bench/e2e.py [--events N]
 """
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -33,16 +39,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import stages
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo
+from replaywatch.compare import CompareConfig, policy
 from replaywatch.config import load_settings
 from replaywatch.devstack import Stack
 from replaywatch.devstack.stack import default_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.corpus import fleet as llm_fleet  # noqa: E402
+
+WORKED = ROOT / "docs" / "policies" / "llm-steps.toml"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -233,10 +245,36 @@ def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     return demo.synthetic_fleet(spec)
 
 
+def llm_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """About ``n`` input events of LLM steps (a first attempt and three re-runs each), the
+    steps of a run interleaved as the demo fleet's are."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    lanes = [[{"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"llm/{i}/{a.number}")), "run_id": f"llm-{i // 4}",
+               "step_id": a.step_id, "attempt": a.number, "status": "succeeded",
+               "occurred_at": demo.BASE_TIME_MS + i * 100 + a.number, "provider": step.provider,
+               "output_snapshot": orjson.dumps(a.output_snapshot).decode(),
+               "tool_events": orjson.dumps(a.tool_events).decode()} for a in step.attempts]
+             for i, step in enumerate(llm_fleet(max(1, n // 4), reruns=3, seed=seed))]  # fmt: skip
+    for group in range(0, len(lanes), 4):  # four steps to a run
+        run = lanes[group : group + 4]
+        while any(run):
+            events.append(rng.choice([a for a in run if a]).pop(0))
+    return events
+
+
+def exact_policy(path: Path) -> Path:
+    """The worked policy with every path exact: its comparators and tool mode dropped."""
+    text = WORKED.read_text().split("[default.compare]")[0]
+    path.write_text(text.replace('tool_mode = "unordered"', 'tool_mode = "strict"'))
+    return path
+
+
 ALL_SYSTEMS = ("replaywatch", "replaywatch-aioboto3", "before", "profile", "replaywatch-2", "latency", "quix-alo",
-               "quix-eos", "quix-profile")  # fmt: skip
+               "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "f19e630"
-"""The last commit before #15: `make bench` runs it beside this tree (`--before`)."""
+"""The commit measured beside this tree (`--before`): the pipeline before its
+throughput work (one transaction per batch, obstore, the prepared baseline)."""
 PROFILE_RATE = 250
 """py-spy's samples per second in the profiled runs."""
 WARMUP_S = 5.0
@@ -318,6 +356,7 @@ async def main() -> None:
                     help="a commit of replaywatch run beside this tree, from a git worktree ('' for none)")  # fmt: skip
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help="which runs to make, comma-separated")  # fmt: skip
+    ap.add_argument("--llm-events", type=int, default=40_000, help="events of the LLM fleet")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
 
@@ -378,7 +417,7 @@ async def main() -> None:
         rw = [sys.executable, "-m", "replaywatch", "run"]
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         results["replaywatch"] = await system("replaywatch", rw)
-        if "replaywatch-aioboto3" in wanted:  # the other S3 client, for #15's choice of default
+        if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
         async def profiled(key: str, name: str, argv: list[str], **extra: str) -> None:
@@ -414,16 +453,42 @@ async def main() -> None:
         if "quix-profile" in wanted:
             await profiled("quix_profiled", "quix-alo", quix, QUIX_GUARANTEE="at-least-once",
                            QUIX_STATE_DIR=f"/tmp/quix-{tag}-prof")  # fmt: skip
+        if "llm" in wanted:
+            results["llm"] = await llm_runs(b, tag, args.llm_events, args.out)
     finally:
         if stack is not None:
             stack.purge()
     write(results, args.out)
 
 
+async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
+    """The LLM fleet under the worked policy and under its exact twin, same events,
+    same session: events/s and CPU per event of each."""
+    events = llm_events(n, seed=17)
+    records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
+    out.mkdir(parents=True, exist_ok=True)
+    policies = {"llm-exact": exact_policy(out / f"llm-exact-{tag}.toml"), "llm-worked": WORKED}
+    result: dict[str, Any] = {"events": len(records)}
+    rw = [sys.executable, "-m", "replaywatch", "run"]
+    for name, path in policies.items():
+        want = len(demo.expected_comparisons(events, policy.load(path, CompareConfig())))
+        t = f"{tag}{name.replace('-', '')}"
+        e = b.system_env(t, REPLAYWATCH_POLICY_FILE=str(path))
+        await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
+        await b.produce(e["REPLAYWATCH_INPUT_TOPIC"], records)
+        print(f"running {name} ({len(records)} events, {want} comparisons) ...", flush=True)
+        r = await b.run_system(name, rw, e, e["REPLAYWATCH_OUTPUT_TOPIC"], want)
+        r["events_per_s"] = len(records) / r["seconds"]
+        r["cpu_us_per_event"] = r["cpu_s"] / len(records) * 1e6
+        print(f"  {name}: {r['events_per_s']:,.0f} events/s, {r['cpu_us_per_event']:.0f} CPU µs/event", flush=True)
+        result[name] = r
+    return result
+
+
 SYSTEMS = (
     ("replaywatch", "replaywatch, 1 process (obstore)"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
-    ("replaywatch_before", "replaywatch before #15 (1 process)"),
+    ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
     ("quix_alo", "Quix Streams, at-least-once"),
     ("quix_eos", "Quix Streams, exactly-once"),
@@ -431,12 +496,12 @@ SYSTEMS = (
 PROFILED = (("replaywatch_profiled", "replaywatch"), ("quix_profiled", "Quix ALO"))
 SERVICES = ("kafka", "postgres", "s3", "registry", "bench reader")
 BASELINE_PEAK_RSS_MB = 493.0
-"""replaywatch's peak RSS in the last `make bench` before #15 (200,029 events,
-bench/README.md): the goal's ceiling when the run has no ``--before``."""
+"""replaywatch's peak RSS before its throughput work (200,029 events): the goal's
+ceiling when the run has no ``--before``."""
 
 
 def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """#15's goals as (goal, measured, target, met), all from this run."""
+    """The throughput goals as (goal, measured, target, met), all from this run."""
     rw, n = r["replaywatch"], r["events"]
     ceiling = 1e6 / r["ceiling_consume_decode_eps"]
     out = []
@@ -455,7 +520,7 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         out.append((f"detected_at p99 at {rate:,.0f} events/s", f"{p99:.0f} ms", "<= 200 ms", p99 <= 200))
     rss = rw["peak_rss_mb"]
     before = r["replaywatch_before"]["peak_rss_mb"] if "replaywatch_before" in r else BASELINE_PEAK_RSS_MB
-    out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before #15)", rss <= before))
+    out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before)", rss <= before))
     if "replaywatch_aioboto3" in r:
         a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
         out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",
@@ -511,7 +576,16 @@ def write(r: dict[str, Any], out: Path) -> None:
             lines += ["Cores busy during the latency run (of " + str(r["cpus"]) + "): " +
                       ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + f"; in all {sum(cores.values()):.2f}.",
                       ""]  # fmt: skip
-    lines += ["Goals of #15, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
+    llm = r.get("llm")
+    if llm and "llm-exact" in llm and "llm-worked" in llm:
+        ex, wk = llm["llm-exact"], llm["llm-worked"]
+        lines += [f"LLM fleet ({llm['events']:,} events; the worked policy beside its exact twin, same run):", "",
+                  "| policy | events/s | CPU µs per event | peak RSS MB |", "|---|---|---|---|",
+                  *(f"| {k} | {v['events_per_s']:,.0f} | {v['cpu_us_per_event']:.0f} | {v['peak_rss_mb']:.0f} |"
+                    for k, v in (("every path exact", ex), ("worked policy", wk))),
+                  "", f"The worked policy costs {wk['cpu_us_per_event'] / ex['cpu_us_per_event']:.2f}x the exact "
+                  f"CPU per event.", ""]  # fmt: skip
+    lines += ["Throughput goals, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
     lines += [f"| {g} | {m} | {t} | {'yes' if ok else '**no**'} |" for g, m, t, ok in goals(r)]
     md = "\n".join(lines) + "\n"
     (out / f"e2e-{stamp}.md").write_text(md)

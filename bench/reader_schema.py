@@ -1,4 +1,4 @@
-"""#15: would a reader schema that leaves out the fields replaywatch never reads let
+"""Would a reader schema that leaves out the fields replaywatch never reads let
 fastavro skip them for less? Decodes the e2e fleet (its unread fields are null) and the
 same fleet with 4 KB in unread fields, with the writer schema alone (what the pipeline
 does) and resolved to a reader schema without the eight unread fields; best of 3.

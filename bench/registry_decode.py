@@ -1,4 +1,4 @@
-"""The decode cost with a schema registry (#18): records per second decoded as the
+"""The decode cost with a schema registry: records per second decoded as the
 pipeline decodes them, plain Avro against Confluent-framed records under two writer
 schemas (v1, and v2 = v1 plus a field with a default, resolved to the reader), and the
 requests made to the registry: one per schema id, not one per record.

@@ -235,3 +235,38 @@ def corpus(seed: int = 2026, per_kind: int = 12) -> list[Pair]:
                               Attempt("corpus", step, 1, _snapshot(provider, run, rng), _tools(run, rng)),
                               Attempt("corpus", step, 2, _snapshot(provider, now, rng), _tools(now, rng))))  # fmt: skip
     return pairs
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a fleet: its first attempt, then its re-runs, each labelled."""
+
+    provider: str
+    attempts: list[Attempt]
+    kinds: list[str]
+    """The kind of each re-run (``attempts[1:]``): a benign kind or a regression kind."""
+
+
+def fleet(steps: int, reruns: int = 3, seed: int = 7, regression_share: float = 0.1) -> list[Step]:
+    """``steps`` LLM steps over the three providers, each a first attempt and ``reruns``
+    re-runs of it; a re-run is a regression (with benign noise) with probability
+    ``regression_share``, else a benign re-run. Every re-run is compared with the first."""
+    rng = random.Random(seed)
+    out: list[Step] = []
+    for n in range(1, steps + 1):
+        provider = PROVIDERS[n % len(PROVIDERS)]
+        run = _base(rng, n)
+        step = f"{provider}-step-{n}"
+        attempts = [Attempt("fleet", step, 1, _snapshot(provider, run, rng), _tools(run, rng))]
+        kinds = []
+        for number in range(2, reruns + 2):
+            if rng.random() < regression_share:
+                kind = rng.choice(REGRESSIONS)
+                now = _regression(kind, _benign(rng.choice(BENIGN[2:]), run, rng, n), rng)
+            else:
+                kind = rng.choice(BENIGN)
+                now = _benign(kind, run, rng, n)
+            kinds.append(kind)
+            attempts.append(Attempt("fleet", step, number, _snapshot(provider, now, rng), _tools(now, rng)))
+        out.append(Step(provider, attempts, kinds))
+    return out

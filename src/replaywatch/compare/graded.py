@@ -113,13 +113,10 @@ class PathComparators:
 def graded(recorded: Json, current: Json, rules: PathComparators) -> list[PathResult]:
     """Every path of the output structures that differs, scored (see the module)."""
     charge = budget.current.spend
-    patterns = rules.output
+    automaton = ignore.matcher(rules.output, through=True)
     results: list[PathResult] = []
-    start = ignore.initial(patterns)
-    # (recorded, current, pointer, states for the subtree, the comparator in force)
-    stack: list[tuple[Json, Json, str, frozenset[ignore.State] | None, Comparator]] = [
-        (recorded, current, "", start, EXACT)
-    ]
+    # (recorded, current, pointer, state for the subtree or -1, the comparator in force)
+    stack: list[tuple[Json, Json, str, int, Comparator]] = [(recorded, current, "", automaton.start, EXACT)]
     while stack:
         a, b, path, states, comparator = stack.pop()
         if comparator.kind == "ignore":
@@ -133,18 +130,17 @@ def graded(recorded: Json, current: Json, rules: PathComparators) -> list[PathRe
             continue
         charge(len(a) + len(b))
         if ta is dict:
-            children: list[tuple[Any, str | None, int | None]] = [(k, k, None) for k in sorted(a.keys() | b.keys())]
+            children: list[Any] = sorted(a.keys() | b.keys())
         else:
-            children = [(i, None, i) for i in range(max(len(a), len(b)))]
-        for slot, key, index in reversed(children):
+            children = list(range(max(len(a), len(b))))
+        for slot in reversed(children):
             child = comparator
-            sub: frozenset[ignore.State] | None = None
-            if states is not None:
-                full = ignore.advance(patterns, states, key, index)
-                if done := ignore.matched(patterns, full):
+            sub = -1
+            if states >= 0:
+                # deeper paths may still name a more specific comparator: the walk goes on
+                done, sub = automaton.key(states, slot) if ta is dict else automaton.item(states, slot)
+                if done:
                     child = rules.pick(done)
-                # deeper paths may still name a more specific comparator
-                sub = frozenset(s for s in full if s[1] < len(patterns[s[0]])) or None
             pointer = f"{path}/{escape_token(str(slot))}"
             in_a = slot in a if ta is dict else slot < len(a)
             in_b = slot in b if ta is dict else slot < len(b)

@@ -199,3 +199,84 @@ def step(
     if done:
         return done, None
     return 0, full
+
+
+class Matcher:
+    """``step`` over a set of patterns as a lazily built automaton: each set of states
+    met is numbered once, and each move from it (by object key, or by array index) is
+    worked out once and remembered. A document walk then costs a dictionary lookup per
+    node, however many rules there are. Memory is bounded: a state remembers at most
+    ``MOVES`` keys (a record's keys cannot grow it), and the states are sets of
+    positions in the configured patterns (a record cannot add one).
+
+    ``through``: a matched node's subtree is walked on (for comparators, where a deeper
+    path may name a more specific one); otherwise a matched node ends the walk there
+    (for ignore rules).
+    """
+
+    MOVES: Final = 512
+    __slots__ = ("_ids", "_indexed", "_items", "_keys", "_sets", "patterns", "start", "through")
+
+    def __init__(self, patterns: tuple[Pattern, ...], through: bool = False) -> None:
+        self.patterns = patterns
+        self.through = through
+        self._sets: list[frozenset[State]] = []
+        self._ids: dict[frozenset[State], int] = {}
+        self._keys: list[dict[str, tuple[int, int]]] = []
+        self._items: list[dict[int, tuple[int, int]]] = []
+        self._indexed: list[bool] = []
+        first = initial(patterns)
+        self.start = -1 if first is None else self._intern(first)
+
+    def _intern(self, states: frozenset[State]) -> int:
+        n = self._ids.get(states)
+        if n is None:
+            n = len(self._sets)
+            self._ids[states] = n
+            self._sets.append(states)
+            self._keys.append({})
+            self._items.append({})
+            self._indexed.append(any(i < len(self.patterns[p]) and self.patterns[p][i][0] == INDEX for p, i in states))
+        return n
+
+    def _move(self, state: int, key: str | None, index: int | None) -> tuple[int, int]:
+        if not self.through:
+            done, sub = step(self.patterns, self._sets[state], key, index)
+            return done, -1 if sub is None else self._intern(sub)
+        full = advance(self.patterns, self._sets[state], key, index)
+        on = frozenset(s for s in full if s[1] < len(self.patterns[s[0]]))
+        return matched(self.patterns, full), self._intern(on) if on else -1
+
+    def key(self, state: int, key: str) -> tuple[int, int]:
+        """(patterns matched by the member ``key``, its state or -1 when no rule goes on)."""
+        moves = self._keys[state]
+        hit = moves.get(key)
+        if hit is None:
+            hit = self._move(state, key, None)
+            if len(moves) < self.MOVES:
+                moves[key] = hit
+        return hit
+
+    def item(self, state: int, index: int) -> tuple[int, int]:
+        """(patterns matched by array item ``index``, its state or -1)."""
+        slot = index if self._indexed[state] else -1
+        moves = self._items[state]
+        hit = moves.get(slot)
+        if hit is None:
+            hit = self._move(state, None, index)
+            if len(moves) < self.MOVES:
+                moves[slot] = hit
+        return hit
+
+
+_MATCHERS: dict[tuple[tuple[Pattern, ...], bool], Matcher] = {}
+
+
+def matcher(patterns: tuple[Pattern, ...], through: bool = False) -> Matcher:
+    """The automaton of ``patterns``, built once per set of patterns (at most 256 kept)."""
+    m = _MATCHERS.get((patterns, through))
+    if m is None:
+        if len(_MATCHERS) >= 256:
+            _MATCHERS.clear()
+        m = _MATCHERS[patterns, through] = Matcher(patterns, through)
+    return m

@@ -125,12 +125,13 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Jso
     A matched object member is removed; a matched array item is replaced by null. A
     subtree that no rule can reach is shared, not copied.
     """
-    states = ignore.initial(patterns)
-    if states is None:
+    automaton = ignore.matcher(patterns)
+    if automaton.start < 0:
         return value, 0
+    by_key, by_item = automaton.key, automaton.item
     matched = 0
     root: list[Json] = [value]
-    stack: list[tuple[Json, Any, Any, frozenset[ignore.State]]] = [(value, root, 0, states)]
+    stack: list[tuple[Json, Any, Any, int]] = [(value, root, 0, automaton.start)]
     charge = budget.current.spend
     while stack:
         node, parent, slot, here = stack.pop()
@@ -139,23 +140,23 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Jso
             charge(len(node) + 1)
             out: dict[str, Any] = {}
             for k, v in node.items():
-                done, sub = ignore.step(patterns, here, k, None)
+                done, sub = by_key(here, k)
                 if done:
                     matched |= done
                 else:
                     out[k] = v
-                    if sub is not None:
+                    if sub >= 0:
                         stack.append((v, out, k, sub))
             parent[slot] = out
         elif t is list:
             charge(len(node) + 1)
             items: list[Any] = list(node)
             for i, v in enumerate(node):
-                done, sub = ignore.step(patterns, here, None, i)
+                done, sub = by_item(here, i)
                 if done:
                     matched |= done
                     items[i] = None
-                elif sub is not None:
+                elif sub >= 0:
                     stack.append((v, items, i, sub))
             parent[slot] = items
     return root[0], matched
