@@ -25,7 +25,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from replaywatch import codec
-from replaywatch.batch import decode_records
+from replaywatch.core.batch import decode_records
 from replaywatch.stream.schema_registry import SchemaRegistry
 
 

@@ -21,8 +21,8 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from replaywatch import codec
 from replaywatch.config import load_settings
+from replaywatch.core.projection import StepProjection, apply
 from replaywatch.exceptions import BadRecordError
-from replaywatch.projection import StepProjection, apply
 from replaywatch.store.artifacts import object_key, share_endpoint_cache
 
 

@@ -29,10 +29,10 @@ from replaywatch.compare import compare as compare_prepared
 from replaywatch.config import Settings, load_settings
 from replaywatch.devstack.cli import devstack_app
 from replaywatch.exceptions import ReplaywatchError, UsageError
-from replaywatch.http_endpoints import serving
 from replaywatch.pipeline import Pipeline
-from replaywatch.retry import GaveUp
+from replaywatch.runtime.retry import GaveUp
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.telemetry.http_endpoints import serving
 
 app = typer.Typer(
     help="Watch fleets of AI agents for replay drift.",
@@ -539,8 +539,8 @@ def tail(
     and divergences, and the counts of every verdict."""
     from replaywatch.compare import Verdict
     from replaywatch.stream.kafka_client import client_options
-    from replaywatch.tail import Filters
-    from replaywatch.tail import tail as run_tail
+    from replaywatch.views.tail import Filters
+    from replaywatch.views.tail import tail as run_tail
 
     known = {v.value for v in Verdict}
     if bad := sorted(set(verdict or ()) - known):
@@ -573,8 +573,8 @@ def report(
     (--rules), from PostgreSQL."""
     from rich.console import Console
 
-    from replaywatch.report import report as run_report
-    from replaywatch.report import rules_report
+    from replaywatch.views.report import report as run_report
+    from replaywatch.views.report import rules_report
 
     if (run_id is None) == (not rules):
         fail("give --run RUN_ID or --rules")
@@ -607,8 +607,8 @@ def diff(
 
     from rich.console import Console
 
-    from replaywatch import show_diff
     from replaywatch.exceptions import NotFound, TransientError
+    from replaywatch.views import show_diff
 
     try:
         kind, value = show_diff.parse_target(target)
@@ -657,8 +657,8 @@ def serve(
     diff, verdict counts over the last hour. Reads PostgreSQL and S3; writes nothing."""
     from contextlib import AsyncExitStack
 
-    from replaywatch.web import create_app, serving
-    from replaywatch.web_access import Access
+    from replaywatch.views.web import create_app, serving
+    from replaywatch.views.web_access import Access
 
     settings = _settings(serve_host=host, serve_port=port, postgres_dsn=postgres_dsn, postgres_schema=postgres_schema)
     _configure_logging(settings.log_level, settings.log_format)
@@ -693,7 +693,7 @@ def serve(
 
 def _artifacts(settings: Settings) -> Any:
     """The S3 diff store for reading (the bucket is neither checked nor created)."""
-    from replaywatch.adapters import open_diff_store
+    from replaywatch.runtime.adapters import open_diff_store
 
     return open_diff_store(settings, check_bucket=False)
 

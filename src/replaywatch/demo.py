@@ -118,7 +118,7 @@ def replay(events: list[dict[str, Any]], config: Any) -> tuple[dict[tuple[str, s
     each run's order, which is all that matters): (final projection per step,
     event_id -> verdict of every comparison made)."""
     from replaywatch.codec import decode_attempt, encode_attempt
-    from replaywatch.projection import StepProjection, apply
+    from replaywatch.core.projection import StepProjection, apply
 
     state: dict[tuple[str, str], StepProjection] = {}
     out: dict[str, str] = {}

@@ -20,22 +20,22 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from replaywatch import telemetry
-from replaywatch.adapters import open_adapters
-from replaywatch.batch import split_by_bytes
-from replaywatch.commit.writer import PreparedBatch, Rewind, Writer
 from replaywatch.config import Settings
+from replaywatch.core.batch import split_by_bytes
 from replaywatch.exceptions import BadRecordError, Fenced, ReplaywatchError
-from replaywatch.health import Health
 from replaywatch.ports import DeadLetterSink, DiffStore, Source
-from replaywatch.prepare import Preparer
-from replaywatch.retry import Backoff, GaveUp
-from replaywatch.rule_stats import IgnoreRuleStats
+from replaywatch.runtime.adapters import open_adapters
+from replaywatch.runtime.retry import Backoff, GaveUp
+from replaywatch.stages.prepare import Preparer
+from replaywatch.stages.writer import PreparedBatch, Rewind, Writer
 from replaywatch.state.cache import StepCache
 from replaywatch.state.projections import Projections
+from replaywatch.state.rule_stats import IgnoreRuleStats
 from replaywatch.store.postgres import BatchCommit
 from replaywatch.store.retention import keep_pruning
 from replaywatch.stream.consumer import Batch, InputConsumer
 from replaywatch.stream.publisher import RECORD_OVERHEAD
+from replaywatch.telemetry.health import Health
 
 logger = logging.getLogger(__name__)
 

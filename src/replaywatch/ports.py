@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from replaywatch.compare import CompareConfig, Diff
+from replaywatch.core.projection import StepProjection
 from replaywatch.exceptions import BadRecordError
-from replaywatch.projection import StepProjection
 from replaywatch.store.postgres import BatchCommit, OutboxRow, StepKey
 
 Source = tuple[int, int]

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from replaywatch.adapters import open_diff_store
 from replaywatch.compare import Diff, DiffKind
 from replaywatch.config import load_settings
 from replaywatch.exceptions import ServiceRefused, TransientError
 from replaywatch.ports import DiffStore
+from replaywatch.runtime.adapters import open_diff_store
 from replaywatch.store.artifacts import S3Artifacts, S3Target, object_key
 from tests.conftest import Endpoints, s3_client
 

@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from replaywatch import demo
-from replaywatch.batch import superseding_id
 from replaywatch.compare import comparison_id
+from replaywatch.core.batch import superseding_id
 from replaywatch.pipeline import Pipeline
 from replaywatch.replay.backfill import backfill, dry_run
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash

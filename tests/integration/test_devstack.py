@@ -120,9 +120,9 @@ def test_postgres_keeps_its_data_across_stop_and_start(own_stack: Stack) -> None
 def test_s3_keeps_its_objects_across_stop_and_start(own_stack: Stack, client: str) -> None:
     """versitygw keeps objects on disk: a diff put before a restart is read back after
     it, byte for byte with its metadata, and putting it again is still a no-op."""
-    from replaywatch.adapters import open_diff_store
     from replaywatch.compare import Diff, DiffKind
     from replaywatch.config import load_settings
+    from replaywatch.runtime.adapters import open_diff_store
 
     env = own_stack.env()
     settings = load_settings(s3_endpoint=env["REPLAYWATCH_S3_ENDPOINT"], s3_bucket=f"kept-{client}", s3_client=client,

@@ -31,9 +31,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from replaywatch import codec, telemetry
 from replaywatch.compare import comparison_id
 from replaywatch.exceptions import TransientError
-from replaywatch.histograms import with_batch_histograms
-from replaywatch.http_endpoints import serving
-from replaywatch.retry import Backoff
+from replaywatch.runtime.retry import Backoff
+from replaywatch.telemetry.histograms import with_batch_histograms
+from replaywatch.telemetry.http_endpoints import serving
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane, spawn_run, stop_proc
 
@@ -149,7 +149,7 @@ async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: 
     # one latency per comparison: occurred_at is months before now, above the last bound (300 s)
     (latency,) = otel.points("replaywatch.latency")
     assert [a - b for a, b in zip(latency.bucket_counts, before_counts, strict=True)] == [0] * 16 + [6]
-    assert sum(p.count for p in otel.points("replaywatch.batch.size")) >= 1
+    assert sum(p.count for p in otel.points("replaywatch.core.batch.size")) >= 1
 
     spans = otel.spans.get_finished_spans()
     prepares = [s for s in spans if s.name == f"prepare {settings.input_topic}"]

@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from replaywatch import demo
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.web import create_app, serving
+from replaywatch.views.web import create_app, serving
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replaywatch.batch import apply_records
 from replaywatch.compare import Attempt, CompareConfig, Verdict, budget, compare_attempts
 from replaywatch.compare.canonical import MAX_DEPTH
 from replaywatch.compare.structure import json_patch, same
+from replaywatch.core.batch import apply_records
 from replaywatch.exceptions import TooCostly
 
 from .strategies import json_values

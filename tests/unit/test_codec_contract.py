@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from replaywatch import batch, codec
+from replaywatch import codec
 from replaywatch.compare import CompareConfig
+from replaywatch.core import batch
 from replaywatch.exceptions import RecordFailed
 
 NOW = 1_790_000_000_000
@@ -102,7 +103,7 @@ def test_an_exception_raised_by_one_record_sets_only_that_record_aside(monkeypat
 
 
 def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest.MonkeyPatch) -> None:
-    from replaywatch import projection
+    from replaywatch.core import projection
 
     records = [
         Record(i, codec.encode_attempt(event(step_id=f"s{i % 2}", attempt=i, output_snapshot="{}"))) for i in range(4)

@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from replaywatch import telemetry
-from replaywatch.histograms import BatchHistogram, with_batch_histograms
+from replaywatch.telemetry.histograms import BatchHistogram, with_batch_histograms
 
 BOUNDS = telemetry.SECONDS
 

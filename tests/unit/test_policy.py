@@ -10,8 +10,8 @@ from replaywatch.compare import CompareConfig, Verdict, compare_attempts
 from replaywatch.compare import policy as policies
 from replaywatch.compare.engine import Attempt
 from replaywatch.config import load_settings
+from replaywatch.core.projection import StepProjection, apply
 from replaywatch.exceptions import ConfigError
-from replaywatch.projection import StepProjection, apply
 
 BASE = CompareConfig.build(0.01, 0.02)
 DOC = {

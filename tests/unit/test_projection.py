@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, PreparedAttempt, compare, prepare
 from replaywatch.compare.engine import Verdict
-from replaywatch.projection import StepProjection, apply, replay_step
+from replaywatch.core.projection import StepProjection, apply, replay_step
 
 from .strategies import json_values, snapshots
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from replaywatch.compare import Attempt, CompareConfig, DiffKind, Verdict, compare_attempts
+from replaywatch.core.projection import replay_step
 from replaywatch.exceptions import MissingOutputSnapshots
-from replaywatch.projection import replay_step
 
 RUN, STEP = "run-1", "step-1"
 

@@ -16,11 +16,11 @@ from rich.console import Console
 
 from replaywatch.cli import DemoteLibraryNoise
 from replaywatch.compare import Attempt, CompareConfig, compare_attempts
-from replaywatch.diff_view import shorten, view
-from replaywatch.report import run_tables
-from replaywatch.show_diff import parse_target, render
-from replaywatch.tail import Filters, pick_rows
-from replaywatch.tail import render as tail_render
+from replaywatch.views.diff_view import shorten, view
+from replaywatch.views.report import run_tables
+from replaywatch.views.show_diff import parse_target, render
+from replaywatch.views.tail import Filters, pick_rows
+from replaywatch.views.tail import render as tail_render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 VERDICTS = ("within_tolerance", "drift", "tool_event_divergence", "attestation_divergence")
@@ -207,7 +207,7 @@ def test_a_diff_deeper_than_orjson_writes_is_shown_and_dumped() -> None:
     """A structure diff of snapshots at the contract's 1,024 levels: the diff object is
     read (a few levels deeper than orjson reads), rendered, and dumped as JSON."""
     from replaywatch.compare.canonical import MAX_DEPTH, canonical_bytes
-    from replaywatch.show_diff import dump_json, load_deep
+    from replaywatch.views.show_diff import dump_json, load_deep
 
     def deep(leaf: Any) -> Any:
         value: Any = {"leaf": leaf}

@@ -10,9 +10,9 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replaywatch.batch import superseding_id
 from replaywatch.compare import CompareConfig, compare
 from replaywatch.compare import prepare as prepare_attempt
+from replaywatch.core.batch import superseding_id
 from replaywatch.exceptions import UsageError
 from replaywatch.replay.ranges import Position, parse_partitions, parse_position, resolve
 from replaywatch.replay.rescore import flips, report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from replaywatch.compare import CompareConfig, compare_attempts
 from replaywatch.compare import policy as policies
 from replaywatch.compare.engine import Attempt, Comparison
-from replaywatch.rule_stats import IgnoreRuleStats
+from replaywatch.state.rule_stats import IgnoreRuleStats
 
 RULES = ["output_snapshot.meta.request_id", "output_snapshot.meta.requestid", "tool_events[*].trace", "**.clock"]
 CONFIG = CompareConfig.build(ignore=RULES)

@@ -7,7 +7,7 @@ import tracemalloc
 
 from replaywatch import codec, demo
 from replaywatch.compare import CompareConfig
-from replaywatch.projection import StepProjection, apply
+from replaywatch.core.projection import StepProjection, apply
 from replaywatch.state.cache import StepCache
 
 
@@ -34,7 +34,7 @@ def test_the_weight_of_cached_projections_is_their_memory() -> None:
 
 
 def test_a_projections_weight_counts_its_ids() -> None:
-    from replaywatch.projection import StepProjection
+    from replaywatch.core.projection import StepProjection
     from replaywatch.state.cache import weight
 
     small, large = StepProjection.empty("r", "s"), StepProjection.empty("r" * 4096, "s" * 4096)

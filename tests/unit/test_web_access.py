@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from replaywatch.exceptions import ConfigError
-from replaywatch.web import PAGE, create_app, serving
-from replaywatch.web_access import SECURITY_HEADERS, Access
+from replaywatch.views.web import PAGE, create_app, serving
+from replaywatch.views.web_access import SECURITY_HEADERS, Access
 
 TOKEN = "s3cret-token-0123456789"
 

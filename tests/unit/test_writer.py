@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from replaywatch.batch import BatchResult
-from replaywatch.commit.writer import PreparedBatch, Rewind, Writer
+from replaywatch.core.batch import BatchResult
+from replaywatch.core.projection import StepProjection
 from replaywatch.exceptions import Fenced, InvalidJsonError
-from replaywatch.projection import StepProjection
-from replaywatch.retry import Backoff, GaveUp
+from replaywatch.runtime.retry import Backoff, GaveUp
+from replaywatch.stages.writer import PreparedBatch, Rewind, Writer
 from replaywatch.store.postgres import BatchCommit
 from tests.fakes import FakeCommitStore, FakeDeadLetters, FakeDiffStore
 

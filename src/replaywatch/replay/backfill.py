@@ -33,15 +33,15 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-from replaywatch.adapters import open_adapters
 from replaywatch.config import Settings
+from replaywatch.core.projection import StepProjection
 from replaywatch.exceptions import UsageError
 from replaywatch.pipeline import Pipeline
-from replaywatch.projection import StepProjection
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.scan import Emitted, scan
-from replaywatch.retry import Backoff
+from replaywatch.runtime.adapters import open_adapters
+from replaywatch.runtime.retry import Backoff
 from replaywatch.store.postgres import PostgresStore, StepKey
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader

@@ -36,13 +36,13 @@ from typing import Any
 
 import orjson
 
-from replaywatch.adapters import open_adapters
-from replaywatch.batch import outgoing, superseding_id
 from replaywatch.compare import Comparison
 from replaywatch.config import Settings
+from replaywatch.core.batch import outgoing, superseding_id
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.scan import nothing_stored, scan
-from replaywatch.retry import Backoff
+from replaywatch.runtime.adapters import open_adapters
+from replaywatch.runtime.retry import Backoff
 from replaywatch.store.jobs import Outcome
 from replaywatch.store.postgres import BatchCommit
 from replaywatch.stream.publisher import RECORD_OVERHEAD

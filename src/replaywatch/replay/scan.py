@@ -10,13 +10,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from replaywatch.adapters import open_schema_registry
-from replaywatch.batch import apply_records, decode_records
 from replaywatch.compare import CompareConfig, Comparison
 from replaywatch.config import Settings
-from replaywatch.projection import StepProjection
+from replaywatch.core.batch import apply_records, decode_records
+from replaywatch.core.projection import StepProjection
 from replaywatch.replay.ranges import Ranges
-from replaywatch.retry import Backoff
+from replaywatch.runtime.adapters import open_schema_registry
+from replaywatch.runtime.retry import Backoff
 from replaywatch.store.postgres import StepKey
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader

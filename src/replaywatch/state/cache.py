@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from replaywatch.projection import StepProjection
+from replaywatch.core.projection import StepProjection
 from replaywatch.store.postgres import StepKey
 
 

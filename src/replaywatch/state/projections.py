@@ -9,8 +9,8 @@ cache) or is thrown away (a fence or a rewind clears the overlay).
 from __future__ import annotations
 
 from replaywatch.compare import CompareConfig
+from replaywatch.core.projection import StepProjection
 from replaywatch.ports import ProjectionStore
-from replaywatch.projection import StepProjection
 from replaywatch.state.cache import StepCache
 from replaywatch.store.postgres import StepKey
 

@@ -33,6 +33,7 @@ import orjson
 
 from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
+from replaywatch.core.projection import StepProjection
 from replaywatch.exceptions import (
     ConfigError,
     Fenced,
@@ -41,7 +42,6 @@ from replaywatch.exceptions import (
     StaleProjection,
     TransientError,
 )
-from replaywatch.projection import StepProjection
 from replaywatch.store.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)

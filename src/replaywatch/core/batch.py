@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 
 from replaywatch import codec
 from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
+from replaywatch.core.projection import StepProjection, apply
 from replaywatch.exceptions import BadRecordError, RecordFailed
-from replaywatch.projection import StepProjection, apply
 from replaywatch.store.postgres import ComparisonRow, OutboxRow, StepKey
 
 logger = logging.getLogger(__name__)

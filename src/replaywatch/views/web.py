@@ -30,12 +30,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from replaywatch.diff_view import view
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
-from replaywatch.show_diff import CorruptDiff, fetch
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.web_access import LOOPBACK_NAMES, Access, guard
+from replaywatch.views.diff_view import view
+from replaywatch.views.show_diff import CorruptDiff, fetch
+from replaywatch.views.web_access import LOOPBACK_NAMES, Access, guard
 
 VERDICTS = ("within_tolerance", "drift", "tool_event_divergence", "attestation_divergence")
 CSS_COLOURS = {"within_tolerance": "#1a7f37", "drift": "#9a6700", "tool_event_divergence": "#8250df",

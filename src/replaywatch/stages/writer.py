@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from replaywatch import telemetry
-from replaywatch.batch import BatchResult
 from replaywatch.compare import Comparison
+from replaywatch.core.batch import BatchResult
 from replaywatch.exceptions import BadRecordError, Fenced, RecordRejected, TransientError
 from replaywatch.ports import CommitStore, DeadLetterSink, DiffStore, Source
-from replaywatch.retry import Backoff, GaveUp
+from replaywatch.runtime.retry import Backoff, GaveUp
 from replaywatch.store.postgres import BatchCommit, StepKey
 
 logger = logging.getLogger(__name__)

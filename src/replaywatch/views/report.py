@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from replaywatch.diff_view import shorten
-from replaywatch.projection import MISSING_SNAPSHOTS
-from replaywatch.rule_stats import WARN_AFTER
+from replaywatch.core.projection import MISSING_SNAPSHOTS
+from replaywatch.state.rule_stats import WARN_AFTER
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.tail import COLOURS
+from replaywatch.views.diff_view import shorten
+from replaywatch.views.tail import COLOURS
 
 
 def _verdict(v: str) -> Text:

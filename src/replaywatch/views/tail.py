@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from replaywatch import codec
-from replaywatch.diff_view import shorten
+from replaywatch.views.diff_view import shorten
 
 COLOURS = {
     "within_tolerance": "green",

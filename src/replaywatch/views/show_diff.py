@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.text import Text
 
 from replaywatch.compare.canonical import canonical_bytes
-from replaywatch.diff_view import DiffView, shorten, view
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.views.diff_view import DiffView, shorten, view
 
 SHA = re.compile(r"[0-9a-f]{64}")
 STYLES = {

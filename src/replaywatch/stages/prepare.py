@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from replaywatch import codec, telemetry
-from replaywatch.batch import (
+from replaywatch.compare import Attempt, CompareConfig, Comparison
+from replaywatch.compare.engine import Verdict
+from replaywatch.core.batch import (
     BatchResult,
     apply_records,
     failed,
@@ -28,12 +30,10 @@ from replaywatch.batch import (
     parse_records,
     read_records,
 )
-from replaywatch.commit.writer import PreparedBatch, Writer
-from replaywatch.compare import Attempt, CompareConfig, Comparison
-from replaywatch.compare.engine import Verdict
+from replaywatch.core.projection import StepProjection
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, Source
-from replaywatch.projection import StepProjection
+from replaywatch.stages.writer import PreparedBatch, Writer
 from replaywatch.state.projections import Projections
 from replaywatch.store.postgres import BatchCommit, ComparisonRow, OutboxRow, StepKey
 from replaywatch.stream.schema_registry import SchemaRegistry

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from replaywatch.config import Settings
 from replaywatch.ports import DeadLetterSink, DiffStore
-from replaywatch.retry import Backoff
+from replaywatch.runtime.retry import Backoff
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.consumer import InputConsumer

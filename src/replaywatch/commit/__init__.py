@@ -1,1 +1,0 @@
-"""The commit point: ordered writes of prepared batches to PostgreSQL."""

@@ -1,0 +1,1 @@
+"""The wiring: adapters opened from the settings, and the one retry policy."""
