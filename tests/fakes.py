@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from replaywatch.compare import Diff
+from replaywatch.core.types import BatchCommit, StepKey
 from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
 from replaywatch.ports import Source
-from replaywatch.store.postgres import BatchCommit, StepKey
 
 
 class FakeCommitStore:
@@ -29,7 +29,7 @@ class FakeCommitStore:
         self.refused_steps: set[StepKey] = set()
         self.down = False
 
-    async def commit_batch(self, batch: BatchCommit) -> None:
+    async def commit_batch(self, batch: BatchCommit) -> set[str]:
         self.attempts += 1
         await self.gate.wait()
         if self.down or self.transient_failures:
@@ -43,10 +43,10 @@ class FakeCommitStore:
         for partition, (_, end) in batch.offsets.items():
             self.offsets[partition] = end
         self.commits.append(batch)
-        batch.said = set()
         if self.lose_replies:
             self.lose_replies -= 1
             raise TransientError("connection lost after COMMIT")
+        return set()
 
     async def probe(self, batch: BatchCommit) -> str | None:
         refused = [k for k in batch.projections if k in self.refused_steps]

@@ -1,25 +1,59 @@
-"""The small interfaces between the pipeline and its adapters (PostgreSQL, S3, the
-dead-letter topic, the publisher). The real adapters live in ``store/`` and
-``stream/``; in-memory fakes of the same interfaces live in ``tests/fakes.py``."""
+"""The interfaces between the pipeline and its adapters: the input consumer, PostgreSQL,
+S3, the dead-letter topic, the outbox publisher and the schema registry. The real
+adapters live in ``store/`` and ``stream/``; in-memory fakes of the same interfaces
+live in ``tests/fakes.py``, and mypy checks both against these Protocols."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Source, StepKey
 from replaywatch.exceptions import BadRecordError
-from replaywatch.store.postgres import BatchCommit, OutboxRow, StepKey
 
-Source = tuple[int, int]
-"""An input record's (partition, offset)."""
+PartitionsChanged = Callable[[set[int]], Awaitable[None]]
+"""What the consumer calls when the group revokes or assigns partitions."""
+
+
+class OffsetAdvice(Protocol):
+    """The consumer as a commit sees it: the group hears of the committed offsets."""
+
+    def advise(self, offsets: dict[int, int], *, now: bool = False) -> None: ...
+
+
+class Consumer(OffsetAdvice, Protocol):
+    """The input: the live group member (``stream.consumer``) or a replay's range
+    reader (``stream.range_consumer``). It tracks each owned partition's position."""
+
+    positions: dict[int, int | None]
+
+    async def start(self, revoked: PartitionsChanged, assigned: PartitionsChanged) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def finished(self) -> bool: ...
+
+    def highwater(self, partition: int) -> int | None: ...
+
+    async def poll(self, timeout_ms: int, max_records: int) -> Batch: ...
+
+    def owned(self, batch: Batch) -> Batch: ...
+
+    def advance(self, batch: Batch) -> None: ...
+
+    def seek_to_stored(self, stored: dict[int, int], partitions: set[int]) -> None: ...
+
+    def revoke(self, partitions: set[int]) -> None: ...
+
+    async def flush_advice(self, wait: float) -> None: ...
 
 
 class CommitStore(Protocol):
     """Where a write commits: the fenced statement, and a dry run of it."""
 
-    async def commit_batch(self, batch: BatchCommit) -> None: ...
+    async def commit_batch(self, batch: BatchCommit) -> set[str]: ...
 
     async def probe(self, batch: BatchCommit) -> str | None: ...
 
@@ -30,6 +64,14 @@ class ProjectionStore(Protocol):
     async def load_projections(
         self, keys: Sequence[StepKey], config: CompareConfig, broken: dict[StepKey, Exception] | None = None
     ) -> dict[StepKey, StepProjection]: ...
+
+
+class Store(CommitStore, ProjectionStore, Protocol):
+    """PostgreSQL as the pipeline uses it."""
+
+    async def outbox_count(self, partitions: Iterable[int]) -> int: ...
+
+    async def add_rule_counts(self, rows: list[tuple[str, str, int, int]]) -> None: ...
 
 
 class DiffStore(Protocol):
@@ -45,6 +87,30 @@ class DeadLetterSink(Protocol):
 
 
 class EventSink(Protocol):
-    """The publisher, as a write sees it: committed events are handed over."""
+    """The publisher, as a commit sees it: committed events are handed over."""
 
     def offer(self, offsets: dict[int, tuple[int | None, int]], rows: list[OutboxRow]) -> None: ...
+
+    def reread(self, partitions: Iterable[int]) -> None: ...
+
+
+class Publisher(EventSink, Protocol):
+    """The outbox publisher (``stream.publisher``): one lane per owned partition."""
+
+    published: int
+
+    def raise_failure(self) -> None: ...
+
+    def assign(self, partitions: set[int]) -> None: ...
+
+    async def revoke(self, partitions: set[int]) -> None: ...
+
+    async def flush(self, timeout: float) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class SchemaSource(Protocol):
+    """The schema registry, as the prepare stage reads it: writer schemas by id."""
+
+    async def writers(self, values: Iterable[bytes | None]) -> Mapping[int, Any]: ...

@@ -49,7 +49,7 @@ async def test_the_outbox_read_after_a_restart_is_bounded_in_memory(
     await lane.committed_past(len(events) - 1, timeout=180)
     stop.set()
     await task
-    assert pipeline.compared == len(expected) == EVENTS
+    assert pipeline.checkpoint.compared == len(expected) == EVENTS
     # 2. a consumer starts: its publisher reads the backlog from the outbox
     proc = spawn_run({**os.environ, **lane.env})
     peak = 0.0

@@ -73,7 +73,7 @@ async def test_records_wait_for_the_registry_and_none_is_dead_lettered(
                 while proxy.refused < 3:
                     await asyncio.sleep(0.05)
             assert await lane.stored_total() == 0  # nothing committed: the records wait
-            assert pipeline.processed == 0
+            assert pipeline.checkpoint.processed == 0
             proxy.up.set()
             out = await lane.outputs(want=20)
         dead = await lane.read(s.dlq_topic, want=0, settle=1.0, timeout=5)

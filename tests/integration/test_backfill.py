@@ -206,13 +206,13 @@ async def test_rescoring_with_a_looser_tolerance_publishes_exactly_the_flips(
         again = await rescore(lane.settings(), looser, ReplaySpec(), asyncio.Event(), apply=True, report_path=None)
         assert again["flipped"] == 0 and again["published"] == 0
         assert len(once(await lane.outputs(want=len(out) + 1, timeout=3))) == len(out)
-        assert pipeline.processed == len(events)
+        assert pipeline.checkpoint.processed == len(events)
 
 
 async def processed(pipeline: Any, records: int, timeout: float = 60) -> None:
     """Wait until the live pipeline has committed ``records`` records."""
     async with asyncio.timeout(timeout):
-        while pipeline.processed < records:
+        while pipeline.checkpoint.processed < records:
             await asyncio.sleep(0.05)
 
 
@@ -255,7 +255,7 @@ async def test_a_backfill_of_what_the_live_consumer_skipped_is_not_overwritten_b
         await processed(pipeline, len(seen) + len(later))
         # every step: baseline attempt 1, current 6, as one pass over all the events says
         assert await lane.projections() == oracle_projection(events, config)
-        once(await lane.outputs(want=summary["published"] + pipeline.compared, timeout=60))
+        once(await lane.outputs(want=summary["published"] + pipeline.checkpoint.compared, timeout=60))
 
 
 async def test_rebuild_swaps_at_once_while_a_reader_polls_and_the_live_consumer_runs(
@@ -346,7 +346,7 @@ async def test_sigint_halfway_then_the_same_command_completes_with_nothing_doubl
 
         published = once(await replayed.outputs(want=len(expected), timeout=120))
         assert published == expected
-        assert pipeline.processed == len(events)
+        assert pipeline.checkpoint.processed == len(events)
     assert await replayed.projections() == oracle_projection(events, config)
 
 
@@ -431,7 +431,7 @@ async def abandoned_job(lane: Lane, events: list[dict[str, Any]]) -> str:
     pipeline = Pipeline(js, consumer=lambda st: RangeConsumer(reader(client_options(st)), st.input_topic, job.ranges),
                         dead_letters=CountedDeadLetters(), publish=False)  # fmt: skip
     await asyncio.wait_for(pipeline.run(asyncio.Event()), 120)
-    assert pipeline.processed == len(events)
+    assert pipeline.checkpoint.processed == len(events)
     return job.job_id
 
 

@@ -74,7 +74,7 @@ async def test_pruning_beside_the_live_consumer_keeps_its_promises(
                 attempt_event(kept_step["run_id"], kept_step["step_id"], 50, {"v": 1})]  # fmt: skip
         await lane.send(more)
         await lane.committed_past(len(old) + len(new) + 1)
-        assert pipeline.processed == len(old) + len(new) + 2
+        assert pipeline.checkpoint.processed == len(old) + len(new) + 2
     outputs = await lane.outputs(want=len(said_old) + len(said_new) + 1)
     assert Counter(o["event_id"] for o in outputs).most_common(1)[0][1] == 1
     late = [o for o in outputs if o["current_attempt"] == 50]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replaywatch.store.postgres import BatchCommit, OutboxRow
+from replaywatch.core.types import BatchCommit, OutboxRow
 
 A, B, C = ("run", "a"), ("run", "b"), ("run", "c")
 

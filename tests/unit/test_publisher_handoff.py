@@ -16,7 +16,7 @@ from unittest.mock import AsyncMock, patch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replaywatch.store.postgres import OutboxRow
+from replaywatch.core.types import OutboxRow
 from replaywatch.stream.publisher import OutboxPublisher, _Lane
 
 

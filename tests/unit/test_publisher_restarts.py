@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replaywatch.store.postgres import OutboxRow
+from replaywatch.core.types import OutboxRow
 from replaywatch.stream.publisher import OutboxPublisher, _Lane
 from tests.unit.test_publisher_handoff import within_bytes
 

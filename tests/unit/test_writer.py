@@ -6,16 +6,15 @@ process gives up on a dead store."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from replaywatch.core.batch import BatchResult
 from replaywatch.core.projection import StepProjection
-from replaywatch.exceptions import Fenced, InvalidJsonError
-from replaywatch.runtime.retry import Backoff, GaveUp
-from replaywatch.stages.writer import PreparedBatch, Rewind, Writer
-from replaywatch.store.postgres import BatchCommit
+from replaywatch.core.types import BatchCommit
+from replaywatch.exceptions import InvalidJsonError
+from replaywatch.runtime.retry import Backoff
+from replaywatch.stages.writer import PreparedBatch, Voided, Writer
 from tests.fakes import FakeCommitStore, FakeDeadLetters, FakeDiffStore
 
 
@@ -42,7 +41,7 @@ def batch(seq: int, start: int | None, end: int, *, step: str = "s", bad: int = 
         sources={key: records[bad:]},
     )
     commit = BatchCommit(offsets={partition: (start, end)}, projections={key: result.projections[key][1]})
-    return PreparedBatch(seq, len(records), end - first, result, commit, [], [], 0.0)
+    return PreparedBatch(seq, len(records), end - first, result, commit, [], 0.0)
 
 
 class Harness:
@@ -53,15 +52,16 @@ class Harness:
         self.committed: list[list[int]] = []
         self.writer = Writer(
             store=self.store, diffs=FakeDiffStore(), dead_letters=self.dead,
-            retry=Backoff(self.stop, first=0.001, most=0.01, grace=0.05), on_commit=self.on_commit,
+            retry=Backoff(self.stop, first=0.001, most=0.01, grace=0.05),
         )  # fmt: skip
 
-    def on_commit(self, group: list[PreparedBatch], commit: BatchCommit) -> None:
-        self.committed.append([b.seq for b in group])
-
-    async def settle(self) -> Any:
+    async def settle(self) -> Voided | None:
+        """Settle every write; the batches of each one that committed, in order, go to
+        ``committed``; the write that voided the rest, if one did, is returned."""
         async with asyncio.timeout(5):
-            return await self.writer.settle(0, 0)
+            settled = await self.writer.settle(0, 0)
+        self.committed += [[b.seq for b in c.batches] for c in settled.committed]
+        return settled.voided
 
 
 async def test_writes_commit_in_order_and_batches_prepared_meanwhile_commit_together() -> None:
@@ -87,7 +87,7 @@ async def test_a_fence_voids_every_write_after_it() -> None:
     h.writer.enqueue(batch(2, 60, 70))
     h.store.gate.set()
     failure = await h.settle()
-    assert isinstance(failure, Fenced)
+    assert failure is not None and failure.cause == "fenced"
     assert h.committed == [] and h.store.commits == []
     assert h.store.attempts == 1, "the write after the fenced one was not attempted (void)"
     assert h.writer.records == 0
@@ -122,10 +122,13 @@ async def test_refused_steps_rewind_with_their_records_named() -> None:
     h.writer.enqueue(second)  # joins the first: one statement for both
     h.store.gate.set()
     failure = await h.settle()
-    assert isinstance(failure, Rewind)
+    assert failure is not None and failure.cause == "refused"
     assert sorted(failure.refused) == [(1, 0), (1, 1), (1, 2)]
     assert "refuses" in str(next(iter(failure.refused.values())))
     assert h.committed == []
+    # dead-lettered by the writer itself, once, and set aside for when they are read again
+    assert sorted(h.dead.sent) == [(1, 0), (1, 1), (1, 2)]
+    assert sorted(h.writer.set_aside) == [(1, 0), (1, 1), (1, 2)]
 
 
 @pytest.mark.parametrize("stopping", [True, False])
@@ -135,12 +138,13 @@ async def test_a_dead_store_is_given_up_only_when_stopping(stopping: bool) -> No
     h.writer.enqueue(batch(1, None, 10))
     if stopping:
         h.stop.set()
-        assert isinstance(await h.settle(), GaveUp)
+        failure = await h.settle()
+        assert failure is not None and failure.cause == "stopping"
     else:
         settling = asyncio.create_task(h.writer.settle(0, 0))
         done, _ = await asyncio.wait([settling], timeout=0.3)
         assert not done, "a running process retries a dead store for as long as it takes"
         h.store.down = False
         async with asyncio.timeout(5):
-            assert await settling is None
-        assert h.committed == [[1]]
+            settled = await settling
+        assert settled.voided is None and [[b.seq for b in c.batches] for c in settled.committed] == [[1]]

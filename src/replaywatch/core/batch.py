@@ -14,18 +14,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from replaywatch import codec
 from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
 from replaywatch.core.projection import StepProjection, apply
+from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.exceptions import BadRecordError, RecordFailed
-from replaywatch.store.postgres import ComparisonRow, OutboxRow, StepKey
 
 logger = logging.getLogger(__name__)
-
-Source = tuple[int, int]
-"""An input record's (partition, offset)."""
 
 
 @dataclass
@@ -64,7 +59,7 @@ def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
 def decode_records(
     records: Iterable[Any],
     limits: codec.Limits = codec.DEFAULT_LIMITS,
-    refused: dict[Source, BadRecordError] | None = None,
+    refused: Mapping[Source, BadRecordError] | None = None,
     writers: Mapping[int, Any] | None = None,
 ) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
     """(decoded records in order, records that break the contract, in input order). Pure.
@@ -86,7 +81,7 @@ def in_input_order(bad: list[tuple[Any, BadRecordError]]) -> None:
 def read_records(
     records: Iterable[Any],
     limits: codec.Limits = codec.DEFAULT_LIMITS,
-    refused: dict[Source, BadRecordError] | None = None,
+    refused: Mapping[Source, BadRecordError] | None = None,
     writers: Mapping[int, Any] | None = None,
 ) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, BadRecordError]]]:
     """The first half of ``decode_records``: each record's Avro fields, ids checked, JSON
@@ -166,10 +161,10 @@ def apply_records(
     return out
 
 
-def split_by_bytes(batch: dict[TopicPartition, list[Any]], max_bytes: int) -> list[dict[TopicPartition, list[Any]]]:
+def split_by_bytes(batch: Batch, max_bytes: int) -> list[Batch]:
     """Cut a poll into batches of at most ``max_bytes`` of values (at least one record
     each), each partition's records in order."""
-    parts: list[dict[TopicPartition, list[Any]]] = [{}]
+    parts: list[dict[Partition, list[Record]]] = [{}]
     size = 0
     for tp, records in batch.items():
         for r in records:

@@ -35,6 +35,7 @@ from typing import Any
 
 from replaywatch.config import Settings
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import StepKey
 from replaywatch.exceptions import UsageError
 from replaywatch.pipeline import Pipeline
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
@@ -42,7 +43,7 @@ from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.scan import Emitted, scan
 from replaywatch.runtime.adapters import open_adapters
 from replaywatch.runtime.retry import Backoff
-from replaywatch.store.postgres import PostgresStore, StepKey
+from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
@@ -80,9 +81,9 @@ async def backfill(
             "records": progress.records,
             "done": progress.done,
             "total": progress.total,
-            "compared": pipeline.compared,
+            "compared": pipeline.checkpoint.compared,
             "published": pipeline.publisher.published,
-            "already_published": pipeline.compared - pipeline.publisher.published,
+            "already_published": pipeline.checkpoint.compared - pipeline.publisher.published,
             "bad_records": dict(counted.reasons) if counted else "dead-lettered",
             "seconds": round(progress.seconds(), 3),
             "rate": round(progress.records / max(progress.seconds(), 1e-9), 1),
@@ -153,7 +154,7 @@ async def publish_job(settings: Settings, job_id: str, stop: asyncio.Event) -> d
         js = job_settings(settings, job, job.spec.get("output_topic"))
         retry = Backoff(stop)
         async with AsyncExitStack() as stack:
-            adapters = await open_adapters(js, stack, retry, consumer=lambda s: None,
+            adapters = await open_adapters(js, stack, retry, consumer=None,
                                            dead_letters=CountedDeadLetters())  # fmt: skip
             adapters.publisher.assign(set(job.ranges))
             drained = False

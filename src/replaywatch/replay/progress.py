@@ -104,12 +104,12 @@ async def run_with_progress(what: str, pipeline: Pipeline, ranges: Ranges, resum
         async def refresh() -> None:
             while True:
                 await asyncio.sleep(REFRESH)
-                progress.update(pipeline.committed)
+                progress.update(pipeline.checkpoint.committed)
 
         refresher = asyncio.create_task(refresh())
         try:
             await pipeline.run(stop)
         finally:
             refresher.cancel()
-            progress.update(pipeline.committed)
+            progress.update(pipeline.checkpoint.committed)
     return progress

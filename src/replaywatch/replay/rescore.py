@@ -38,13 +38,16 @@ import orjson
 
 from replaywatch.compare import Comparison
 from replaywatch.config import Settings
-from replaywatch.core.batch import outgoing, superseding_id
+from replaywatch.core.batch import BatchResult, outgoing, superseding_id
+from replaywatch.core.types import BatchCommit
+from replaywatch.exceptions import ReplaywatchError
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.scan import nothing_stored, scan
-from replaywatch.runtime.adapters import open_adapters
+from replaywatch.runtime.adapters import Adapters, open_adapters
 from replaywatch.runtime.retry import Backoff
+from replaywatch.stages.checkpoint import Checkpoint
+from replaywatch.stages.writer import PreparedBatch, Writer
 from replaywatch.store.jobs import Outcome
-from replaywatch.store.postgres import BatchCommit
 from replaywatch.stream.publisher import RECORD_OVERHEAD
 
 logger = logging.getLogger(__name__)
@@ -151,56 +154,58 @@ def within_live(ranges: dict[int, tuple[int, int]], live: dict[int, int]) -> dic
 
 async def _publish(js: Settings, changed: list[Flip], partitions: set[int], stop: asyncio.Event) -> tuple[int, bool]:
     """Commit the flips' events with the job's checkpoint, a partition at a time and in
-    source order, then publish them all (unless stopped). Every partition of the job is
-    published, flips or not: a resumed job's flips committed before it was interrupted
-    are in its outbox, no longer in ``changed``. (events published, complete)"""
+    source order, through the pipeline's writer and checkpoint, then publish them all
+    (unless stopped). Every partition of the job is published, flips or not: a resumed
+    job's flips committed before it was interrupted are in its outbox, no longer in
+    ``changed``. (events published, complete)"""
     retry = Backoff(stop)
     fingerprint = js.compare_config().fingerprint()
     async with AsyncExitStack() as stack:
-        adapters = await open_adapters(js, stack, retry, consumer=lambda s: None, dead_letters=CountedDeadLetters())
+        adapters = await open_adapters(js, stack, retry, consumer=None, dead_letters=CountedDeadLetters())
         store, publisher = adapters.store, adapters.publisher
+        writer = Writer(store=store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters, retry=retry)
+        checkpoint = Checkpoint(publisher=publisher)
         by_partition: dict[int, list[Flip]] = {}
         for f in sorted(changed, key=lambda f: (f[0].partition, f[0].offset)):
             by_partition.setdefault(f[0].partition, []).append(f)
-        checkpoint = await store.load_offsets(partitions)
+        checkpoint.committed.update(await store.load_offsets(partitions))
         publisher.assign(partitions)
         for partition, items in by_partition.items():
-            todo = [f for f in items if f[0].offset >= checkpoint.get(partition, -1)]
+            todo = [f for f in items if f[0].offset >= checkpoint.committed.get(partition, -1)]
             for i in range(0, len(todo), CHUNK):
                 if stop.is_set():
                     break
-                chunk = todo[i : i + CHUNK]
-                # the diffs are in S3 before any event refers to them
-                diffs = {c.diff.sha256: c for _, _, c, _ in chunk if c.diff is not None}
-                await asyncio.gather(*(adapters.artifacts.put(c.diff, c.run_id, c.step_id)
-                                       for c in diffs.values() if c.diff is not None))  # fmt: skip
-                commit = BatchCommit()
-                for record, occurred, c, old in chunk:
-                    uri = adapters.artifacts.uri(c.diff.sha256) if c.diff is not None else None
-                    row, history = outgoing(
-                        record, occurred, c, detected_at_ms=int(time.time() * 1000), diff_uri=uri,
-                        max_event_bytes=adapters.output_limit - RECORD_OVERHEAD, settings_fingerprint=fingerprint,
-                        supersedes=(c.event_id, old.event_id if old else None),
-                        output_schema_id=adapters.output_schema_id,
-                    )  # fmt: skip
-                    commit.outbox.append(row)
-                    commit.comparisons.append(history)
-                end = chunk[-1][0].offset + 1
-                commit.offsets = {partition: (checkpoint.get(partition), end)}
-                await retry.call(_committing(store, commit), "commit re-scored events")
-                checkpoint[partition] = end
-                if commit.said is None:
-                    publisher.reread(commit.offsets)
-                else:
-                    publisher.offer(commit.offsets, commit.queued())
+                writer.enqueue(_corrections(todo[i : i + CHUNK], checkpoint.committed.get(partition), fingerprint,
+                                            adapters))  # fmt: skip
+                settled = await writer.settle(0, 0)
+                for committed in settled.committed:
+                    checkpoint.apply(committed)
+                if settled.voided is not None:
+                    raise ReplaywatchError(f"re-scored events not committed: {settled.voided.reason}")
         drained = False
         while not drained and not stop.is_set():
             drained = await publisher.flush(1.0)
         complete = drained and all(
-            checkpoint.get(p, -1) >= items[-1][0].offset + 1 for p, items in by_partition.items()
+            checkpoint.committed.get(p, -1) >= items[-1][0].offset + 1 for p, items in by_partition.items()
         )  # every partition's outbox, flips or not, was drained: the job's rows can go
         return publisher.published, complete
 
 
-def _committing(store: Any, commit: BatchCommit) -> Any:
-    return lambda: store.commit_batch(commit)
+def _corrections(chunk: list[Flip], start: int | None, fingerprint: str, adapters: Adapters) -> PreparedBatch:
+    """A chunk of one partition's flips as a batch to write: each flip's event, naming
+    the event it supersedes, and its diff."""
+    commit = BatchCommit()
+    detected_at_ms = int(time.time() * 1000)
+    for record, occurred, c, old in chunk:
+        uri = adapters.artifacts.uri(c.diff.sha256) if c.diff is not None else None
+        row, history = outgoing(
+            record, occurred, c, detected_at_ms=detected_at_ms, diff_uri=uri,
+            max_event_bytes=adapters.output_limit - RECORD_OVERHEAD, settings_fingerprint=fingerprint,
+            supersedes=(c.event_id, old.event_id if old else None), output_schema_id=adapters.output_schema_id,
+        )  # fmt: skip
+        commit.outbox.append(row)
+        commit.comparisons.append(history)
+    last = chunk[-1][0]
+    commit.offsets = {last.partition: (start, last.offset + 1)}
+    diffs = list({c.diff.sha256: c for _, _, c, _ in chunk if c.diff is not None}.values())
+    return PreparedBatch(0, 0, 0, BatchResult(), commit, diffs, time.perf_counter(), detected_at_ms)

@@ -14,10 +14,10 @@ from replaywatch.compare import CompareConfig, Comparison
 from replaywatch.config import Settings
 from replaywatch.core.batch import apply_records, decode_records
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import StepKey
 from replaywatch.replay.ranges import Ranges
 from replaywatch.runtime.adapters import open_schema_registry
 from replaywatch.runtime.retry import Backoff
-from replaywatch.store.postgres import StepKey
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 

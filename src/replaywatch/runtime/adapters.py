@@ -1,18 +1,18 @@
 """The adapters, opened from the settings on an exit stack: PostgreSQL (migrated), S3,
 Kafka's admin (topics ensured, the output topic's size limit read), the dead-letter
 producer, the outbox publisher, the input consumer and the schema registry (the output
-schema registered). Each adapter takes explicit
-arguments; this is the one place that reads them from the settings."""
+schema registered). Each adapter takes explicit arguments, read from the settings here;
+``run``, the replays and ``serve`` open them through this module."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from replaywatch.config import Settings
-from replaywatch.ports import DeadLetterSink, DiffStore
+from replaywatch.ports import Consumer, DeadLetterSink, DiffStore, Publisher
 from replaywatch.runtime.retry import Backoff
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
@@ -29,9 +29,10 @@ class Adapters:
     store: PostgresStore
     artifacts: DiffStore
     dead_letters: DeadLetterSink
-    publisher: OutboxPublisher
-    consumer: Any
-    """``InputConsumer`` (the live group member), or a replay's ``RangeConsumer``."""
+    publisher: Publisher
+    consumer: Consumer | None
+    """``InputConsumer`` (the live group member), a replay's ``RangeConsumer``, or None
+    (a job that only publishes what it committed)."""
     output_limit: int
     """The output topic's max.message.bytes."""
     schemas: SchemaRegistry | None = None
@@ -75,7 +76,7 @@ async def open_adapters(
     stack: AsyncExitStack,
     retry: Backoff,
     *,
-    consumer: Callable[[Settings], Any] = InputConsumer.create,
+    consumer: Callable[[Settings], Consumer] | None = InputConsumer.create,
     diffs: DiffStore | None = None,
     dead_letters: DeadLetterSink | None = None,
 ) -> Adapters:
@@ -128,7 +129,16 @@ async def open_adapters(
     )
     stack.push_async_callback(publisher.close)
     schemas, schema_id = await open_schema_registry(settings, stack, retry)
-    return Adapters(store, artifacts, dead_letters, publisher, consumer(settings), output_limit, schemas, schema_id)
+    return Adapters(
+        store,
+        artifacts,
+        dead_letters,
+        publisher,
+        consumer(settings) if consumer else None,
+        output_limit,
+        schemas,
+        schema_id,
+    )
 
 
 async def open_schema_registry(

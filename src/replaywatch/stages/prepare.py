@@ -1,6 +1,6 @@
 """The prepare stage: a batch of input records becomes a ``PreparedBatch``, ready to be
-written. Decode, load the projections it starts from, compare, start uploading the
-diffs, encode the outgoing events. The pure work is ``batch``'s; this module runs it a
+written. Decode, load the projections it starts from, compare, encode the outgoing
+events; the diffs go with it to the writer, which uploads them. The pure work is ``batch``'s; this module runs it a
 chunk at a time, yielding to the event loop so that the write in flight progresses.
 
 It changes no state until it returns, then stages the batch's projections for the
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
-
-from aiokafka import TopicPartition
 
 from replaywatch import codec, telemetry
 from replaywatch.compare import Attempt, CompareConfig, Comparison
@@ -31,17 +29,16 @@ from replaywatch.core.batch import (
     read_records,
 )
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import Batch, BatchCommit, ComparisonRow, OutboxRow, Source, StepKey
 from replaywatch.exceptions import BadRecordError
-from replaywatch.ports import DiffStore, Source
-from replaywatch.stages.writer import PreparedBatch, Writer
+from replaywatch.ports import DiffStore, SchemaSource
+from replaywatch.stages.writer import PreparedBatch
 from replaywatch.state.projections import Projections
-from replaywatch.store.postgres import BatchCommit, ComparisonRow, OutboxRow, StepKey
-from replaywatch.stream.schema_registry import SchemaRegistry
 
 T = TypeVar("T")
 CHUNK = 200
 """Records prepared between two yields to the event loop: the uploads and the write in
-flight progress while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
+flight progresses while a batch is prepared (preparing 1,000 records takes ~200 ms)."""
 SLICE_SECONDS = 0.05
 """Fewer records between two yields when they are costly: a slice ends after the record
 that takes it past this long, so the loop is held at most this plus one record (and a
@@ -59,40 +56,33 @@ def _slice(records: Iterator[T], most: int, until: float, taken: list[int]) -> I
             return
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 @dataclass(kw_only=True)
 class Preparer:
     projections: Projections
     diffs: DiffStore
-    writer: Writer
     config: CompareConfig
     limits: codec.Limits
     event_bytes: int
     """Largest output event value that fits the output topic."""
-    refused: dict[Source, BadRecordError]
-    """Records a service refused for good: dead-lettered when read again (the pipeline's)."""
+    set_aside: Mapping[Source, BadRecordError]
+    """Records the writer dead-lettered (a service refused them for good): passed by
+    when they are read again."""
     topic: str = ""
     group: str = ""
     seq: int = 0
-    schemas: SchemaRegistry | None = None
+    schemas: SchemaSource | None = None
     """The schema registry: writer schemas of framed records are fetched from it."""
     output_schema_id: int | None = None
     public_url: str | None = None
     """``REPLAYWATCH_PUBLIC_URL``: each event links its comparison's page there."""
 
-    async def prepare(self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None]) -> PreparedBatch:
+    async def prepare(self, batch: Batch, expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
         records = [r for recs in batch.values() for r in recs]
         with telemetry.batch_span("prepare", self.topic, self.group, records):
             return await self._prepare(batch, expected, records)
 
-    async def _prepare(
-        self, batch: dict[TopicPartition, list[Any]], expected: dict[int, int | None], records: list[Any]
-    ) -> PreparedBatch:
+    async def _prepare(self, batch: Batch, expected: dict[int, int | None], records: list[Any]) -> PreparedBatch:
         started = time.perf_counter()
         # 1. read the Avro records (pure), a chunk at a time, with the writer schemas of a
         #    registry (fetched once per id; an outage raises TransientError: the batch
@@ -101,7 +91,7 @@ class Preparer:
         read: list[tuple[Any, dict[str, Any]]] = []
         bad: list[tuple[Any, BadRecordError]] = []
         for i in range(0, len(records), CHUNK):
-            good_part, bad_part = read_records(records[i : i + CHUNK], self.limits, self.refused, writers)
+            good_part, bad_part = read_records(records[i : i + CHUNK], self.limits, self.set_aside, writers)
             read += good_part
             bad += bad_part
             await asyncio.sleep(0)
@@ -112,11 +102,11 @@ class Preparer:
             bad += [(r, failed(r, "loading its step", unreadable[k])) for (r, _), k in zip(read, keys, strict=True)
                     if k in unreadable]  # fmt: skip
             read = [item for item, k in zip(read, keys, strict=True) if k not in unreadable]
-        # 3. parse, compare and encode (pure) one record at a time, a slice between yields;
-        #    each slice's diffs start uploading at once. A record whose event cannot be
-        #    encoded is dead-lettered and leaves its step as it was
+        # 3. parse, compare and encode (pure) one record at a time, a slice between yields.
+        #    A record whose event cannot be encoded is dead-lettered and leaves its step
+        #    as it was
         detected_at_ms = int(time.time() * 1000)
-        result, diffs, uploads = await self._compare(read, known, bad, detected_at_ms)
+        result = await self._compare(read, known, bad, detected_at_ms)
         del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
         #    from the version it was read at, and gets the next one
@@ -136,7 +126,8 @@ class Preparer:
         self.projections.stage(self.seq, result.projections)
         size = sum(len(r.value or b"") for r in records)
         telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "prepare"})
-        return PreparedBatch(self.seq, len(records), size, result, commit, list(diffs.values()), uploads, started,
+        diffs = {c.diff.sha256: c for _, _, c in result.emitted if c.diff is not None}
+        return PreparedBatch(self.seq, len(records), size, result, commit, list(diffs.values()), started,
                              detected_at_ms)  # fmt: skip
 
     async def _compare(
@@ -145,11 +136,9 @@ class Preparer:
         known: dict[StepKey, StepProjection],
         bad: list[tuple[Any, BadRecordError]],
         detected_at_ms: int,
-    ) -> tuple[BatchResult, dict[str, Comparison], list[asyncio.Task[None]]]:
+    ) -> BatchResult:
         result = BatchResult(bad=bad)
         state = dict(known)
-        diffs: dict[str, Comparison] = {}
-        uploads: list[asyncio.Task[None]] = []
         pending = iter(read)
         taken = [0]
         while taken[0] < len(read):
@@ -168,14 +157,8 @@ class Preparer:
             result.encoded += part.encoded
             result.providers.update(part.providers)
             result.bad += part.bad
-            new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in diffs}
-            if new:
-                diffs.update(new)
-                task = asyncio.create_task(self.writer.store_diffs(list(new.values())))
-                task.add_done_callback(_retrieve)  # a void batch's uploads may fail unobserved
-                uploads.append(task)
             await asyncio.sleep(0)
-        return result, diffs, uploads
+        return result
 
     def _encode(
         self, record: Any, attempt: Attempt, c: Comparison, *, detected_at_ms: int

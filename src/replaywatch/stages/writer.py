@@ -1,22 +1,21 @@
-"""Ordered writes: each prepared batch is committed to PostgreSQL, in order, with group
-commit, fences, rewinds and the ambiguous commit. The steps of the effectively-once
-commit are in ``_commit``, numbered.
+"""The write stage, the commit point: prepared batches are committed to PostgreSQL in
+order, with group commit, fences and the ambiguous commit. The steps of the
+effectively-once commit are in ``_commit``, numbered.
 
 Writes run one at a time, each after the one before it committed, so that the offsets
 a write advances from are the ones the write before it left. While a write commits, the
 batches prepared meanwhile gather in the next write and commit in one statement (a
 group commit: at low rates a commit costs about the same for 30 records as for 3,000).
 
-A write ends in one of four ways:
+Each write ends in a value, which ``settle`` hands back in order:
 
-- committed: ``on_commit`` is called (the cache, the publisher and the offsets move on);
-- ``Fenced``: another consumer moved a partition on;
-- ``Rewind``: a service refused what some records make, for good (those records are
-  dead-lettered when read again; everything from this write on is re-read);
-- ``GaveUp``: the process is stopping and a service is down.
-
-In the last three cases every write after it is void (``PredecessorNotCommitted``), and
-``settle`` reports the failure so that the pipeline resumes from PostgreSQL.
+- ``Committed``: its batches, the offsets it advanced, the events it queued (the
+  caller's ``Checkpoint`` moves projections, consumer and publisher on);
+- ``Voided``: it did not commit, and neither does any write after it. Its cause:
+  ``fenced`` (another consumer moved a partition on), ``refused`` (a service refused
+  what some records make, for good: the writer dead-letters those records itself and
+  sets them aside, and the rest is read again), or ``stopping`` (the process is
+  stopping and a service is down).
 """
 
 from __future__ import annotations
@@ -27,40 +26,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from replaywatch import telemetry
 from replaywatch.compare import Comparison
 from replaywatch.core.batch import BatchResult
+from replaywatch.core.types import BatchCommit, OutboxRow, Source, StepKey
 from replaywatch.exceptions import BadRecordError, Fenced, RecordRejected, TransientError
-from replaywatch.ports import CommitStore, DeadLetterSink, DiffStore, Source
+from replaywatch.ports import CommitStore, DeadLetterSink, DiffStore
 from replaywatch.runtime.retry import Backoff, GaveUp
-from replaywatch.store.postgres import BatchCommit, StepKey
 
 logger = logging.getLogger(__name__)
 
 GROUP_RECORDS = 5000
 """At most this many records commit in one statement."""
-
-
-class PredecessorNotCommitted(Exception):
-    """A write was not attempted because the write before it did not commit."""
-
-
-class Rewind(Exception):
-    """A service refused what some records make, for good."""
-
-    def __init__(self, refused: dict[Source, BadRecordError]) -> None:
-        super().__init__(f"{len(refused)} records refused for good")
-        self.refused = refused
-
-
-class _DiffsRefused(Exception):
-    def __init__(self, refused: dict[str, RecordRejected]) -> None:
-        super().__init__(f"S3 refused {len(refused)} diffs")
-        self.refused = refused
-
-
-WriteFailure = Fenced | Rewind | GaveUp
 
 
 @dataclass
@@ -74,11 +53,51 @@ class PreparedBatch:
     result: BatchResult
     commit: BatchCommit
     diffs: list[Comparison]
-    uploads: list[asyncio.Task[None]]
-    """The diffs' uploads, started while the batch was prepared."""
+    """The comparisons whose diffs go to S3 before the batch commits."""
     started: float
     detected_at_ms: int = 0
     """When its comparisons were made (the events' detected_at)."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A write that committed."""
+
+    batches: list[PreparedBatch]
+    offsets: dict[int, tuple[int | None, int]]
+    """partition -> (the offset it advanced from, the next offset)"""
+    queued: list[OutboxRow] | None
+    """The events it queued for the publisher; None when the commit's reply was lost
+    (they are in the outbox: the publisher reads them back)."""
+    said: frozenset[str] = frozenset()
+    """Ids of its events the history already held: said before, not queued again."""
+
+    @property
+    def ends(self) -> dict[int, int]:
+        return {p: end for p, (_, end) in self.offsets.items()}
+
+
+@dataclass(frozen=True)
+class Voided:
+    """A write that did not commit: it and every write after it are void, and each
+    partition resumes from the offset PostgreSQL holds."""
+
+    cause: Literal["fenced", "refused", "stopping"]
+    reason: str
+    refused: dict[Source, BadRecordError] = field(default_factory=dict)
+    """The records a service refused for good (``refused``): dead-lettered already."""
+
+
+Outcome = Committed | Voided
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What ``settle`` saw: the writes that committed, oldest first, and the one that
+    voided the rest, if one did."""
+
+    committed: list[Committed]
+    voided: Voided | None = None
 
 
 @dataclass
@@ -86,7 +105,9 @@ class WriteGroup:
     """One statement in flight: the batches it commits. Batches join it until it starts."""
 
     batches: list[PreparedBatch]
-    task: asyncio.Task[None] | None = None
+    uploads: list[asyncio.Task[dict[str, RecordRejected]]] = field(default_factory=list)
+    """Its diffs' uploads, started as each batch joined."""
+    task: asyncio.Task[Outcome] | None = None
     started: bool = False
 
     @property
@@ -97,9 +118,15 @@ class WriteGroup:
     def size(self) -> int:
         return sum(b.size for b in self.batches)
 
-    def running(self) -> asyncio.Task[None]:
+    def running(self) -> asyncio.Task[Outcome]:
         assert self.task is not None, "a queued group always has its task"
         return self.task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A void write's uploads may fail unobserved: their errors are not news."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(kw_only=True)
@@ -108,7 +135,6 @@ class Writer:
     diffs: DiffStore
     dead_letters: DeadLetterSink
     retry: Backoff
-    on_commit: Callable[[list[PreparedBatch], BatchCommit], None]
     group_records: int = GROUP_RECORDS
     topic: str = ""
     group: str = ""
@@ -118,6 +144,9 @@ class Writer:
     acknowledged: set[Source] = field(default_factory=set)
     """Dead letters the broker acknowledged whose offsets are not committed yet: a
     retried or re-read write does not send them again."""
+    set_aside: dict[Source, BadRecordError] = field(default_factory=dict)
+    """Records a service refused for good, dead-lettered by the writer: when they are
+    read again the prepare stage passes them by, until a commit passes their offsets."""
 
     @property
     def records(self) -> int:
@@ -131,43 +160,52 @@ class Writer:
         return bool(self._groups) and self._groups[0].running().done()
 
     def enqueue(self, prepared: PreparedBatch) -> None:
-        """Queue a prepared batch: it joins the last write if that has not started."""
+        """Queue a prepared batch and start uploading its diffs: it joins the last write
+        if that has not started."""
         last = self._groups[-1] if self._groups else None
         if last is not None and not last.started and last.records < self.group_records:
-            last.batches.append(prepared)
-            return
-        group = WriteGroup([prepared])
-        before = last.running() if last is not None else None
-        group.task = asyncio.create_task(self._write(group, before), name=f"write-{prepared.seq}")
-        self._groups.append(group)
+            group = last
+            group.batches.append(prepared)
+        else:
+            group = WriteGroup([prepared])
+            before = last.running() if last is not None else None
+            group.task = asyncio.create_task(self._write(group, before), name=f"write-{prepared.seq}")
+            self._groups.append(group)
+        if prepared.diffs:
+            upload = asyncio.create_task(self.store_diffs(prepared.diffs))
+            upload.add_done_callback(_retrieve)
+            group.uploads.append(upload)
 
-    async def settle(self, keep_records: int, keep_bytes: int) -> WriteFailure | None:
+    async def settle(self, keep_records: int, keep_bytes: int) -> Settled:
         """Wait until at most ``keep_records`` records and ``keep_bytes`` bytes wait to be
-        committed. Returns the failure that voided the writes in flight, if one did."""
+        committed; what the writes that ended say, in order."""
+        committed: list[Committed] = []
         while self._groups and (
             self.records > keep_records or self.size > keep_bytes or self._groups[0].running().done()
         ):
-            try:
-                await self._groups[0].running()
-            except (Fenced, Rewind, GaveUp) as exc:  # the oldest write has no predecessor to void it
-                tasks = [g.running() for g in self._groups]
-                for later in tasks:
-                    later.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            outcome = await self._groups.popleft().running()
+            if isinstance(outcome, Voided):
+                later = [g.running() for g in self._groups] + [u for g in self._groups for u in g.uploads]
+                for task in later:
+                    task.cancel()
+                await asyncio.gather(*later, return_exceptions=True)
                 self._groups.clear()
-                return exc
-            self._groups.popleft()
-        return None
+                return Settled(committed, outcome)
+            committed.append(outcome)
+        return Settled(committed)
 
     def forget(self, gone: Callable[[Source], bool]) -> None:
+        """Drop what the writer remembers of the records ``gone`` says (committed past, or
+        of partitions revoked)."""
         self.acknowledged = {s for s in self.acknowledged if not gone(s)}
+        self.set_aside = {s: e for s, e in self.set_aside.items() if not gone(s)}
 
-    async def _write(self, group: WriteGroup, before: asyncio.Task[None] | None) -> None:
+    async def _write(self, group: WriteGroup, before: asyncio.Task[Outcome] | None) -> Outcome:
         # 1. only after the write before it committed: its offsets are where this one starts
         if before is not None:
             await asyncio.wait([before])
-            if before.cancelled() or before.exception() is not None:
-                raise PredecessorNotCommitted()
+            if before.cancelled() or before.exception() is not None or isinstance(before.result(), Voided):
+                return Voided("stopping", "the write before it did not commit")
         group.started = True
         commit = BatchCommit.merged([b.commit for b in group.batches])
         started = time.perf_counter()
@@ -176,27 +214,33 @@ class Writer:
             "messaging.consumer.group.name": self.group, "messaging.batch.message_count": group.records,
             "replaywatch.batches": len(group.batches), "replaywatch.events": len(commit.outbox),
         }):  # fmt: skip
-            await self.retry.call(lambda: self._commit(group, commit), f"write of batch {group.batches[0].seq}")
+            try:
+                outcome = await self.retry.call(lambda: self._commit(group, commit),
+                                                f"write of batch {group.batches[0].seq}")  # fmt: skip
+            except Fenced as exc:
+                return Voided("fenced", str(exc))
+            except GaveUp as exc:
+                return Voided("stopping", str(exc))
         telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "write"})
-        self.on_commit(group.batches, commit)
+        return outcome
 
-    async def _commit(self, group: WriteGroup, commit: BatchCommit) -> None:
+    async def _commit(self, group: WriteGroup, commit: BatchCommit) -> Outcome:
         """One attempt; a TransientError is retried by the policy."""
+        # 2. the diffs are in S3 before any event refers to them (a retry puts them
+        #    again: an existing sha is not written twice)
+        uploads, group.uploads = group.uploads, []
+        refused_diffs: dict[str, RecordRejected] = {}
+        for result in await asyncio.gather(*uploads) if uploads else [await self._upload_all(group)]:
+            refused_diffs |= result
+        if refused_diffs:
+            return await self._set_aside(self._records_of_diffs(group, refused_diffs))
+        # 3. the dead letters are acknowledged before their offsets commit (once each)
+        await self.dead_letters.send([x for b in group.batches for x in b.result.bad], self.acknowledged)
+        # 4. one statement: offsets advanced from where this consumer holds them (the
+        #    fence), projections, outbox and history, all or nothing
         try:
-            # 2. the diffs are in S3 before any event refers to them
-            uploads = [t for b in group.batches for t in b.uploads]
-            for b in group.batches:
-                b.uploads = []
-            if uploads:
-                await asyncio.gather(*uploads)
-            else:  # a retry: put them again (an existing sha is not written twice)
-                await self.store_diffs([c for b in group.batches for c in b.diffs])
-            # 3. the dead letters are acknowledged before their offsets commit (once each)
-            bad = [x for b in group.batches for x in b.result.bad]
-            await self.dead_letters.send(bad, self.acknowledged)
-            # 4. one statement: offsets advanced from where this consumer holds them (the
-            #    fence), projections, outbox and history, all or nothing
-            await self.store.commit_batch(commit)
+            said = await self.store.commit_batch(commit)
+            queued: list[OutboxRow] | None = commit.queued(said)
         except Fenced:
             # 5. the ambiguous commit: a reply lost after COMMIT trips the fence on the
             #    retry, but then the stored offsets are this write's own end offsets
@@ -204,19 +248,23 @@ class Writer:
             if any(stored.get(p) != end for p, (_, end) in commit.offsets.items()):
                 raise
             logger.warning("the reply of a commit was lost, and the commit had gone through: carrying on")
-        except _DiffsRefused as exc:
-            raise Rewind(self._records_of_diffs(group, exc.refused)) from None
+            said, queued = set(), None
         except RecordRejected as exc:
             refused = await self._refused_steps(group, commit)
             if not refused:  # not reproduced step by step: it may pass
                 raise TransientError(f"{exc} (not reproduced step by step)") from exc
-            raise Rewind(refused) from None
-        # 6. committed: the caller moves the cache, the publisher and the offsets on
+            return await self._set_aside(refused)
+        # 6. committed: the caller's checkpoint moves the cache, the publisher and the offsets on
         ends = {p: end for p, (_, end) in commit.offsets.items()}
         self.forget(lambda s: s[0] in ends and s[1] < ends[s[0]])
+        return Committed(group.batches, commit.offsets, queued, frozenset(said))
 
-    async def store_diffs(self, diffs: list[Comparison]) -> None:
-        """Put the diffs; those S3 refuses for good are raised together."""
+    async def _upload_all(self, group: WriteGroup) -> dict[str, RecordRejected]:
+        return await self.store_diffs([c for b in group.batches for c in b.diffs])
+
+    async def store_diffs(self, diffs: list[Comparison]) -> dict[str, RecordRejected]:
+        """Put the diffs; those S3 refuses for good are returned, by sha256 (any other
+        error is raised)."""
 
         async def put(c: Comparison) -> None:
             assert c.diff is not None
@@ -229,19 +277,29 @@ class Writer:
                 refused[c.diff.sha256] = result
             elif isinstance(result, BaseException):
                 raise result
-        if refused:
-            raise _DiffsRefused(refused)
+        return refused
+
+    async def _set_aside(self, refused: dict[Source, tuple[Any, BadRecordError]]) -> Voided:
+        """Dead-letter the records a service refused for good, now, and void the write:
+        the rest of its records are read again, these passed by."""
+        await self.dead_letters.send(list(refused.values()), self.acknowledged)
+        reasons = {source: reason for source, (_, reason) in refused.items()}
+        self.set_aside.update(reasons)
+        first = next(iter(reasons.values()))
+        return Voided("refused", f"{len(reasons)} records refused for good ({first}); dead-lettered", reasons)
 
     @staticmethod
-    def _records_of_diffs(group: WriteGroup, refused: dict[str, RecordRejected]) -> dict[Source, BadRecordError]:
+    def _records_of_diffs(
+        group: WriteGroup, refused: dict[str, RecordRejected]
+    ) -> dict[Source, tuple[Any, BadRecordError]]:
         return {
-            (record.partition, record.offset): refused[c.diff.sha256]
+            (record.partition, record.offset): (record, refused[c.diff.sha256])
             for b in group.batches
             for record, _, c in b.result.emitted
             if c.diff is not None and c.diff.sha256 in refused
         }
 
-    async def _refused_steps(self, group: WriteGroup, commit: BatchCommit) -> dict[Source, BadRecordError]:
+    async def _refused_steps(self, group: WriteGroup, commit: BatchCommit) -> dict[Source, tuple[Any, BadRecordError]]:
         """PostgreSQL refused the statement's rows: find the steps whose rows it refuses
         (halving the set of steps, each half tried in a transaction that is rolled back)
         and name their records."""
@@ -259,10 +317,10 @@ class Writer:
 
         await search(list(commit.projections))
         return {
-            (r.partition, r.offset): RecordRejected(
+            (r.partition, r.offset): (r, RecordRejected(
                 f"PostgreSQL refused the rows of step {k[1]!r} of run {k[0]!r}: {reason}"
-            )
+            ))
             for k, reason in reasons.items()
             for b in group.batches
             for r in b.result.sources.get(k, [])
-        }
+        }  # fmt: skip

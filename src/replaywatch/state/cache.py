@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from replaywatch.core.projection import StepProjection
-from replaywatch.store.postgres import StepKey
+from replaywatch.core.types import StepKey
 
 
 def weight(proj: StepProjection) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from replaywatch.compare import CompareConfig
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import StepKey
 from replaywatch.ports import ProjectionStore
 from replaywatch.state.cache import StepCache
-from replaywatch.store.postgres import StepKey
 
 
 class Projections:
@@ -50,9 +50,9 @@ class Projections:
             if hit is not None and hit[0] == seq:
                 del self._pending[key]
 
-    def forget_uncommitted(self) -> None:
-        self._pending.clear()
-
-    def drop_partitions(self, partitions: set[int]) -> None:
+    def void(self, partitions: set[int]) -> None:
+        """The writes in flight did not commit, or ``partitions`` are revoked: forget
+        every batch not committed (of all partitions: writes are void together) and the
+        cached steps of ``partitions``."""
         self._pending.clear()
         self.cache.drop_partitions(partitions)

@@ -24,7 +24,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +33,7 @@ import orjson
 from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
 from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import BatchCommit, OutboxRow, StepKey
 from replaywatch.exceptions import (
     ConfigError,
     Fenced,
@@ -46,8 +46,6 @@ from replaywatch.store.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-StepKey = tuple[str, str]
-
 
 def step_key(key: StepKey) -> bytes:
     """The table key of a step: sha256 of its ids joined by NUL (which no id holds)."""
@@ -58,92 +56,6 @@ LOAD_SLICE_SECONDS = 0.05
 """Longest the steps read back are prepared between two yields to the event loop."""
 _PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-@dataclass
-class OutboxRow:
-    partition: int
-    source_offset: int
-    event_id: str
-    key: bytes | None
-    value: bytes
-    verdict: str
-    trace: str | None = None
-    """The W3C traceparent for the event's headers (None: no trace context)."""
-
-
-@dataclass
-class ComparisonRow:
-    """What ``report`` and the history keep of one comparison."""
-
-    run_id: str
-    step_id: str
-    baseline_attempt: int
-    current_attempt: int
-    token_delta: float | None
-    cost_delta: float | None
-    diff_kind: str | None
-    diff_sha256: str | None
-    diff_uri: str | None
-    detected_at_ms: int
-    settings_fingerprint: str | None = None
-    origin: str | None = None
-    """The first event of the pair (None: this one); set by a re-scoring."""
-    supersedes: str | None = None
-    """The event this one supersedes (a re-scoring), else None."""
-
-
-@dataclass
-class BatchCommit:
-    """Everything one batch writes, in one statement."""
-
-    offsets: dict[int, tuple[int | None, int]] = field(default_factory=dict)
-    """partition -> (offset this consumer holds, or None if never stored; next offset)"""
-    projections: dict[StepKey, StepProjection] = field(default_factory=dict)
-    previous: dict[StepKey, StepProjection] = field(default_factory=dict)
-    """The committed projections the batch started from: an attempt that did not change
-    is not sent again (its snapshot is the bulk of a row)."""
-    outbox: list[OutboxRow] = field(default_factory=list)
-    comparisons: list[ComparisonRow] = field(default_factory=list)
-    said: set[str] | None = None
-    """After the commit: the ids of its events the history already held, which were not
-    queued (None: not known, when the commit's reply was lost)."""
-
-    def queued(self) -> list[OutboxRow]:
-        """The outbox rows the commit queued (call once ``said`` is known)."""
-        said = self.said or set()
-        return [r for r in self.outbox if r.event_id not in said]
-
-    def only(self, keys: set[StepKey]) -> BatchCommit:
-        """This batch reduced to the rows of the steps ``keys`` (offsets kept): what
-        ``probe`` tries when PostgreSQL refuses a batch."""
-        keep = [i for i, c in enumerate(self.comparisons) if (c.run_id, c.step_id) in keys]
-        return BatchCommit(
-            offsets=dict(self.offsets),
-            projections={k: p for k, p in self.projections.items() if k in keys},
-            previous={k: p for k, p in self.previous.items() if k in keys},
-            outbox=[self.outbox[i] for i in keep],
-            comparisons=[self.comparisons[i] for i in keep],
-        )
-
-    @classmethod
-    def merged(cls, commits: list[BatchCommit]) -> BatchCommit:
-        """Consecutive batches as one: each partition advances from where the first
-        batch found it to where the last left it; the last projection of a step wins,
-        and what it is compared with is what was committed before the first batch."""
-        if len(commits) == 1:
-            return commits[0]
-        out = cls()
-        for c in commits:
-            for partition, (expected, nxt) in c.offsets.items():
-                out.offsets[partition] = (out.offsets[partition][0] if partition in out.offsets else expected, nxt)
-            for key, proj in c.previous.items():
-                if key not in out.projections:  # else an earlier batch wrote it: its "before" stands
-                    out.previous.setdefault(key, proj)
-            out.projections.update(c.projections)
-            out.outbox += c.outbox
-            out.comparisons += c.comparisons
-        return out
 
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -354,14 +266,15 @@ class PostgresStore:
                 broken[key] = exc
         return out
 
-    async def commit_batch(self, batch: BatchCommit) -> None:
-        """Write the batch in one statement, and set ``batch.said``. Raises Fenced when a
+    async def commit_batch(self, batch: BatchCommit) -> set[str]:
+        """Write the batch in one statement; the ids of its events the history already
+        held, which it did not queue. Raises Fenced when a
         partition's stored offset is not the one the batch advances from (the writer
         tells an ambiguous commit, its own reply lost, from another consumer's), and
         StaleProjection when a step changed since it was read."""
         async with translate_postgres_errors("commit"):
             said = await self._pool.fetchval(self._commit_sql, *self._commit_args(batch))
-        batch.said = {str(u) for u in said or ()}
+        return {str(u) for u in said or ()}
 
     async def probe(self, batch: BatchCommit) -> str | None:
         """Try the batch's statement in a transaction that is rolled back: the reason

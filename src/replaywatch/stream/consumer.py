@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from replaywatch.config import Settings
+from replaywatch.core.types import Batch, Partition, Record
 from replaywatch.exceptions import TransientError
+from replaywatch.ports import PartitionsChanged
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES
@@ -27,9 +28,6 @@ logger = logging.getLogger(__name__)
 
 KAFKA_COMMIT_EVERY = 1.0
 """Seconds between two commits of the group's offsets to Kafka (advisory: for lag tools)."""
-
-Batch = dict[TopicPartition, list[Any]]
-PartitionsChanged = Callable[[set[int]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -131,7 +129,7 @@ class InputConsumer:
         PostgreSQL (it is committed after it), so dropping what lies below the position
         leaves exactly the records that follow it.
         """
-        owned = {}
+        owned: dict[Partition, Sequence[Record]] = {}
         for tp, recs in batch.items():
             if tp.partition not in self.positions:
                 continue

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from replaywatch.core.types import Batch, Partition, Record
 from replaywatch.exceptions import TransientError
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
-Batch = dict[TopicPartition, list[Any]]
 Ranges = dict[int, tuple[int, int]]
 """partition -> (first offset, end offset): the records [first, end) are read."""
 
@@ -90,7 +90,7 @@ class RangeConsumer:
 
     def owned(self, batch: Batch) -> Batch:
         """The records of ``batch`` inside the range and not prepared yet."""
-        out = {}
+        out: dict[Partition, Sequence[Record]] = {}
         for tp, recs in batch.items():
             if tp.partition not in self.positions:
                 continue
