@@ -1,16 +1,20 @@
 """In-memory fakes of the pipeline's interfaces (``replaywatch.ports``), for unit tests
-that drive the writer without services."""
+that drive the writer and the pipeline without services. mypy checks each against its
+Protocol (the block at the end)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from replaywatch.compare import Diff
-from replaywatch.core.types import BatchCommit, StepKey
+from replaywatch import ports
+from replaywatch.compare import CompareConfig, Diff
+from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
-from replaywatch.ports import Source
+from replaywatch.ports import PartitionsChanged
 
 
 class FakeCommitStore:
@@ -85,3 +89,171 @@ class FakeDeadLetters:
             if source not in acknowledged:
                 self.sent.append(source)
                 acknowledged.add(source)
+
+
+class FakeStore(FakeCommitStore):
+    """PostgreSQL as the pipeline uses it: what commits is kept, projections included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projections: dict[StepKey, StepProjection] = {}
+        self.rule_counts: list[tuple[str, str, int, int]] = []
+
+    async def commit_batch(self, batch: BatchCommit) -> set[str]:
+        said = await super().commit_batch(batch)
+        self.projections.update(batch.projections)
+        return said
+
+    async def load_projections(
+        self, keys: Sequence[StepKey], config: CompareConfig, broken: dict[StepKey, Exception] | None = None
+    ) -> dict[StepKey, StepProjection]:
+        if self.down:
+            raise TransientError("connection refused")
+        return {k: self.projections[k] for k in keys if k in self.projections}
+
+    async def outbox_count(self, partitions: Iterable[int]) -> int:
+        return 0
+
+    async def add_rule_counts(self, rows: list[tuple[str, str, int, int]]) -> None:
+        self.rule_counts += rows
+
+    async def prune(self, table: str, column: str, older_than_seconds: float, limit: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class FakePartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+    topic: str = "in"
+    timestamp: int = 0
+
+
+class FakeConsumer:
+    """A group of one over partitions held in memory: ``start`` assigns them all, each
+    poll hands out what follows the position it read to. With ``to_end`` it reads like a
+    replay: finished once every partition is read to its end."""
+
+    def __init__(self, log: dict[int, list[FakeRecord]], *, to_end: bool = True) -> None:
+        self.log, self.to_end = log, to_end
+        self.positions: dict[int, int | None] = {}
+        self.fetched: dict[int, int] = {}
+        self.advised: dict[int, int] = {}
+        self.seeks: list[dict[int, int]] = []
+        self._callbacks: tuple[PartitionsChanged, PartitionsChanged] | None = None
+
+    async def start(self, revoked: PartitionsChanged, assigned: PartitionsChanged) -> None:
+        self._callbacks = (revoked, assigned)
+        await assigned(set(self.log))
+
+    async def rebalance(self, revoked: set[int]) -> None:
+        """The group takes ``revoked`` away (their records go with them), then assigns
+        what is left, as an eager rebalance does."""
+        assert self._callbacks is not None, "started"
+        await self._callbacks[0](revoked)
+        for p in revoked:
+            del self.log[p]
+        await self._callbacks[1](set(self.log))
+
+    async def stop(self) -> None:
+        return None
+
+    def finished(self) -> bool:
+        return self.to_end and all(self.positions.get(p) == len(recs) for p, recs in self.log.items())
+
+    def highwater(self, partition: int) -> int | None:
+        return len(self.log[partition])
+
+    async def poll(self, timeout_ms: int, max_records: int) -> Batch:
+        out: dict[Partition, Sequence[Record]] = {}
+        for p, start in self.fetched.items():
+            chunk = self.log[p][start : start + max_records]
+            if chunk:
+                out[FakePartition("in", p)] = chunk
+                self.fetched[p] = start + len(chunk)
+        if not out:
+            await asyncio.sleep(timeout_ms / 1000)
+        return out
+
+    def owned(self, batch: Batch) -> Batch:
+        out: dict[Partition, Sequence[Record]] = {}
+        for tp, recs in batch.items():
+            start = self.positions.get(tp.partition, -1)
+            if tp.partition in self.positions and (kept := [r for r in recs if r.offset >= (start or 0)]):
+                out[tp] = kept
+        return out
+
+    def advance(self, batch: Batch) -> None:
+        for tp, recs in batch.items():
+            self.positions[tp.partition] = recs[-1].offset + 1
+
+    def seek_to_stored(self, stored: dict[int, int], partitions: set[int]) -> None:
+        self.seeks.append({p: stored.get(p, 0) for p in partitions})
+        for p in partitions:
+            self.positions[p] = stored.get(p)
+            self.fetched[p] = stored.get(p, 0)
+
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.positions.pop(p, None)
+            self.fetched.pop(p, None)
+
+    def advise(self, offsets: dict[int, int], *, now: bool = False) -> None:
+        self.advised.update(offsets)
+
+    async def flush_advice(self, wait: float) -> None:
+        return None
+
+
+class FakePublisher:
+    """The outbox publisher: what is offered is published at once."""
+
+    def __init__(self) -> None:
+        self.events: list[OutboxRow] = []
+        self.reread_partitions: list[int] = []
+        self.owned: set[int] = set()
+        self.published = 0
+
+    def offer(self, offsets: dict[int, tuple[int | None, int]], rows: list[OutboxRow]) -> None:
+        self.events += rows
+        self.published += len(rows)
+
+    def reread(self, partitions: Iterable[int]) -> None:
+        self.reread_partitions += list(partitions)
+
+    def raise_failure(self) -> None:
+        return None
+
+    def assign(self, partitions: set[int]) -> None:
+        self.owned |= partitions
+
+    async def revoke(self, partitions: set[int]) -> None:
+        self.owned -= partitions
+
+    async def flush(self, timeout: float) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeSchemas:
+    """A registry that knows no writer schema: plain Avro only."""
+
+    async def writers(self, values: Iterable[bytes | None]) -> Mapping[int, Any]:
+        return {}
+
+
+if TYPE_CHECKING:  # each fake is checked against the port it stands for
+    _ports: tuple[ports.Store, ports.DiffStore, ports.DeadLetterSink, ports.Consumer, ports.Publisher,
+                  ports.SchemaSource] = (FakeStore(), FakeDiffStore(), FakeDeadLetters(), FakeConsumer({}),
+                                         FakePublisher(), FakeSchemas())  # fmt: skip

@@ -40,17 +40,19 @@ Opener = Callable[[Settings, AsyncExitStack, Backoff], Awaitable[Adapters]]
 class Pipeline:
     def __init__(self, settings: Settings, *, consumer: Callable[[Settings], Consumer] = InputConsumer.create,
                  diffs: DiffStore | None = None, dead_letters: DeadLetterSink | None = None, publish: bool = True,
-                 open: Opener | None = None) -> None:  # fmt: skip
+                 open: Opener | None = None, backoff: Callable[[asyncio.Event], Backoff] = Backoff,
+                 ) -> None:  # fmt: skip
         """The live service by default. A replay (``replay/``) reads a range with its own
         ``consumer`` and ends when the range is read; it may keep ``diffs`` and
-        ``dead_letters`` to itself, and a rebuild publishes nothing. ``open``: the
-        adapters' opener (tests pass fakes)."""
-        self.settings, self._publish = settings, publish
+        ``dead_letters`` to itself, and a rebuild publishes nothing. ``open`` and
+        ``backoff``: the adapters' opener and the retry policy (tests pass fakes)."""
+        self.settings, self._publish, self._backoff = settings, publish, backoff
         self._open: Opener = open or (lambda s, stack, retry: open_adapters(
             s, stack, retry, consumer=consumer, diffs=diffs, dead_letters=dead_letters))  # fmt: skip
         self.health = Health(settings.ready_stall_seconds)
         self.completed = False
         """A replay read its whole range, committed it and published it all."""
+        self._gave_up = False
         self.ready = asyncio.Event()
         self._assigned = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -58,7 +60,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         settings, self._stop = self.settings, stop
-        retry = Backoff(stop)
+        retry = self._backoff(stop)
         async with AsyncExitStack() as stack:
             a = await self._open(settings, stack, retry)
             assert a.consumer is not None, "the pipeline reads with a consumer"
@@ -142,6 +144,7 @@ class Pipeline:
         if voided is None:
             return True
         if voided.cause == "stopping":
+            self._gave_up = True  # what was read is not all committed: the next run resumes
             logger.error("%s; the batches in flight were not committed", voided.reason)
             return False
         logger.warning("%s; resuming every partition from PostgreSQL", voided.reason)
@@ -150,7 +153,8 @@ class Pipeline:
         try:
             stored = await self.retry.call(lambda: self.store.load_offsets(owned), "load offsets")
         except GaveUp:
-            return False  # stopping: the next owner resumes from PostgreSQL
+            self._gave_up = True  # stopping: the next owner resumes from PostgreSQL
+            return False
         self.consumer.seek_to_stored(stored, owned)
         return False
 
@@ -193,6 +197,6 @@ class Pipeline:
         drained = await asyncio.shield(self.publisher.flush(self.settings.shutdown_seconds / 2))
         while not drained and self.consumer.finished() and not self._stop.is_set():
             drained = await self.publisher.flush(1.0)  # a replay that read its range: publish it all
-        self.completed = self.consumer.finished() and drained and not self.writer.records
+        self.completed = self.consumer.finished() and drained and not self.writer.records and not self._gave_up
         logger.info("replaywatch stopping: %d records processed, outbox %s", self.checkpoint.processed,
                     "drained" if drained else "left for the next owner")  # fmt: skip

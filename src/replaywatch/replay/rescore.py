@@ -208,4 +208,4 @@ def _corrections(chunk: list[Flip], start: int | None, fingerprint: str, adapter
     last = chunk[-1][0]
     commit.offsets = {last.partition: (start, last.offset + 1)}
     diffs = list({c.diff.sha256: c for _, _, c, _ in chunk if c.diff is not None}.values())
-    return PreparedBatch(0, 0, 0, BatchResult(), commit, diffs, time.perf_counter(), detected_at_ms)
+    return PreparedBatch(0, len(chunk), 0, BatchResult(), commit, diffs, time.perf_counter(), detected_at_ms)

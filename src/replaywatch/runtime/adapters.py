@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from replaywatch.config import Settings
-from replaywatch.ports import Consumer, DeadLetterSink, DiffStore, Publisher
+from replaywatch.ports import Consumer, DeadLetterSink, DiffStore, Publisher, Store
 from replaywatch.runtime.retry import Backoff
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
@@ -26,7 +26,7 @@ from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_ad
 
 @dataclass
 class Adapters:
-    store: PostgresStore
+    store: Store
     artifacts: DiffStore
     dead_letters: DeadLetterSink
     publisher: Publisher
@@ -39,6 +39,8 @@ class Adapters:
     """The schema registry, when one is configured."""
     output_schema_id: int | None = None
     """ReplayComparisonEvent's id in the registry: events are published framed with it."""
+    postgres: PostgresStore | None = None
+    """The PostgreSQL adapter itself, for the jobs that read more of it than ``Store``."""
 
 
 def open_diff_store(

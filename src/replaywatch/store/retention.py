@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from replaywatch.exceptions import ReplaywatchError
-from replaywatch.store.postgres import PostgresStore
+from replaywatch.ports import Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Retention:
         return [(table, column, days * DAY) for table, column, days in kept if days > 0]
 
 
-async def prune_once(store: PostgresStore, retention: Retention, batch: int = BATCH) -> dict[str, int]:
+async def prune_once(store: Store, retention: Retention, batch: int = BATCH) -> dict[str, int]:
     """Delete what is older than the retention, table by table, ``batch`` rows a
     transaction; the rows deleted, by table."""
     deleted: dict[str, int] = {}
@@ -65,7 +65,7 @@ async def prune_once(store: PostgresStore, retention: Retention, batch: int = BA
     return deleted
 
 
-async def keep_pruning(store: PostgresStore, retention: Retention) -> None:
+async def keep_pruning(store: Store, retention: Retention) -> None:
     """Prune now and then, for as long as the consumer runs (cancelled on its stop); a
     failed round is logged and tried again at the next."""
     if not retention.tables():
