@@ -97,13 +97,18 @@ Step = st.one_of(
 )
 """write (partition, events, records without events); restart a lane (after a crash,
 or after it had gone idle) some awaits into a publish; the progress group's offsets
-expire or are deleted; let the lanes run a while."""
+expire or are deleted (Kafka expires them only after the group has had no member for
+its retention, days: the model lets them go once the lane has gone idle, when it has
+stored its position; a crash between a transaction and that, followed by days with no
+publisher, is the one window the README names); let the lanes run a while."""
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # found by this test: a write handed over while an idle lane pruned was left pending, and
 # a flush then took the lane for drained
 @example(steps=[("write", 0, 1, 0), ("restart", 1, False, 2), ("write", 0, 1, 0)], delete_every=3600.0, read_bytes=6)
+@example(steps=[("run", 0, 2, 0), ("write", 0, 1, 0), ("restart", 0, False, 2), ("expire", 0, 0, 0)],
+         delete_every=0.0, read_bytes=6)  # fmt: skip
 @given(
     steps=st.lists(Step, max_size=14),
     delete_every=st.sampled_from([0.0, 3600.0]),
@@ -160,7 +165,8 @@ def test_each_event_is_published_once_through_restarts_and_lost_progress(
                     await stop(partition)
                     start(partition)
                 elif kind == "expire":
-                    kafka.progress.pop(partition, None)
+                    if pub._lanes[partition].idle.is_set():
+                        kafka.progress.pop(partition, None)
                 else:
                     for _ in range(a):
                         await asyncio.sleep(0)
