@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy
 
 # Starts the stack unless REPLAYWATCH_KAFKA_BOOTSTRAP is given, runs the tests, stops
 # what it started, and exits with pytest's status.

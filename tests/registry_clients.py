@@ -22,8 +22,10 @@ def client(url: str) -> SchemaRegistryClient:
 
 
 def serializer(registry: SchemaRegistryClient, schema: str) -> AvroSerializer:
-    return AvroSerializer(registry, schema, conf=dict(TOPIC_NAMES))
+    serialize: AvroSerializer = AvroSerializer(registry, schema, conf=dict(TOPIC_NAMES))
+    return serialize
 
 
 def deserializer(registry: SchemaRegistryClient) -> AvroDeserializer:
-    return AvroDeserializer(registry, conf=dict(TOPIC_NAMES))
+    deserialize: AvroDeserializer = AvroDeserializer(registry, conf=dict(TOPIC_NAMES))
+    return deserialize

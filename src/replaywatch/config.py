@@ -284,7 +284,7 @@ def load_settings(**overrides: object) -> Settings:
     given = {k: v for k, v in overrides.items() if v is not None}
     secrets_dir = os.environ.get("REPLAYWATCH_SECRETS_DIR") or None
     try:
-        settings = Settings(_secrets_dir=secrets_dir, **given)  # type: ignore[arg-type, call-arg]
+        settings = Settings(_secrets_dir=secrets_dir, **given)  # type: ignore[arg-type]
         settings.compare_config()
     except ValidationError as exc:
         problems = "; ".join(

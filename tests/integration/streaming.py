@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,14 +136,14 @@ class Lane:
         finally:
             await admin.close()
 
-    async def send(self, events: list[dict[str, Any]] | list[bytes], key: bytes | None = None) -> None:
+    async def send(self, events: Sequence[dict[str, Any] | bytes | None], key: bytes | None = None) -> None:
         s = self.settings()
         producer = AIOKafkaProducer(**client_options(s), enable_idempotence=True, linger_ms=5,
                                     max_request_size=16 * 1024 * 1024)  # fmt: skip
         await producer.start()
         try:
             for ev in events:
-                if isinstance(ev, bytes):
+                if ev is None or isinstance(ev, bytes):
                     await producer.send(s.input_topic, ev, key=key or b"poison")
                 else:
                     await producer.send(s.input_topic, codec.encode_attempt(ev), key=ev["run_id"].encode())

@@ -18,7 +18,7 @@ from urllib.parse import urlparse, urlunparse
 import asyncpg
 import orjson
 import pytest
-from confluent_kafka.admin import (
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclBindingFilter,
     AclOperation,

@@ -8,13 +8,14 @@ import json
 import struct
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from replaywatch.stream.schema_registry import SchemaRegistry
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
 from tests.registry_clients import client, deserializer, serializer
@@ -61,7 +62,7 @@ async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
     as_v1 = serializer(registry, V1)
     as_v2 = serializer(registry, evolved())
     runs = 12
-    values: list[bytes] = []
+    values: list[Any] = []
     for r in range(runs):
         run = f"run-{lane.tag}-{r}"
         # attempt 1 by an old producer (v1), attempt 2 by an upgraded one (v2); step b drifts
@@ -82,13 +83,13 @@ async def test_evolved_producers_and_standard_consumers(lane: Lane) -> None:
     async with lane.pipeline() as pipeline:
         raw = await lane.read(s.output_topic, want=2 * runs)
         dead = await lane.read(s.dlq_topic, want=2)
-        fetches = pipeline.preparer.schemas.fetches if pipeline.preparer.schemas else -1
+        fetches = cast(SchemaRegistry, pipeline.preparer.schemas).fetches if pipeline.preparer.schemas else -1
 
     # the output: Confluent-framed under <topic>-value, read by the standard deserializer
     out_id = registry.get_latest_version(f"{s.output_topic}-value").schema_id
     assert {m.value[:5] for m in raw} == {struct.pack(">bI", 0, out_id)}
     read = deserializer(registry)
-    events = [read(m.value, SerializationContext(s.output_topic, MessageField.VALUE)) for m in raw]
+    events: list[Any] = [read(m.value, SerializationContext(s.output_topic, MessageField.VALUE)) for m in raw]
     assert len(events) == 2 * runs
     verdicts = {(e["run_id"], e["step_id"]): (e["verdict"], e["token_delta"]) for e in events}
     assert verdicts == {
@@ -120,7 +121,7 @@ async def test_a_writer_schema_with_zero_byte_items_is_refused_and_its_bomb_neve
     ctx = SerializationContext(s.input_topic, MessageField.VALUE)
     as_v1 = serializer(registry, V1)
     run = f"run-{lane.tag}"
-    good = [as_v1(attempt(run, "a", n, {"answer": n, "tokens": 100}), ctx) for n in (1, 2)]
+    good: list[Any] = [as_v1(attempt(run, "a", n, {"answer": n, "tokens": 100}), ctx) for n in (1, 2)]
     body = good[0][5:]  # a v1 body, then the array: one block of 2^62 items, and its end
     bomb = struct.pack(">bI", 0, bomb_id) + body + b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01\x00"
     await lane.create_topics()

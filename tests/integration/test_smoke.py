@@ -100,7 +100,7 @@ async def test_asyncpg_round_trip(endpoints: Endpoints, pg_schema: str) -> None:
             await conn.execute(f'CREATE TABLE "{pg_schema}".t (id int primary key, doc jsonb)')
             await conn.execute(f'INSERT INTO "{pg_schema}".t VALUES ($1, $2)', 1, '{"a": [1, 2]}')
         row = await conn.fetchrow(f"SELECT id, doc->'a'->>1 AS second FROM \"{pg_schema}\".t")
-        assert (row["id"], row["second"]) == (1, "2")
+        assert row is not None and (row["id"], row["second"]) == (1, "2")
     finally:
         await conn.close()
 

@@ -134,7 +134,7 @@ async def test_the_group_offsets_in_kafka_follow_postgres_for_lag_tools(lane: La
         await lane.send(more)
         ends = await lane.end_offsets()
         async with asyncio.timeout(30):
-            while p.processed < len(events) + len(more):
+            while p.checkpoint.processed < len(events) + len(more):
                 await asyncio.sleep(0.01)
     assert await lane.group_offsets() == ends  # the last offsets are committed on stop
 
@@ -155,7 +155,7 @@ async def test_two_consumers_share_the_partitions_and_one_leaves(lane: Lane) -> 
             assert not a.owned_partitions & b.owned_partitions
             await lane.send(first)
             await lane.outputs(want=len(expected_first))
-            assert a.processed > 0 and b.processed > 0, "both members should own partitions"
+            assert a.checkpoint.processed > 0 and b.checkpoint.processed > 0, "both members should own partitions"
         # b has left the group; a takes over all partitions
         await lane.send(second)
         out = await lane.outputs(want=len(expected))
@@ -182,7 +182,7 @@ async def test_a_fenced_write_resumes_every_partition_from_postgres(
         await lane.send(first)
         await lane.outputs(want=len(demo.expected_comparisons(first, config)))
         async with asyncio.timeout(30):
-            while p.processed < len(first):
+            while p.checkpoint.processed < len(first):
                 await asyncio.sleep(0.05)
         conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
         try:
@@ -196,7 +196,7 @@ async def test_a_fenced_write_resumes_every_partition_from_postgres(
             await lane.send(second)
             out = await lane.outputs(want=len(expected))
             async with asyncio.timeout(30):
-                while p.processed < len(events) + len(first):  # the first half is read twice
+                while p.checkpoint.processed < len(events) + len(first):  # the first half is read twice
                     await asyncio.sleep(0.05)
     assert "resuming every partition from PostgreSQL" in caplog.text
     ids = [e["event_id"] for e in out]
@@ -266,7 +266,7 @@ async def test_poison_records_are_dead_lettered_and_the_rest_processed(lane: Lan
     async with lane.pipeline() as p:
         out = await lane.outputs(want=len(expected))
         dead = await lane.read(lane.settings().dlq_topic, want=len(poison))
-        assert p.processed == len(events) + len(poison) + 1
+        assert p.checkpoint.processed == len(events) + len(poison) + 1
     assert {e["event_id"] for e in out} == set(expected) and len(out) == len(expected)
     assert len(dead) == len(poison)
     for m, (reason, value) in zip(dead, poison, strict=True):

@@ -113,7 +113,7 @@ async def send_traced(lane: Lane, events: list[dict[str, Any]], poison: int = 0)
 
 
 def total(points: list[Any], **attrs: str) -> float:
-    return sum(p.value for p in points if all(p.attributes.get(k) == v for k, v in attrs.items()))
+    return float(sum(p.value for p in points if all(p.attributes.get(k) == v for k, v in attrs.items())))
 
 
 async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: Otel, lane: Lane) -> None:
@@ -127,7 +127,7 @@ async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: 
     dead_before = total(otel.points("replaywatch.dead_letters"), reason="unknown_schema_id")
     # read from the histogram itself: before anything is recorded in this process's provider,
     # the SDK collects nothing and its readers are not called (other tests may have recorded)
-    latency_before = telemetry.LATENCY.metric()
+    latency_before: Any = telemetry.LATENCY.metric()
     before_counts = list(latency_before.data.data_points[0].bucket_counts) if latency_before else [0] * 17
     sent = await send_traced(lane, events, poison=1)
     otel.spans.clear()
@@ -149,9 +149,9 @@ async def test_spans_links_attributes_and_metric_values_for_a_known_input(otel: 
     # one latency per comparison: occurred_at is months before now, above the last bound (300 s)
     (latency,) = otel.points("replaywatch.latency")
     assert [a - b for a, b in zip(latency.bucket_counts, before_counts, strict=True)] == [0] * 16 + [6]
-    assert sum(p.count for p in otel.points("replaywatch.core.batch.size")) >= 1
+    assert sum(p.count for p in otel.points("replaywatch.batch.size")) >= 1
 
-    spans = otel.spans.get_finished_spans()
+    spans: list[Any] = list(otel.spans.get_finished_spans())
     prepares = [s for s in spans if s.name == f"prepare {settings.input_topic}"]
     assert prepares, [s.name for s in spans]
     for s in prepares:

@@ -4,7 +4,7 @@ batch functions: what one record holds never stops the others."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -149,7 +149,8 @@ def test_a_record_whose_event_cannot_be_encoded_changes_nothing_and_is_dead_lett
     assert [(r.offset, e.reason) for r, e in result.bad] == [(1, "internal")]
     assert "UnicodeEncodeError while encoding its event" in str(result.bad[0][1])
     # s0: attempt 2 said nothing and changed nothing, so attempt 3 is compared with 1
-    assert [rows for rows, _ in result.encoded] == [(2, 1, 3), (4, 1, 2), (5, 1, 3)]
+    assert [cast(Any, rows) for rows, _ in result.encoded] == [(2, 1, 3), (4, 1, 2), (5, 1, 3)]
     assert [r.offset for r, _, _ in result.emitted] == [2, 4, 5]
     s0 = result.projections[("r", "s0")][1]
+    assert s0.baseline is not None and s0.current is not None
     assert (s0.baseline.number, s0.current.number, s0.max_attempt) == (1, 3, 3)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from replaywatch.devstack import process
+from replaywatch.exceptions import DevstackError
 
 # Runs with the marker in its command line; on SIGTERM it execs into `sleep`, which drops
 # the marker from the command line while the process (same PID, same start time) lives on,
@@ -78,5 +79,5 @@ def test_a_process_that_exits_during_its_start_is_reported_at_once_with_its_stat
         raise OSError("not listening")
 
     # at once, with its status and log; at the time limit it would be "not ready after 30s"
-    with pytest.raises(process.DevstackError, match=r"exited during start \(exit code 3\)(?s:.*)cannot bind"):
+    with pytest.raises(DevstackError, match=r"exited during start \(exit code 3\)(?s:.*)cannot bind"):
         process.wait_ready(pid, "sh", tmp_path / "log", "failer", never, timeout=30, pause=0.01)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from replaywatch.core.types import BatchCommit, OutboxRow
 
@@ -37,7 +37,7 @@ def test_the_last_projection_wins_and_events_keep_their_order() -> None:
         commit({0: (0, 2)}, {A: "a1", B: "b1"}, {}, [row(0), row(1)]),
         commit({0: (2, 4)}, {A: "a2"}, {A: "a1"}, [row(2), row(3)]),
     ])  # fmt: skip
-    assert merged.projections == {A: "a2", B: "b1"}
+    assert cast(dict[Any, Any], merged.projections) == {A: "a2", B: "b1"}
     assert [r.source_offset for r in merged.outbox] == [0, 1, 2, 3]
 
 
@@ -48,4 +48,4 @@ def test_what_a_step_is_compared_with_is_what_was_committed_before_the_group() -
         commit({0: (2, 4)}, {A: "a2", B: "b2", C: "c1"}, {A: "a1", B: "b1", C: "c0"}, []),
     ])  # fmt: skip
     # B's row does not exist yet: it must not look unchanged (its snapshots must be sent)
-    assert merged.previous == {A: "a0", C: "c0"}
+    assert cast(dict[Any, Any], merged.previous) == {A: "a0", C: "c0"}

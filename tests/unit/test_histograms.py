@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,7 +48,7 @@ def test_the_same_point_as_the_sdks_histogram(batches: list[list[float]]) -> Non
         assert metric is None
         return
     assert metric is not None
-    (got,) = metric.data.data_points
+    (got,) = cast(Any, metric.data.data_points)
     assert list(got.bucket_counts) == list(expected.bucket_counts)
     assert list(got.explicit_bounds) == list(expected.explicit_bounds)
     assert (got.count, got.min, got.max) == (expected.count, expected.min, expected.max)
@@ -59,7 +59,7 @@ def test_a_reader_of_batch_histograms_exports_the_registered_ones_in_the_replayw
     reader = with_batch_histograms(InMemoryMetricReader)()
     provider = MeterProvider(metric_readers=[reader])
     provider.get_meter("replaywatch").create_counter("c").add(1)
-    before = telemetry.LATENCY.metric()
+    before: Any = telemetry.LATENCY.metric()
     telemetry.LATENCY.record_many([0.003, 0.2, 7.0])
     data = reader.get_metrics_data()
     assert data is not None
@@ -67,7 +67,7 @@ def test_a_reader_of_batch_histograms_exports_the_registered_ones_in_the_replayw
     assert "replaywatch.latency" in scopes["replaywatch"] and "c" in scopes["replaywatch"]
     (latency,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
                   if m.name == "replaywatch.latency"]  # fmt: skip
-    (point,) = latency.data.data_points
+    (point,) = cast(Any, latency.data.data_points)
     assert point.count == (before.data.data_points[0].count if before else 0) + 3
     provider.shutdown()
 
@@ -79,7 +79,7 @@ def test_nothing_is_exported_before_a_value_is_recorded() -> None:
     assert h.metric() is None
     h.record(0.0)
     point = h.metric()
-    assert point is not None and point.data.data_points[0].bucket_counts[0] == 1
+    assert point is not None and cast(Any, point.data.data_points[0]).bucket_counts[0] == 1
 
 
 def test_a_label_from_records_is_bounded_in_width_and_in_values() -> None:

@@ -32,6 +32,7 @@ def walk_by_state_sets(doc: Any, patterns: tuple[ignore.Pattern, ...], through: 
         if states is None or not isinstance(node, (dict, list)):
             continue
         children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        slot: Any
         for slot, value in children:
             key, index = (slot, None) if isinstance(node, dict) else (None, slot)
             if through:
@@ -53,6 +54,7 @@ def walk_by_automaton(doc: Any, m: ignore.Matcher) -> list[tuple[str, int]]:
         if state < 0 or not isinstance(node, (dict, list)):
             continue
         children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        slot: Any
         for slot, value in children:
             done, on = m.key(state, slot) if isinstance(node, dict) else m.item(state, slot)
             out.append((f"{where}/{slot}", done))

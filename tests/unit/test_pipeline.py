@@ -105,7 +105,7 @@ async def test_a_fence_resumes_from_the_offset_the_new_owner_stored() -> None:
 
 
 async def test_a_refused_step_is_dead_lettered_by_the_writer_and_the_rest_committed() -> None:
-    w = World(partitions=1, batch_size=100)
+    w = World(partitions=1)  # step 0 commits first, then step 1's rows are refused
     w.store.refused_steps = {("run-0", "step-1")}
     await w.run()
     refused = [(0, o) for o in range(ATTEMPTS, 2 * ATTEMPTS)]

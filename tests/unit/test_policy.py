@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from replaywatch.core.projection import StepProjection, apply
 from replaywatch.exceptions import ConfigError
 
 BASE = CompareConfig.build(0.01, 0.02)
-DOC = {
+DOC: dict[str, Any] = {
     "default": {"tokens_tolerance": 0.02},
     "rules": [
         {"name": "sonnet-summaries", "provider": "anthropic", "provider_version": "claude-sonnet-*",

@@ -15,7 +15,7 @@ def postgres_error(sqlstate: str) -> asyncpg.PostgresError:
         if getattr(sub, "sqlstate", None) == sqlstate:
             cls = sub
     error = cls.new({"C": sqlstate, "M": "message"}) if hasattr(cls, "new") else cls("message")
-    error.sqlstate = sqlstate
+    error.sqlstate = sqlstate  # type: ignore[misc]
     return error
 
 

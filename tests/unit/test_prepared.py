@@ -29,7 +29,7 @@ def test_a_prepared_attempt_holds_bytes_and_gives_its_json_back(snapshot, tools,
         assert p.tools_json is None and p.tool_fp is None and p.tool_events is ABSENT
     else:
         assert same(p.tool_events, tools)
-        assert same(parse_json(p.tool_fp), tool_structure(tools, config.ignore))
+        assert p.tool_fp is not None and same(parse_json(p.tool_fp), tool_structure(tools, config.ignore))
     assert same(parse_json(p.structure_fp), output_structure(snapshot, config.ignore))
 
 

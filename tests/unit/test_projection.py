@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +39,7 @@ def attempt_streams(draw: st.DrawFn) -> tuple[list[Attempt], list[Attempt]]:
 
 def run(events: list[Attempt], config: CompareConfig) -> tuple[StepProjection, list]:  # type: ignore[type-arg]
     proj = StepProjection.empty("run", "step")
-    emitted = []
+    emitted: list[Any] = []
     for e in events:
         proj, out = apply(proj, e, config)
         assert len(out) <= 1

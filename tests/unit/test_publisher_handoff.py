@@ -124,7 +124,7 @@ async def test_catches_up_from_the_outbox_then_serves_handoffs_once_each() -> No
     store.rows = [row(i) for i in range(5)]  # committed before the publisher started
     store.committed = 5
     pub = publisher(store)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 2))  # type: ignore[arg-type]  # 0 and 1 already published
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 2))  # 0 and 1 already published
     await commit(store, pub, [row(5), row(6)], 7)
     await commit(store, pub, [row(7)], 9)
     await run_until(producer, 6, task)
@@ -137,7 +137,7 @@ async def test_a_lost_handoff_sends_the_publisher_back_to_the_outbox() -> None:
     start where the publisher's knowledge ends, so it reads the outbox: nothing skipped."""
     store, producer = FakeStore(), FakeProducer()
     pub = publisher(store)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
     await commit(store, pub, [row(0), row(1)], 2)
     await asyncio.sleep(0.05)
     await commit(store, pub, [row(2), row(3)], 4, hand_over=False)  # the ambiguous commit
@@ -155,7 +155,7 @@ async def test_rows_above_the_watermark_wait_for_their_handoff() -> None:
     store.committed = 1
     pub = publisher(store)
     store.rows.append(row(1))  # committed after the watermark was read: not yet in `committed`
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
     await asyncio.sleep(0.05)
     assert producer.published() == values(range(1))
     pub.offer({0: (1, 2)}, [row(1)])
@@ -170,7 +170,7 @@ async def test_an_overflowing_queue_falls_back_to_the_outbox() -> None:
     for i in range(0, 10, 2):  # handed over faster than published: the queue overflows
         await commit(store, pub, [row(i, size=200), row(i + 1, size=200)], i + 2)
     assert pub._lanes[0].overflow
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
     await commit(store, pub, [row(10)], 11)
     await run_until(producer, 11, task)
     assert producer.published() == [row(i, size=200).value for i in range(10)] + [row(10).value]
@@ -179,7 +179,7 @@ async def test_an_overflowing_queue_falls_back_to_the_outbox() -> None:
 async def test_an_event_too_large_for_its_topic_is_dead_lettered_and_the_partition_goes_on() -> None:
     store, producer = FakeStore(), FakeProducer()
     pub = publisher(store, max_message_bytes=2000)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
     await commit(store, pub, [row(0), row(1, size=5000), row(2)], 3)
     await run_until(producer, 3, task)
     assert producer.sent == [("out", b"v0"), ("dlq", None), ("out", b"v2")]
@@ -258,7 +258,7 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
             patch("replaywatch.stream.publisher.READ_BYTES", read_bytes),
             patch.object(store, "outbox_delete_before", new_callable=AsyncMock),
         ):
-            task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))  # type: ignore[arg-type]
+            task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
             for events, quiet, hand, wait in writes:
                 for _ in range(wait):  # the publisher runs meanwhile
                     await asyncio.sleep(0)

@@ -120,7 +120,7 @@ def test_each_event_is_published_once_through_restarts_and_lost_progress(
     async def scenario() -> tuple[Kafka, Store, dict[int, list[bytes]]]:
         store, kafka = Store(), Kafka()
         committed: dict[int, list[bytes]] = {p: [] for p in PARTITIONS}
-        pub = OutboxPublisher(store=store, admin=None, producer_config={}, input_topic="in",  # type: ignore[arg-type]
+        pub = OutboxPublisher(store=store, admin=None, producer_config={}, input_topic="in",
                               output_topic="out", dlq_topic="dlq", group_id="g", progress_group="g.outbox")  # fmt: skip
 
         async def progress(partition: int) -> int | None:
@@ -129,7 +129,7 @@ def test_each_event_is_published_once_through_restarts_and_lost_progress(
         tasks: dict[int, asyncio.Task[None]] = {}
 
         async def serve(partition: int, lane: _Lane) -> None:
-            await pub._drain(partition, lane, Producer(kafka), await pub._resume(partition))  # type: ignore[arg-type]
+            await pub._drain(partition, lane, Producer(kafka), await pub._resume(partition))
 
         def start(partition: int) -> None:
             lane = pub._lanes[partition] = _Lane()

@@ -39,7 +39,7 @@ class FakeKafkaConsumer:
 
 async def test_an_exception_in_assigned_is_raised_by_the_next_poll() -> None:
     fake = FakeKafkaConsumer()
-    consumer = InputConsumer(fake, "in")  # type: ignore[arg-type]
+    consumer = InputConsumer(fake, "in")
     calls: list[set[int]] = []
 
     async def revoked(partitions: set[int]) -> None:
@@ -55,7 +55,7 @@ async def test_an_exception_in_assigned_is_raised_by_the_next_poll() -> None:
 
 async def test_a_poll_without_a_failure_returns_its_batch() -> None:
     fake = FakeKafkaConsumer()
-    consumer = InputConsumer(fake, "in")  # type: ignore[arg-type]
+    consumer = InputConsumer(fake, "in")
     seen: list[set[int]] = []
 
     async def changed(partitions: set[int]) -> None:

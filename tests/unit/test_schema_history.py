@@ -24,7 +24,7 @@ def versions(name: str) -> list[Path]:
 
 
 def compatible(reader: Path, writer: Path) -> tuple[bool, str]:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
+    result = ReaderWriterCompatibilityChecker().get_compatibility(  # type: ignore[no-untyped-call]
         avro.schema.parse(reader.read_text()), avro.schema.parse(writer.read_text())
     )
     return result.compatibility is SchemaCompatibilityType.compatible, str(result.messages)

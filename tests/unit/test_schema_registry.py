@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -21,19 +21,20 @@ from replaywatch.exceptions import (
     UndecodableRecord,
     UnknownSchemaId,
 )
-from replaywatch.stream.schema_registry import SchemaRegistry, framed_ids, http_client
+from replaywatch.stream import schema_registry
+from replaywatch.stream.schema_registry import SchemaRegistry, framed_ids
 
 V1 = json.loads(codec.schema_text(codec.ATTEMPT_SCHEMA))
 
 
 def evolved(**field: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(V1))
+    doc: dict[str, Any] = json.loads(json.dumps(V1))
     doc["fields"].append(field or {"name": "region", "type": ["null", "string"], "default": None})
     return doc
 
 
 def changed(name: str, type_: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(V1))
+    doc: dict[str, Any] = json.loads(json.dumps(V1))
     for f in doc["fields"]:
         if f["name"] == name:
             f["type"] = type_
@@ -78,7 +79,7 @@ class FakeClient:
 
 def registry(**schemas: Any) -> tuple[SchemaRegistry, FakeClient]:
     client = FakeClient({int(k[1:]): v for k, v in schemas.items()})
-    return SchemaRegistry(client, "http://registry.test"), client
+    return SchemaRegistry(cast(Any, client), "http://registry.test"), client
 
 
 async def test_one_fetch_per_id_however_many_records_carry_it() -> None:
@@ -138,7 +139,7 @@ async def test_a_schema_that_is_not_avro_is_incompatible() -> None:
     [
         (SchemaRegistryError(503, 50003, "unavailable"), TransientError),
         (SchemaRegistryError(429, 42900, "slow down"), TransientError),
-        (http_client.ConnectError("refused"), TransientError),
+        (schema_registry.http_client.ConnectError("refused"), TransientError),  # type: ignore[attr-defined]
         (SchemaRegistryError(401, 40101, "unauthorized"), ServiceRefused),
     ],
 )
@@ -241,6 +242,6 @@ def test_a_recursive_schema_is_walked_once() -> None:
 def test_the_registry_url_is_shown_without_its_user_and_password() -> None:
     from replaywatch.stream.schema_registry import redact_url
 
-    reg = SchemaRegistry(FakeClient({}), "https://svc:s3cret@registry.test:8081/apis/ccompat/v7")
+    reg = SchemaRegistry(cast(Any, FakeClient({})), "https://svc:s3cret@registry.test:8081/apis/ccompat/v7")
     assert reg.url == "https://***@registry.test:8081/apis/ccompat/v7"
     assert redact_url("http://registry.test") == "http://registry.test"

@@ -21,7 +21,7 @@ tool_lists = st.lists(events, max_size=8)
 
 
 def apply(recorded: object, changes: list[dict[str, object]]) -> list[object]:
-    return apply_changes(recorded, changes, lambda doc, ops: jsonpatch.apply_patch(doc, ops))  # type: ignore[arg-type]
+    return apply_changes(recorded, changes, lambda doc, ops: jsonpatch.apply_patch(doc, ops))
 
 
 @given(tool_lists, tool_lists)
@@ -29,10 +29,10 @@ def test_applying_the_changes_to_the_recorded_events_gives_the_current_ones(
     rec: list[object], cur: list[object]
 ) -> None:
     changes = classify(rec, cur)
-    assert same(apply(rec, changes), cur)  # type: ignore[arg-type]
+    assert same(apply(rec, changes), cur)
     n = counts(changes)
     assert len(cur) == len(rec) - n.removed + n.added
-    assert (n == ToolCounts()) == same(rec, cur)  # type: ignore[arg-type]
+    assert (n == ToolCounts()) == same(rec, cur)
 
 
 @given(tool_lists, st.data())
@@ -45,7 +45,7 @@ def test_a_permutation_is_only_moves(rec: list[object], data: st.DataObject) -> 
 
 @given(st.lists(st.integers(0, 3), max_size=8) | st.none(), st.lists(st.integers(0, 3), max_size=8) | st.none())
 def test_lists_of_anything_and_absence(rec: list[int] | None, cur: list[int] | None) -> None:
-    assert same(apply(rec, classify(rec, cur)), cur or [])  # type: ignore[arg-type]
+    assert same(apply(rec, classify(rec, cur)), cur or [])
 
 
 S, F, W = {"tool": "search", "args": {"q": 1}}, {"tool": "fetch"}, {"tool": "write"}
@@ -67,7 +67,7 @@ S, F, W = {"tool": "search", "args": {"q": 1}}, {"tool": "fetch"}, {"tool": "wri
     ],
 )  # fmt: skip
 def test_each_kind_in_numbers_and_words(rec: object, cur: object, expected: ToolCounts, words: list[str]) -> None:
-    changes = classify(rec, cur)  # type: ignore[arg-type]
+    changes = classify(rec, cur)
     assert counts(changes) == expected
     assert describe(changes) == words
 

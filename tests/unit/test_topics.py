@@ -20,11 +20,11 @@ class Admin:
 
 
 async def test_the_limit_is_read() -> None:
-    assert await max_message_bytes(Admin(0, [("max.message.bytes", "2097152")]), "t") == 2097152  # type: ignore[arg-type]
+    assert await max_message_bytes(Admin(0, [("max.message.bytes", "2097152")]), "t") == 2097152
 
 
 async def test_a_topic_not_visible_yet_is_transient_and_other_errors_stop() -> None:
     with pytest.raises(TransientError, match="not visible yet"):
-        await max_message_bytes(Admin(3), "t")  # type: ignore[arg-type]
+        await max_message_bytes(Admin(3), "t")
     with pytest.raises(ConfigError, match="cannot read the configuration of topic 't': 29"):
-        await max_message_bytes(Admin(29), "t")  # type: ignore[arg-type]
+        await max_message_bytes(Admin(29), "t")

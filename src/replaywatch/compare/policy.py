@@ -111,7 +111,7 @@ def comparators_of(spec: Mapping[str, _Comparator | str]) -> tuple[PathComparato
     items: list[tuple[str, Comparator]] = []
     ignored: list[str] = []
     for path, given in spec.items():
-        c = _Comparator(kind=given) if isinstance(given, str) else given  # type: ignore[arg-type]
+        c = _Comparator(kind=given) if isinstance(given, str) else given
         if c.kind == "ignore":
             ignored.append(path)
         else:

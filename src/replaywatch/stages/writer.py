@@ -196,9 +196,10 @@ class Writer:
 
     def forget(self, gone: Callable[[Source], bool]) -> None:
         """Drop what the writer remembers of the records ``gone`` says (committed past, or
-        of partitions revoked)."""
-        self.acknowledged = {s for s in self.acknowledged if not gone(s)}
-        self.set_aside = {s: e for s, e in self.set_aside.items() if not gone(s)}
+        of partitions revoked). In place: the prepare stage reads ``set_aside`` too."""
+        self.acknowledged.difference_update([s for s in self.acknowledged if gone(s)])
+        for source in [s for s in self.set_aside if gone(s)]:
+            del self.set_aside[source]
 
     async def _write(self, group: WriteGroup, before: asyncio.Task[Outcome] | None) -> Outcome:
         # 1. only after the write before it committed: its offsets are where this one starts

@@ -63,7 +63,7 @@ IGNORE_RULE_MATCHES = meter.create_counter(
     description="Comparisons in which an ignore rule left something out, by policy and rule",
 )  # fmt: skip
 BATCH_SIZE = meter.create_histogram(
-    "replaywatch.core.batch.size", unit="{record}", description="Records per batch",
+    "replaywatch.batch.size", unit="{record}", description="Records per batch",
     explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000],
 )  # fmt: skip
 STAGE_SECONDS = meter.create_histogram(
