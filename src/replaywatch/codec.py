@@ -396,6 +396,13 @@ def comparison_record(
         "tool_events_changed": c.tool_changes.changed,
         "provider": provider,
         "detail_url": detail_url,
+    } | _graded_fields(c)
+
+
+def _graded_fields(c: Comparison) -> dict[str, Any]:
+    """What alerting reads of a graded comparison: the structure score and the paths
+    that decided, the tool calls' precision and recall, the latencies."""
+    return {
         "structure_score": c.structure_score,
         "deciding_paths": list(c.deciding_paths),
         "tool_precision": c.tools.precision,

@@ -33,7 +33,7 @@ from replaywatch.compare import comparison_id
 from replaywatch.exceptions import TransientError
 from replaywatch.runtime.retry import Backoff
 from replaywatch.telemetry.histograms import with_batch_histograms
-from replaywatch.telemetry.http_endpoints import serving
+from replaywatch.telemetry.http_endpoints import serving_endpoints
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane, spawn_run, stop_proc
 
@@ -229,7 +229,7 @@ async def test_metrics_are_scraped_over_http_and_the_dashboard_reads_them(otel: 
     async with lane.pipeline() as pipeline:
         await lane.outputs(want=4)
         port = free_port()
-        async with serving("127.0.0.1", port, pipeline.readiness), aiohttp.ClientSession() as http:
+        async with serving_endpoints("127.0.0.1", port, pipeline.readiness), aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
                 assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
                 text = await resp.text()

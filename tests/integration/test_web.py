@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from replaywatch import demo
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.views.web import create_app, serving
+from replaywatch.views.web import create_app, serving_web
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane
 
@@ -116,7 +116,7 @@ async def test_follow_a_drift_from_its_run_to_its_diff(lane: Lane) -> None:
             secret_access_key=e.s3_secret_access_key,
         )
         async with S3Artifacts.open(target, create_bucket=False) as artifacts, \
-                serving(create_app(store, artifacts), "127.0.0.1", 0) as port:  # fmt: skip
+                serving_web(create_app(store.history, artifacts), "127.0.0.1", 0) as port:  # fmt: skip
             seen = await asyncio.to_thread(browse, f"http://127.0.0.1:{port}", run)
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):  # the view cannot write
             await store.pool.execute(f'DELETE FROM "{lane.schema}".comparison')

@@ -92,7 +92,7 @@ def test_bad_ignore_path(tmp_path: Path) -> None:
 def test_the_log_rate_limit_keeps_messages_that_differ_and_drops_repeats() -> None:
     import logging
 
-    from replaywatch.cli import OncePer
+    from replaywatch.cli.logs import OncePer
 
     limit = OncePer(10.0)
 

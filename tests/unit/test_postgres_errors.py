@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from replaywatch.exceptions import Fenced, RecordRejected, ServiceRefused, TransientError
-from replaywatch.store.postgres import translate_postgres_errors
+from replaywatch.store.errors import translate_postgres_errors
 
 
 def postgres_error(sqlstate: str) -> asyncpg.PostgresError:

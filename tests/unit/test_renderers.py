@@ -14,7 +14,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from replaywatch.cli import DemoteLibraryNoise
+from replaywatch.cli.logs import DemoteLibraryNoise
 from replaywatch.compare import Attempt, CompareConfig, compare_attempts
 from replaywatch.views.diff_view import shorten, view
 from replaywatch.views.report import run_tables

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from replaywatch.exceptions import ConfigError
-from replaywatch.views.web import PAGE, create_app, serving
+from replaywatch.views.web import PAGE, create_app, serving_web
 from replaywatch.views.web_access import SECURITY_HEADERS, Access
 
 TOKEN = "s3cret-token-0123456789"
@@ -55,7 +55,7 @@ class Store:
 
 
 async def served(access: Access | None, store: Store | None = None) -> AsyncIterator[str]:
-    async with serving(create_app(store or Store(), None, access), "127.0.0.1", 0) as port:  # type: ignore[arg-type]
+    async with serving_web(create_app(store or Store(), None, access), "127.0.0.1", 0) as port:  # type: ignore[arg-type]
         yield f"http://127.0.0.1:{port}"
 
 

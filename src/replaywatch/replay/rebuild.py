@@ -31,7 +31,8 @@ from replaywatch.pipeline import Pipeline
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.ranges import Ranges
-from replaywatch.store.postgres import PostgresStore, translate_postgres_errors
+from replaywatch.store.errors import translate_postgres_errors
+from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 

@@ -6,8 +6,8 @@ schema registered). Each adapter takes explicit arguments, read from the setting
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -100,6 +100,25 @@ async def open_adapters(
     if artifacts is None:
         artifacts = await enter(stack, retry, lambda: open_diff_store(settings, create_bucket=settings.create_bucket),
                                 "open the S3 diff store")  # fmt: skip
+    dead_letters, publisher, output_limit = await _open_kafka(settings, stack, retry, store, dead_letters)
+    schemas, schema_id = await open_schema_registry(settings, stack, retry)
+    return Adapters(
+        store,
+        artifacts,
+        dead_letters,
+        publisher,
+        consumer(settings) if consumer else None,
+        output_limit,
+        schemas,
+        schema_id,
+    )
+
+
+async def _open_kafka(
+    settings: Settings, stack: AsyncExitStack, retry: Backoff, store: PostgresStore, dead_letters: DeadLetterSink | None
+) -> tuple[DeadLetterSink, Publisher, int]:
+    """Kafka's side: credentials checked, topics ensured, the dead-letter producer (unless
+    given) and the outbox publisher; with the output topic's max.message.bytes."""
     await retry.call(lambda: check_credentials(settings), "log in to Kafka")
     admin = await enter(stack, retry, lambda: kafka_admin(client_options(settings)), "connect to Kafka")
     await retry.call(lambda: ensure_topics(admin, settings), "check the topics")
@@ -130,17 +149,7 @@ async def open_adapters(
         retry=retry,
     )
     stack.push_async_callback(publisher.close)
-    schemas, schema_id = await open_schema_registry(settings, stack, retry)
-    return Adapters(
-        store,
-        artifacts,
-        dead_letters,
-        publisher,
-        consumer(settings) if consumer else None,
-        output_limit,
-        schemas,
-        schema_id,
-    )
+    return dead_letters, publisher, output_limit
 
 
 async def open_schema_registry(
@@ -161,3 +170,31 @@ async def open_schema_registry(
         return schemas, None
     schema_id = await retry.call(lambda: schemas.register_output(settings.output_topic), "register the output schema")
     return schemas, schema_id
+
+
+async def connect_store(settings: Settings, *, pool_size: int = 4, read_only: bool = False) -> PostgresStore:
+    """PostgreSQL alone, for the commands that read or migrate it (no retry: a command
+    says what is wrong and exits)."""
+    return await PostgresStore.connect(settings.postgres_url(), schema=settings.postgres_schema,
+                                       group_id=settings.group_id, topic=settings.input_topic, pool_size=pool_size,
+                                       read_only=read_only)  # fmt: skip
+
+
+@asynccontextmanager
+async def open_readers(settings: Settings, *, pool_size: int = 4) -> AsyncIterator[tuple[PostgresStore, DiffStore]]:
+    """PostgreSQL with read-only transactions and the S3 diff store (the bucket neither
+    checked nor created): what ``serve`` and ``diff`` read."""
+    async with AsyncExitStack() as stack:
+        store = await connect_store(settings, pool_size=pool_size, read_only=True)
+        stack.push_async_callback(store.close)
+        diffs = await stack.enter_async_context(open_diff_store(settings, check_bucket=False))
+        yield store, diffs
+
+
+async def with_store(settings: Settings, use: Callable[[PostgresStore], Awaitable[T]]) -> T:
+    """Connect to PostgreSQL, ``await use(store)``, close."""
+    store = await connect_store(settings)
+    try:
+        return await use(store)
+    finally:
+        await store.close()

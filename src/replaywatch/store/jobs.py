@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from replaywatch.store.postgres import translate_postgres_errors
+from replaywatch.store.errors import translate_postgres_errors
 
 Ranges = dict[int, tuple[int, int]]
 

@@ -18,12 +18,11 @@ contract accepts fits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +35,9 @@ from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import BatchCommit, OutboxRow, StepKey
 from replaywatch.exceptions import (
     ConfigError,
-    Fenced,
-    RecordRejected,
-    ServiceRefused,
-    StaleProjection,
-    TransientError,
 )
+from replaywatch.store.errors import REFUSED_DATA, translate_postgres_errors
+from replaywatch.store.history import History
 from replaywatch.store.migrations import MIGRATIONS
 
 logger = logging.getLogger(__name__)
@@ -56,58 +52,6 @@ LOAD_SLICE_SECONDS = 0.05
 """Longest the steps read back are prepared between two yields to the event loop."""
 _PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at"}
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    # the client's own connection state broke (a server that went away mid-operation:
-    # "cannot switch to state 12; another operation is in progress"); ProtocolError is one
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
-
-
-_REFUSED_DATA = ("22", "23", "54")
-"""SQLSTATE classes of a refusal of the data: data exception, integrity constraint
-violation, program limit exceeded."""
-_REFUSED_SERVICE = ("28", "3D", "3F", "42")
-"""SQLSTATE classes of a refusal of replaywatch: authorization, a missing database or
-schema, access rules and missing objects (42: undefined table or function, no privilege)."""
-
-
-@contextlib.asynccontextmanager
-async def translate_postgres_errors(what: str) -> AsyncIterator[None]:
-    """asyncpg's errors -> the error tree, by SQLSTATE class."""
-    try:
-        yield
-    except Exception as exc:
-        state = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-        # commit_batch raises SQLSTATE RW001, which asyncpg does not know: it arrives
-        # as UnknownPostgresError, not as RaiseError
-        if state == "RW001":
-            raise Fenced(str(exc)) from None
-        if state == "RW002":
-            raise StaleProjection(str(exc)) from None
-        if isinstance(exc, _TRANSIENT):
-            raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
-        if state is not None and state[:2] in _REFUSED_DATA:
-            raise RecordRejected(f"PostgreSQL refused the rows during {what}: {state} {exc}") from exc
-        if state is not None and state[:2] in _REFUSED_SERVICE:
-            raise ServiceRefused(
-                f"PostgreSQL refused {what}: {state} {exc}; check the DSN's user, its privileges on the schema, "
-                "and that `replaywatch migrate` ran"
-            ) from exc
-        if isinstance(exc, asyncpg.PostgresError):  # resources, shutdown, internal errors: may pass
-            raise TransientError(f"PostgreSQL failed during {what}: {state} {type(exc).__name__}: {exc}") from exc
-        raise
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -273,7 +217,7 @@ class PostgresStore:
         tells an ambiguous commit, its own reply lost, from another consumer's), and
         StaleProjection when a step changed since it was read."""
         async with translate_postgres_errors("commit"):
-            said = await self._pool.fetchval(self._commit_sql, *self._commit_args(batch))
+            said = await self._pool.fetchval(self._commit_sql, *commit_args(self.group_id, self.topic, batch))
         return {str(u) for u in said or ()}
 
     async def probe(self, batch: BatchCommit) -> str | None:
@@ -283,65 +227,14 @@ class PostgresStore:
             tx = conn.transaction()
             await tx.start()
             try:
-                await conn.execute(self._commit_sql, *self._commit_args(batch))
+                await conn.execute(self._commit_sql, *commit_args(self.group_id, self.topic, batch))
             except asyncpg.PostgresError as exc:
-                if exc.sqlstate in ("RW001", "RW002") or exc.sqlstate[:2] not in _REFUSED_DATA:
+                if exc.sqlstate in ("RW001", "RW002") or exc.sqlstate[:2] not in REFUSED_DATA:
                     raise
                 return f"{exc.sqlstate} {exc}"
             finally:
                 await tx.rollback()
         return None
-
-    def _commit_args(self, batch: BatchCommit) -> list[Any]:
-        offs = sorted(batch.offsets.items())
-        projs = list(batch.projections.values())
-        before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
-
-        def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
-            return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
-
-        outbox = batch.outbox
-        comps = batch.comparisons
-        return [
-            self.group_id,
-            self.topic,
-            [p for p, _ in offs],
-            [o[0] for _, o in offs],
-            [o[1] for _, o in offs],
-            [step_key((p.run_id, p.step_id)) for p in projs],
-            [p.run_id for p in projs],
-            [p.step_id for p in projs],
-            [p.baseline.number if p.baseline else None for p in projs],
-            [p.current.number if p.current else None for p in projs],
-            [p.max_attempt for p in projs],
-            [p.last_status for p in projs],
-            [p.last_verdict.value if p.last_verdict else None for p in projs],
-            [p.comparisons for p in projs],
-            [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
-            [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
-            [b.version if b else 0 for b in before],
-            [p.version for p in projs],
-            [o.partition for o in outbox],
-            [o.source_offset for o in outbox],
-            [o.event_id for o in outbox],
-            [o.key for o in outbox],
-            [o.value for o in outbox],
-            [o.verdict for o in outbox],
-            [o.trace for o in outbox],
-            [c.run_id for c in comps],
-            [c.step_id for c in comps],
-            [c.baseline_attempt for c in comps],
-            [c.current_attempt for c in comps],
-            [c.token_delta for c in comps],
-            [c.cost_delta for c in comps],
-            [c.diff_kind for c in comps],
-            [c.diff_sha256 for c in comps],
-            [c.diff_uri for c in comps],
-            [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in comps],
-            [c.origin for c in comps],
-            [c.supersedes for c in comps],
-            [c.settings_fingerprint for c in comps],
-        ]
 
     async def outbox_fetch(
         self, partition: int, start: int, end: int, limit: int, max_bytes: int = 16 * 1024 * 1024
@@ -457,55 +350,60 @@ class PostgresStore:
                 self.group_id, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
             )  # fmt: skip
 
-    async def rule_counts(self) -> list[asyncpg.Record]:
-        """The ignore-rule statistics of this group, by policy and rule."""
-        async with translate_postgres_errors("ignore rule statistics"):
-            return await self._pool.fetch(
-                f"SELECT policy, rule, comparisons, matches, updated_at FROM {self._q}.ignore_rule_stats "
-                "WHERE group_id = $1 ORDER BY policy, rule",
-                self.group_id,
-            )
+    @property
+    def history(self) -> History:
+        """What the views read: the comparisons, the steps of a run, the rule counts."""
+        return History(self._pool, self.schema, self.group_id)
 
-    async def recent_comparisons(
-        self, *, verdict: str | None = None, run_id: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[asyncpg.Record]:
-        """The latest comparisons of the history, newest first, by verdict and run."""
-        async with translate_postgres_errors("recent comparisons"):
-            return await self._pool.fetch(
-                f"SELECT * FROM {self._q}.comparison WHERE ($1::text IS NULL OR verdict = $1) "
-                "AND ($2::text IS NULL OR run_id = $2) ORDER BY detected_at DESC, event_id LIMIT $3 OFFSET $4",
-                verdict, run_id, limit, offset,
-            )  # fmt: skip
 
-    async def verdict_counts(self, seconds: float) -> dict[str, int]:
-        """Comparisons by verdict detected in the last ``seconds``."""
-        async with translate_postgres_errors("verdict counts"):
-            rows = await self._pool.fetch(
-                f"SELECT verdict, count(*) AS n FROM {self._q}.comparison "
-                "WHERE detected_at >= now() - make_interval(secs => $1) GROUP BY verdict ORDER BY verdict",
-                seconds,
-            )
-        return {r["verdict"]: int(r["n"]) for r in rows}
+def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
+    """The arguments of ``commit_batch``, column by column (the function unnests them)."""
+    offs = sorted(batch.offsets.items())
+    projs = list(batch.projections.values())
+    before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
 
-    async def comparison(self, event_id: str) -> asyncpg.Record | None:
-        """One comparison of the history by its event id."""
-        async with translate_postgres_errors("comparison lookup"):
-            return await self._pool.fetchrow(f"SELECT * FROM {self._q}.comparison WHERE event_id = $1::uuid", event_id)
+    def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
+        return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
 
-    async def report(
-        self, run_id: str, *, limit: int | None = None, offset: int = 0
-    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-        """(step projections of the run, its comparisons in order); with ``limit``, one
-        page of each (``offset`` rows in), for the web view."""
-        async with translate_postgres_errors("report"):
-            steps = await self._pool.fetch(
-                f"SELECT run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict, "
-                f"comparisons FROM {self._q}.step_projection WHERE run_id = $1 ORDER BY step_id LIMIT $2 OFFSET $3",
-                run_id, limit, offset,
-            )  # fmt: skip
-            comps = await self._pool.fetch(
-                f"SELECT * FROM {self._q}.comparison WHERE run_id = $1 ORDER BY step_id, detected_at, current_attempt "
-                "LIMIT $2 OFFSET $3",
-                run_id, limit, offset,
-            )  # fmt: skip
-        return steps, comps
+    outbox = batch.outbox
+    comps = batch.comparisons
+    return [
+        group_id,
+        topic,
+        [p for p, _ in offs],
+        [o[0] for _, o in offs],
+        [o[1] for _, o in offs],
+        [step_key((p.run_id, p.step_id)) for p in projs],
+        [p.run_id for p in projs],
+        [p.step_id for p in projs],
+        [p.baseline.number if p.baseline else None for p in projs],
+        [p.current.number if p.current else None for p in projs],
+        [p.max_attempt for p in projs],
+        [p.last_status for p in projs],
+        [p.last_verdict.value if p.last_verdict else None for p in projs],
+        [p.comparisons for p in projs],
+        [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+        [b.version if b else 0 for b in before],
+        [p.version for p in projs],
+        [o.partition for o in outbox],
+        [o.source_offset for o in outbox],
+        [o.event_id for o in outbox],
+        [o.key for o in outbox],
+        [o.value for o in outbox],
+        [o.verdict for o in outbox],
+        [o.trace for o in outbox],
+        [c.run_id for c in comps],
+        [c.step_id for c in comps],
+        [c.baseline_attempt for c in comps],
+        [c.current_attempt for c in comps],
+        [c.token_delta for c in comps],
+        [c.cost_delta for c in comps],
+        [c.diff_kind for c in comps],
+        [c.diff_sha256 for c in comps],
+        [c.diff_uri for c in comps],
+        [datetime.fromtimestamp(c.detected_at_ms / 1000, UTC) for c in comps],
+        [c.origin for c in comps],
+        [c.supersedes for c in comps],
+        [c.settings_fingerprint for c in comps],
+    ]

@@ -271,28 +271,13 @@ class OutboxPublisher:
                     from_outbox = False
                     covered = watermark
             elif lane.handoffs:
-                handoff = lane.handoffs.popleft()
-                lane.queued_bytes -= handoff.size
-                if covered is not None and handoff.end <= covered:
-                    continue  # the outbox read covered it
-                if handoff.start != covered:
-                    logger.info(
-                        "publisher for partition %d: a handoff starts at %s, not at %s; reading the outbox",
-                        partition, handoff.start, covered,
-                    )  # fmt: skip
-                    lane.handoffs.clear()
-                    lane.queued_bytes = 0
+                taken = _take_handoffs(lane, covered)
+                if taken is None:  # a gap: the outbox has what the handoffs miss
+                    logger.info("publisher for partition %d: a handoff does not start at %s; reading the outbox",
+                                partition, covered)  # fmt: skip
                     from_outbox = True
                     continue
-                covered = handoff.end
-                rows = list(handoff.rows)
-                # the handoffs queued behind it that continue it go in the same transaction:
-                # under load one transaction per write fell behind (events seconds late)
-                while lane.handoffs and lane.handoffs[0].start == covered and len(rows) < BATCH:
-                    more = lane.handoffs.popleft()
-                    lane.queued_bytes -= more.size
-                    covered = more.end
-                    rows += more.rows
+                rows, covered = taken
                 rows = [r for r in rows if r.source_offset >= upto]  # never below what is published
             elif lane.overflow:
                 from_outbox = True
@@ -338,9 +323,9 @@ class OutboxPublisher:
                     "event %s (input %s[%d]@%d) is %d bytes, over %s's max.message.bytes of %d: dead-lettered",
                     r.event_id, self._input, partition, r.source_offset, size, self._output, self._max_message_bytes,
                 )  # fmt: skip
-                sent = await producer.send(
-                    self._dlq, None, key=r.key, headers=self._too_large_headers(r, partition, size)
-                )
+                headers = _too_large_headers(r, (self._input, partition), self._output, self._max_message_bytes,
+                                             size)  # fmt: skip
+                sent = await producer.send(self._dlq, None, key=r.key, headers=headers)
                 sent.add_done_callback(_retrieve)
             await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
         self.published += len(rows) - dead
@@ -350,12 +335,36 @@ class OutboxPublisher:
         if dead:
             telemetry.record_dead_letters(["too_large"] * dead)
 
-    def _too_large_headers(self, r: OutboxRow, partition: int, size: int) -> list[tuple[str, bytes]]:
-        error = EventTooLarge(
-            f"the comparison event {r.event_id} ({r.verdict}) is {size} bytes with its key; the output topic "
-            f"{self._output} takes {self._max_message_bytes}; raise its max.message.bytes"
-        )
-        headers = dead_letter_headers(
-            error, (self._input, partition, r.source_offset), omitted="too large for the output topic"
-        )
-        return [*headers, ("replaywatch.event_id", r.event_id.encode())]
+
+def _too_large_headers(
+    r: OutboxRow, source: tuple[str, int], output: str, limit: int, size: int
+) -> list[tuple[str, bytes]]:
+    error = EventTooLarge(
+        f"the comparison event {r.event_id} ({r.verdict}) is {size} bytes with its key; the output topic "
+        f"{output} takes {limit}; raise its max.message.bytes"
+    )
+    headers = dead_letter_headers(error, (*source, r.source_offset), omitted="too large for the output topic")
+    return [*headers, ("replaywatch.event_id", r.event_id.encode())]
+
+
+def _take_handoffs(lane: _Lane, covered: int | None) -> tuple[list[OutboxRow], int] | None:
+    """The next handoff and those queued behind it that continue it, in one transaction
+    (under load one transaction per write fell behind: events seconds late), and where
+    they end; ([], covered) when the outbox read already covered the next one; None
+    when it does not continue what is covered (the queue is dropped: read the outbox)."""
+    handoff = lane.handoffs.popleft()
+    lane.queued_bytes -= handoff.size
+    if covered is not None and handoff.end <= covered:
+        return [], covered
+    if handoff.start != covered:
+        lane.handoffs.clear()
+        lane.queued_bytes = 0
+        return None
+    covered = handoff.end
+    rows = list(handoff.rows)
+    while lane.handoffs and lane.handoffs[0].start == covered and len(rows) < BATCH:
+        more = lane.handoffs.popleft()
+        lane.queued_bytes -= more.size
+        covered = more.end
+        rows += more.rows
+    return rows, covered

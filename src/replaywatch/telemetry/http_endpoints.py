@@ -39,7 +39,7 @@ def application(readiness: Readiness) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serving(host: str, port: int, readiness: Readiness) -> AsyncIterator[int]:
+async def serving_endpoints(host: str, port: int, readiness: Readiness) -> AsyncIterator[int]:
     """Serve the endpoints on host:port (port 0: not at all); yields the bound port."""
     if not port:
         yield 0

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from replaywatch.core.projection import MISSING_SNAPSHOTS
 from replaywatch.state.rule_stats import WARN_AFTER
-from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.history import History
 from replaywatch.views.diff_view import shorten
 from replaywatch.views.tail import COLOURS
 
@@ -66,7 +66,7 @@ def run_tables(run_id: str, steps: list[Any], comps: list[Any], width: int = 80)
     return out, all_within
 
 
-async def report(store: PostgresStore, run_id: str, console: Console, *, as_json: bool = False,
+async def report(store: History, run_id: str, console: Console, *, as_json: bool = False,
                  only_drift: bool = False) -> bool:  # fmt: skip
     """Print the run's replay outcome; return whether every step is within tolerance."""
     steps, comps = await store.report(run_id)
@@ -86,7 +86,7 @@ async def report(store: PostgresStore, run_id: str, console: Console, *, as_json
     return all_within
 
 
-async def rules_report(store: PostgresStore, console: Console) -> bool:
+async def rules_report(store: History, console: Console) -> bool:
     """Print each ignore rule's comparisons and matches; return whether a rule matched
     nothing in its first WARN_AFTER comparisons or more (a rule to check)."""
     rows = await store.rule_counts()

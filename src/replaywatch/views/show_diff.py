@@ -21,7 +21,7 @@ from rich.text import Text
 from replaywatch.compare.canonical import canonical_bytes
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
-from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.history import History
 from replaywatch.views.diff_view import DiffView, shorten, view
 
 SHA = re.compile(r"[0-9a-f]{64}")
@@ -51,7 +51,7 @@ def parse_target(arg: str) -> tuple[str, str]:
         ) from None
 
 
-async def sha_of_event(store: PostgresStore, event_id: str) -> str:
+async def sha_of_event(store: History, event_id: str) -> str:
     row = await store.comparison(event_id)
     if row is None:
         raise NotFound(f"no comparison {event_id} in PostgreSQL (schema {store.schema})")

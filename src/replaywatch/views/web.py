@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 
 from replaywatch.exceptions import NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
-from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.history import History
 from replaywatch.views.diff_view import view
 from replaywatch.views.show_diff import CorruptDiff, fetch
 from replaywatch.views.web_access import LOOPBACK_NAMES, Access, guard
@@ -156,7 +156,7 @@ def page_of(request: Request) -> int:
     return int(text) if text.isdigit() and len(text) < 7 else 0
 
 
-def create_app(store: PostgresStore, diffs: DiffStore, access: Access | None = None) -> ASGIApp:
+def create_app(store: History, diffs: DiffStore, access: Access | None = None) -> ASGIApp:
     """The web view over ``store`` (read-only) and ``diffs``, behind ``access``
     (default: open, for a view bound to loopback)."""
     access = access or Access("none", hosts=LOOPBACK_NAMES)
@@ -216,7 +216,7 @@ def create_app(store: PostgresStore, diffs: DiffStore, access: Access | None = N
 
 
 @contextlib.asynccontextmanager
-async def serving(app: ASGIApp, host: str, port: int) -> AsyncIterator[int]:
+async def serving_web(app: ASGIApp, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` with uvicorn while the block runs; yields the bound port (``port``
     0: a free one)."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))

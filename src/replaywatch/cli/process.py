@@ -1,0 +1,85 @@
+"""A long-running command's process: the garbage collector kept off the hot path, and
+the work stopped within its grace period on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from replaywatch.cli.logs import quiet_client_futures
+from replaywatch.config import Settings
+from replaywatch.runtime.retry import GaveUp
+
+T = TypeVar("T")
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Each decoded record allocates hundreds of containers (its parsed snapshot); with
+    CPython's default thresholds every few hundred records start a collection. The
+    step cache keeps its snapshots as bytes (``PreparedAttempt``), so what is parsed
+    dies young, freed by reference counting. Freezing what exists after start-up and
+    collecting the young generation less often leaves the collector for what actually
+    makes cycles (asyncio and client objects): measured, one young collection in 25 s
+    at 1,000 events/s.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
+
+
+async def until_signalled(settings: Settings, work: Callable[[asyncio.Event], Awaitable[T]]) -> T | None:
+    """Run the pipeline (``work``) until it ends, or until SIGTERM or SIGINT, then stop
+    within the grace period (None when it had to be cancelled).
+
+    The pipeline first stops gracefully: it finishes the write in flight and publishes
+    what is committed. After ``REPLAYWATCH_SHUTDOWN_SECONDS`` it is cancelled, and if
+    even that does not end it (a client stuck on a dead service), the process exits
+    1.5 s later. Either way the exit status is 0: PostgreSQL holds what was committed,
+    and the next owner of the partitions resumes from there.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    log = logging.getLogger("replaywatch.cli")
+
+    def hard_exit() -> None:
+        log.warning("stopped: clients did not close in time; PostgreSQL holds what was committed")
+        logging.shutdown()
+        os._exit(0)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        loop.call_later(settings.shutdown_seconds, main.cancel)
+        watchdog = threading.Timer(settings.shutdown_seconds + 1.5, hard_exit)
+        watchdog.daemon = True
+        watchdog.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    loop.set_exception_handler(quiet_client_futures)
+    try:
+        return await work(stop)
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        log.warning(
+            "stopped after %.0fs without finishing the work in flight; PostgreSQL holds what was committed",
+            settings.shutdown_seconds,
+        )
+        return None
+    except GaveUp as exc:  # a service was still down when the signal came (at start, say)
+        if not stop.is_set():
+            raise
+        log.warning("stopped while waiting for a service (%s); PostgreSQL holds what was committed", exc)
+        return None
