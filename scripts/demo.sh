@@ -13,6 +13,11 @@ started=""
 consumer=""
 
 cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ] && [ -s "$work/consumer.log" ]; then
+    echo "the consumer's last lines:" >&2
+    tail -n 20 "$work/consumer.log" >&2
+  fi
   if [ -n "$consumer" ] && kill -0 "$consumer" 2>/dev/null; then
     kill -TERM "$consumer"
     wait "$consumer" || true
@@ -55,25 +60,43 @@ t1=$(date +%s%N)
 sha=$("$RW" tail --json --only-drift --timeout 5 2>/dev/null \
   | "$PY" -c 'import json,sys; print(next((e["diff_sha256"] for e in map(json.loads, sys.stdin) if e["diff_sha256"]), ""))' || true)
 if [ -n "$sha" ]; then
-  echo "replaywatch diff $sha"
+  echo "the first alert's diff (replaywatch diff SHA):"
   "$RW" diff "$sha" || true
 fi
-echo "telemetry: http://127.0.0.1:$REPLAYWATCH_HTTP_PORT/metrics, /readyz says:"
+echo
+echo "telemetry (http://127.0.0.1:$REPLAYWATCH_HTTP_PORT/metrics):"
 "$PY" - "$REPLAYWATCH_HTTP_PORT" <<'PYEOF' || true
-import sys, urllib.request, urllib.error
+import json, sys, textwrap, urllib.error, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+
 base = f"http://127.0.0.1:{sys.argv[1]}"
 try:
-    print("  " + urllib.request.urlopen(base + "/readyz", timeout=5).read().decode())
+    ready = json.loads(urllib.request.urlopen(base + "/readyz", timeout=5).read())
 except urllib.error.HTTPError as exc:
-    print("  " + exc.read().decode())
-for line in urllib.request.urlopen(base + "/metrics", timeout=5).read().decode().splitlines():
-    if line.startswith(("replaywatch_comparisons_total", "replaywatch_records_total")):
-        print("  " + line)
+    ready = json.loads(exc.read())
+records = published = 0.0
+verdicts: dict[str, float] = {}
+for family in text_string_to_metric_families(urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()):
+    for sample in family.samples:
+        if sample.name == "replaywatch_records_total":
+            records += sample.value
+        elif sample.name == "replaywatch_events_published_total":
+            published += sample.value
+        elif sample.name == "replaywatch_comparisons_total":
+            verdict = sample.labels.get("verdict", "?")
+            verdicts[verdict] = verdicts.get(verdict, 0) + sample.value
+print(f"  ready:      {'yes' if ready.get('ready') else 'no'} ({ready.get('reason', '')})")
+print(f"  records:    {records:,.0f} consumed")
+print(f"  published:  {published:,.0f} events")
+line = ", ".join(f"{v} {n:,.0f}" for v, n in sorted(verdicts.items()))
+print(textwrap.fill(line, width=78, initial_indent="  verdicts:   ", subsequent_indent=" " * 14))
 PYEOF
 kill -TERM "$consumer"
 wait "$consumer"
 consumer=""
 echo
-echo "demo summary: $(cat "$work/produced.txt")"
-echo "demo summary: all $expected expected comparisons published in $(( (t1 - t0) / 1000000 )) ms; consumer stopped cleanly"
-grep -E "stopping|ERROR" "$work/consumer.log" | tail -2 || true
+echo "demo summary"
+sent=$(sed -E 's/^sent ([0-9]+) attempt events.*/\1/' "$work/produced.txt")
+echo "  sent:       $sent attempt events (duplicates and out-of-order among them)"
+echo "  published:  all $expected expected comparisons, in $(( (t1 - t0) / 1000000 )) ms"
+echo "  consumer:   stopped cleanly (the write in flight finished, the outbox drained)"
