@@ -4,8 +4,12 @@
 
     ReplaywatchError
     ├── TransientError          retry with backoff (a service is slow or down)
+    ├── GaveUp                  the process is stopping and a service is still down: the
+    │                           call is abandoned (the next owner resumes from PostgreSQL)
     ├── Fenced                  another consumer moved our partition on: drop what was
-    │                           prepared and resume from PostgreSQL (never retried as is)
+    │   │                       prepared and resume from PostgreSQL (never retried as is)
+    │   └── StaleProjection     a step changed in PostgreSQL since it was read (a replay
+    │                           wrote it): read it again
     ├── BadRecordError          this record can never be processed: dead-letter it (its reason)
     │   ├── UndecodableRecord   not Avro of the contract (avro_decode)
     │   ├── UnknownSchemaId     Confluent framing with an unknown schema id (unknown_schema_id)
@@ -19,6 +23,7 @@
     │   ├── RecordRejected      a service refused what the record makes, for good (rejected)
     │   └── RecordFailed        an unexpected exception while processing it (internal)
     ├── NotFound                what a read-only command asked for is not stored
+    ├── CorruptDiff             a stored diff whose bytes do not hash to its name
     └── UsageError              misuse or configuration: fail fast, say what to do
         ├── ConfigError
         │   ├── IgnorePathError
@@ -29,7 +34,8 @@
 
 Adapters translate their library's exceptions into these at the boundary, so the
 core and the pipeline never see an aiokafka, asyncpg or botocore exception. Each
-``BadRecordError`` names its dead-letter ``reason``.
+``BadRecordError`` names its dead-letter ``reason``. Inside the write stage nothing is
+raised to steer: a write ends in a value (``stages.writer.Committed`` or ``Voided``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ class ReplaywatchError(Exception):
 
 class TransientError(ReplaywatchError):
     """A dependency failed in a way that may pass: retry with backoff."""
+
+
+class GaveUp(ReplaywatchError):
+    """A call was abandoned because the process is stopping (its cause: the last
+    transient error)."""
 
 
 class Fenced(ReplaywatchError):
@@ -134,6 +145,10 @@ class RecordFailed(BadRecordError):
 class NotFound(ReplaywatchError):
     """What was asked for is not stored: a diff object, a comparison, a run (the read-only
     commands say so and exit with their "not found" status)."""
+
+
+class CorruptDiff(ReplaywatchError):
+    """A diff object whose bytes do not hash to its name, or are not a JSON object."""
 
 
 class UsageError(ReplaywatchError):

@@ -20,10 +20,11 @@ from replaywatch import stages, telemetry
 from replaywatch.config import Settings
 from replaywatch.core.batch import split_by_bytes
 from replaywatch.core.types import Batch
+from replaywatch.exceptions import GaveUp
 from replaywatch.ports import Consumer, DeadLetterSink, DiffStore
 from replaywatch.runtime import chores
 from replaywatch.runtime.adapters import Adapters, open_adapters
-from replaywatch.runtime.retry import Backoff, GaveUp
+from replaywatch.runtime.retry import Backoff
 from replaywatch.stages.writer import Settled
 from replaywatch.store.retention import keep_pruning
 from replaywatch.stream.consumer import InputConsumer

@@ -237,7 +237,7 @@ def diff(
     removed, moved and changed. Exit 0 shown, 3 not found, 4 corrupt, 5 S3 unreachable."""
     from rich.console import Console
 
-    from replaywatch.exceptions import NotFound, TransientError
+    from replaywatch.exceptions import CorruptDiff, NotFound, TransientError
     from replaywatch.views import show_diff
 
     try:
@@ -255,7 +255,7 @@ def diff(
         sha, doc = asyncio.run(main())
     except NotFound as exc:
         fail(str(exc), DIFF_NOT_FOUND)
-    except show_diff.CorruptDiff as exc:
+    except CorruptDiff as exc:
         fail(str(exc), DIFF_CORRUPT)
     except TransientError as exc:
         fail(f"S3 could not be reached: {exc}", DIFF_UNREACHABLE)

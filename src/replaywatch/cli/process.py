@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from replaywatch.cli.logs import quiet_client_futures
 from replaywatch.config import Settings
-from replaywatch.runtime.retry import GaveUp
+from replaywatch.exceptions import GaveUp
 
 T = TypeVar("T")
 

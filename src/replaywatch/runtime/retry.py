@@ -17,16 +17,11 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from replaywatch import telemetry
-from replaywatch.exceptions import TransientError
+from replaywatch.exceptions import GaveUp, TransientError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class GaveUp(Exception):
-    """A call was abandoned because the process is stopping (its cause: the last
-    transient error)."""
 
 
 class Backoff:

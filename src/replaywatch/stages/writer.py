@@ -32,9 +32,9 @@ from replaywatch import telemetry
 from replaywatch.compare import Comparison
 from replaywatch.core.batch import BatchResult
 from replaywatch.core.types import BatchCommit, OutboxRow, Source, StepKey
-from replaywatch.exceptions import BadRecordError, Fenced, RecordRejected, TransientError
+from replaywatch.exceptions import BadRecordError, Fenced, GaveUp, RecordRejected, TransientError
 from replaywatch.ports import CommitStore, DeadLetterSink, DiffStore
-from replaywatch.runtime.retry import Backoff, GaveUp
+from replaywatch.runtime.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

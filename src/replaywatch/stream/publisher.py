@@ -42,8 +42,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from replaywatch import telemetry
 from replaywatch.core.types import OutboxRow
-from replaywatch.exceptions import EventTooLarge, Fenced, ServiceRefused, TransientError
-from replaywatch.runtime.retry import Backoff, GaveUp
+from replaywatch.exceptions import EventTooLarge, Fenced, GaveUp, ServiceRefused, TransientError
+from replaywatch.runtime.retry import Backoff
 from replaywatch.stream.deadletter import dead_letter_headers
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 

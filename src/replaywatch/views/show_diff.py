@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from replaywatch.compare.canonical import canonical_bytes
-from replaywatch.exceptions import NotFound, ReplaywatchError
+from replaywatch.exceptions import CorruptDiff, NotFound
 from replaywatch.ports import DiffStore
 from replaywatch.store.history import History
 from replaywatch.views.diff_view import DiffView, shorten, view
@@ -30,10 +30,6 @@ STYLES = {
     "missing": "red", "unexpected": "magenta",
 }  # fmt: skip
 MARKS = {"add": "+", "remove": "-", "replace": "~", "move": "↕", "change": "~", "missing": "-", "unexpected": "+"}
-
-
-class CorruptDiff(ReplaywatchError):
-    """A diff object whose bytes do not hash to its name, or are not a JSON object."""
 
 
 def parse_target(arg: str) -> tuple[str, str]:

@@ -30,11 +30,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from replaywatch.exceptions import NotFound, ReplaywatchError
+from replaywatch.exceptions import CorruptDiff, NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.store.history import History
 from replaywatch.views.diff_view import view
-from replaywatch.views.show_diff import CorruptDiff, fetch
+from replaywatch.views.show_diff import fetch
 from replaywatch.views.web_access import LOOPBACK_NAMES, Access, guard
 
 VERDICTS = ("within_tolerance", "drift", "tool_event_divergence", "attestation_divergence")
