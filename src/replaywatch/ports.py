@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
-from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Source, StepKey
+from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Record, Source, StepKey
 from replaywatch.exceptions import BadRecordError
 
 PartitionsChanged = Callable[[set[int]], Awaitable[None]]
@@ -85,7 +85,7 @@ class DiffStore(Protocol):
 
 
 class DeadLetterSink(Protocol):
-    async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[Source]) -> None: ...
+    async def send(self, items: Sequence[tuple[Record, BadRecordError]], acknowledged: set[Source]) -> None: ...
 
 
 class EventSink(Protocol):

@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from replaywatch.core import types as core
 from replaywatch.core.batch import BatchResult
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import BatchCommit
@@ -33,7 +34,7 @@ class Record:
 def batch(seq: int, start: int | None, end: int, *, step: str = "s", bad: int = 0, partition: int = 0) -> PreparedBatch:
     """Records ``[start or 0, end)`` of a partition; the first ``bad`` of them are bad."""
     first = start or 0
-    records = [Record(partition, o) for o in range(first, end)]
+    records: list[core.Record] = [Record(partition, o) for o in range(first, end)]
     key = ("r", step)
     result = BatchResult(
         projections={key: (partition, StepProjection("r", step, max_attempt=end))},

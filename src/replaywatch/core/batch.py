@@ -28,10 +28,10 @@ class BatchResult:
     """The pure outcome of a batch: new projections, comparisons, bad records."""
 
     projections: dict[StepKey, tuple[int, StepProjection]] = field(default_factory=dict)
-    emitted: list[tuple[Any, int, Comparison]] = field(default_factory=list)
+    emitted: list[tuple[Record, int, Comparison]] = field(default_factory=list)
     """(input record, when its attempt occurred, the comparison it caused)"""
-    bad: list[tuple[Any, BadRecordError]] = field(default_factory=list)
-    sources: dict[StepKey, list[Any]] = field(default_factory=dict)
+    bad: list[tuple[Record, BadRecordError]] = field(default_factory=list)
+    sources: dict[StepKey, list[Record]] = field(default_factory=dict)
     """The input records of each step: whom to dead-letter when a step's rows are refused."""
     providers: dict[str, str | None] = field(default_factory=dict)
     """The provider of the attempt that caused each comparison, by event id (metrics)."""
@@ -39,13 +39,13 @@ class BatchResult:
     """With an ``encode`` function: each emitted comparison's rows, in the same order."""
 
 
-Encode = Callable[[Any, Attempt, Comparison], tuple[OutboxRow, ComparisonRow]]
+Encode = Callable[[Record, Attempt, Comparison], tuple[OutboxRow, ComparisonRow]]
 """What turns a comparison into its outbox and history rows (``outgoing``, bound to a
 batch's settings): given to ``apply_records`` so that a record whose event cannot be
 encoded changes nothing."""
 
 
-def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
+def failed(record: Record, doing: str, exc: Exception) -> RecordFailed:
     """An unexpected exception raised by one record: its stack is logged once, and the
     record is dead-lettered (reason ``internal``) instead of stopping the process."""
     logger.error(
@@ -57,11 +57,11 @@ def failed(record: Any, doing: str, exc: Exception) -> RecordFailed:
 
 
 def decode_records(
-    records: Iterable[Any],
+    records: Iterable[Record],
     limits: codec.Limits = codec.DEFAULT_LIMITS,
     refused: Mapping[Source, BadRecordError] | None = None,
     writers: Mapping[int, Any] | None = None,
-) -> tuple[list[tuple[Any, Attempt]], list[tuple[Any, BadRecordError]]]:
+) -> tuple[list[tuple[Record, Attempt]], list[tuple[Record, BadRecordError]]]:
     """(decoded records in order, records that break the contract, in input order). Pure.
     ``refused``: records a service refused earlier, dead-lettered with that reason;
     ``writers``: the writer schemas of a schema registry (``codec.decode_attempt``).
@@ -72,23 +72,23 @@ def decode_records(
     return good, bad
 
 
-def in_input_order(bad: list[tuple[Any, BadRecordError]]) -> None:
+def in_input_order(bad: list[tuple[Record, BadRecordError]]) -> None:
     """Sort bad records by (partition, offset), in place: dead letters follow the input
     whichever step found them (reading, parsing, comparing)."""
     bad.sort(key=lambda item: (item[0].partition, item[0].offset))
 
 
 def read_records(
-    records: Iterable[Any],
+    records: Iterable[Record],
     limits: codec.Limits = codec.DEFAULT_LIMITS,
     refused: Mapping[Source, BadRecordError] | None = None,
     writers: Mapping[int, Any] | None = None,
-) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, BadRecordError]]]:
+) -> tuple[list[tuple[Record, dict[str, Any]]], list[tuple[Record, BadRecordError]]]:
     """The first half of ``decode_records``: each record's Avro fields, ids checked, JSON
     still text (``codec.read_attempt``), and the records that break the contract. Pure.
     ``refused`` and ``writers``: as ``decode_records`` takes them."""
-    good: list[tuple[Any, dict[str, Any]]] = []
-    bad: list[tuple[Any, BadRecordError]] = []
+    good: list[tuple[Record, dict[str, Any]]] = []
+    bad: list[tuple[Record, BadRecordError]] = []
     for record in records:
         if refused and (error := refused.get((record.partition, record.offset))) is not None:
             bad.append((record, error))
@@ -103,8 +103,8 @@ def read_records(
 
 
 def parse_records(
-    read: Iterable[tuple[Any, dict[str, Any]]], bad: list[tuple[Any, BadRecordError]], limits: codec.Limits
-) -> Iterator[tuple[Any, Attempt]]:
+    read: Iterable[tuple[Record, dict[str, Any]]], bad: list[tuple[Record, BadRecordError]], limits: codec.Limits
+) -> Iterator[tuple[Record, Attempt]]:
     """The second half, one record at a time (``codec.parse_attempt``): a record's
     parsed snapshot lives only while it is compared, so a batch never holds a thousand
     of them at once. Records that break the contract are added to ``bad``."""
@@ -121,7 +121,7 @@ def parse_records(
 
 
 def apply_records(
-    decoded: Iterable[tuple[Any, Attempt]],
+    decoded: Iterable[tuple[Record, Attempt]],
     known: dict[StepKey, StepProjection],
     config: CompareConfig,
     cpu_seconds: float | None = None,
@@ -178,7 +178,7 @@ def split_by_bytes(batch: Batch, max_bytes: int) -> list[Batch]:
 
 
 def outgoing(
-    record: Any,
+    record: Record,
     occurred_at_ms: int,
     c: Comparison,
     *,

@@ -29,6 +29,9 @@ class Record(Protocol):
     """An input record as the consumer hands it out (aiokafka's ``ConsumerRecord``)."""
 
     @property
+    def topic(self) -> str: ...
+
+    @property
     def partition(self) -> int: ...
 
     @property

@@ -125,11 +125,12 @@ async def _open_kafka(
     output_limit = await retry.call(
         lambda: max_message_bytes(admin, settings.output_topic), "read the output topic's limit"
     )
-    if dead_letters is None:
+    sink = dead_letters
+    if sink is None:
         dlq_limit = await retry.call(
             lambda: max_message_bytes(admin, settings.dlq_topic), "read the dead-letter topic's limit"
         )
-        dead_letters = await enter(
+        sink = await enter(
             stack, retry,
             lambda: DeadLetters.open(client_options(settings), settings.dlq_topic, MAX_MESSAGE_BYTES,
                                      min(dlq_limit, MAX_MESSAGE_BYTES)),
@@ -149,7 +150,7 @@ async def _open_kafka(
         retry=retry,
     )
     stack.push_async_callback(publisher.close)
-    return dead_letters, publisher, output_limit
+    return sink, publisher, output_limit
 
 
 async def open_schema_registry(

@@ -29,7 +29,7 @@ from replaywatch.core.batch import (
     read_records,
 )
 from replaywatch.core.projection import StepProjection
-from replaywatch.core.types import Batch, BatchCommit, ComparisonRow, OutboxRow, Source, StepKey
+from replaywatch.core.types import Batch, BatchCommit, ComparisonRow, OutboxRow, Record, Source, StepKey
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, SchemaSource
 from replaywatch.stages.writer import PreparedBatch
@@ -82,14 +82,14 @@ class Preparer:
         with telemetry.batch_span("prepare", self.topic, self.group, records):
             return await self._prepare(batch, expected, records)
 
-    async def _prepare(self, batch: Batch, expected: dict[int, int | None], records: list[Any]) -> PreparedBatch:
+    async def _prepare(self, batch: Batch, expected: dict[int, int | None], records: list[Record]) -> PreparedBatch:
         started = time.perf_counter()
         # 1. read the Avro records (pure), a chunk at a time, with the writer schemas of a
         #    registry (fetched once per id; an outage raises TransientError: the batch
         #    waits, nothing is dead-lettered); their JSON is parsed just before each is compared
         writers = await self.schemas.writers(r.value for r in records) if self.schemas is not None else None
-        read: list[tuple[Any, dict[str, Any]]] = []
-        bad: list[tuple[Any, BadRecordError]] = []
+        read: list[tuple[Record, dict[str, Any]]] = []
+        bad: list[tuple[Record, BadRecordError]] = []
         for i in range(0, len(records), CHUNK):
             good_part, bad_part = read_records(records[i : i + CHUNK], self.limits, self.set_aside, writers)
             read += good_part
@@ -132,9 +132,9 @@ class Preparer:
 
     async def _compare(
         self,
-        read: list[tuple[Any, dict[str, Any]]],
+        read: list[tuple[Record, dict[str, Any]]],
         known: dict[StepKey, StepProjection],
-        bad: list[tuple[Any, BadRecordError]],
+        bad: list[tuple[Record, BadRecordError]],
         detected_at_ms: int,
     ) -> BatchResult:
         result = BatchResult(bad=bad)
@@ -161,7 +161,7 @@ class Preparer:
         return result
 
     def _encode(
-        self, record: Any, attempt: Attempt, c: Comparison, *, detected_at_ms: int
+        self, record: Record, attempt: Attempt, c: Comparison, *, detected_at_ms: int
     ) -> tuple[OutboxRow, ComparisonRow]:
         """A comparison's outbox row (its event, with its trace context) and history row."""
         uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from replaywatch import telemetry
 from replaywatch.compare import Comparison
 from replaywatch.core.batch import BatchResult
-from replaywatch.core.types import BatchCommit, OutboxRow, Source, StepKey
+from replaywatch.core.types import BatchCommit, OutboxRow, Record, Source, StepKey
 from replaywatch.exceptions import BadRecordError, Fenced, GaveUp, RecordRejected, TransientError
 from replaywatch.ports import CommitStore, DeadLetterSink, DiffStore
 from replaywatch.runtime.retry import Backoff
@@ -280,7 +280,7 @@ class Writer:
                 raise result
         return refused
 
-    async def _set_aside(self, refused: dict[Source, tuple[Any, BadRecordError]]) -> Voided:
+    async def _set_aside(self, refused: dict[Source, tuple[Record, BadRecordError]]) -> Voided:
         """Dead-letter the records a service refused for good, now, and void the write:
         the rest of its records are read again, these passed by."""
         await self.dead_letters.send(list(refused.values()), self.acknowledged)
@@ -292,7 +292,7 @@ class Writer:
     @staticmethod
     def _records_of_diffs(
         group: WriteGroup, refused: dict[str, RecordRejected]
-    ) -> dict[Source, tuple[Any, BadRecordError]]:
+    ) -> dict[Source, tuple[Record, BadRecordError]]:
         return {
             (record.partition, record.offset): (record, refused[c.diff.sha256])
             for b in group.batches
@@ -300,7 +300,9 @@ class Writer:
             if c.diff is not None and c.diff.sha256 in refused
         }
 
-    async def _refused_steps(self, group: WriteGroup, commit: BatchCommit) -> dict[Source, tuple[Any, BadRecordError]]:
+    async def _refused_steps(
+        self, group: WriteGroup, commit: BatchCommit
+    ) -> dict[Source, tuple[Record, BadRecordError]]:
         """PostgreSQL refused the statement's rows: find the steps whose rows it refuses
         (halving the set of steps, each half tried in a transaction that is rolled back)
         and name their records."""

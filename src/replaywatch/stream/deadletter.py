@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from replaywatch import telemetry
+from replaywatch.core.types import Record
 from replaywatch.exceptions import BadRecordError, ServiceRefused
 from replaywatch.stream.kafka_errors import translate_kafka_errors
 
@@ -42,7 +43,7 @@ def dead_letter_headers(
     return headers
 
 
-def headers_for(record: Any, error: BadRecordError, *, omitted: bool = False) -> list[tuple[str, bytes]]:
+def headers_for(record: Record, error: BadRecordError, *, omitted: bool = False) -> list[tuple[str, bytes]]:
     """A bad input record's dead-letter headers, followed by its own headers."""
     headers = dead_letter_headers(
         error, (record.topic, record.partition, record.offset),
@@ -65,7 +66,7 @@ def letter_size(letter: Letter) -> int:
     return len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") + 10 for k, v in headers) + RECORD_OVERHEAD
 
 
-def letters(record: Any, error: BadRecordError) -> list[Letter]:
+def letters(record: Record, error: BadRecordError) -> list[Letter]:
     """A bad record's dead letter as it is, then smaller: without its value; then also
     with its key cut to ``TRIMMED_KEY_BYTES`` and its own headers left out (saying so)."""
     key = record.key
@@ -108,7 +109,7 @@ class DeadLetters:
         finally:
             await asyncio.shield(producer.stop())
 
-    def _fitting(self, record: Any, error: BadRecordError) -> list[Letter]:
+    def _fitting(self, record: Record, error: BadRecordError) -> list[Letter]:
         """The forms of a record's dead letter to try in turn: the first that fits the
         topic's limit, then the smaller ones. A record the broker would refuse is never
         sent: with an idempotent producer a refused batch leaves a gap in the sequence
@@ -138,7 +139,7 @@ class DeadLetters:
                 return result
         return result
 
-    async def send(self, items: Sequence[tuple[Any, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
+    async def send(self, items: Sequence[tuple[Record, BadRecordError]], acknowledged: set[tuple[int, int]]) -> None:
         """Send every bad record not in ``acknowledged`` (partition, offset) and wait
         until the broker has them. Each one the broker acknowledged is added there, so a
         retried write does not send it again."""
