@@ -1,4 +1,4 @@
-"""`make demo`'s script, against this session's stack, ends with its summary."""
+"""`make demo`'s script, against the tests' stack, ends with a screen a person reads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""[domain] through the real stack: a fleet of two providers under a policy file."""
+"""Policies through the real stack: a fleet of two providers under a policy file."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def test_a_directory_or_missing_file_exits_2(tmp_path: Path) -> None:
         assert r.exit_code == 2 and r.stderr.startswith("replaywatch: error:"), r.output
 
 
-# [domain]: policies, presets, tool changes in words, --explain
+# policies, presets, tool changes in words, --explain
 POLICY = """
 [default]
 tokens_tolerance = 0.01

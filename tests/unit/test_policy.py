@@ -1,4 +1,4 @@
-"""Policies: ordered rules by provider, provider version and step ([domain] 2)."""
+"""Policies: ordered rules by provider, provider version and step."""
 
 from __future__ import annotations
 

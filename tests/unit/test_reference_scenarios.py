@@ -72,7 +72,7 @@ def test_changed_tool_event_payload_diverges() -> None:
     assert result.verdict is Verdict.TOOL_EVENT_DIVERGENCE
     assert result.diff is not None and result.diff.kind is DiffKind.TOOL
     body = orjson.loads(result.diff.body)
-    # the reference's payload, and the change by kind ([domain])
+    # the reference's payload, and the change by kind
     assert {k: body[k] for k in ("run_id", "step_id", "recorded", "current")} == {
         "run_id": RUN, "step_id": STEP, "recorded": before, "current": after,
     }  # fmt: skip

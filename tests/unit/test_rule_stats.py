@@ -1,4 +1,4 @@
-"""Ignore rules that report themselves ([domain] 4)."""
+"""Ignore rules that report themselves."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tool-event changes by kind ([domain] 3)."""
+"""Tool-event changes by kind."""
 
 from __future__ import annotations
 

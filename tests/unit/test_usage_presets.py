@@ -1,4 +1,4 @@
-"""Usage presets on each provider's documented usage block ([domain] 1)."""
+"""Usage presets on each provider's documented usage block."""
 
 from __future__ import annotations
 
