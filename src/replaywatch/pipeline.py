@@ -26,7 +26,6 @@ from replaywatch.runtime import chores
 from replaywatch.runtime.adapters import Adapters, open_adapters
 from replaywatch.runtime.retry import Backoff
 from replaywatch.stages.writer import Settled
-from replaywatch.store.retention import keep_pruning
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.telemetry.health import Health
 
@@ -36,13 +35,13 @@ UNWRITTEN_RECORDS = 4000
 """Records prepared and not yet committed before the consumer waits (their bytes are
 bounded too: REPLAYWATCH_INFLIGHT_MB)."""
 Opener = Callable[[Settings, AsyncExitStack, Backoff], Awaitable[Adapters]]
+Retry = Callable[[asyncio.Event], Backoff]
 
 
 class Pipeline:
     def __init__(self, settings: Settings, *, consumer: Callable[[Settings], Consumer] = InputConsumer.create,
                  diffs: DiffStore | None = None, dead_letters: DeadLetterSink | None = None, publish: bool = True,
-                 open: Opener | None = None, backoff: Callable[[asyncio.Event], Backoff] = Backoff,
-                 ) -> None:  # fmt: skip
+                 open: Opener | None = None, backoff: Retry = Backoff) -> None:  # fmt: skip
         """The live service by default. A replay (``replay/``) reads a range with its own
         ``consumer`` and ends when the range is read; it may keep ``diffs`` and
         ``dead_letters`` to itself, and a rebuild publishes nothing. ``open`` and
@@ -54,10 +53,12 @@ class Pipeline:
         self.completed = False
         """A replay read its whole range, committed it and published it all."""
         self._gave_up = False
-        self.ready = asyncio.Event()
-        self._assigned = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
+        self.ready, self._assigned, self._stop, self._lock = (
+            asyncio.Event(),
+            asyncio.Event(),
+            asyncio.Event(),
+            asyncio.Lock(),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         settings, self._stop = self.settings, stop
@@ -70,14 +71,10 @@ class Pipeline:
             self.preparer, self.writer, self.checkpoint = s.preparer, s.writer, s.checkpoint
             await retry.call(lambda: self.consumer.start(self.revoked, self.assigned), "join the group")
             stack.push_async_callback(self.consumer.stop)
-            backlog = chores.Backlog()
+            # a rebuild's scratch schema is not pruned; the live consumer's and a backfill's are
+            retention = settings.retention() if self._publish else None
+            backlog = chores.start(stack, a.store, lambda: self.owned_partitions, s.rule_stats, retention)
             stack.callback(telemetry.watch(self.lag, backlog))
-            side = [chores.keep_counting(a.store, lambda: self.owned_partitions, backlog, s.rule_stats)]
-            if self._publish:  # the live consumer and backfills prune; a rebuild's scratch schema does not
-                side.append(keep_pruning(a.store, settings.retention()))
-            for task in [asyncio.create_task(chore) for chore in side]:
-                stack.callback(task.cancel)
-            stack.push_async_callback(lambda: chores.store_rule_counts(a.store, s.rule_stats))  # after the drain
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()

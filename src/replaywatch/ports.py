@@ -5,7 +5,9 @@ live in ``tests/fakes.py``, and mypy checks both against these Protocols."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from replaywatch.compare import CompareConfig, Diff
@@ -94,6 +96,29 @@ class EventSink(Protocol):
     def offer(self, offsets: dict[int, tuple[int | None, int]], rows: list[OutboxRow]) -> None: ...
 
     def reread(self, partitions: Iterable[int]) -> None: ...
+
+
+class TransactionalProducer(Protocol):
+    """Kafka's transactional producer, as a publisher lane uses it (aiokafka's)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, *, headers: Any = None
+    ) -> asyncio.Future[Any]: ...
+
+    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None: ...
+
+
+ProducerFactory = Callable[[int], TransactionalProducer]
+"""The transactional producer of an input partition's publisher lane."""
+ProgressReader = Callable[[int], Awaitable[int | None]]
+"""Kafka's admin, as the publisher reads it: a partition's progress, committed in the
+transaction of its events (None: none)."""
 
 
 class Publisher(EventSink, Protocol):

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from replaywatch.core.types import OutboxRow
-from replaywatch.stream.publisher import OutboxPublisher, _Lane
+from replaywatch.ports import ProducerFactory, TransactionalProducer
+from replaywatch.stream.publisher import OutboxPublisher
 
 
 def row(offset: int, partition: int = 0, size: int = 0) -> OutboxRow:
@@ -61,34 +62,60 @@ class FakeStore:
         self.deleted_before.append(offset)
         self.rows = [r for r in self.rows if r.partition != partition or r.source_offset >= offset]
 
+    async def publisher_position(self, partition: int) -> int | None:
+        return None
+
 
 class FakeProducer:
+    """A transactional producer that keeps what it sends; it starts once ``go`` is set."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None]] = []
         self.progress: list[int] = []
+        self.go = asyncio.Event()
+        self.go.set()
+
+    async def start(self) -> None:
+        await self.go.wait()
+
+    async def stop(self) -> None:
+        return None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         yield
         await asyncio.sleep(0)
 
-    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, *, headers: Any = None
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, value))
-        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
 
-    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
+    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None:
         self.progress.extend(offsets.values())
 
     def published(self) -> list[bytes | None]:
         return [v for t, v in self.sent if t == "out"]
 
 
-def publisher(store: FakeStore, **kwargs: Any) -> OutboxPublisher:
-    p = OutboxPublisher(store=store, admin=None, producer_config={}, input_topic="in", output_topic="out",  # type: ignore[arg-type]
-                        dlq_topic="dlq", group_id="g", progress_group="g.outbox", **kwargs)  # fmt: skip
-    p._lanes[0] = _Lane()  # what assign() sets up, without starting the real Kafka task
+def producing(producer: TransactionalProducer) -> ProducerFactory:
+    return lambda partition: producer
+
+
+def publisher(
+    store: FakeStore, producer: FakeProducer, *, progress: int | None = None, **kwargs: Any
+) -> OutboxPublisher:
+    """A publisher of partition 0 (started: ``assign``) whose Kafka progress is ``progress``."""
+
+    async def read(partition: int) -> int | None:
+        return progress
+
+    p = OutboxPublisher(store=store, producers=producing(producer), progress=read, input_topic="in",
+                        output_topic="out", dlq_topic="dlq", progress_group="g.outbox", **kwargs)  # fmt: skip
+    p.assign({0})
     return p
 
 
@@ -105,14 +132,12 @@ async def commit(
     await asyncio.sleep(0)
 
 
-async def run_until(producer: FakeProducer, want: int, task: asyncio.Task[None]) -> None:
+async def run_until(producer: FakeProducer, want: int, pub: OutboxPublisher) -> None:
     async with asyncio.timeout(5):
         while len(producer.sent) < want:
             await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)  # anything extra would show up now
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await pub.revoke({0})
 
 
 def values(offsets: range) -> list[bytes | None]:
@@ -123,11 +148,10 @@ async def test_catches_up_from_the_outbox_then_serves_handoffs_once_each() -> No
     store, producer = FakeStore(), FakeProducer()
     store.rows = [row(i) for i in range(5)]  # committed before the publisher started
     store.committed = 5
-    pub = publisher(store)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 2))  # 0 and 1 already published
+    pub = publisher(store, producer, progress=2)  # 0 and 1 already published
     await commit(store, pub, [row(5), row(6)], 7)
     await commit(store, pub, [row(7)], 9)
-    await run_until(producer, 6, task)
+    await run_until(producer, 6, pub)
     assert producer.published() == values(range(2, 8))
     assert producer.progress == sorted(producer.progress) and producer.progress[-1] == 8
 
@@ -136,13 +160,12 @@ async def test_a_lost_handoff_sends_the_publisher_back_to_the_outbox() -> None:
     """A write whose commit reply was lost hands nothing over; the next handoff does not
     start where the publisher's knowledge ends, so it reads the outbox: nothing skipped."""
     store, producer = FakeStore(), FakeProducer()
-    pub = publisher(store)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
+    pub = publisher(store, producer)
     await commit(store, pub, [row(0), row(1)], 2)
     await asyncio.sleep(0.05)
     await commit(store, pub, [row(2), row(3)], 4, hand_over=False)  # the ambiguous commit
     await commit(store, pub, [row(4)], 5)
-    await run_until(producer, 5, task)
+    await run_until(producer, 5, pub)
     assert producer.published() == values(range(5))
     assert all(offset <= 5 for offset in store.deleted_before)
 
@@ -153,35 +176,34 @@ async def test_rows_above_the_watermark_wait_for_their_handoff() -> None:
     store, producer = FakeStore(), FakeProducer()
     store.rows = [row(0)]
     store.committed = 1
-    pub = publisher(store)
+    pub = publisher(store, producer)
     store.rows.append(row(1))  # committed after the watermark was read: not yet in `committed`
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
     await asyncio.sleep(0.05)
     assert producer.published() == values(range(1))
     pub.offer({0: (1, 2)}, [row(1)])
     store.committed = 2
-    await run_until(producer, 2, task)
+    await run_until(producer, 2, pub)
     assert producer.published() == values(range(2))
 
 
 async def test_an_overflowing_queue_falls_back_to_the_outbox() -> None:
     store, producer = FakeStore(), FakeProducer()
-    pub = publisher(store, queue_bytes=1000)
+    producer.go.clear()  # the lane's producer is still starting
+    pub = publisher(store, producer, queue_bytes=1000)
     for i in range(0, 10, 2):  # handed over faster than published: the queue overflows
         await commit(store, pub, [row(i, size=200), row(i + 1, size=200)], i + 2)
     assert pub._lanes[0].overflow
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
+    producer.go.set()
     await commit(store, pub, [row(10)], 11)
-    await run_until(producer, 11, task)
+    await run_until(producer, 11, pub)
     assert producer.published() == [row(i, size=200).value for i in range(10)] + [row(10).value]
 
 
 async def test_an_event_too_large_for_its_topic_is_dead_lettered_and_the_partition_goes_on() -> None:
     store, producer = FakeStore(), FakeProducer()
-    pub = publisher(store, max_message_bytes=2000)
-    task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
+    pub = publisher(store, producer, max_message_bytes=2000)
     await commit(store, pub, [row(0), row(1, size=5000), row(2)], 3)
-    await run_until(producer, 3, task)
+    await run_until(producer, 3, pub)
     assert producer.sent == [("out", b"v0"), ("dlq", None), ("out", b"v2")]
     assert producer.progress[-1] == 3
     assert pub.dead_lettered == 1 and pub.published == 2
@@ -248,7 +270,7 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
 
     async def scenario() -> tuple[list[bytes | None], list[int]]:
         store, producer = SlowStore(list(pauses)), FakeProducer()
-        pub = publisher(store, queue_bytes=queue_bytes)
+        producer.go.clear()  # the lane starts once the scene is set
         offset = 0
         if before:
             store.rows = [row(i) for i in range(before)]
@@ -258,7 +280,8 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
             patch("replaywatch.stream.publisher.READ_BYTES", read_bytes),
             patch.object(store, "outbox_delete_before", new_callable=AsyncMock),
         ):
-            task = asyncio.create_task(pub._drain(0, pub._lanes[0], producer, 0))
+            pub = publisher(store, producer, queue_bytes=queue_bytes)
+            producer.go.set()
             for events, quiet, hand, wait in writes:
                 for _ in range(wait):  # the publisher runs meanwhile
                     await asyncio.sleep(0)
@@ -273,9 +296,7 @@ def test_every_committed_event_is_published_once_in_order_whatever_the_interleav
             if any(hand == "lost" for *_, hand, _ in writes):
                 pub.reread([0])  # what the next write's handoff would cause
             assert await pub.flush(5), "the publisher did not drain"
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await pub.revoke({0})
         committed.extend(r.value for r in store.rows)
         return producer.published(), producer.progress
 

@@ -16,7 +16,7 @@ Source = tuple[int, int]
 
 
 class Partition(Protocol):
-    """A topic partition as the consumer names it (aiokafka's ``TopicPartition``)."""
+    """A topic partition as the consumer names it (the Kafka client's ``TopicPartition``)."""
 
     @property
     def topic(self) -> str: ...
@@ -26,7 +26,7 @@ class Partition(Protocol):
 
 
 class Record(Protocol):
-    """An input record as the consumer hands it out (aiokafka's ``ConsumerRecord``)."""
+    """An input record as the consumer hands it out (the Kafka client's ``ConsumerRecord``)."""
 
     @property
     def topic(self) -> str: ...

@@ -19,7 +19,7 @@ from replaywatch.store.postgres import PostgresStore
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.stream.deadletter import DeadLetters
 from replaywatch.stream.kafka_client import check_credentials, client_options
-from replaywatch.stream.publisher import OutboxPublisher
+from replaywatch.stream.publisher import OutboxPublisher, kafka_producers, kafka_progress
 from replaywatch.stream.schema_registry import SchemaRegistry
 from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_admin, max_message_bytes
 
@@ -138,12 +138,11 @@ async def _open_kafka(
         )  # fmt: skip
     publisher = OutboxPublisher(
         store=store,
-        admin=admin,
-        producer_config=client_options(settings),
+        producers=kafka_producers(client_options(settings), settings.group_id, settings.input_topic, output_limit),
+        progress=kafka_progress(admin, settings.input_topic, settings.publisher_group),
         input_topic=settings.input_topic,
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,
-        group_id=settings.group_id,
         progress_group=settings.publisher_group,
         max_message_bytes=output_limit,
         queue_bytes=settings.publisher_queue_mb * 1024 * 1024,

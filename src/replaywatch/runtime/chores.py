@@ -1,15 +1,18 @@
-"""What a running pipeline does on the side, every few seconds: count the outbox's
-backlog for its gauge, and add the ignore-rule counts to PostgreSQL."""
+"""What a running pipeline does on the side: count the outbox's backlog for its gauge
+and add the ignore-rule counts to PostgreSQL every few seconds, and prune what is past
+its retention."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 from replaywatch.exceptions import ReplaywatchError
 from replaywatch.ports import Store
 from replaywatch.state.rule_stats import IgnoreRuleStats
+from replaywatch.store.retention import Retention, keep_pruning
 
 EVERY = 5.0
 """Seconds between two rounds."""
@@ -42,3 +45,22 @@ async def store_rule_counts(store: Store, stats: IgnoreRuleStats) -> None:
         await store.add_rule_counts(rows)
     except ReplaywatchError:
         stats.give_back(rows)
+
+
+def start(
+    stack: AsyncExitStack,
+    store: Store,
+    owned: Callable[[], set[int]],
+    stats: IgnoreRuleStats,
+    retention: Retention | None,
+) -> Backlog:
+    """Start the chores for as long as ``stack`` is open (pruning only with a
+    ``retention``); the rule counts are stored once more when it closes."""
+    backlog = Backlog()
+    chores = [keep_counting(store, owned, backlog, stats)]
+    if retention is not None:
+        chores.append(keep_pruning(store, retention))
+    for task in [asyncio.create_task(chore) for chore in chores]:
+        stack.callback(task.cancel)
+    stack.push_async_callback(lambda: store_rule_counts(store, stats))
+    return backlog

@@ -43,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from replaywatch import telemetry
 from replaywatch.core.types import OutboxRow
 from replaywatch.exceptions import EventTooLarge, Fenced, GaveUp, ServiceRefused, TransientError
+from replaywatch.ports import ProducerFactory, ProgressReader, TransactionalProducer
 from replaywatch.runtime.retry import Backoff
 from replaywatch.stream.deadletter import dead_letter_headers
 from replaywatch.stream.kafka_errors import translate_kafka_errors
@@ -105,24 +106,22 @@ class OutboxPublisher:
         self,
         *,
         store: OutboxSource,
-        admin: AIOKafkaAdminClient,
-        producer_config: dict[str, Any],
+        producers: ProducerFactory,
+        progress: ProgressReader,
         input_topic: str,
         output_topic: str,
         dlq_topic: str,
-        group_id: str,
         progress_group: str,
         max_message_bytes: int = 1024 * 1024,
         queue_bytes: int = 64 * 1024 * 1024,
         retry: Backoff | None = None,
     ) -> None:
         self._store = store
-        self._admin = admin
-        self._producer_config = producer_config
+        self._producers = producers
+        self._progress = progress
         self._input = input_topic
         self._output = output_topic
         self._dlq = dlq_topic
-        self._group = group_id
         self._progress_group = progress_group
         self._max_message_bytes = max_message_bytes
         self._queue_bytes = queue_bytes
@@ -202,13 +201,6 @@ class OutboxPublisher:
     async def close(self) -> None:
         await self.revoke(set(self._lanes))
 
-    async def _progress(self, partition: int) -> int | None:
-        tp = TopicPartition(self._input, partition)
-        async with translate_kafka_errors("read publisher progress"):
-            offsets = await self._admin.list_consumer_group_offsets(self._progress_group, partitions=[tp])
-        meta = offsets.get(tp)
-        return None if meta is None or meta.offset < 0 else int(meta.offset)
-
     async def _run(self, partition: int, lane: _Lane) -> None:
         """Serve the partition until revoked, under the one retry policy; a refusal
         stops the process (``raise_failure``)."""
@@ -221,14 +213,7 @@ class OutboxPublisher:
             pass  # stopping: the next owner publishes what is left
 
     async def _serve(self, partition: int, lane: _Lane) -> None:
-        producer = AIOKafkaProducer(
-            **self._producer_config,
-            transactional_id=f"{self._group}.outbox.{self._input}.{partition}",
-            acks="all",
-            linger_ms=5,
-            max_batch_size=min(1 << 20, self._max_message_bytes),
-            max_request_size=max(1 << 20, self._max_message_bytes + RECORD_OVERHEAD),
-        )
+        producer = self._producers(partition)
         try:
             async with translate_kafka_errors("start publisher"):
                 await producer.start()
@@ -251,7 +236,7 @@ class OutboxPublisher:
         await self._store.outbox_delete_before(partition, done)
         return done
 
-    async def _drain(self, partition: int, lane: _Lane, producer: AIOKafkaProducer, upto: int) -> None:
+    async def _drain(self, partition: int, lane: _Lane, producer: TransactionalProducer, upto: int) -> None:
         """Publish from source offset ``upto`` on: the outbox up to its watermark, then
         the handoffs that continue it, and the outbox again whenever they do not. What
         is published is pruned now and then, and always before the lane goes idle."""
@@ -302,7 +287,7 @@ class OutboxPublisher:
                 await self._store.outbox_delete_before(partition, upto)
                 pruned, deleted_at = upto, time.monotonic()
 
-    async def _publish(self, partition: int, producer: AIOKafkaProducer, rows: list[OutboxRow], upto: int) -> None:
+    async def _publish(self, partition: int, producer: TransactionalProducer, rows: list[OutboxRow], upto: int) -> None:
         """Events and progress in one Kafka transaction; an event too large for the
         output topic goes to the dead-letter topic in the same transaction."""
         tp = TopicPartition(self._input, partition)
@@ -368,3 +353,35 @@ def _take_handoffs(lane: _Lane, covered: int | None) -> tuple[list[OutboxRow], i
         covered = more.end
         rows += more.rows
     return rows, covered
+
+
+def kafka_producers(config: dict[str, Any], group: str, input_topic: str, max_message_bytes: int) -> ProducerFactory:
+    """A transactional producer per input partition, ``{group}.outbox.{topic}.{partition}``:
+    the next owner of a partition fences the last."""
+
+    def make(partition: int) -> TransactionalProducer:
+        producer: TransactionalProducer = AIOKafkaProducer(
+            **config,
+            transactional_id=f"{group}.outbox.{input_topic}.{partition}",
+            acks="all",
+            linger_ms=5,
+            max_batch_size=min(1 << 20, max_message_bytes),
+            max_request_size=max(1 << 20, max_message_bytes + RECORD_OVERHEAD),
+        )
+        return producer
+
+    return make
+
+
+def kafka_progress(admin: AIOKafkaAdminClient, input_topic: str, progress_group: str) -> ProgressReader:
+    """The publisher's progress of a partition as Kafka holds it: the offset committed
+    under the progress group in the transaction of the events (None: none)."""
+
+    async def read(partition: int) -> int | None:
+        tp = TopicPartition(input_topic, partition)
+        async with translate_kafka_errors("read publisher progress"):
+            offsets = await admin.list_consumer_group_offsets(progress_group, partitions=[tp])
+        meta = offsets.get(tp)
+        return None if meta is None or meta.offset < 0 else int(meta.offset)
+
+    return read
