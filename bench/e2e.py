@@ -541,6 +541,7 @@ def write(r: dict[str, Any], out: Path) -> None:
     for key, label in SYSTEMS:
         if key in r:
             s = r[key]
+            label = f"replaywatch at {s['commit']} (1 process)" if "commit" in s else label
             rows.append(f"| {label} | {s['events_per_s']:,.0f} | {s['cpu_s_per_1000']:.3f} | {s['peak_rss_mb']:.0f} | "
                         f"{rw['events_per_s'] / s['events_per_s']:.2f}x |")  # fmt: skip
             svc = s.get("service_cpu_s", {})

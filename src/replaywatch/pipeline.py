@@ -92,6 +92,8 @@ class Pipeline:
                 continue
             batch = await self.consumer.poll(settings.batch_timeout_ms, settings.batch_size)
             self.publisher.raise_failure()
+            for committed in self.writer.committed():  # what committed during the poll goes out now
+                self.checkpoint.apply(committed)
             if not batch and not self.writer.records:
                 self.health.progressed()  # nothing to do is not a stall
             for part in split_by_bytes(batch, settings.batch_max_mb * 1024 * 1024):
@@ -175,10 +177,7 @@ class Pipeline:
         stored = await self.retry.call(lambda: self.store.load_offsets(partitions), "load offsets")
         async with self._lock:
             self.consumer.seek_to_stored(stored, partitions)
-            committed = self.checkpoint.committed
-            kept = {p: o for p, o in committed.items() if p in self.consumer.positions}
-            committed.clear()
-            committed.update(kept | stored)
+            self.checkpoint.resume(self.consumer.positions, stored)
         if self._publish:
             self.publisher.assign(partitions)
         self._assigned.set()

@@ -81,6 +81,8 @@ async def test_a_range_is_compared_committed_and_published_once() -> None:
     assert w.store.offsets == ends and w.consumer.advised == ends
     assert w.pipeline.checkpoint.compared == 2 * COMPARISONS_PER_PARTITION
     assert len(w.store.commits) > 1, "the range was written in several statements"
+    diffs = {c.diff_sha256 for commit in w.store.commits for c in commit.comparisons if c.diff_sha256}
+    assert len(diffs) == 2 * STEPS and diffs <= w.diffs.objects.keys(), "each drift's diff is in S3"
 
 
 async def test_a_fence_resumes_from_the_offset_the_new_owner_stored() -> None:

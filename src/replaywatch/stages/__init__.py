@@ -34,9 +34,10 @@ def build(settings: Settings, adapters: Adapters, retry: Backoff, health: Health
     writer = Writer(store=adapters.store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters, retry=retry,
                     topic=settings.input_topic, group=settings.group_id)  # fmt: skip
     preparer = Preparer(projections=projections, diffs=adapters.artifacts, config=config, limits=settings.limits(),
-                        set_aside=writer.set_aside, event_bytes=adapters.output_limit - RECORD_OVERHEAD,
-                        topic=settings.input_topic, group=settings.group_id, schemas=adapters.schemas,
-                        output_schema_id=adapters.output_schema_id, public_url=settings.public_url)  # fmt: skip
+                        upload=writer.upload, set_aside=writer.set_aside,
+                        event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
+                        group=settings.group_id, schemas=adapters.schemas, output_schema_id=adapters.output_schema_id,
+                        public_url=settings.public_url)  # fmt: skip
     rule_stats = IgnoreRuleStats(config)
     checkpoint = Checkpoint(publisher=adapters.publisher, projections=projections, consumer=adapters.consumer,
                             rule_stats=rule_stats, health=health)  # fmt: skip

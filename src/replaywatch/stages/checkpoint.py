@@ -6,6 +6,7 @@ rebuild and the re-scoring all apply their writes here."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from replaywatch import telemetry
@@ -30,6 +31,14 @@ class Checkpoint:
     """Each partition's offset committed to PostgreSQL by this process."""
     processed: int = 0
     compared: int = 0
+
+    def resume(self, owned: Iterable[int], stored: dict[int, int]) -> None:
+        """On an assignment: the offsets stored for the partitions just assigned; those of
+        the partitions no longer ``owned`` are forgotten."""
+        mine = set(owned)
+        kept = {p: o for p, o in self.committed.items() if p in mine}
+        self.committed.clear()
+        self.committed.update(kept | stored)
 
     def apply(self, c: Committed) -> None:
         for b in c.batches:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -64,6 +64,8 @@ class Preparer:
     limits: codec.Limits
     event_bytes: int
     """Largest output event value that fits the output topic."""
+    upload: Callable[[int, list[Comparison]], None]
+    """Starts putting diffs of the batch being prepared (its sequence number) to S3."""
     set_aside: Mapping[Source, BadRecordError]
     """Records the writer dead-lettered (a service refused them for good): passed by
     when they are read again."""
@@ -139,6 +141,7 @@ class Preparer:
     ) -> BatchResult:
         result = BatchResult(bad=bad)
         state = dict(known)
+        uploaded: set[str] = set()
         pending = iter(read)
         taken = [0]
         while taken[0] < len(read):
@@ -157,6 +160,10 @@ class Preparer:
             result.encoded += part.encoded
             result.providers.update(part.providers)
             result.bad += part.bad
+            new = {c.diff.sha256: c for _, _, c in part.emitted if c.diff is not None and c.diff.sha256 not in uploaded}
+            if new:  # the writer starts putting them now, while the rest is compared
+                uploaded.update(new)
+                self.upload(self.seq + 1, list(new.values()))
             await asyncio.sleep(0)
         return result
 

@@ -144,6 +144,8 @@ class Writer:
     acknowledged: set[Source] = field(default_factory=set)
     """Dead letters the broker acknowledged whose offsets are not committed yet: a
     retried or re-read write does not send them again."""
+    _early: dict[int, list[asyncio.Task[dict[str, RecordRejected]]]] = field(default_factory=dict)
+    """Uploads started while their batch (by sequence number) was being prepared."""
     set_aside: dict[Source, BadRecordError] = field(default_factory=dict)
     """Records a service refused for good, dead-lettered by the writer: when they are
     read again the prepare stage passes them by, until a commit passes their offsets."""
@@ -159,9 +161,16 @@ class Writer:
     def head_done(self) -> bool:
         return bool(self._groups) and self._groups[0].running().done()
 
+    def upload(self, seq: int, diffs: list[Comparison]) -> None:
+        """Start putting diffs of batch ``seq`` while it is still being prepared: they
+        are in S3 sooner, and its write waits for them."""
+        task = asyncio.create_task(self.store_diffs(diffs))
+        task.add_done_callback(_retrieve)
+        self._early.setdefault(seq, []).append(task)
+
     def enqueue(self, prepared: PreparedBatch) -> None:
-        """Queue a prepared batch and start uploading its diffs: it joins the last write
-        if that has not started."""
+        """Queue a prepared batch and start uploading its diffs (unless ``upload`` did):
+        it joins the last write if that has not started."""
         last = self._groups[-1] if self._groups else None
         if last is not None and not last.started and last.records < self.group_records:
             group = last
@@ -171,7 +180,11 @@ class Writer:
             before = last.running() if last is not None else None
             group.task = asyncio.create_task(self._write(group, before), name=f"write-{prepared.seq}")
             self._groups.append(group)
-        if prepared.diffs:
+        for seq in [n for n in self._early if n < prepared.seq]:  # batches prepared, then dropped
+            del self._early[seq]
+        if prepared.seq in self._early:
+            group.uploads += self._early.pop(prepared.seq)
+        elif prepared.diffs:
             upload = asyncio.create_task(self.store_diffs(prepared.diffs))
             upload.add_done_callback(_retrieve)
             group.uploads.append(upload)
@@ -193,6 +206,19 @@ class Writer:
                 return Settled(committed, outcome)
             committed.append(outcome)
         return Settled(committed)
+
+    def committed(self) -> list[Committed]:
+        """The writes at the head of the queue that have committed, taken off it, without
+        waiting (a voided one is left for ``settle``): their events go out at once."""
+        out: list[Committed] = []
+        while self._groups and self._groups[0].running().done():
+            task = self._groups[0].running()
+            result = None if task.cancelled() or task.exception() is not None else task.result()
+            if not isinstance(result, Committed):
+                break
+            out.append(result)
+            self._groups.popleft()
+        return out
 
     def forget(self, gone: Callable[[Source], bool]) -> None:
         """Drop what the writer remembers of the records ``gone`` says (committed past, or
