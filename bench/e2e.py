@@ -155,6 +155,21 @@ class Bench:
         finally:
             await c.stop()
 
+    async def measure(self, name: str, tag: str, argv: list[str], records: list[tuple[bytes, bytes]], want: int,
+                      processes: int = 1, **extra: str) -> dict[str, Any]:  # fmt: skip
+        """``records`` on topics of their own, then the system from empty state until
+        ``want`` comparisons are out: events/s and CPU per event."""
+        e = self.system_env(tag, **extra)
+        await self.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
+        await self.produce(e["REPLAYWATCH_INPUT_TOPIC"], records)
+        print(f"running {name} ({len(records)} events, {want} comparisons) ...", flush=True)
+        r = await self.run_system(name, argv, e, e["REPLAYWATCH_OUTPUT_TOPIC"], want, processes)
+        r["events_per_s"] = len(records) / r["seconds"]
+        r["cpu_s_per_1000"] = r["cpu_s"] / len(records) * 1000
+        print(f"  {name}: {r['events_per_s']:,.0f} events/s, {r['cpu_s_per_1000']:.3f} CPU s/1000, "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+        return r
+
     def system_env(self, tag: str, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.env, "REPLAYWATCH_INPUT_TOPIC": f"bench-in-{tag}",
                 "REPLAYWATCH_OUTPUT_TOPIC": f"bench-out-{tag}", "REPLAYWATCH_DLQ_TOPIC": f"bench-dlq-{tag}",
@@ -402,17 +417,8 @@ async def main() -> None:
         print(f"ceilings: consume {ceil_c:,.0f}/s, decode {ceil_d:,.0f}/s", flush=True)
 
         async def system(name: str, argv: list[str], processes: int = 1, **extra: str) -> dict[str, Any]:
-            t = f"{tag}{name.replace('-', '')}"
-            e = b.system_env(t, **extra)
-            await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
-            await b.produce(e["REPLAYWATCH_INPUT_TOPIC"], records)
-            print(f"running {name} ...", flush=True)
-            r = await b.run_system(name, argv, e, e["REPLAYWATCH_OUTPUT_TOPIC"], len(expected), processes)
-            r["events_per_s"] = len(records) / r["seconds"]
-            r["cpu_s_per_1000"] = r["cpu_s"] / len(records) * 1000
-            print(f"  {name}: {r['events_per_s']:,.0f} events/s, {r['cpu_s_per_1000']:.3f} CPU s/1000, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-            return r
+            return await b.measure(name, f"{tag}{name.replace('-', '')}", argv, records, len(expected), processes,
+                                   **extra)  # fmt: skip
 
         rw = [sys.executable, "-m", "replaywatch", "run"]
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
@@ -472,15 +478,9 @@ async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
     rw = [sys.executable, "-m", "replaywatch", "run"]
     for name, path in policies.items():
         want = len(demo.expected_comparisons(events, policy.load(path, CompareConfig())))
-        t = f"{tag}{name.replace('-', '')}"
-        e = b.system_env(t, REPLAYWATCH_POLICY_FILE=str(path))
-        await b.create(e["REPLAYWATCH_INPUT_TOPIC"], e["REPLAYWATCH_OUTPUT_TOPIC"], e["REPLAYWATCH_DLQ_TOPIC"])
-        await b.produce(e["REPLAYWATCH_INPUT_TOPIC"], records)
-        print(f"running {name} ({len(records)} events, {want} comparisons) ...", flush=True)
-        r = await b.run_system(name, rw, e, e["REPLAYWATCH_OUTPUT_TOPIC"], want)
-        r["events_per_s"] = len(records) / r["seconds"]
-        r["cpu_us_per_event"] = r["cpu_s"] / len(records) * 1e6
-        print(f"  {name}: {r['events_per_s']:,.0f} events/s, {r['cpu_us_per_event']:.0f} CPU µs/event", flush=True)
+        r = await b.measure(name, f"{tag}{name.replace('-', '')}", rw, records, want,
+                            REPLAYWATCH_POLICY_FILE=str(path))  # fmt: skip
+        r["cpu_us_per_event"] = r["cpu_s_per_1000"] * 1000
         result[name] = r
     return result
 

@@ -215,6 +215,13 @@ def _regression(kind: str, run: _Run, rng: random.Random) -> _Run:
     return out
 
 
+def _rerun(kind: str, run: _Run, rng: random.Random, n: int) -> _Run:
+    """A re-run of ``run`` of this kind: a regression carries benign noise too."""
+    if kind in REGRESSIONS:
+        return _regression(kind, _benign(rng.choice(BENIGN[2:]), run, rng, n), rng)
+    return _benign(kind, run, rng, n)
+
+
 def corpus(seed: int = 2026, per_kind: int = 12) -> list[Pair]:
     """``per_kind`` pairs of each benign and each regression kind (every pair also gets
     new ids and clocks, and a benign change beside a regression), over three providers."""
@@ -226,10 +233,7 @@ def corpus(seed: int = 2026, per_kind: int = 12) -> list[Pair]:
             n += 1
             provider = PROVIDERS[n % len(PROVIDERS)]
             run = _base(rng, n)
-            if kind in REGRESSIONS:
-                now = _regression(kind, _benign(rng.choice(BENIGN[2:]), run, rng, n), rng)
-            else:
-                now = _benign(kind, run, rng, n)
+            now = _rerun(kind, run, rng, n)
             step = f"{provider}-step-{n}"
             pairs.append(Pair(kind, provider,
                               Attempt("corpus", step, 1, _snapshot(provider, run, rng), _tools(run, rng)),
@@ -260,12 +264,8 @@ def fleet(steps: int, reruns: int = 3, seed: int = 7, regression_share: float = 
         attempts = [Attempt("fleet", step, 1, _snapshot(provider, run, rng), _tools(run, rng))]
         kinds = []
         for number in range(2, reruns + 2):
-            if rng.random() < regression_share:
-                kind = rng.choice(REGRESSIONS)
-                now = _regression(kind, _benign(rng.choice(BENIGN[2:]), run, rng, n), rng)
-            else:
-                kind = rng.choice(BENIGN)
-                now = _benign(kind, run, rng, n)
+            kind = rng.choice(REGRESSIONS if rng.random() < regression_share else BENIGN)
+            now = _rerun(kind, run, rng, n)
             kinds.append(kind)
             attempts.append(Attempt("fleet", step, number, _snapshot(provider, now, rng), _tools(now, rng)))
         out.append(Step(provider, attempts, kinds))

@@ -187,8 +187,10 @@ class FakeConsumer:
     def owned(self, batch: Batch) -> Batch:
         out: dict[Partition, Sequence[Record]] = {}
         for tp, recs in batch.items():
-            start = self.positions.get(tp.partition, -1)
-            if tp.partition in self.positions and (kept := [r for r in recs if r.offset >= (start or 0)]):
+            if tp.partition not in self.positions:
+                continue
+            start = self.positions[tp.partition] or 0
+            if kept := [r for r in recs if r.offset >= start]:
                 out[tp] = kept
         return out
 

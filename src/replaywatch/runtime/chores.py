@@ -57,10 +57,10 @@ def start(
     """Start the chores for as long as ``stack`` is open (pruning only with a
     ``retention``); the rule counts are stored once more when it closes."""
     backlog = Backlog()
-    chores = [keep_counting(store, owned, backlog, stats)]
+    work = [keep_counting(store, owned, backlog, stats)]
     if retention is not None:
-        chores.append(keep_pruning(store, retention))
-    for task in [asyncio.create_task(chore) for chore in chores]:
+        work.append(keep_pruning(store, retention))
+    for task in [asyncio.create_task(chore) for chore in work]:
         stack.callback(task.cancel)
     stack.push_async_callback(lambda: store_rule_counts(store, stats))
     return backlog

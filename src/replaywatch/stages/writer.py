@@ -182,12 +182,9 @@ class Writer:
             self._groups.append(group)
         for seq in [n for n in self._early if n < prepared.seq]:  # batches prepared, then dropped
             del self._early[seq]
-        if prepared.seq in self._early:
-            group.uploads += self._early.pop(prepared.seq)
-        elif prepared.diffs:
-            upload = asyncio.create_task(self.store_diffs(prepared.diffs))
-            upload.add_done_callback(_retrieve)
-            group.uploads.append(upload)
+        if prepared.seq not in self._early and prepared.diffs:
+            self.upload(prepared.seq, prepared.diffs)
+        group.uploads += self._early.pop(prepared.seq, [])
 
     async def settle(self, keep_records: int, keep_bytes: int) -> Settled:
         """Wait until at most ``keep_records`` records and ``keep_bytes`` bytes wait to be
@@ -256,9 +253,9 @@ class Writer:
         # 2. the diffs are in S3 before any event refers to them (a retry puts them
         #    again: an existing sha is not written twice)
         uploads, group.uploads = group.uploads, []
-        refused_diffs: dict[str, RecordRejected] = {}
-        for result in await asyncio.gather(*uploads) if uploads else [await self._upload_all(group)]:
-            refused_diffs |= result
+        if not uploads:
+            uploads = [asyncio.ensure_future(self.store_diffs([c for b in group.batches for c in b.diffs]))]
+        refused_diffs = {sha: why for refused in await asyncio.gather(*uploads) for sha, why in refused.items()}
         if refused_diffs:
             return await self._set_aside(self._records_of_diffs(group, refused_diffs))
         # 3. the dead letters are acknowledged before their offsets commit (once each)
@@ -285,9 +282,6 @@ class Writer:
         ends = {p: end for p, (_, end) in commit.offsets.items()}
         self.forget(lambda s: s[0] in ends and s[1] < ends[s[0]])
         return Committed(group.batches, commit.offsets, queued, frozenset(said))
-
-    async def _upload_all(self, group: WriteGroup) -> dict[str, RecordRejected]:
-        return await self.store_diffs([c for b in group.batches for c in b.diffs])
 
     async def store_diffs(self, diffs: list[Comparison]) -> dict[str, RecordRejected]:
         """Put the diffs; those S3 refuses for good are returned, by sha256 (any other
