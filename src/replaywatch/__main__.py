@@ -8,14 +8,19 @@ Python's defaults (``compare`` says its verdict by its exit status)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
 
 
 def _stopped_early(signum: int, frame: FrameType | None) -> None:
+    # os._exit, not SystemExit: an exception raised here lands in whatever the start-up
+    # was doing, and an import's broad ``except`` could swallow it and start the
+    # pipeline as if no signal came. Nothing is committed before the handlers move.
     sys.stderr.write(f"replaywatch: stopped by {signal.Signals(signum).name} while starting; nothing was committed\n")
-    raise SystemExit(0)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:
