@@ -30,6 +30,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.compare.attestations import ATTESTATION_KEY
+from replaywatch.envelope.cohort import kind_of
 from replaywatch.exceptions import (
     BadRecordError,
     ContractViolation,
@@ -65,6 +66,9 @@ class Limits(NamedTuple):
     """The tool events' JSON text, in UTF-8."""
     cpu_seconds: float | None = None
     """CPU one record's comparison may use (``compare.budget``); None: unlimited."""
+    kind_path: str | None = None
+    """The ``spec_snapshot`` field naming the step's kind (``envelope.cohort``); None:
+    the spec is not read."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -323,6 +327,7 @@ def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attem
         provider=rec.get("provider"),
         provider_version=rec.get("provider_version"),
         latency_ms=latency_of(rec.get("latency_ms")),
+        kind=None if limits.kind_path is None else kind_of(rec.get("spec_snapshot"), limits.kind_path),
     )
 
 

@@ -92,6 +92,8 @@ class CompareConfig:
     """How tool calls must match the baseline's (``trajectory``)."""
     latency_tolerance: float | None = None
     """Relative latency change allowed (0.5: 50%); None: latency is not compared."""
+    adaptive: bool = False
+    """After a cohort's warm-up, its learned envelope decides (``envelope``)."""
     prep_key: str = field(init=False, compare=False)
     """What ``prepare`` depends on (usage preset, ignore rules): an attempt prepared
     under other settings is prepared again before it is compared under these."""
@@ -158,6 +160,8 @@ class CompareConfig:
             settings["tool_mode"] = self.tool_mode
         if self.latency_tolerance is not None:
             settings["latency_tolerance"] = float(self.latency_tolerance)
+        if self.adaptive:
+            settings["adaptive"] = True
         if self.rules:
             settings["rules"] = [rule.describe() for rule in self.rules]
         return sha256_hex(canonical_bytes(settings))[:16]
@@ -184,6 +188,9 @@ class Attempt(NamedTuple):
     provider_version: str | None = None
     latency_ms: float | None = None
     """How long the attempt took, as its event says (``latency_ms``), if it says."""
+    kind: str | None = None
+    """The step's kind, as its ``spec_snapshot`` names it (cohorts; read only when
+    envelopes are on)."""
 
 
 class PreparedAttempt(NamedTuple):
@@ -278,6 +285,13 @@ class Comparison(NamedTuple):
     """(the base attempt's latency, the current one's), in ms, when the events say."""
     latency_within: bool = True
     latency_tolerance: float | None = None
+    regime: str | None = None
+    """Who decided the verdict under an adaptive policy: ``warmup`` (the configured
+    rules, while the cohort's envelope learns) or ``adaptive`` (the envelope); None
+    when the policy is not adaptive."""
+    cohort: str | None = None
+    crossings: tuple[Any, ...] = ()
+    """How the comparison fell outside its cohort's envelope (``envelope.Crossing``)."""
 
     @property
     def latency_delta(self) -> float | None:
@@ -324,6 +338,9 @@ class Comparison(NamedTuple):
             "latency_within": self.latency_within,
             "diff_kind": self.diff.kind.value if self.diff else None,
             "diff_sha256": self.diff.sha256 if self.diff else None,
+            "regime": self.regime,
+            "cohort": self.cohort,
+            "envelopes_crossed": [c.describe() for c in self.crossings],
         }
 
 

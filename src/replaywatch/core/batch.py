@@ -12,12 +12,14 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from replaywatch import codec
 from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
+from replaywatch.envelope.adaptive import Adaptive
 from replaywatch.exceptions import BadRecordError, RecordFailed
 
 logger = logging.getLogger(__name__)
@@ -126,20 +128,23 @@ def apply_records(
     config: CompareConfig,
     cpu_seconds: float | None = None,
     encode: Encode | None = None,
+    adaptive: Adaptive | None = None,
 ) -> BatchResult:
     """Apply decoded attempts in order to the committed projections ``known``. Pure.
     A record whose comparison raises is set aside (bad) and the others go on; so is one
     whose comparison needs more than ``cpu_seconds`` of CPU (``TooCostly``), and, with
     ``encode``, one whose event cannot be encoded: a record changes its step only
-    together with what it says."""
+    together with what it says. ``adaptive``: the envelopes that judge the comparisons
+    of adaptive policies (changed in place, in input order)."""
     out = BatchResult()
     work: dict[StepKey, StepProjection] = {}
     for record, attempt in decoded:
         key = (attempt.run_id, attempt.step_id)
         proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
         try:
+            judge = None if adaptive is None else partial(adaptive.judge, record.partition, attempt)
             with budget.limited(cpu_seconds):
-                proj, comparisons = apply(proj, attempt, config)
+                proj, comparisons = apply(proj, attempt, config, judge)
         except BadRecordError as exc:
             out.bad.append((record, exc))
             continue

@@ -18,7 +18,7 @@ of distinct attempts (``replay_step``), whatever the order of arrival.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, compare_attempts, prepare
@@ -75,14 +75,21 @@ def _next_pair(proj: StepProjection, n: int, config: CompareConfig) -> tuple[int
     return None
 
 
-def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[StepProjection, tuple[Comparison, ...]]:
+Judge = Callable[[Comparison, PreparedAttempt, PreparedAttempt, CompareConfig], Comparison]
+"""What judges a comparison again before it is said (an adaptive policy's envelope)."""
+
+
+def apply(
+    proj: StepProjection, event: Attempt, config: CompareConfig, judge: Judge | None = None
+) -> tuple[StepProjection, tuple[Comparison, ...]]:
     """Apply one attempt event under the settings of its policy (``config.select``).
     Returns the new projection and the comparisons it causes (none or one). Applying
     an event twice changes nothing the second time.
 
     The arriving attempt's policy decides for the pair: a step whose attempts name
     other providers is compared under the policy of the attempt that changed the pair,
-    its other attempt prepared again under it if need be (``prepared_under``)."""
+    its other attempt prepared again under it if need be (``prepared_under``).
+    ``judge``: judges the comparison again (``envelope.adaptive``); its verdict is the step's."""
     config = config.select(event.provider, event.provider_version, event.step_id)
     max_attempt = max(proj.max_attempt, event.number)
     last_status = event.status if event.number > proj.max_attempt else proj.last_status
@@ -101,6 +108,8 @@ def apply(proj: StepProjection, event: Attempt, config: CompareConfig) -> tuple[
         return StepProjection(run_id, step_id, baseline, current, max_attempt, last_status, Verdict.WITHIN_TOLERANCE,
                               proj.comparisons, proj.version), ()  # fmt: skip
     comparison = compare(run_id, step_id, baseline, current, config)
+    if judge is not None:
+        comparison = judge(comparison, baseline, current, config)
     new = StepProjection(run_id, step_id, baseline, current, max_attempt, last_status, comparison.verdict,
                          proj.comparisons + 1, proj.version)  # fmt: skip
     return new, (comparison,)

@@ -1,0 +1,129 @@
+"""The adaptive judgment of a batch's comparisons: each comparison under an adaptive
+policy is judged against its cohort's envelope in its input partition, and teaches it.
+
+Regimes:
+
+- ``warmup``, until the envelope learned ``warmup`` comparisons: the configured rules
+  decide. The envelope learns from what they pass; a policy with no comparators (exact
+  equality) cannot tell noise from change, so under it the envelope learns from every
+  comparison but an attestation divergence, as the fleet is assumed healthy while a
+  cohort warms up (``replaywatch baseline reset`` starts a warm-up again);
+- ``adaptive``: the envelope decides. A crossing of a tool envelope is a
+  ``tool_event_divergence``, of any other a ``drift``; an attestation divergence stays
+  one (attestation ids are evidence, never noise). The envelope learns only from the
+  comparisons inside it, so a sustained shift is not learned as normal.
+
+Envelopes are kept per input partition: Kafka orders records only within one, and
+so a replay of the same offsets (a restart, a rebuild, a backfill into a fresh schema)
+meets every comparison with the same envelope, and says the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from replaywatch.compare import structure, tool_changes
+from replaywatch.compare.canonical import parse_json
+from replaywatch.compare.engine import (
+    ABSENT,
+    Attempt,
+    CompareConfig,
+    Comparison,
+    Diff,
+    DiffKind,
+    PreparedAttempt,
+    Verdict,
+)
+from replaywatch.envelope.cohort import POOLED, cohort_of
+from replaywatch.envelope.model import CohortEnvelope, Crossing, EnvelopeSettings, count, judge, learn
+from replaywatch.envelope.observe import observe
+
+EnvelopeKey = tuple[int, str]
+"""(input partition, cohort)."""
+WARMUP = "warmup"
+ADAPTIVE = "adaptive"
+
+
+class Adaptive:
+    """One batch's envelopes: those it starts from (``known``: every cohort of the
+    partitions it reads) and those it changed (``changed``), judged in input order."""
+
+    def __init__(self, known: Mapping[EnvelopeKey, CohortEnvelope], settings: EnvelopeSettings) -> None:
+        self.known = known
+        self.settings = settings
+        self.changed: dict[EnvelopeKey, CohortEnvelope] = {}
+        self._cohorts: dict[int, set[str]] = {}
+
+    def _envelope(self, partition: int, cohort: str) -> tuple[EnvelopeKey, CohortEnvelope]:
+        cohorts = self._cohorts.get(partition)
+        if cohorts is None:
+            cohorts = self._cohorts[partition] = {c for p, c in (*self.known, *self.changed) if p == partition}
+        if cohort not in cohorts:
+            if len(cohorts) >= self.settings.max_cohorts:
+                cohort = POOLED
+            cohorts.add(cohort)
+        key = (partition, cohort)
+        env = self.changed.get(key)
+        if env is None:  # copied on first write: what ``known`` holds is committed state
+            base = self.known.get(key)
+            env = self.changed[key] = CohortEnvelope() if base is None else base.copy()
+        return key, env
+
+    def judge(
+        self, partition: int, attempt: Attempt, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt,
+        config: CompareConfig,
+    ) -> Comparison:  # fmt: skip
+        """The comparison as the cohort's envelope judges it (see the module); the
+        envelope learns from it or not."""
+        if not config.adaptive:
+            return c
+        settings = self.settings
+        (_, cohort), env = self._envelope(partition, cohort_of(attempt.provider, attempt.provider_version,
+                                                               attempt.kind, config.policy))  # fmt: skip
+        obs = observe(baseline, current)
+        if env.learned < settings.warmup:
+            count(env, obs, False, settings)
+            if c.verdict is not Verdict.ATTESTATION_DIVERGENCE and (
+                not config.comparators or c.verdict is Verdict.WITHIN_TOLERANCE
+            ):
+                learn(env, obs, settings)
+            return c._replace(regime=WARMUP, cohort=cohort)
+        crossings = judge(env, obs, settings)
+        count(env, obs, bool(crossings), settings)
+        if c.verdict is Verdict.ATTESTATION_DIVERGENCE:
+            verdict = c.verdict
+        elif any(x.tools for x in crossings):
+            verdict = Verdict.TOOL_EVENT_DIVERGENCE
+        elif crossings:
+            verdict = Verdict.DRIFT
+        else:
+            verdict = Verdict.WITHIN_TOLERANCE
+            learn(env, obs, settings)
+        diff = c.diff if verdict is c.verdict else _diff(verdict, c, baseline, current, crossings)
+        return c._replace(verdict=verdict, diff=diff, regime=ADAPTIVE, cohort=cohort, crossings=tuple(crossings))
+
+
+def _diff(
+    verdict: Verdict, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, crossings: list[Crossing]
+) -> Diff | None:
+    """The diff of a verdict the envelope gave (the configured rules gave another)."""
+    envelope = [x.describe() for x in crossings]
+    if verdict is Verdict.TOOL_EVENT_DIVERGENCE:
+        before = None if baseline.tool_fp is None else parse_json(baseline.tool_fp)
+        now = None if current.tool_fp is None else parse_json(current.tool_fp)
+        payload: dict[str, Any] = {
+            "run_id": c.run_id, "step_id": c.step_id,
+            "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
+            "current": None if current.tool_events is ABSENT else current.tool_events,
+            "changes": tool_changes.classify(before, now), "envelope": envelope,
+        }  # fmt: skip
+        return Diff.of(DiffKind.TOOL, payload)
+    if verdict is Verdict.DRIFT and baseline.structure_fp != current.structure_fp:
+        recorded = parse_json(baseline.structure_fp)
+        patch = structure.json_patch(recorded, parse_json(current.structure_fp))
+        if patch:
+            return Diff.of(DiffKind.STRUCTURE, {"run_id": c.run_id, "step_id": c.step_id, "patch": patch,
+                                                "before": structure.patch_before(recorded, patch),
+                                                "envelope": envelope})  # fmt: skip
+    return None

@@ -1,0 +1,199 @@
+"""What a comparison shows of how two attempts of one step differ, path by path,
+whatever the policy's comparators: what an envelope learns from, and what it judges.
+
+Each path where the compared documents differ (usage numbers out, ignore rules applied)
+is observed with its kind and figure:
+
+- ``text``: strings of several words, scored by token-set similarity after case and
+  whitespace are normalized (rapidfuzz's ``token_set_ratio``, in [0, 1]);
+- ``token``: other strings (ids, clocks, enums): changed or not;
+- ``number``: the relative delta, ``|new - old| / |old|``;
+- ``list``: a list of scalars in another order or with other repeats (the same set);
+  ``set``: one whose set changed (scored by Jaccard similarity);
+- ``length``: a list of objects or lists with another length (its items are walked);
+- ``type``: a value of another type (or a boolean or null that changed);
+- ``added`` / ``removed``: a key only one side has.
+
+List indices are written ``*`` (``/choices/*/message/content``): what is learned is
+the shape of a step kind, not of one document. Tool calls are matched by tool name
+before they are walked, under ``/tool_events/*``. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final, NamedTuple
+
+from rapidfuzz import fuzz
+
+from replaywatch.compare import budget
+from replaywatch.compare.canonical import Json, canonical_bytes, parse_json
+from replaywatch.compare.engine import PreparedAttempt
+from replaywatch.compare.structure import escape_token
+from replaywatch.compare.tool_changes import tool_name
+
+TOOLS: Final = "/tool_events"
+MAX_PATHS: Final = 256
+"""Paths observed in one comparison at most: the rest are counted under ``OTHER``."""
+OTHER: Final = "(other paths)"
+
+
+class PathChange(NamedTuple):
+    path: str
+    kind: str
+    figure: float | None = None
+    """``text`` and ``set``: the similarity; ``number``: the relative delta."""
+
+
+class Observation(NamedTuple):
+    paths: tuple[PathChange, ...]
+    tokens: float | None
+    cost: float | None
+    latency: float | None
+    """Relative deltas of the usage numbers, when both attempts give them."""
+    tools_before: frozenset[str]
+    tools_now: frozenset[str]
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.paths) or self.tools_before != self.tools_now
+
+
+def relative(old: float | None, new: float | None) -> float | None:
+    """``|new - old| / |old|`` (0 when both are 0, infinite from 0); None if unknown."""
+    if old is None or new is None or not (math.isfinite(old) and math.isfinite(new)):
+        return None
+    if new == old:
+        return 0.0
+    return math.inf if old == 0 else abs(new - old) / abs(old)
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def similarity(a: str, b: str) -> float:
+    """Token-set similarity of two texts, case and whitespace normalized, in [0, 1]."""
+    na, nb = _normalized(a), _normalized(b)
+    if na == nb:
+        return 1.0
+    return float(fuzz.token_set_ratio(na, nb)) / 100.0
+
+
+_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _scalar_list(items: list[Any]) -> bool:
+    return all(type(v) in _SCALARS for v in items)
+
+
+def _set_of(items: list[Any]) -> set[bytes]:
+    return {canonical_bytes(v) for v in items}
+
+
+def _leaf(path: str, a: Json, b: Json) -> PathChange | None:
+    ta, tb = type(a), type(b)
+    if ta is str and tb is str:
+        if a == b:
+            return None
+        if " " in a.strip() or " " in b.strip():  # type: ignore[union-attr]
+            return PathChange(path, "text", similarity(a, b))  # type: ignore[arg-type]
+        return PathChange(path, "token")
+    if ta in (int, float) and tb in (int, float):
+        if a == b:
+            return None
+        return PathChange(path, "number", relative(float(a), float(b)))  # type: ignore[arg-type]
+    if ta is list and tb is list:  # lists of scalars
+        if a == b and [type(v) for v in a] == [type(v) for v in b]:  # type: ignore[union-attr]
+            return None
+        sa, sb = _set_of(a), _set_of(b)  # type: ignore[arg-type]
+        if sa == sb:
+            return PathChange(path, "list", 1.0)
+        return PathChange(path, "set", len(sa & sb) / len(sa | sb))
+    if ta is tb and a == b:
+        return None
+    return PathChange(path, "type")
+
+
+def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
+    """Every path where two documents differ (see the module), sorted by path."""
+    charge = budget.current.spend
+    out: dict[str, PathChange] = {}
+    stack: list[tuple[Json, Json, str]] = [(recorded, current, root)]
+    while stack:
+        a, b, path = stack.pop()
+        ta, tb = type(a), type(b)
+        if ta is dict and tb is dict:
+            charge(len(a) + len(b))  # type: ignore[arg-type]
+            for key in a.keys() | b.keys():  # type: ignore[union-attr]
+                child = f"{path}/{escape_token(key)}"
+                if key not in b:  # type: ignore[operator]
+                    out.setdefault(child, PathChange(child, "removed"))
+                elif key not in a:  # type: ignore[operator]
+                    out.setdefault(child, PathChange(child, "added"))
+                else:
+                    stack.append((a[key], b[key], child))  # type: ignore[index]
+            continue
+        if ta is list and tb is list and not (_scalar_list(a) and _scalar_list(b)):  # type: ignore[arg-type]
+            charge(len(a) + len(b))  # type: ignore[arg-type]
+            if len(a) != len(b):  # type: ignore[arg-type]
+                out.setdefault(path, PathChange(path, "length"))
+            child = f"{path}/*"
+            for x, y in zip(a, b, strict=False):  # type: ignore[call-overload]
+                stack.append((x, y, child))
+            continue
+        change = _leaf(path, a, b)
+        if change is not None and change.path not in out:
+            out[change.path] = change
+    if len(out) > MAX_PATHS:
+        kept = sorted(out)[:MAX_PATHS]
+        return [out[p] for p in kept] + [PathChange(OTHER, "type")]
+    return [out[p] for p in sorted(out)]
+
+
+def _by_tool(calls: Json) -> tuple[list[Json], frozenset[str]]:
+    if type(calls) is not list:
+        return [], frozenset()
+    names = [tool_name(c) for c in calls]
+    return list(calls), frozenset(n for n in names if n is not None)
+
+
+def _aligned(before: list[Json], now: list[Json]) -> tuple[list[Json], list[Json]]:
+    """The calls of each side paired by tool name, in order (each with the first unused
+    call of the same tool): what differs in a call is walked, not its position."""
+    used: set[int] = set()
+    left: list[Json] = []
+    right: list[Json] = []
+    for call in before:
+        name = tool_name(call)
+        for j, other in enumerate(now):
+            if j not in used and tool_name(other) == name:
+                used.add(j)
+                left.append(call)
+                right.append(other)
+                break
+    return left, right
+
+
+def observe(baseline: PreparedAttempt, current: PreparedAttempt) -> Observation:
+    """How ``current`` differs from ``baseline`` (see the module). Pure."""
+    paths: list[PathChange] = []
+    if baseline.structure_fp != current.structure_fp:
+        paths = walk(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
+    before: frozenset[str] = frozenset()
+    now: frozenset[str] = frozenset()
+    if baseline.tool_fp != current.tool_fp:
+        calls_before, before = _by_tool(None if baseline.tool_fp is None else parse_json(baseline.tool_fp))
+        calls_now, now = _by_tool(None if current.tool_fp is None else parse_json(current.tool_fp))
+        left, right = _aligned(calls_before, calls_now)
+        paths += walk(left, right, TOOLS)
+    elif baseline.tool_fp is not None:  # the same calls: the cohort still learns their names
+        before = now = _by_tool(parse_json(baseline.tool_fp))[1]
+    return Observation(
+        tuple(paths),
+        relative(baseline.tokens, current.tokens),
+        relative(baseline.cost, current.cost),
+        relative(baseline.latency_ms, current.latency_ms),
+        before,
+        now,
+    )
