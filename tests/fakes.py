@@ -13,6 +13,7 @@ from replaywatch import ports
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Partition, Record, Source, StepKey
+from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
 from replaywatch.ports import PartitionsChanged
 
@@ -97,12 +98,19 @@ class FakeStore(FakeCommitStore):
     def __init__(self) -> None:
         super().__init__()
         self.projections: dict[StepKey, StepProjection] = {}
+        self.envelopes: dict[tuple[int, str], CohortEnvelope] = {}
         self.rule_counts: list[tuple[str, str, int, int]] = []
 
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
         said = await super().commit_batch(batch)
         self.projections.update(batch.projections)
+        self.envelopes.update((k, CohortEnvelope.from_json(e.to_json())) for k, e in batch.envelopes.items())
         return said
+
+    async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]:
+        if self.down:
+            raise TransientError("connection refused")
+        return {k: e.copy() for k, e in self.envelopes.items() if k[0] in set(partitions)}
 
     async def load_projections(
         self, keys: Sequence[StepKey], config: CompareConfig, broken: dict[StepKey, Exception] | None = None

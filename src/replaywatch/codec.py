@@ -418,6 +418,20 @@ def _graded_fields(c: Comparison) -> dict[str, Any]:
         "current_latency_ms": c.latency[1],
         "latency_delta_ms": c.latency_delta,
         "latency_within": c.latency_within,
+    } | _envelope_fields(c)
+
+
+def _envelope_fields(c: Comparison) -> dict[str, Any]:
+    """Under an adaptive policy: who decided, the cohort, and the envelope crossed."""
+    first = c.crossings[0] if c.crossings else None
+    return {
+        "regime": c.regime,
+        "cohort": c.cohort,
+        "envelope": first.envelope if first else None,
+        "envelope_path": first.path if first else None,
+        "envelope_figure": first.figure if first else None,
+        "envelope_limit": first.limit if first else None,
+        "envelopes_crossed": [x.describe() for x in c.crossings],
     }
 
 

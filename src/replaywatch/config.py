@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from replaywatch.codec import Limits
 from replaywatch.compare import CompareConfig, policy
+from replaywatch.envelope.model import EnvelopeSettings
 from replaywatch.exceptions import ConfigError
 from replaywatch.store.retention import Retention
 
@@ -176,6 +178,20 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or as JSON objects")
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a pod)")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: none")
+    adaptive: bool = Field(
+        False, description="The default policy judges by its cohorts' learned noise envelopes after their warm-up"
+    )
+    envelope_warmup: int = Field(30, ge=1, description="Comparisons a cohort's envelope learns from before it judges")
+    envelope_margin: float = Field(
+        0.02, ge=0, lt=1, description="How far past a learned quantile a score or relative delta must be to cross"
+    )
+    envelope_stable_rate: float = Field(
+        0.02, ge=0, lt=1, description="A path that differs in at most this share of a cohort's re-runs is stable"
+    )
+    max_cohorts: int = Field(200, ge=1, description="Cohorts per input partition; the attempts of the others pool")
+    cohort_kind_path: str = Field(
+        "type", min_length=1, description="The spec_snapshot field (dotted when nested) that names a step's kind"
+    )
     ready_stall_seconds: float = Field(
         30.0, gt=0, description="/readyz fails when records wait and nothing committed for this long"
     )
@@ -252,8 +268,16 @@ class Settings(BaseSettings):
         return f"{dsn}{'&' if '?' in dsn else '?'}{params}"
 
     def limits(self) -> Limits:
+        """What one record may hold; the spec's kind is read only when a policy is adaptive."""
+        config = self.compare_config()
+        adaptive = config.adaptive or any(r.config.adaptive for r in config.rules)
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
-                      self.record_cpu_seconds)  # fmt: skip
+                      self.record_cpu_seconds, self.cohort_kind_path if adaptive else None)  # fmt: skip
+
+    def envelopes(self) -> EnvelopeSettings:
+        return EnvelopeSettings(warmup=self.envelope_warmup, margin=self.envelope_margin,
+                                stable_rate=self.envelope_stable_rate, max_cohorts=self.max_cohorts,
+                                kind_path=self.cohort_kind_path)  # fmt: skip
 
     def retention(self) -> Retention:
         return Retention(self.retain_comparisons_days, self.retain_steps_days, self.retain_rule_stats_days,
@@ -261,9 +285,9 @@ class Settings(BaseSettings):
 
     def compare_config(self) -> CompareConfig:
         """The default settings, with the policy file's rules over them when there is one."""
-        default = CompareConfig.build(
+        default = replace(CompareConfig.build(
             self.tokens_tolerance, self.cost_tolerance, self.ignore_paths, self.comparison_base, self.usage_preset
-        )
+        ), adaptive=self.adaptive)  # fmt: skip
         return policy.load(self.policy_file, default) if self.policy_file is not None else default
 
     @property

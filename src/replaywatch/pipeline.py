@@ -150,6 +150,7 @@ class Pipeline:
         logger.warning("%s; resuming every partition from PostgreSQL", voided.reason)
         owned = set(self.consumer.positions)
         self.stages.projections.void(owned)
+        self.stages.envelopes.void(owned)
         try:
             stored = await self.retry.call(lambda: self.store.load_offsets(owned), "load offsets")
         except GaveUp:
@@ -168,6 +169,7 @@ class Pipeline:
             self.consumer.revoke(partitions)
             self.writer.forget(lambda source: source[0] in partitions)
             self.stages.projections.void(partitions)
+            self.stages.envelopes.void(partitions)
         await self.publisher.revoke(partitions)
         if partitions:
             logger.info("partitions revoked: %s", sorted(partitions))

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Record, Source, StepKey
+from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError
 
 PartitionsChanged = Callable[[set[int]], Awaitable[None]]
@@ -68,7 +69,11 @@ class ProjectionStore(Protocol):
     ) -> dict[StepKey, StepProjection]: ...
 
 
-class Store(CommitStore, ProjectionStore, Protocol):
+class EnvelopeStore(Protocol):
+    async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]: ...
+
+
+class Store(CommitStore, ProjectionStore, EnvelopeStore, Protocol):
     """PostgreSQL as the pipeline uses it."""
 
     async def outbox_count(self, partitions: Iterable[int]) -> int: ...

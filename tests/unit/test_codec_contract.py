@@ -111,10 +111,10 @@ def test_a_comparison_that_raises_sets_only_its_record_aside(monkeypatch: pytest
     decoded, _ = batch.decode_records(records)
     real = projection.apply
 
-    def flaky(proj: Any, attempt: Any, config: CompareConfig) -> Any:
+    def flaky(proj: Any, attempt: Any, config: CompareConfig, judge: Any = None) -> Any:
         if attempt.number == 3:
             raise RecursionError("a walk that recursed")
-        return real(proj, attempt, config)
+        return real(proj, attempt, config, judge)
 
     monkeypatch.setattr(batch, "apply", flaky)
     result = batch.apply_records(decoded, {}, CompareConfig())

@@ -5,7 +5,8 @@ matches an attempt on its ``provider`` (exact), ``provider_version`` (glob) and
 ``step`` (a glob of the step id); what a rule leaves out matches anything. The first
 rule that matches gives the attempt's settings; none matching, the default policy
 does. A rule sets any of ``tokens_tolerance``, ``cost_tolerance``, ``usage`` (a
-preset), ``ignore`` (paths) and ``comparison_base``; what it leaves out comes from
+preset), ``ignore`` (paths), ``comparison_base``, ``compare``, ``tool_mode``,
+``latency_tolerance`` and ``adaptive``; what it leaves out comes from
 the default, which is the file's ``[default]`` table over the ``REPLAYWATCH_*``
 settings. Example (TOML)::
 
@@ -153,6 +154,8 @@ class _Settings(BaseModel):
     comparison_base: Literal["first", "previous"] | None = None
     tool_mode: Literal["strict", "unordered", "subset", "superset"] | None = None
     latency_tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    adaptive: bool | None = None
+    """After its cohorts' warm-up, their learned noise envelopes decide (``envelope``)."""
     compare: dict[str, _Comparator | Literal["exact", "text", "semantic", "number", "set", "ignore"]] | None = None
     """Comparators by path (the ignore rules' syntax); ``ignore`` ones join ``ignore``."""
 
@@ -204,6 +207,7 @@ class _Settings(BaseModel):
             comparators=comparators,
             tool_mode=base.tool_mode if self.tool_mode is None else self.tool_mode,
             latency_tolerance=base.latency_tolerance if self.latency_tolerance is None else self.latency_tolerance,
+            adaptive=base.adaptive if self.adaptive is None else self.adaptive,
         )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from replaywatch.core.projection import StepProjection
+from replaywatch.envelope.model import CohortEnvelope
 
 StepKey = tuple[str, str]
 """A step: (run_id, step_id)."""
@@ -96,6 +97,8 @@ class BatchCommit:
     is not sent again (its snapshot is the bulk of a row)."""
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
+    envelopes: dict[tuple[int, str], CohortEnvelope] = field(default_factory=dict)
+    """The envelopes the batch changed, by (partition, cohort), as they stand after it."""
 
     def queued(self, said: set[str]) -> list[OutboxRow]:
         """The outbox rows the commit queued: those whose ids the history did not hold."""
@@ -111,6 +114,7 @@ class BatchCommit:
             previous={k: p for k, p in self.previous.items() if k in keys},
             outbox=[self.outbox[i] for i in keep],
             comparisons=[self.comparisons[i] for i in keep],
+            envelopes=dict(self.envelopes),
         )
 
     @classmethod
@@ -130,4 +134,5 @@ class BatchCommit:
             out.projections.update(c.projections)
             out.outbox += c.outbox
             out.comparisons += c.comparisons
+            out.envelopes.update(c.envelopes)
         return out

@@ -92,7 +92,7 @@ class Adaptive:
         crossings = judge(env, obs, settings)
         count(env, obs, bool(crossings), settings)
         if c.verdict is Verdict.ATTESTATION_DIVERGENCE:
-            verdict = c.verdict
+            verdict: Verdict = c.verdict
         elif any(x.tools for x in crossings):
             verdict = Verdict.TOOL_EVENT_DIVERGENCE
         elif crossings:

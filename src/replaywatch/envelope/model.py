@@ -234,7 +234,7 @@ def upper_limit(deltas: Histogram, settings: EnvelopeSettings) -> float:
 def judge(env: CohortEnvelope, obs: Observation, settings: EnvelopeSettings) -> list[Crossing]:
     """How ``obs`` falls outside ``env`` (empty: inside). Meant for a warm envelope."""
     n = env.learned
-    stable, margin, tail = settings.stable_rate, settings.margin, settings.tail_per_mille
+    stable = settings.stable_rate
     out: list[Crossing] = []
     for change in obs.paths:
         stats = env.paths.get(change.path)

@@ -96,17 +96,17 @@ def _leaf(path: str, a: Json, b: Json) -> PathChange | None:
     if ta is str and tb is str:
         if a == b:
             return None
-        if " " in a.strip() or " " in b.strip():  # type: ignore[union-attr]
-            return PathChange(path, "text", similarity(a, b))  # type: ignore[arg-type]
+        if " " in a.strip() or " " in b.strip():
+            return PathChange(path, "text", similarity(a, b))
         return PathChange(path, "token")
     if ta in (int, float) and tb in (int, float):
         if a == b:
             return None
-        return PathChange(path, "number", relative(float(a), float(b)))  # type: ignore[arg-type]
+        return PathChange(path, "number", relative(float(a), float(b)))
     if ta is list and tb is list:  # lists of scalars
-        if a == b and [type(v) for v in a] == [type(v) for v in b]:  # type: ignore[union-attr]
+        if a == b and [type(v) for v in a] == [type(v) for v in b]:
             return None
-        sa, sb = _set_of(a), _set_of(b)  # type: ignore[arg-type]
+        sa, sb = _set_of(a), _set_of(b)
         if sa == sb:
             return PathChange(path, "list", 1.0)
         return PathChange(path, "set", len(sa & sb) / len(sa | sb))
@@ -124,22 +124,22 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
         a, b, path = stack.pop()
         ta, tb = type(a), type(b)
         if ta is dict and tb is dict:
-            charge(len(a) + len(b))  # type: ignore[arg-type]
-            for key in a.keys() | b.keys():  # type: ignore[union-attr]
+            charge(len(a) + len(b))
+            for key in a.keys() | b.keys():
                 child = f"{path}/{escape_token(key)}"
-                if key not in b:  # type: ignore[operator]
+                if key not in b:
                     out.setdefault(child, PathChange(child, "removed"))
-                elif key not in a:  # type: ignore[operator]
+                elif key not in a:
                     out.setdefault(child, PathChange(child, "added"))
                 else:
-                    stack.append((a[key], b[key], child))  # type: ignore[index]
+                    stack.append((a[key], b[key], child))
             continue
-        if ta is list and tb is list and not (_scalar_list(a) and _scalar_list(b)):  # type: ignore[arg-type]
-            charge(len(a) + len(b))  # type: ignore[arg-type]
-            if len(a) != len(b):  # type: ignore[arg-type]
+        if ta is list and tb is list and not (_scalar_list(a) and _scalar_list(b)):
+            charge(len(a) + len(b))
+            if len(a) != len(b):
                 out.setdefault(path, PathChange(path, "length"))
             child = f"{path}/*"
-            for x, y in zip(a, b, strict=False):  # type: ignore[call-overload]
+            for x, y in zip(a, b, strict=False):
                 stack.append((x, y, child))
             continue
         change = _leaf(path, a, b)

@@ -12,6 +12,7 @@ from replaywatch.stages.checkpoint import Checkpoint
 from replaywatch.stages.prepare import Preparer
 from replaywatch.stages.writer import Writer
 from replaywatch.state.cache import StepCache
+from replaywatch.state.envelopes import Envelopes
 from replaywatch.state.projections import Projections
 from replaywatch.state.rule_stats import IgnoreRuleStats
 from replaywatch.stream.publisher import RECORD_OVERHEAD
@@ -21,6 +22,7 @@ from replaywatch.telemetry.health import Health
 @dataclass(frozen=True)
 class Stages:
     projections: Projections
+    envelopes: Envelopes
     preparer: Preparer
     writer: Writer
     checkpoint: Checkpoint
@@ -31,14 +33,17 @@ def build(settings: Settings, adapters: Adapters, retry: Backoff, health: Health
     """Every stage over the same projections, writer and retry policy."""
     config = settings.compare_config()
     projections = Projections(StepCache(settings.cache_steps, settings.cache_mb * 1024 * 1024), adapters.store, config)
+    envelopes = Envelopes(adapters.store)
     writer = Writer(store=adapters.store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters, retry=retry,
                     topic=settings.input_topic, group=settings.group_id)  # fmt: skip
-    preparer = Preparer(projections=projections, diffs=adapters.artifacts, config=config, limits=settings.limits(),
+    preparer = Preparer(projections=projections, envelopes=envelopes, envelope_settings=settings.envelopes(),
+                        diffs=adapters.artifacts, config=config, limits=settings.limits(),
                         upload=writer.upload, set_aside=writer.set_aside,
                         event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
                         group=settings.group_id, schemas=adapters.schemas, output_schema_id=adapters.output_schema_id,
                         public_url=settings.public_url)  # fmt: skip
     rule_stats = IgnoreRuleStats(config)
-    checkpoint = Checkpoint(publisher=adapters.publisher, projections=projections, consumer=adapters.consumer,
+    checkpoint = Checkpoint(publisher=adapters.publisher, projections=projections, envelopes=envelopes,
+                            consumer=adapters.consumer,
                             rule_stats=rule_stats, health=health)  # fmt: skip
-    return Stages(projections, preparer, writer, checkpoint, rule_stats)
+    return Stages(projections, envelopes, preparer, writer, checkpoint, rule_stats)

@@ -30,9 +30,12 @@ from replaywatch.core.batch import (
 )
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, ComparisonRow, OutboxRow, Record, Source, StepKey
+from replaywatch.envelope.adaptive import Adaptive
+from replaywatch.envelope.model import EnvelopeSettings
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, SchemaSource
 from replaywatch.stages.writer import PreparedBatch
+from replaywatch.state.envelopes import Envelopes
 from replaywatch.state.projections import Projections
 
 T = TypeVar("T")
@@ -59,6 +62,8 @@ def _slice(records: Iterator[T], most: int, until: float, taken: list[int]) -> I
 @dataclass(kw_only=True)
 class Preparer:
     projections: Projections
+    envelopes: Envelopes
+    envelope_settings: EnvelopeSettings
     diffs: DiffStore
     config: CompareConfig
     limits: codec.Limits
@@ -108,7 +113,10 @@ class Preparer:
         #    A record whose event cannot be encoded is dead-lettered and leaves its step
         #    as it was
         detected_at_ms = int(time.time() * 1000)
-        result = await self._compare(read, known, bad, detected_at_ms)
+        adaptive = None
+        if self.adaptive:  # the envelopes of every cohort of the batch's partitions
+            adaptive = Adaptive(await self.envelopes.load(tp.partition for tp in batch), self.envelope_settings)
+        result = await self._compare(read, known, bad, detected_at_ms, adaptive)
         del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
         #    from the version it was read at, and gets the next one
@@ -118,6 +126,7 @@ class Preparer:
             offsets={tp.partition: (expected[tp.partition], recs[-1].offset + 1) for tp, recs in batch.items()},
             projections={k: p for k, (_, p) in result.projections.items()},
             previous=known,
+            envelopes=result.envelopes,
         )
         for outbox, row in result.encoded:
             commit.outbox.append(outbox)
@@ -126,6 +135,7 @@ class Preparer:
         # 5. prepared: later batches build on it
         self.seq += 1
         self.projections.stage(self.seq, result.projections)
+        self.envelopes.stage(self.seq, result.envelopes)
         size = sum(len(r.value or b"") for r in records)
         telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "prepare"})
         diffs = {c.diff.sha256: c for _, _, c in result.emitted if c.diff is not None}
@@ -138,6 +148,7 @@ class Preparer:
         known: dict[StepKey, StepProjection],
         bad: list[tuple[Record, BadRecordError]],
         detected_at_ms: int,
+        adaptive: Adaptive | None,
     ) -> BatchResult:
         result = BatchResult(bad=bad)
         state = dict(known)
@@ -150,7 +161,7 @@ class Preparer:
             part_records = _slice(pending, CHUNK, time.perf_counter() + SLICE_SECONDS, taken)
             parsed = parse_records(part_records, result.bad, self.limits)
             part = apply_records(parsed, state, self.config, self.limits.cpu_seconds,
-                                 partial(self._encode, detected_at_ms=detected_at_ms))  # fmt: skip
+                                 partial(self._encode, detected_at_ms=detected_at_ms), adaptive)  # fmt: skip
             for k, (partition, proj) in part.projections.items():
                 state[k] = proj
                 result.projections[k] = (partition, proj)
@@ -165,7 +176,14 @@ class Preparer:
                 uploaded.update(new)
                 self.upload(self.seq + 1, list(new.values()))
             await asyncio.sleep(0)
+        if adaptive is not None:
+            result.envelopes = adaptive.changed
         return result
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether a policy is adaptive (else no envelope is read or written)."""
+        return self.config.adaptive or any(r.config.adaptive for r in self.config.rules)
 
     def _encode(
         self, record: Record, attempt: Attempt, c: Comparison, *, detected_at_ms: int

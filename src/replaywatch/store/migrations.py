@@ -372,4 +372,123 @@ CREATE TABLE IF NOT EXISTS {schema}.publisher_position (
 CREATE INDEX IF NOT EXISTS step_projection_updated ON {schema}.step_projection (updated_at);
 """,
     ),
+    (
+        7,
+        """
+-- Noise envelopes (envelope/): one row per input partition and cohort, written by the
+-- batch's statement with its projections, so a replay of the same offsets meets the
+-- same envelopes. Operator actions on them (reset) are recorded.
+CREATE TABLE IF NOT EXISTS {schema}.envelope (
+    group_id    text        NOT NULL,
+    topic       text        NOT NULL,
+    partition   int         NOT NULL,
+    cohort      text        NOT NULL,
+    state       jsonb       NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (group_id, topic, partition, cohort)
+);
+CREATE TABLE IF NOT EXISTS {schema}.envelope_action (
+    id          bigserial   PRIMARY KEY,
+    group_id    text        NOT NULL,
+    topic       text        NOT NULL,
+    action      text        NOT NULL,
+    cohort      text        NOT NULL,
+    envelopes   int         NOT NULL,
+    by_user     text,
+    reason      text,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+
+DROP FUNCTION IF EXISTS {schema}.commit_batch(
+    text, text, int[], bigint[], bigint[], bytea[], text[], text[], int[], int[], int[], text[], text[], int[],
+    json[], json[], bigint[], bigint[], int[], bigint[], uuid[], bytea[], bytea[], text[], text[],
+    text[], text[], int[], int[], double precision[], double precision[], text[], text[], text[], timestamptz[],
+    uuid[], uuid[], text[]);
+
+-- As before, and (5) the envelopes the batch changed.
+CREATE OR REPLACE FUNCTION {schema}.commit_batch(
+    p_group text, p_topic text,
+    o_partition int[], o_expected bigint[], o_next bigint[],
+    s_key bytea[], s_run text[], s_step text[], s_base_attempt int[], s_current_attempt int[], s_max int[],
+    s_status text[], s_verdict text[], s_comparisons int[], s_base json[], s_current json[],
+    s_expected bigint[], s_version bigint[],
+    e_partition int[], e_offset bigint[], e_event uuid[], e_key bytea[], e_value bytea[], e_verdict text[],
+    e_trace text[],
+    c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
+    c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[],
+    c_origin uuid[], c_supersedes uuid[], c_settings text[],
+    n_partition int[], n_cohort text[], n_state text[]
+) RETURNS uuid[] LANGUAGE plpgsql AS $$
+DECLARE
+    i int;
+    n int;
+    updated int;
+    inserted int;
+    said uuid[];
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(o_partition, 1), 0) LOOP
+        IF o_expected[i] IS NULL THEN
+            INSERT INTO {schema}.consumer_offset VALUES (p_group, p_topic, o_partition[i], o_next[i])
+            ON CONFLICT DO NOTHING;
+        ELSE
+            UPDATE {schema}.consumer_offset SET next_offset = o_next[i]
+            WHERE group_id = p_group AND topic = p_topic AND partition = o_partition[i]
+              AND next_offset = o_expected[i];
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n <> 1 THEN
+            RAISE EXCEPTION 'replaywatch_fenced: partition % of % moved on', o_partition[i], p_topic
+                USING ERRCODE = 'RW001';
+        END IF;
+    END LOOP;
+
+    UPDATE {schema}.step_projection AS p SET
+        base_attempt = t.ba, current_attempt = t.ca, max_attempt = t.m, last_status = t.st,
+        last_verdict = t.v, comparisons = t.c, base = coalesce(t.b, p.base),
+        current = coalesce(t.cu, p.current), version = t.nv, updated_at = now()
+    FROM unnest(s_key, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+                s_base, s_current, s_expected, s_version) AS t(k, ba, ca, m, st, v, c, b, cu, ev, nv)
+    WHERE t.ev > 0 AND p.step_key = t.k AND p.version = t.ev;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    INSERT INTO {schema}.step_projection
+        (step_key, run_id, step_id, base_attempt, current_attempt, max_attempt, last_status, last_verdict,
+         comparisons, base, current, version, updated_at)
+    SELECT k, r, s, ba, ca, m, st, v, c, b, cu, nv, now()
+    FROM unnest(s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict,
+                s_comparisons, s_base, s_current, s_expected, s_version)
+         AS t(k, r, s, ba, ca, m, st, v, c, b, cu, ev, nv)
+    WHERE t.ev = 0
+    ON CONFLICT (step_key) DO NOTHING;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    IF updated + inserted <> coalesce(array_length(s_key, 1), 0) THEN
+        RAISE EXCEPTION 'replaywatch_stale: % of % steps changed since they were read',
+            coalesce(array_length(s_key, 1), 0) - updated - inserted, coalesce(array_length(s_key, 1), 0)
+            USING ERRCODE = 'RW002';
+    END IF;
+
+    SELECT coalesce(array_agg(h.event_id), '{}') INTO said
+    FROM {schema}.comparison h WHERE h.event_id = ANY(e_event);
+    INSERT INTO {schema}.outbox (group_id, topic, partition, source_offset, event_id, key, value, verdict, trace)
+    SELECT p_group, p_topic, pa, so, ev, k, va, ve, tr
+    FROM unnest(e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace) AS t(pa, so, ev, k, va, ve, tr)
+    WHERE NOT ev = ANY(said)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO {schema}.comparison (event_id, run_id, step_id, baseline_attempt, current_attempt, verdict,
+        token_delta, cost_delta, diff_kind, diff_sha256, diff_uri, detected_at, origin, supersedes,
+        settings_fingerprint)
+    SELECT ev, r, s, b, cu, ve, tk, co, k, sh, u, d, coalesce(og, ev), sup, fp
+    FROM unnest(e_event, c_run, c_step, c_base, c_current, e_verdict, c_token, c_cost, c_kind, c_sha,
+                c_uri, c_detected, c_origin, c_supersedes, c_settings)
+         AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d, og, sup, fp)
+    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO {schema}.envelope AS v (group_id, topic, partition, cohort, state, updated_at)
+    SELECT p_group, p_topic, pa, co, st::jsonb, now()
+    FROM unnest(n_partition, n_cohort, n_state) AS t(pa, co, st)
+    ON CONFLICT (group_id, topic, partition, cohort) DO UPDATE SET state = excluded.state, updated_at = now();
+    RETURN said;
+END;
+$$;
+""",
+    ),
 )

@@ -33,6 +33,7 @@ from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import BatchCommit, OutboxRow, StepKey
+from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import (
     ConfigError,
 )
@@ -116,7 +117,7 @@ class PostgresStore:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
-        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 39)) + ")"
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 42)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -209,6 +210,16 @@ class PostgresStore:
                     raise
                 broken[key] = exc
         return out
+
+    async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]:
+        """The committed envelopes of every cohort of ``partitions``."""
+        async with translate_postgres_errors("load envelopes"):
+            rows = await self._pool.fetch(
+                f"SELECT partition, cohort, state::text AS state FROM {self._q}.envelope "
+                "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+                self.group_id, self.topic, list(partitions),
+            )  # fmt: skip
+        return {(r["partition"], r["cohort"]): CohortEnvelope.from_json(r["state"]) for r in rows}
 
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
         """Write the batch in one statement; the ids of its events the history already
@@ -406,4 +417,7 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
         [c.origin for c in comps],
         [c.supersedes for c in comps],
         [c.settings_fingerprint for c in comps],
+        [p for p, _ in batch.envelopes],
+        [c for _, c in batch.envelopes],
+        [e.to_json() for e in batch.envelopes.values()],
     ]
