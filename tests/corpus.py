@@ -270,3 +270,47 @@ def fleet(steps: int, reruns: int = 3, seed: int = 7, regression_share: float = 
             attempts.append(Attempt("fleet", step, number, _snapshot(provider, now, rng), _tools(now, rng)))
         out.append(Step(provider, attempts, kinds))
     return out
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """One step of a cohort fleet: its first attempt and one re-run, labelled."""
+
+    provider: str
+    kind: str
+    """The step kind (what its spec names)."""
+    label: str
+    """A benign kind or a regression kind."""
+    phase: str
+    """``warm``: the cohort's benign re-runs first; ``mixed``: then regressions among benign re-runs."""
+    baseline: Attempt
+    current: Attempt
+
+
+def cohort_fleet(kinds: int = 10, warm: int = 30, mixed: int = 20, seed: int = 5,
+                 regression_share: float = 0.3) -> list[Rerun]:  # fmt: skip
+    """Steps of ``kinds`` step kinds over the three providers: first ``warm`` benign
+    re-runs of each (kind, provider), shuffled together, then ``mixed`` more each, a
+    share of them regressions (with benign noise). Each kind answers from its own two
+    answers. Deterministic from the seed."""
+    rng = random.Random(seed)
+    out: list[Rerun] = []
+    for phase, count in (("warm", warm), ("mixed", mixed)):
+        batch: list[Rerun] = []
+        for k in range(kinds):
+            for provider in PROVIDERS:
+                for _ in range(count):
+                    n = (2 * k + rng.randrange(2)) % len(ANSWERS)
+                    run = _base(rng, n)
+                    regression = phase == "mixed" and rng.random() < regression_share
+                    label = rng.choice(REGRESSIONS if regression else BENIGN)
+                    now = _rerun(label, run, rng, n)
+                    step = f"{provider}-kind{k}-{len(out) + len(batch)}"
+                    batch.append(Rerun(provider, f"kind-{k}", label, phase,
+                                       Attempt("fleet", step, 1, _snapshot(provider, run, rng), _tools(run, rng),
+                                               provider=provider, kind=f"kind-{k}"),
+                                       Attempt("fleet", step, 2, _snapshot(provider, now, rng), _tools(now, rng),
+                                               provider=provider, kind=f"kind-{k}")))  # fmt: skip
+        rng.shuffle(batch)
+        out += batch
+    return out

@@ -6,8 +6,10 @@ Regimes:
 - ``warmup``, until the envelope learned ``warmup`` comparisons: the configured rules
   decide. The envelope learns from what they pass; a policy with no comparators (exact
   equality) cannot tell noise from change, so under it the envelope learns from every
-  comparison but an attestation divergence, as the fleet is assumed healthy while a
-  cohort warms up (``replaywatch baseline reset`` starts a warm-up again);
+  comparison but an attestation divergence. Once it has learned half its warm-up, it
+  no longer learns from a comparison whose scores, deltas or tools it already sees as
+  far out (the widening of few samples included): a regression during the warm-up is
+  not learned as normal;
 - ``adaptive``: the envelope decides. A crossing of a tool envelope is a
   ``tool_event_divergence``, of any other a ``drift``; an attestation divergence stays
   one (attestation ids are evidence, never noise). The envelope learns only from the
@@ -84,9 +86,7 @@ class Adaptive:
         obs = observe(baseline, current)
         if env.learned < settings.warmup:
             count(env, obs, False, settings)
-            if c.verdict is not Verdict.ATTESTATION_DIVERGENCE and (
-                not config.comparators or c.verdict is Verdict.WITHIN_TOLERANCE
-            ):
+            if _teaches(c, config) and not (env.learned >= settings.warmup // 2 and _far(judge(env, obs, settings))):
                 learn(env, obs, settings)
             return c._replace(regime=WARMUP, cohort=cohort)
         crossings = judge(env, obs, settings)
@@ -102,6 +102,24 @@ class Adaptive:
             learn(env, obs, settings)
         diff = c.diff if verdict is c.verdict else _diff(verdict, c, baseline, current, crossings)
         return c._replace(verdict=verdict, diff=diff, regime=ADAPTIVE, cohort=cohort, crossings=tuple(crossings))
+
+
+STABILITY = frozenset({"stable_path", "shape_changed", "set_changed", "tool_set_changed"})
+
+
+def _teaches(c: Comparison, config: CompareConfig) -> bool:
+    """Whether a warm-up comparison may teach the envelope, by the configured rules:
+    what they pass; under exact equality (no comparators), all but an attestation
+    divergence."""
+    if c.verdict is Verdict.ATTESTATION_DIVERGENCE:
+        return False
+    return not config.comparators or c.verdict is Verdict.WITHIN_TOLERANCE
+
+
+def _far(crossings: list[Crossing]) -> bool:
+    """Whether a half-learned envelope already sees a warm-up comparison as far out: a
+    score, a delta or a tool beyond what it learned (its stability is not known yet)."""
+    return any(x.envelope not in STABILITY for x in crossings)
 
 
 def _diff(

@@ -1,0 +1,205 @@
+"""Noise envelopes: the sketches merge exactly, an envelope learned in batches (stored
+and read back between them) is the one learned at once, the adaptive judgment of a
+zero-configuration fleet keeps false alerts and misses under their goals, and a
+sustained regression is never learned as normal."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import zlib
+from dataclasses import replace
+from functools import partial
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replaywatch.compare import Attempt, CompareConfig, Comparison, Verdict, compare_attempts
+from replaywatch.core.projection import StepProjection, apply
+from replaywatch.envelope.adaptive import ADAPTIVE, WARMUP, Adaptive, EnvelopeKey
+from replaywatch.envelope.cohort import POOLED, cohort_of, kind_of
+from replaywatch.envelope.model import CohortEnvelope, EnvelopeSettings, learn
+from replaywatch.envelope.observe import observe
+from replaywatch.envelope.sketch import Histogram
+from tests.corpus import REGRESSIONS, Rerun, cohort_fleet
+
+ADAPTIVE_DEFAULT = replace(CompareConfig(), adaptive=True)
+values = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+@given(st.lists(values), st.lists(values), st.sampled_from(["score", "delta"]))
+def test_histograms_merge_exactly(a: list[float], b: list[float], scale: str) -> None:
+    ha, hb, both = Histogram(scale), Histogram(scale), Histogram(scale)
+    for v in a:
+        ha.add(v)
+        both.add(v)
+    for v in b:
+        hb.add(v)
+        both.add(v)
+    assert ha.merge(hb) == both == hb.merge(ha)
+    assert Histogram.from_json(scale, json.loads(json.dumps(both.to_json()))) == both
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1), min_size=1), st.integers(1, 499))
+def test_the_low_quantile_leaves_at_most_its_share_below(scores: list[float], per_mille: int) -> None:
+    h = Histogram("score")
+    for v in scores:
+        h.add(v)
+    low, high = h.low(per_mille), h.high(per_mille)
+    assert low is not None and high is not None
+    assert sum(v < low for v in scores) * 1000 <= per_mille * len(scores)
+    assert sum(v > high for v in scores) * 1000 <= per_mille * len(scores)
+
+
+def _comparisons(r: Rerun, adaptive: Adaptive) -> list[Comparison]:
+    proj = StepProjection.empty(r.baseline.run_id, r.baseline.step_id)
+    out: list[Comparison] = []
+    for a in (r.baseline, r.current):
+        proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, 0, a))
+        out += cs
+    return out
+
+
+def _walk(fleet: list[Rerun], adaptive: Adaptive, partition_of: dict[str, int]) -> list[tuple[str, str]]:
+    """Each comparison's (verdict, regime), the fleet applied in order."""
+    out = []
+    for r in fleet:
+        proj = StepProjection.empty(r.baseline.run_id, r.baseline.step_id)
+        for a in (r.baseline, r.current):
+            part = partition_of[r.baseline.step_id]
+
+            def judged(c, b, cu, conf, a: Attempt = a, part: int = part):  # type: ignore[no-untyped-def]
+                return adaptive.judge(part, a, c, b, cu, conf)
+
+            proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, judged)
+            out += [(c.verdict.value, c.regime or "") for c in cs]
+    return out
+
+
+SMALL = EnvelopeSettings(warmup=8)
+SMALL_FLEET = cohort_fleet(kinds=2, warm=12, mixed=8, seed=3)
+PARTITION_OF = {r.baseline.step_id: i % 2 for i, r in enumerate(SMALL_FLEET)}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, len(SMALL_FLEET) - 1), max_size=6))
+def test_envelopes_learned_in_batches_equal_those_learned_at_once(cuts: list[int]) -> None:
+    """Incremental == batch: the fleet cut into batches, each batch's envelopes stored as
+    JSON and read back for the next (as PostgreSQL holds them), gives the same verdicts
+    and the same envelopes as one pass."""
+    once = Adaptive({}, SMALL)
+    expected = _walk(SMALL_FLEET, once, PARTITION_OF)
+    stored: dict[EnvelopeKey, str] = {}
+    got = []
+    bounds = [0, *sorted(set(cuts)), len(SMALL_FLEET)]
+    for start, end in itertools.pairwise(bounds):
+        batch = Adaptive({k: CohortEnvelope.from_json(v) for k, v in stored.items()}, SMALL)
+        got += _walk(SMALL_FLEET[start:end], batch, PARTITION_OF)
+        stored.update((k, e.to_json()) for k, e in batch.changed.items())
+    assert got == expected
+    assert stored == {k: e.to_json() for k, e in once.changed.items()}
+
+
+def test_learning_is_a_sum_of_counts() -> None:
+    """Two envelopes learned from two halves merge into the one learned from all."""
+    pairs = [(r.baseline, r.current) for r in cohort_fleet(kinds=1, warm=20, mixed=0, seed=9)]
+    config = CompareConfig()
+    from replaywatch.compare import prepare
+
+    obs = [observe(prepare(1, b.output_snapshot, b.tool_events, config), prepare(2, c.output_snapshot,
+                                                                                    c.tool_events, config))
+           for b, c in pairs]  # fmt: skip
+    whole, left, right = CohortEnvelope(), CohortEnvelope(), CohortEnvelope()
+    for i, o in enumerate(obs):
+        learn(whole, o, SMALL)
+        learn(left if i % 2 else right, o, SMALL)
+    assert left.merge(right).to_json() == whole.to_json()
+
+
+def _quality(fleet: list[Rerun], config: CompareConfig) -> tuple[float, float, int, int]:
+    """(false alerts after warm-up, share of regressions caught, benign judged, regressions)."""
+    adaptive = Adaptive({}, EnvelopeSettings())
+    partition_of = {r.baseline.step_id: zlib.crc32(r.baseline.step_id.encode()) % 2 for r in fleet}
+    false = benign = caught = regressions = 0
+    for r, (verdict, regime) in zip(fleet, _walk(fleet, adaptive, partition_of), strict=True):
+        alert = verdict != Verdict.WITHIN_TOLERANCE.value
+        if r.label in REGRESSIONS:
+            regressions += 1
+            caught += alert
+        elif regime == ADAPTIVE:
+            benign += 1
+            false += alert
+    return false / benign, caught / regressions, benign, regressions
+
+
+def test_a_zero_configuration_fleet_is_judged_within_the_goals() -> None:
+    """Ten step kinds over three providers, 70 benign re-runs of each first (about 35
+    per cohort in each of two partitions), then regressions among benign re-runs:
+    adaptive mode on the default policy and nothing else configured. Beside it, the
+    same pairs under exact equality."""
+    for seed in (1, 4):
+        fleet = cohort_fleet(kinds=10, warm=70, mixed=20, seed=seed)
+        false, recall, benign, regressions = _quality(fleet, ADAPTIVE_DEFAULT)
+        assert benign > 500 and regressions > 150
+        assert false <= 0.02 and recall >= 0.95, (seed, false, recall)
+        benign_mixed = [r for r in fleet if r.phase == "mixed" and r.label not in REGRESSIONS]
+        noisy = sum(compare_attempts(r.baseline, r.current, CompareConfig()).verdict is not Verdict.WITHIN_TOLERANCE
+                    for r in benign_mixed)  # fmt: skip
+        assert noisy > 0.9 * len(benign_mixed)
+
+
+def test_a_sustained_regression_is_not_learned_as_normal() -> None:
+    """After the warm-up, every re-run of a cohort collapses its confidence: each one is
+    drift, naming the envelope, and the envelope learns none of them."""
+    fleet = cohort_fleet(kinds=1, warm=40, mixed=0, seed=2)
+    regressed = [r for r in cohort_fleet(kinds=1, warm=0, mixed=120, seed=8, regression_share=1.0)
+                 if r.label == "confidence_collapsed"]  # fmt: skip
+    adaptive = Adaptive({}, EnvelopeSettings())
+    partition_of = {r.baseline.step_id: 0 for r in fleet + regressed}
+    _walk(fleet, adaptive, partition_of)
+    learned = {k: e.learned for k, e in adaptive.changed.items()}
+    assert regressed
+    out = _walk(regressed, adaptive, partition_of)
+    assert out == [("drift", ADAPTIVE)] * len(regressed)
+    assert {k: e.learned for k, e in adaptive.changed.items() if k in learned} == learned
+
+
+def test_the_warm_up_is_the_configured_rules_and_says_so() -> None:
+    fleet = cohort_fleet(kinds=1, warm=4, mixed=0, seed=2)
+    out = _walk(fleet, Adaptive({}, EnvelopeSettings()), {r.baseline.step_id: 0 for r in fleet})
+    exact = [compare_attempts(r.baseline, r.current, CompareConfig()).verdict.value for r in fleet]
+    assert out == [(v, WARMUP) for v in exact]
+
+
+def test_cohorts_are_bounded_and_pooled() -> None:
+    adaptive = Adaptive({}, replace(EnvelopeSettings(), max_cohorts=2))
+    fleet = cohort_fleet(kinds=2, warm=2, mixed=0, seed=1)  # six cohorts
+    _walk(fleet, adaptive, {r.baseline.step_id: 0 for r in fleet})
+    assert len(adaptive.changed) == 3 and (0, POOLED) in adaptive.changed
+
+
+def test_the_kind_is_read_from_the_spec_and_never_fails() -> None:
+    assert kind_of('{"type": "refund", "name": "x"}', "type") == "refund"
+    assert kind_of('{"meta": {"kind": 7}}', "meta.kind") == "7"
+    for spec in (None, "", "not json", "[1]", '{"type": {"a": 1}}', '{"type": ""}'):
+        assert kind_of(spec, "type") is None
+    assert cohort_of("openai", None, None, "llm-steps") == "openai|-|llm-steps"
+    assert cohort_of(None, "v1", "refund", "default") == "-|v1|refund"
+
+
+def test_the_event_names_the_regime_the_cohort_and_the_envelope_crossed() -> None:
+    from replaywatch import codec
+
+    fleet = cohort_fleet(kinds=1, warm=40, mixed=0, seed=2)
+    adaptive = Adaptive({}, EnvelopeSettings())
+    _walk(fleet, adaptive, {r.baseline.step_id: 0 for r in fleet})
+    regressed = next(r for r in cohort_fleet(kinds=1, warm=0, mixed=60, seed=8, regression_share=1.0)
+                     if r.label == "dangerous_tool")  # fmt: skip
+    (c,) = [c for c in _comparisons(regressed, adaptive)]
+    event = codec.decode_comparison(codec.encode_comparison(codec.comparison_record(
+        c, diff_uri=None, source=("in", 0, 1), occurred_at_ms=1, detected_at_ms=2)))  # fmt: skip
+    assert event["verdict"] == "tool_event_divergence" and event["regime"] == ADAPTIVE
+    assert event["cohort"] == "gemini|-|kind-0" or event["cohort"].endswith("|-|kind-0")
+    assert (event["envelope"], event["envelope_path"]) == ("tool_never_called", "delete_account")
+    assert any("delete_account" in text for text in event["envelopes_crossed"])
+    assert c.diff is not None and b"delete_account" in c.diff.body
