@@ -59,7 +59,7 @@ async def test_a_zero_configuration_fleet_through_kafka(endpoints: Endpoints, pg
     config = CompareConfig(adaptive=True)
     limits = codec.Limits(kind_path="type")
     steps: dict[tuple[str, str], StepProjection] = {}
-    expected = {}
+    expected: dict[str, tuple[str, str | None, str | None]] = {}
     for m in sorted(records, key=lambda m: (m.partition, m.offset)):
         a = codec.decode_attempt(m.value, limits)
         key = (a.run_id, a.step_id)
