@@ -269,8 +269,7 @@ class Settings(BaseSettings):
 
     def limits(self) -> Limits:
         """What one record may hold; the spec's kind is read only when a policy is adaptive."""
-        config = self.compare_config()
-        adaptive = config.adaptive or any(r.config.adaptive for r in config.rules)
+        adaptive = self.compare_config().any_adaptive
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
                       self.record_cpu_seconds, self.cohort_kind_path if adaptive else None)  # fmt: skip
 

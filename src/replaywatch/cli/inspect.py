@@ -74,7 +74,8 @@ Comparators = Annotated[
     typer.Option(
         "--compare",
         help="A comparator for a path, as a policy's [default.compare] writes it: PATH=KIND or "
-        "PATH=KIND:threshold=0.8,abs=0.05,rel=0.1 (kinds: exact, text, semantic, number, set, ignore; repeatable).",
+        "PATH=KIND:threshold=0.8,abs=0.05,rel=0.1 (kinds: exact, text, words, semantic, number, set, ignore; "
+        "repeatable).",
     ),
 ]
 Explain = Annotated[bool, typer.Option(help="Say in words why the verdict is what it is (stderr).")]

@@ -7,6 +7,9 @@ of values it is given in [0, 1] and says whether the pair passes:
 - ``exact``: JSON equality (score 1 or 0); the default everywhere;
 - ``text``: two strings compared after folding case and whitespace, by normalized
   Levenshtein similarity (rapidfuzz, in C), passing at ``threshold`` (default 0.8);
+- ``words``: two strings compared as sets of words after folding case and whitespace
+  (rapidfuzz's token-set ratio), passing at ``threshold`` (default 0.6): a rewording
+  keeps most of an answer's words, a refusal few of them (what envelopes score texts by);
 - ``semantic``: cosine similarity of sentence embeddings (a small static model, the
   optional ``semantic`` extra), passing at ``threshold`` (default 0.55: with the bundled
   model, rewordings score 0.66 and more, refusals and other answers 0.39 and less);
@@ -30,14 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
+from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
 from replaywatch.compare.canonical import Json, canonical_bytes
 from replaywatch.compare.structure import same
 from replaywatch.exceptions import ConfigError
 
-Kind = Literal["exact", "text", "semantic", "number", "set", "ignore"]
-KINDS: Final[tuple[str, ...]] = ("exact", "text", "semantic", "number", "set", "ignore")
+Kind = Literal["exact", "text", "words", "semantic", "number", "set", "ignore"]
+KINDS: Final[tuple[str, ...]] = ("exact", "text", "words", "semantic", "number", "set", "ignore")
 _SPACE = re.compile(r"\s+")
 _SLACK: Final = 1 + 1e-9
 
@@ -87,7 +91,7 @@ class Comparator:
         """What passes, in words: ``threshold 0.8``, ``abs 0.05, rel 0``, ``equal``."""
         if self.kind == "number":
             return f"abs {self.abs_tol:g}, rel {self.rel_tol:g}"
-        if self.kind in ("text", "semantic", "set"):
+        if self.kind in ("text", "words", "semantic", "set"):
             return f"threshold {self.least:g}"
         return "equal"
 
@@ -96,12 +100,12 @@ class Comparator:
         """The least score that passes."""
         if self.threshold is not None:
             return float(self.threshold)
-        return {"text": 0.8, "semantic": 0.55}.get(self.kind, 1.0)
+        return {"text": 0.8, "words": 0.6, "semantic": 0.55}.get(self.kind, 1.0)
 
     def describe(self) -> dict[str, Any]:
         """Its settings as plain data (in the policy's fingerprint and the diff)."""
         out: dict[str, Any] = {"kind": self.kind}
-        if self.kind in ("text", "semantic", "set"):
+        if self.kind in ("text", "words", "semantic", "set"):
             out["threshold"] = self.least
         if self.kind == "number":
             out |= {"abs": float(self.abs_tol), "rel": float(self.rel_tol)}
@@ -111,6 +115,9 @@ class Comparator:
         """Score one pair of values."""
         if self.kind == "text" and type(recorded) is str and type(current) is str:
             return _text(recorded, current, self.least)
+        if self.kind == "words" and type(recorded) is str and type(current) is str:
+            score = words_similarity(recorded, current)
+            return Score(score, score >= self.least)
         if self.kind == "semantic" and type(recorded) is str and type(current) is str:
             assert self.embed is not None
             return _semantic(recorded, current, self.least, self.embed)
@@ -139,6 +146,12 @@ def _text(recorded: str, current: str, least: float) -> Score:
     a, b = normalize_text(recorded), normalize_text(current)
     score = 1.0 if a == b else float(Levenshtein.normalized_similarity(a, b))
     return Score(score, score >= least)
+
+
+def words_similarity(recorded: str, current: str) -> float:
+    """Token-set similarity of two texts, case and whitespace folded, in [0, 1]."""
+    a, b = normalize_text(recorded), normalize_text(current)
+    return 1.0 if a == b else float(fuzz.token_set_ratio(a, b)) / 100.0
 
 
 def _semantic(recorded: str, current: str, least: float, embed: Callable[[str], Any]) -> Score:

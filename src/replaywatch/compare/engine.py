@@ -141,6 +141,11 @@ class CompareConfig:
                 return rule.config
         return self
 
+    @property
+    def any_adaptive(self) -> bool:
+        """Whether this policy or one of its rules is adaptive (envelopes are kept)."""
+        return self.adaptive or any(r.config.adaptive for r in self.rules)
+
     def fingerprint(self) -> str:
         """What names these settings on the events they make: the first 16 hex digits of
         the sha256 of their canonical JSON (tolerances, ignore rules in order, base, the

@@ -89,13 +89,16 @@ class PolicyRule:
         }
 
 
+KindName = Literal["exact", "text", "words", "semantic", "number", "set", "ignore"]
+
+
 class _Comparator(BaseModel):
     """A comparator as a policy writes it: ``{kind = "text", threshold = 0.8}``, or its
     kind alone (``"set"``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["exact", "text", "semantic", "number", "set", "ignore"]
+    kind: KindName
     threshold: float | None = Field(default=None, ge=0, le=1)
     abs: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     rel: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -120,7 +123,7 @@ def comparators_of(spec: Mapping[str, _Comparator | str]) -> tuple[PathComparato
     return PathComparators.compile(items), tuple(ignored)
 
 
-_FLAG = re.compile(r"^(?P<path>.+)=(?P<kind>exact|text|semantic|number|set|ignore)(?::(?P<params>.*))?$")
+_FLAG = re.compile(r"^(?P<path>.+)=(?P<kind>exact|text|words|semantic|number|set|ignore)(?::(?P<params>.*))?$")
 
 
 def comparator_flags(flags: list[str]) -> dict[str, Any]:
@@ -130,7 +133,7 @@ def comparator_flags(flags: list[str]) -> dict[str, Any]:
         m = _FLAG.match(flag)
         if m is None:
             raise ConfigError(f"--compare {flag!r}: write PATH=KIND or PATH=KIND:threshold=0.8 "
-                              "(kinds: exact, text, semantic, number, set, ignore)")  # fmt: skip
+                              "(kinds: exact, text, words, semantic, number, set, ignore)")  # fmt: skip
         entry: dict[str, Any] = {"kind": m["kind"]}
         for item in filter(None, (m["params"] or "").split(",")):
             name, eq, value = (part.strip() for part in item.partition("="))
@@ -156,7 +159,7 @@ class _Settings(BaseModel):
     latency_tolerance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     adaptive: bool | None = None
     """After its cohorts' warm-up, their learned noise envelopes decide (``envelope``)."""
-    compare: dict[str, _Comparator | Literal["exact", "text", "semantic", "number", "set", "ignore"]] | None = None
+    compare: dict[str, _Comparator | KindName] | None = None
     """Comparators by path (the ignore rules' syntax); ``ignore`` ones join ``ignore``."""
 
     @field_validator("compare")

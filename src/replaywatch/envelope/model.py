@@ -105,11 +105,14 @@ class PathStats:
     shape_changes: int = 0
     scores: Histogram | None = None
     deltas: Histogram | None = None
+    reorders: int = 0
+    """A list of scalars in another order only (the same set)."""
 
     def copy(self) -> PathStats:
         return PathStats(self.differs, self.set_changes, self.shape_changes,
                          None if self.scores is None else Histogram("score", list(self.scores.counts)),
-                         None if self.deltas is None else Histogram("delta", list(self.deltas.counts)))  # fmt: skip
+                         None if self.deltas is None else Histogram("delta", list(self.deltas.counts)),
+                         self.reorders)  # fmt: skip
 
     def merge(self, other: PathStats) -> PathStats:
         def both(a: Histogram | None, b: Histogram | None) -> Histogram | None:
@@ -117,7 +120,7 @@ class PathStats:
 
         return PathStats(self.differs + other.differs, self.set_changes + other.set_changes,
                          self.shape_changes + other.shape_changes, both(self.scores, other.scores),
-                         both(self.deltas, other.deltas))  # fmt: skip
+                         both(self.deltas, other.deltas), self.reorders + other.reorders)  # fmt: skip
 
 
 def _usage() -> dict[str, Histogram]:
@@ -193,6 +196,8 @@ def _stats_json(s: PathStats) -> dict[str, Any]:
         out["s"] = s.set_changes
     if s.shape_changes:
         out["t"] = s.shape_changes
+    if s.reorders:
+        out["r"] = s.reorders
     if s.scores is not None:
         out["scores"] = s.scores.to_json()
     if s.deltas is not None:
@@ -203,7 +208,8 @@ def _stats_json(s: PathStats) -> dict[str, Any]:
 def _stats_from(doc: dict[str, Any]) -> PathStats:
     return PathStats(doc["d"], doc.get("s", 0), doc.get("t", 0),
                      Histogram.from_json("score", doc["scores"]) if "scores" in doc else None,
-                     Histogram.from_json("delta", doc["deltas"]) if "deltas" in doc else None)  # fmt: skip
+                     Histogram.from_json("delta", doc["deltas"]) if "deltas" in doc else None,
+                     doc.get("r", 0))  # fmt: skip
 
 
 UNCERTAINTY: Final = 0.4
@@ -286,6 +292,8 @@ def learn(env: CohortEnvelope, obs: Observation, settings: EnvelopeSettings) -> 
             stats.shape_changes += 1
         elif kind == "set":
             stats.set_changes += 1
+        elif kind == "list":
+            stats.reorders += 1
         if kind in ("text", "set") and figure is not None and figure < 1.0:  # (1: case and spacing)
             if stats.scores is None:
                 stats.scores = Histogram("score")

@@ -4,8 +4,8 @@ whatever the policy's comparators: what an envelope learns from, and what it jud
 Each path where the compared documents differ (usage numbers out, ignore rules applied)
 is observed with its kind and figure:
 
-- ``text``: strings of several words, scored by token-set similarity after case and
-  whitespace are normalized (rapidfuzz's ``token_set_ratio``, in [0, 1]);
+- ``text``: strings of several words, scored as the ``words`` comparator scores them
+  (token-set similarity, case and whitespace folded, in [0, 1]);
 - ``token``: other strings (ids, clocks, enums): changed or not;
 - ``number``: the relative delta, ``|new - old| / |old|``;
 - ``list``: a list of scalars in another order or with other repeats (the same set);
@@ -24,10 +24,9 @@ from __future__ import annotations
 import math
 from typing import Any, Final, NamedTuple
 
-from rapidfuzz import fuzz
-
 from replaywatch.compare import budget
 from replaywatch.compare.canonical import Json, canonical_bytes, parse_json
+from replaywatch.compare.comparators import words_similarity
 from replaywatch.compare.engine import PreparedAttempt
 from replaywatch.compare.structure import escape_token
 from replaywatch.compare.tool_changes import tool_name
@@ -68,18 +67,6 @@ def relative(old: float | None, new: float | None) -> float | None:
     return math.inf if old == 0 else abs(new - old) / abs(old)
 
 
-def _normalized(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def similarity(a: str, b: str) -> float:
-    """Token-set similarity of two texts, case and whitespace normalized, in [0, 1]."""
-    na, nb = _normalized(a), _normalized(b)
-    if na == nb:
-        return 1.0
-    return float(fuzz.token_set_ratio(na, nb)) / 100.0
-
-
 _SCALARS: Final = (str, int, float, bool, type(None))
 
 
@@ -97,7 +84,7 @@ def _leaf(path: str, a: Json, b: Json) -> PathChange | None:
         if a == b:
             return None
         if " " in a.strip() or " " in b.strip():
-            return PathChange(path, "text", similarity(a, b))
+            return PathChange(path, "text", words_similarity(a, b))
         return PathChange(path, "token")
     if ta in (int, float) and tb in (int, float):
         if a == b:

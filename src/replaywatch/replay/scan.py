@@ -15,6 +15,7 @@ from replaywatch.config import Settings
 from replaywatch.core.batch import apply_records, decode_records
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import StepKey
+from replaywatch.envelope.adaptive import Adaptive
 from replaywatch.replay.ranges import Ranges
 from replaywatch.runtime.adapters import open_schema_registry
 from replaywatch.runtime.retry import Backoff
@@ -58,6 +59,11 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
     consumer = RangeConsumer(reader(client_options(settings)), settings.input_topic, ranges)
     limits = settings.limits()
     known: dict[StepKey, StepProjection] = {}
+    adaptive = None
+    if config.any_adaptive:  # envelopes learned along the range, from none: a range from
+        # the beginning meets each comparison with the envelope the live watcher had
+        adaptive = Adaptive({}, settings.envelopes())
+        limits = limits._replace(kind_path=settings.cohort_kind_path)
 
     async def assigned(partitions: set[int]) -> None:
         consumer.seek_to_stored({}, partitions)
@@ -82,7 +88,7 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
             decoded, rejected = decode_records(records, limits, writers=writers)
             out.bad.update(e.reason for _, e in rejected)
             known.update(await start_from(list({(a.run_id, a.step_id) for _, a in decoded} - known.keys())))
-            result = apply_records(decoded, known, config, limits.cpu_seconds)
+            result = apply_records(decoded, known, config, limits.cpu_seconds, adaptive=adaptive)
             out.bad.update(e.reason for _, e in result.bad)
             known.update({k: proj for k, (_, proj) in result.projections.items()})
             out.compared += len(result.emitted)

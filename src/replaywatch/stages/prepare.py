@@ -114,7 +114,7 @@ class Preparer:
         #    as it was
         detected_at_ms = int(time.time() * 1000)
         adaptive = None
-        if self.adaptive:  # the envelopes of every cohort of the batch's partitions
+        if self.config.any_adaptive:  # the envelopes of every cohort of the batch's partitions
             adaptive = Adaptive(await self.envelopes.load(tp.partition for tp in batch), self.envelope_settings)
         result = await self._compare(read, known, bad, detected_at_ms, adaptive)
         del read
@@ -179,11 +179,6 @@ class Preparer:
         if adaptive is not None:
             result.envelopes = adaptive.changed
         return result
-
-    @property
-    def adaptive(self) -> bool:
-        """Whether a policy is adaptive (else no envelope is read or written)."""
-        return self.config.adaptive or any(r.config.adaptive for r in self.config.rules)
 
     def _encode(
         self, record: Record, attempt: Attempt, c: Comparison, *, detected_at_ms: int
