@@ -13,6 +13,7 @@ from replaywatch import ports
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Partition, Record, Source, StepKey
+from replaywatch.envelope.adaptive import Action
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
 from replaywatch.ports import PartitionsChanged
@@ -99,6 +100,7 @@ class FakeStore(FakeCommitStore):
         super().__init__()
         self.projections: dict[StepKey, StepProjection] = {}
         self.envelopes: dict[tuple[int, str], CohortEnvelope] = {}
+        self.actions: list[Action] = []
         self.rule_counts: list[tuple[str, str, int, int]] = []
 
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
@@ -106,6 +108,11 @@ class FakeStore(FakeCommitStore):
         self.projections.update(batch.projections)
         self.envelopes.update((k, CohortEnvelope.from_json(e.to_json())) for k, e in batch.envelopes.items())
         return said
+
+    async def load_actions(self) -> list[Action]:
+        if self.down:
+            raise TransientError("connection refused")
+        return list(self.actions)
 
     async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]:
         if self.down:

@@ -8,8 +8,10 @@
     │                           call is abandoned (the next owner resumes from PostgreSQL)
     ├── Fenced                  another consumer moved our partition on: drop what was
     │   │                       prepared and resume from PostgreSQL (never retried as is)
-    │   └── StaleProjection     a step changed in PostgreSQL since it was read (a replay
-    │                           wrote it): read it again
+    │   ├── StaleProjection     a step changed in PostgreSQL since it was read (a replay
+    │   │                       wrote it): read it again
+    │   └── EnvelopesActedOn    an operator reset or relearned a cohort since its envelopes
+    │                           were read: read them again, with the action
     ├── BadRecordError          this record can never be processed: dead-letter it (its reason)
     │   ├── UndecodableRecord   not Avro of the contract (avro_decode)
     │   ├── UnknownSchemaId     Confluent framing with an unknown schema id (unknown_schema_id)
@@ -64,6 +66,11 @@ class Fenced(ReplaywatchError):
 class StaleProjection(Fenced):
     """A step changed in PostgreSQL since this writer read it (a backfill or a rebuild
     wrote it): nothing was written; drop the cached steps and read them again."""
+
+
+class EnvelopesActedOn(Fenced):
+    """An operator reset or relearned a cohort (``replaywatch baseline``) since this
+    writer read the envelopes: nothing was written; read them again, with the action."""
 
 
 class BadRecordError(ReplaywatchError):

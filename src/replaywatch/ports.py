@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Record, Source, StepKey
+from replaywatch.envelope.adaptive import Action
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError
 
@@ -71,6 +72,8 @@ class ProjectionStore(Protocol):
 
 class EnvelopeStore(Protocol):
     async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]: ...
+
+    async def load_actions(self) -> list[Action]: ...
 
 
 class Store(CommitStore, ProjectionStore, EnvelopeStore, Protocol):

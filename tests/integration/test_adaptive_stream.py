@@ -7,6 +7,7 @@ committed batch by batch are those learned at once)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
@@ -65,9 +66,11 @@ async def test_a_zero_configuration_fleet_through_kafka(endpoints: Endpoints, pg
         key = (a.run_id, a.step_id)
         proj = steps.get(key) or StepProjection.empty(*key)
 
-        def judged(c: Any, b: Any, cu: Any, conf: Any, a: Any = a, p: int = m.partition) -> Any:
-            return adaptive.judge(p, a, c, b, cu, conf)
+        def judged(
+            c: Any, b: Any, cu: Any, conf: Any, a: Any = a, at: tuple[int, int] = (m.partition, m.offset)
+        ) -> Any:
+            return adaptive.judge(at, a, c, b, cu, conf)
 
-        steps[key], cs = apply(proj, a, config, judged)
+        steps[key], cs = apply(proj, a, config, partial(adaptive.judge, (m.partition, m.offset), a))
         expected.update((c.event_id, (c.verdict.value, c.regime, c.cohort)) for c in cs)
     assert {o["event_id"]: (o["verdict"], o["regime"], o["cohort"]) for o in outputs} == expected

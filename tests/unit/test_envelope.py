@@ -14,7 +14,7 @@ from functools import partial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replaywatch.compare import Attempt, CompareConfig, Comparison, Verdict, compare_attempts
+from replaywatch.compare import CompareConfig, Comparison, Verdict, compare_attempts
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.envelope.adaptive import ADAPTIVE, WARMUP, Adaptive, EnvelopeKey
 from replaywatch.envelope.cohort import POOLED, cohort_of, kind_of
@@ -54,24 +54,25 @@ def test_the_low_quantile_leaves_at_most_its_share_below(scores: list[float], pe
 def _comparisons(r: Rerun, adaptive: Adaptive) -> list[Comparison]:
     proj = StepProjection.empty(r.baseline.run_id, r.baseline.step_id)
     out: list[Comparison] = []
-    for a in (r.baseline, r.current):
-        proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, 0, a))
+    for n, a in enumerate((r.baseline, r.current)):
+        proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, (0, 10**6 + n), a))
         out += cs
     return out
 
 
-def _walk(fleet: list[Rerun], adaptive: Adaptive, partition_of: dict[str, int]) -> list[tuple[str, str]]:
-    """Each comparison's (verdict, regime), the fleet applied in order."""
+def _walk(fleet: list[Rerun], adaptive: Adaptive, partition_of: dict[str, int],
+          offsets: dict[int, int] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+    """Each comparison's (verdict, regime), the fleet applied in order; ``offsets``:
+    each partition's next offset (counted on)."""
+    offsets = {} if offsets is None else offsets
     out = []
     for r in fleet:
         proj = StepProjection.empty(r.baseline.run_id, r.baseline.step_id)
+        part = partition_of[r.baseline.step_id]
         for a in (r.baseline, r.current):
-            part = partition_of[r.baseline.step_id]
-
-            def judged(c, b, cu, conf, a: Attempt = a, part: int = part):  # type: ignore[no-untyped-def]
-                return adaptive.judge(part, a, c, b, cu, conf)
-
-            proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, judged)
+            offset = offsets.get(part, 0)
+            offsets[part] = offset + 1
+            proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, (part, offset), a))
             out += [(c.verdict.value, c.regime or "") for c in cs]
     return out
 
@@ -91,10 +92,11 @@ def test_envelopes_learned_in_batches_equal_those_learned_at_once(cuts: list[int
     expected = _walk(SMALL_FLEET, once, PARTITION_OF)
     stored: dict[EnvelopeKey, str] = {}
     got = []
+    offsets: dict[int, int] = {}
     bounds = [0, *sorted(set(cuts)), len(SMALL_FLEET)]
     for start, end in itertools.pairwise(bounds):
         batch = Adaptive({k: CohortEnvelope.from_json(v) for k, v in stored.items()}, SMALL)
-        got += _walk(SMALL_FLEET[start:end], batch, PARTITION_OF)
+        got += _walk(SMALL_FLEET[start:end], batch, PARTITION_OF, offsets)
         stored.update((k, e.to_json()) for k, e in batch.changed.items())
     assert got == expected
     assert stored == {k: e.to_json() for k, e in once.changed.items()}

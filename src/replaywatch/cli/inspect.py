@@ -12,7 +12,17 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from replaywatch.cli.app import Bootstrap, GroupId, OutputTopic, PostgresDsn, PostgresSchema, app, fail, run_with_store
+from replaywatch.cli.app import (
+    Bootstrap,
+    GroupId,
+    InputTopic,
+    OutputTopic,
+    PostgresDsn,
+    PostgresSchema,
+    app,
+    fail,
+    run_with_store,
+)
 from replaywatch.cli.app import settings_from as _settings
 from replaywatch.cli.logs import configure_logging
 from replaywatch.cli.process import until_signalled
@@ -196,25 +206,45 @@ def tail(
 def report(
     run_id: Annotated[str | None, typer.Option("--run", help="The run to report on.")] = None,
     rules: Annotated[bool, typer.Option("--rules", help="How often each ignore rule matched, by policy.")] = False,
+    volatility: Annotated[
+        bool, typer.Option("--volatility", help="Each cohort's flake rate, pass^k and the paths that vary most.")
+    ] = False,
+    suggest: Annotated[
+        bool, typer.Option("--suggest", help="With --volatility: a policy rule per cohort (TOML), from its envelope.")
+    ] = False,
+    target: Annotated[
+        float, typer.Option("--target", min=0.001, max=0.5, help="--suggest's false-alert share.")
+    ] = 0.02,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="The k of pass^k.")] = 3,
+    cohort: Annotated[str, typer.Option("--cohort", help="The cohorts to show, a glob: 'openai|*|*'.")] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="The run's report as one JSON object.")] = False,
     only_drift: Annotated[bool, typer.Option("--only-drift", help="List no within_tolerance comparison.")] = False,
     group_id: GroupId = None,
     postgres_dsn: PostgresDsn = None,
     postgres_schema: PostgresSchema = None,
+    input_topic: InputTopic = None,
 ) -> None:
-    """Each step's state and verdicts for one run (--run), or the ignore rules' matches
-    (--rules), from PostgreSQL."""
+    """Each step's state and verdicts for one run (--run), the ignore rules' matches
+    (--rules), or the cohorts' volatility (--volatility), from PostgreSQL."""
     from rich.console import Console
 
     from replaywatch.views.report import report as run_report
     from replaywatch.views.report import rules_report
+    from replaywatch.views.volatility import volatility_report
 
-    if (run_id is None) == (not rules):
-        fail("give --run RUN_ID or --rules")
-    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, group_id=group_id)
+    if sum((run_id is not None, rules, volatility)) != 1:
+        fail("give one of --run RUN_ID, --rules and --volatility")
+    if suggest and not volatility:
+        fail("--suggest goes with --volatility")
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, group_id=group_id,
+                         input_topic=input_topic)  # fmt: skip
     if rules:
         silent: bool = run_with_store(settings, lambda store: rules_report(store.history, Console()))
         raise typer.Exit(0 if not silent else 1)
+    if volatility:
+        some: bool = run_with_store(settings, lambda store: volatility_report(
+            store.history, Console(), k=k, cohort=cohort, suggest_target=target if suggest else None))  # fmt: skip
+        raise typer.Exit(0 if some else 1)
     run = str(run_id)
     ok: bool = run_with_store(
         settings, lambda store: run_report(store.history, run, Console(), as_json=as_json, only_drift=only_drift)

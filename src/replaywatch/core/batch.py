@@ -145,7 +145,7 @@ def apply_records(
         key = (attempt.run_id, attempt.step_id)
         proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
         try:
-            judge = None if adaptive is None else partial(adaptive.judge, record.partition, attempt)
+            judge = None if adaptive is None else partial(adaptive.judge, (record.partition, record.offset), attempt)
             with budget.limited(cpu_seconds):
                 proj, comparisons = apply(proj, attempt, config, judge)
         except BadRecordError as exc:

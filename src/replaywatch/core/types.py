@@ -99,6 +99,8 @@ class BatchCommit:
     comparisons: list[ComparisonRow] = field(default_factory=list)
     envelopes: dict[tuple[int, str], CohortEnvelope] = field(default_factory=dict)
     """The envelopes the batch changed, by (partition, cohort), as they stand after it."""
+    actions_seen: int | None = None
+    """The last operator action on envelopes the batch knew of (None: no adaptive policy)."""
 
     def queued(self, said: set[str]) -> list[OutboxRow]:
         """The outbox rows the commit queued: those whose ids the history did not hold."""
@@ -115,6 +117,7 @@ class BatchCommit:
             outbox=[self.outbox[i] for i in keep],
             comparisons=[self.comparisons[i] for i in keep],
             envelopes=dict(self.envelopes),
+            actions_seen=self.actions_seen,
         )
 
     @classmethod
@@ -135,4 +138,7 @@ class BatchCommit:
             out.outbox += c.outbox
             out.comparisons += c.comparisons
             out.envelopes.update(c.envelopes)
+            if c.actions_seen is not None:  # the oldest knowledge binds
+                seen = out.actions_seen
+                out.actions_seen = c.actions_seen if seen is None else min(seen, c.actions_seen)
         return out

@@ -18,12 +18,20 @@ Regimes:
 Envelopes are kept per input partition: Kafka orders records only within one, and
 so a replay of the same offsets (a restart, a rebuild, a backfill into a fresh schema)
 meets every comparison with the same envelope, and says the same.
+
+Operators act on cohorts (``replaywatch baseline``): ``reset`` forgets a cohort's
+envelopes, which warm up again as a new cohort's would; ``relearn`` forgets them and
+learns the warm-up from every comparison but attestation divergences (the cohort
+changed for good: a new model version, an accepted change). An action names the first
+offset of each partition it applies from (the offsets committed when it was taken), so
+that a replay applies it at the same records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from replaywatch.compare import structure, tool_changes
 from replaywatch.compare.canonical import parse_json
@@ -45,19 +53,38 @@ EnvelopeKey = tuple[int, str]
 """(input partition, cohort)."""
 WARMUP = "warmup"
 ADAPTIVE = "adaptive"
+ACTIONS = ("reset", "relearn")
+
+
+class Action(NamedTuple):
+    """An operator's action on the cohorts a glob matches (``replaywatch baseline``)."""
+
+    id: int
+    kind: str
+    """``reset`` or ``relearn``."""
+    cohort: str
+    """A glob of cohort names (``fnmatch``, case-sensitive): ``openai|*|refund``."""
+    effective: Mapping[int, int]
+    """Each partition's first offset it applies to (a partition not named: from 0)."""
+
+    def applies(self, cohort: str, partition: int, offset: int) -> bool:
+        return offset >= self.effective.get(partition, 0) and fnmatch.fnmatchcase(cohort, self.cohort)
 
 
 class Adaptive:
     """One batch's envelopes: those it starts from (``known``: every cohort of the
     partitions it reads) and those it changed (``changed``), judged in input order."""
 
-    def __init__(self, known: Mapping[EnvelopeKey, CohortEnvelope], settings: EnvelopeSettings) -> None:
+    def __init__(
+        self, known: Mapping[EnvelopeKey, CohortEnvelope], settings: EnvelopeSettings, actions: Sequence[Action] = ()
+    ) -> None:
         self.known = known
         self.settings = settings
+        self.actions = sorted(actions)
         self.changed: dict[EnvelopeKey, CohortEnvelope] = {}
         self._cohorts: dict[int, set[str]] = {}
 
-    def _envelope(self, partition: int, cohort: str) -> tuple[EnvelopeKey, CohortEnvelope]:
+    def _envelope(self, partition: int, offset: int, cohort: str) -> tuple[EnvelopeKey, CohortEnvelope]:
         cohorts = self._cohorts.get(partition)
         if cohorts is None:
             cohorts = self._cohorts[partition] = {c for p, c in (*self.known, *self.changed) if p == partition}
@@ -70,24 +97,34 @@ class Adaptive:
         if env is None:  # copied on first write: what ``known`` holds is committed state
             base = self.known.get(key)
             env = self.changed[key] = CohortEnvelope() if base is None else base.copy()
+        for action in self.actions:  # an operator's action, from its offset on
+            if action.id > env.action and action.applies(cohort, partition, offset):
+                env = self.changed[key] = CohortEnvelope(action=action.id, relearning=action.kind == "relearn")
         return key, env
 
     def judge(
-        self, partition: int, attempt: Attempt, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt,
-        config: CompareConfig,
+        self, source: tuple[int, int], attempt: Attempt, c: Comparison, baseline: PreparedAttempt,
+        current: PreparedAttempt, config: CompareConfig,
     ) -> Comparison:  # fmt: skip
-        """The comparison as the cohort's envelope judges it (see the module); the
-        envelope learns from it or not."""
+        """The comparison that the record at ``source`` (partition, offset) caused, as
+        its cohort's envelope judges it (see the module); the envelope learns from it or not."""
         if not config.adaptive:
             return c
         settings = self.settings
-        (_, cohort), env = self._envelope(partition, cohort_of(attempt.provider, attempt.provider_version,
-                                                               attempt.kind, config.policy))  # fmt: skip
+        (_, cohort), env = self._envelope(*source, cohort_of(attempt.provider, attempt.provider_version, attempt.kind,
+                                                              config.policy))  # fmt: skip
         obs = observe(baseline, current)
         if env.learned < settings.warmup:
             count(env, obs, False, settings)
-            if _teaches(c, config) and not (env.learned >= settings.warmup // 2 and _far(judge(env, obs, settings))):
+            if env.relearning:
+                teach = c.verdict is not Verdict.ATTESTATION_DIVERGENCE
+            else:
+                teach = _teaches(c, config) and not (
+                    env.learned >= settings.warmup // 2 and _far(judge(env, obs, settings))
+                )
+            if teach:
                 learn(env, obs, settings)
+                env.relearning &= env.learned < settings.warmup
             return c._replace(regime=WARMUP, cohort=cohort)
         crossings = judge(env, obs, settings)
         count(env, obs, bool(crossings), settings)

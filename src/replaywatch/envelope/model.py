@@ -144,12 +144,17 @@ class CohortEnvelope:
     tool_set_changes: int = 0
     pooled_paths: int = 0
     """Differences on paths not kept (the envelope held ``max_paths``)."""
+    action: int = 0
+    """The last operator action applied to it (``envelope.adaptive.Action``), 0: none."""
+    relearning: bool = False
+    """Learning again after ``relearn``: its warm-up learns from what the rules pass or not."""
 
     def copy(self) -> CohortEnvelope:
         return CohortEnvelope(self.seen, self.learned, self.flaky, self.crossed,
                               {p: s.copy() for p, s in self.paths.items()},
                               {n: Histogram("delta", list(h.counts)) for n, h in self.usage.items()},
-                              set(self.tools), self.tool_set_changes, self.pooled_paths)  # fmt: skip
+                              set(self.tools), self.tool_set_changes, self.pooled_paths, self.action,
+                              self.relearning)  # fmt: skip
 
     def rate(self, path: str) -> float:
         stats = self.paths.get(path)
@@ -165,7 +170,8 @@ class CohortEnvelope:
             self.crossed + other.crossed, paths,
             {n: self.usage[n].merge(other.usage[n]) for n in USAGE},
             self.tools | other.tools, self.tool_set_changes + other.tool_set_changes,
-            self.pooled_paths + other.pooled_paths,
+            self.pooled_paths + other.pooled_paths, max(self.action, other.action),
+            self.relearning or other.relearning,
         )  # fmt: skip
 
     def to_json(self) -> str:
@@ -175,7 +181,7 @@ class CohortEnvelope:
             "paths": {p: _stats_json(s) for p, s in self.paths.items()},
             "usage": {n: h.to_json() for n, h in self.usage.items() if h.total},
             "tools": sorted(self.tools), "tool_set_changes": self.tool_set_changes,
-            "pooled_paths": self.pooled_paths,
+            "pooled_paths": self.pooled_paths, "action": self.action, "relearning": self.relearning,
         }  # fmt: skip
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
@@ -187,7 +193,8 @@ class CohortEnvelope:
             usage[n] = Histogram.from_json("delta", h)
         return cls(doc["seen"], doc["learned"], doc["flaky"], doc["crossed"],
                    {p: _stats_from(s) for p, s in doc["paths"].items()}, usage, set(doc["tools"]),
-                   doc["tool_set_changes"], doc.get("pooled_paths", 0))  # fmt: skip
+                   doc["tool_set_changes"], doc.get("pooled_paths", 0), doc.get("action", 0),
+                   doc.get("relearning", False))  # fmt: skip
 
 
 def _stats_json(s: PathStats) -> dict[str, Any]:

@@ -115,7 +115,8 @@ class Preparer:
         detected_at_ms = int(time.time() * 1000)
         adaptive = None
         if self.config.any_adaptive:  # the envelopes of every cohort of the batch's partitions
-            adaptive = Adaptive(await self.envelopes.load(tp.partition for tp in batch), self.envelope_settings)
+            known_envelopes = await self.envelopes.load(tp.partition for tp in batch)
+            adaptive = Adaptive(known_envelopes, self.envelope_settings, self.envelopes.actions or ())
         result = await self._compare(read, known, bad, detected_at_ms, adaptive)
         del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
@@ -127,6 +128,7 @@ class Preparer:
             projections={k: p for k, (_, p) in result.projections.items()},
             previous=known,
             envelopes=result.envelopes,
+            actions_seen=None if adaptive is None else max((a.id for a in adaptive.actions), default=0),
         )
         for outbox, row in result.encoded:
             commit.outbox.append(outbox)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from replaywatch.envelope.adaptive import EnvelopeKey
+from replaywatch.envelope.adaptive import Action, EnvelopeKey
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.ports import EnvelopeStore
 
@@ -21,9 +21,15 @@ class Envelopes:
         self._committed: dict[EnvelopeKey, CohortEnvelope] = {}
         self._loaded: set[int] = set()
         self._pending: dict[EnvelopeKey, tuple[int, CohortEnvelope]] = {}
+        self.actions: list[Action] | None = None
+        """The operators' actions on envelopes (read again after a void: a commit that
+        failed as acted on)."""
 
     async def load(self, partitions: Iterable[int]) -> dict[EnvelopeKey, CohortEnvelope]:
-        """Every envelope of ``partitions`` as the next batch starts from it."""
+        """Every envelope of ``partitions`` as the next batch starts from it (and the
+        operators' actions, in ``actions``)."""
+        if self.actions is None:
+            self.actions = await self._store.load_actions()
         wanted = set(partitions)
         if missing := wanted - self._loaded:
             self._committed.update(await self._store.load_envelopes(sorted(missing)))
@@ -50,5 +56,6 @@ class Envelopes:
         """Forget every batch not committed, and the committed envelopes of
         ``partitions`` (read again when next needed: another owner may have moved them)."""
         self._pending.clear()
+        self.actions = None
         self._loaded -= partitions
         self._committed = {k: e for k, e in self._committed.items() if k[0] not in partitions}

@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from replaywatch.exceptions import Fenced, RecordRejected, ServiceRefused, StaleProjection, TransientError
+from replaywatch.exceptions import (
+    EnvelopesActedOn,
+    Fenced,
+    RecordRejected,
+    ServiceRefused,
+    StaleProjection,
+    TransientError,
+)
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
@@ -51,6 +58,8 @@ async def translate_postgres_errors(what: str) -> AsyncIterator[None]:
             raise Fenced(str(exc)) from None
         if state == "RW002":
             raise StaleProjection(str(exc)) from None
+        if state == "RW003":
+            raise EnvelopesActedOn(str(exc)) from None
         if isinstance(exc, _TRANSIENT):
             raise TransientError(f"PostgreSQL unavailable during {what}: {type(exc).__name__}: {exc}") from exc
         if state is not None and state[:2] in REFUSED_DATA:

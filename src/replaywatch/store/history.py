@@ -1,20 +1,42 @@
 """The read side of PostgreSQL, for the operators' views (``report``, ``diff``, the web
-view): the history of comparisons, the steps of a run, the ignore rules' counts. Reads
+view): the history of comparisons, the steps of a run, the ignore rules' counts, the
+cohorts' envelopes. Reads
 only: ``serve`` runs it on read-only transactions."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.store.errors import translate_postgres_errors
 
 
 class History:
-    def __init__(self, pool: asyncpg.Pool, schema: str, group_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, group_id: str, topic: str) -> None:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
         self.group_id = group_id
+        self.topic = topic
+
+    async def envelopes(self) -> dict[tuple[int, str], CohortEnvelope]:
+        """Every envelope of this group on its input topic, by (partition, cohort)."""
+        async with translate_postgres_errors("envelopes"):
+            rows = await self._pool.fetch(
+                f"SELECT partition, cohort, state::text AS state FROM {self._q}.envelope "
+                "WHERE group_id = $1 AND topic = $2",
+                self.group_id, self.topic,
+            )  # fmt: skip
+        return {(r["partition"], r["cohort"]): CohortEnvelope.from_json(r["state"]) for r in rows}
+
+    async def envelope_actions(self) -> list[asyncpg.Record]:
+        """The operators' actions on envelopes, oldest first."""
+        async with translate_postgres_errors("envelope actions"):
+            return await self._pool.fetch(
+                f"SELECT id, action, cohort, effective::text AS effective, by_user, reason, at "
+                f"FROM {self._q}.envelope_action WHERE group_id = $1 AND topic = $2 ORDER BY id",
+                self.group_id, self.topic,
+            )  # fmt: skip
 
     async def rule_counts(self) -> list[asyncpg.Record]:
         """The ignore-rule statistics of this group, by policy and rule."""

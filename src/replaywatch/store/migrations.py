@@ -393,7 +393,7 @@ CREATE TABLE IF NOT EXISTS {schema}.envelope_action (
     topic       text        NOT NULL,
     action      text        NOT NULL,
     cohort      text        NOT NULL,
-    envelopes   int         NOT NULL,
+    effective   jsonb       NOT NULL,
     by_user     text,
     reason      text,
     at          timestamptz NOT NULL DEFAULT now()
@@ -405,7 +405,8 @@ DROP FUNCTION IF EXISTS {schema}.commit_batch(
     text[], text[], int[], int[], double precision[], double precision[], text[], text[], text[], timestamptz[],
     uuid[], uuid[], text[]);
 
--- As before, and (5) the envelopes the batch changed.
+-- As before, and (5) the envelopes the batch changed, unless an operator acted on
+-- envelopes since the batch read them (RW003: it is prepared again, knowing the action).
 CREATE OR REPLACE FUNCTION {schema}.commit_batch(
     p_group text, p_topic text,
     o_partition int[], o_expected bigint[], o_next bigint[],
@@ -417,7 +418,7 @@ CREATE OR REPLACE FUNCTION {schema}.commit_batch(
     c_run text[], c_step text[], c_base int[], c_current int[], c_token double precision[],
     c_cost double precision[], c_kind text[], c_sha text[], c_uri text[], c_detected timestamptz[],
     c_origin uuid[], c_supersedes uuid[], c_settings text[],
-    n_partition int[], n_cohort text[], n_state text[]
+    n_partition int[], n_cohort text[], n_state text[], n_actions_seen bigint
 ) RETURNS uuid[] LANGUAGE plpgsql AS $$
 DECLARE
     i int;
@@ -482,6 +483,13 @@ BEGIN
                 c_uri, c_detected, c_origin, c_supersedes, c_settings)
          AS t(ev, r, s, b, cu, ve, tk, co, k, sh, u, d, og, sup, fp)
     ON CONFLICT (event_id) DO NOTHING;
+    IF n_actions_seen IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {schema}.envelope_action
+        WHERE group_id = p_group AND topic = p_topic AND id > n_actions_seen
+    ) THEN
+        RAISE EXCEPTION 'replaywatch_envelope_action: an operator acted on envelopes of % since they were read',
+            p_topic USING ERRCODE = 'RW003';
+    END IF;
     INSERT INTO {schema}.envelope AS v (group_id, topic, partition, cohort, state, updated_at)
     SELECT p_group, p_topic, pa, co, st::jsonb, now()
     FROM unnest(n_partition, n_cohort, n_state) AS t(pa, co, st)

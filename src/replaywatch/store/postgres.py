@@ -33,6 +33,7 @@ from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
 from replaywatch.compare.engine import Verdict
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import BatchCommit, OutboxRow, StepKey
+from replaywatch.envelope.adaptive import Action
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import (
     ConfigError,
@@ -117,7 +118,7 @@ class PostgresStore:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
-        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 42)) + ")"
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 43)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -221,6 +222,40 @@ class PostgresStore:
             )  # fmt: skip
         return {(r["partition"], r["cohort"]): CohortEnvelope.from_json(r["state"]) for r in rows}
 
+    async def load_actions(self) -> list[Action]:
+        """The operators' actions on this group's envelopes (``replaywatch baseline``)."""
+        async with translate_postgres_errors("load envelope actions"):
+            rows = await self._pool.fetch(
+                f"SELECT id, action, cohort, effective::text AS effective FROM {self._q}.envelope_action "
+                "WHERE group_id = $1 AND topic = $2 ORDER BY id",
+                self.group_id, self.topic,
+            )  # fmt: skip
+        return [Action(r["id"], r["action"], r["cohort"], {int(p): o for p, o in orjson.loads(r["effective"]).items()})
+                for r in rows]  # fmt: skip
+
+    async def act_on_envelopes(self, action: str, cohort: str, by_user: str | None, reason: str | None) -> Action:
+        """Record an operator's action on the cohorts ``cohort`` matches. It applies from
+        the offsets committed now, taken under lock: a batch committing meanwhile waits,
+        then fails as acted on (``RW003``) and is prepared again with the action."""
+        async with (
+            translate_postgres_errors("record the envelope action"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            rows = await conn.fetch(
+                f"SELECT partition, next_offset FROM {self._q}.consumer_offset "
+                "WHERE group_id = $1 AND topic = $2 FOR UPDATE",
+                self.group_id, self.topic,
+            )  # fmt: skip
+            effective = {r["partition"]: r["next_offset"] for r in rows}
+            text = orjson.dumps({str(p): o for p, o in effective.items()}).decode()
+            action_id = await conn.fetchval(
+                f"INSERT INTO {self._q}.envelope_action (group_id, topic, action, cohort, effective, by_user, "
+                "reason) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) RETURNING id",
+                self.group_id, self.topic, action, cohort, text, by_user, reason,
+            )  # fmt: skip
+        return Action(int(action_id), action, cohort, effective)
+
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
         """Write the batch in one statement; the ids of its events the history already
         held, which it did not queue. Raises Fenced when a
@@ -240,7 +275,7 @@ class PostgresStore:
             try:
                 await conn.execute(self._commit_sql, *commit_args(self.group_id, self.topic, batch))
             except asyncpg.PostgresError as exc:
-                if exc.sqlstate in ("RW001", "RW002") or exc.sqlstate[:2] not in REFUSED_DATA:
+                if exc.sqlstate in ("RW001", "RW002", "RW003") or exc.sqlstate[:2] not in REFUSED_DATA:
                     raise
                 return f"{exc.sqlstate} {exc}"
             finally:
@@ -364,7 +399,7 @@ class PostgresStore:
     @property
     def history(self) -> History:
         """What the views read: the comparisons, the steps of a run, the rule counts."""
-        return History(self._pool, self.schema, self.group_id)
+        return History(self._pool, self.schema, self.group_id, self.topic)
 
 
 def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
@@ -420,4 +455,5 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
         [p for p, _ in batch.envelopes],
         [c for _, c in batch.envelopes],
         [e.to_json() for e in batch.envelopes.values()],
+        batch.actions_seen,
     ]

@@ -5,7 +5,9 @@ Pages:
 - ``/``: the recent comparisons, filtered by verdict and run;
 - ``/runs/{run_id}``: one run's outcome, each step with its pair and verdict;
 - ``/comparisons/{event_id}``: one comparison and its diff, rendered (``diff_view``);
-- ``/stats``: comparisons by verdict over the last hour.
+- ``/stats``: comparisons by verdict over the last hour;
+- ``/cohorts``: each cohort's flakiness (adaptive mode), and ``/cohorts/{cohort}``: one
+  cohort's envelope, its most varying paths and the policy rule it suggests.
 
 It reads PostgreSQL (through a pool whose every transaction is read-only) and S3, and
 never writes. Output events link their comparison's page when
@@ -30,6 +32,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from replaywatch.envelope.volatility import by_cohort, suggest, toml_rule
 from replaywatch.exceptions import CorruptDiff, NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.store.history import History
@@ -62,7 +65,8 @@ code, pre, .mono { font-family: ui-monospace, monospace; font-size: 13px; }
 tr.decided td { border-left: 3px solid #cf222e; font-weight: 600; } .graded { color: #57606a; font-size: 12px; }
 form.filters { margin: 0 0 12px; } form.filters * { margin-right: 8px; }
 </style></head>
-<body><header><a href="/"><b>replaywatch</b></a><a href="/">comparisons</a><a href="/stats">last hour</a></header>
+<body><header><a href="/"><b>replaywatch</b></a><a href="/">comparisons</a><a href="/stats">last hour</a>
+<a href="/cohorts">cohorts</a></header>
 <main><h2>{{ title }}</h2>{% block content %}{% endblock %}</main></body></html>
 """
 
@@ -126,6 +130,34 @@ STATS = """{% extends "base.html" %}{% block content %}
 <tr><th>all</th><th>{{ counts.values() | sum }}</th></tr></table>
 {% endblock %}"""
 
+COHORTS = """{% extends "base.html" %}{% block content %}
+{% if not rows %}<p>No envelopes yet: no policy is adaptive, or no comparison was made.</p>{% else %}
+<table id="cohorts"><tr><th>cohort</th><th>partitions</th><th>re-runs seen</th><th>learned</th><th>flake rate</th>
+<th>pass^{{ k }}</th><th>outside the envelope</th><th>varies most</th></tr>
+{% for v in rows %}<tr><td class="mono"><a href="/cohorts/{{ v.cohort | urlencode }}">{{ v.cohort }}</a></td>
+<td>{{ v.partitions }}</td><td>{{ v.envelope.seen }}</td><td>{{ v.envelope.learned }}</td>
+<td>{{ "%.1f%%" % (100 * v.flake_rate) }}</td><td>{{ "%.2f" % v.pass_k(k) }}</td>
+<td>{{ "%.1f%%" % (100 * v.alert_rate) }}</td>
+<td class="mono">{% for p, r in v.top_paths(2) %}{{ p }} {{ "%.0f%%" % (100 * r) }}
+{%- if not loop.last %}, {% endif %}{% endfor %}</td></tr>
+{% endfor %}</table>{% endif %}{% endblock %}"""
+
+COHORT = """{% extends "base.html" %}{% block content %}
+<p>{{ v.envelope.seen }} re-runs seen over {{ v.partitions }} partition(s), {{ v.envelope.learned }} learned from;
+flake rate {{ "%.1f%%" % (100 * v.flake_rate) }}, pass^{{ k }} {{ "%.2f" % v.pass_k(k) }},
+outside the envelope {{ "%.1f%%" % (100 * v.alert_rate) }}.
+{% if v.envelope.action %}Last operator action: #{{ v.envelope.action }}
+{%- if v.envelope.relearning %} (relearning){% endif %}.{% endif %}</p>
+<table id="paths"><tr><th>path</th><th>differs in</th><th>set changes</th><th>shape changes</th></tr>
+{% for p, r in v.top_paths(50) %}<tr><td class="mono">{{ p }}</td><td>{{ "%.1f%%" % (100 * r) }}</td>
+<td>{{ v.envelope.paths[p].set_changes }}</td><td>{{ v.envelope.paths[p].shape_changes }}</td></tr>{% endfor %}
+</table>
+<p>Tools the cohort calls: {% for t in v.envelope.tools | sort %}<code>{{ t }}</code> {% else %}none{% endfor %}</p>
+<h3>Suggested policy rule</h3>
+<p>What would have kept this cohort's false alerts under {{ "%.0f%%" % (100 * target) }} on the re-runs seen:</p>
+<pre id="suggested">{{ rule }}</pre>
+{% endblock %}"""
+
 templates = Environment(
     loader=DictLoader(
         {
@@ -135,6 +167,8 @@ templates = Environment(
             "run.html": RUN,
             "comparison.html": COMPARISON,
             "stats.html": STATS,
+            "cohorts.html": COHORTS,
+            "cohort.html": COHORT,
         }
     ),
     autoescape=select_autoescape(default=True),
@@ -204,12 +238,24 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
     async def stats(request: Request) -> HTMLResponse:
         return page("stats.html", "the last hour", counts=await store.verdict_counts(3600))
 
+    async def cohorts(request: Request) -> HTMLResponse:
+        return page("cohorts.html", "cohorts", rows=by_cohort(await store.envelopes()), k=3)
+
+    async def cohort_page(request: Request) -> HTMLResponse:
+        name = request.path_params["cohort"]
+        found = [v for v in by_cohort(await store.envelopes()) if v.cohort == name]
+        if not found:
+            return page("cohorts.html", f"no cohort {name}", 404, rows=[], k=3)
+        rule = toml_rule(suggest(found[0], 0.02), f"cohort {name}")
+        return page("cohort.html", f"cohort {name}", v=found[0], k=3, target=0.02, rule=rule)
+
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[
         Route("/", index), Route("/runs/{run_id:path}", run_page), Route("/comparisons/{event_id}", comparison_page),
-        Route("/stats", stats), Route("/healthz", healthz),
+        Route("/stats", stats), Route("/cohorts", cohorts), Route("/cohorts/{cohort:path}", cohort_page),
+        Route("/healthz", healthz),
     ])  # fmt: skip
     app.add_middleware(BaseHTTPMiddleware, dispatch=partial(guard, access))
     return access.wrap(app)
