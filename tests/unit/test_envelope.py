@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from replaywatch.compare import CompareConfig, Comparison, Verdict, compare_attempts
 from replaywatch.core.projection import StepProjection, apply
-from replaywatch.envelope.adaptive import ADAPTIVE, WARMUP, Adaptive, EnvelopeKey
+from replaywatch.envelope.adaptive import ADAPTIVE, WARMUP, Action, Adaptive, EnvelopeKey
 from replaywatch.envelope.cohort import POOLED, cohort_of, kind_of
 from replaywatch.envelope.model import CohortEnvelope, EnvelopeSettings, learn
 from replaywatch.envelope.observe import observe
@@ -205,3 +205,81 @@ def test_the_event_names_the_regime_the_cohort_and_the_envelope_crossed() -> Non
     assert (event["envelope"], event["envelope_path"]) == ("tool_never_called", "delete_account")
     assert any("delete_account" in text for text in event["envelopes_crossed"])
     assert c.diff is not None and b"delete_account" in c.diff.body
+
+
+def test_a_reset_applies_from_its_offsets_and_a_replay_applies_it_at_the_same_records() -> None:
+    """A reset taken when partition 0 had committed offset ``at``: the records before it
+    are judged by the old envelope, those from it on warm up again; a pass from the
+    beginning that knows the action gives the same verdicts, whatever the batches."""
+    fleet = cohort_fleet(kinds=1, warm=40, mixed=30, seed=6)
+    partition_of = {r.baseline.step_id: 0 for r in fleet}
+    at = 2 * len([r for r in fleet if r.phase == "warm"]) + 10
+    action = Action(1, "reset", "*|kind-0", {0: at})
+    live = Adaptive({}, EnvelopeSettings())
+    before = _walk(fleet, live, partition_of)
+    again = Adaptive({}, EnvelopeSettings(), [action])
+    after = _walk(fleet, again, partition_of)
+    cut = at // 2  # comparisons before the action's offset (two records a step)
+    assert after[:cut] == before[:cut]
+    assert {regime for _, regime in after[cut : cut + 20]} == {WARMUP} != {regime for _, regime in before[cut:]}
+    assert all(e.action == 1 for e in again.changed.values())
+    stored: dict[EnvelopeKey, str] = {}
+    offsets: dict[int, int] = {}
+    got = []
+    for start in range(0, len(fleet), 17):
+        batch = Adaptive({k: CohortEnvelope.from_json(v) for k, v in stored.items()}, EnvelopeSettings(), [action])
+        got += _walk(fleet[start : start + 17], batch, partition_of, offsets)
+        stored.update((k, e.to_json()) for k, e in batch.changed.items())
+    assert got == after
+    assert not Action(2, "reset", "openai|*", {0: 0}).applies("anthropic|-|kind-0", 0, 5)
+
+
+def test_relearn_takes_a_shift_as_the_new_normal() -> None:
+    """After the warm-up every re-run collapses its confidence: drift, and never learned.
+    Relearned, the cohort warms up on the new behaviour and then finds it normal."""
+    warm = [r for r in cohort_fleet(kinds=1, warm=40, mixed=0, seed=2) if r.provider == "openai"]
+    shifted = [r for r in cohort_fleet(kinds=1, warm=0, mixed=800, seed=8, regression_share=1.0)
+               if r.label == "confidence_collapsed" and r.provider == "openai"]  # fmt: skip
+    assert len(shifted) > 60
+    partition_of = {r.baseline.step_id: 0 for r in warm + shifted}
+    adaptive = Adaptive({}, EnvelopeSettings())
+    offsets: dict[int, int] = {}
+    _walk(warm, adaptive, partition_of, offsets)
+    first = _walk(shifted[:10], adaptive, partition_of, offsets)
+    assert first == [("drift", ADAPTIVE)] * 10
+    relearned = Adaptive(dict(adaptive.changed), EnvelopeSettings(), [Action(7, "relearn", "*", {0: offsets[0]})])
+    during = _walk(shifted[10:40], relearned, partition_of, offsets)
+    assert {regime for _, regime in during} == {WARMUP}
+    later = _walk(shifted[40:], relearned, partition_of, offsets)
+    assert later and later[-10:] == [("within_tolerance", ADAPTIVE)] * 10
+
+
+def test_the_volatility_report_fits_80_columns_and_its_suggestion_is_a_policy_that_holds() -> None:
+    """The flakiest cohorts first, at 80 columns; the rule suggested for each parses as a
+    policy, and on the re-runs the cohort learned it keeps false alerts under the target."""
+    import io
+    import tomllib
+
+    from rich.console import Console
+
+    from replaywatch.compare import policy
+    from replaywatch.envelope.volatility import by_cohort, suggest, toml_rule
+    from replaywatch.views.volatility import volatility_table
+
+    fleet = cohort_fleet(kinds=3, warm=60, mixed=0, seed=4)
+    adaptive = Adaptive({}, EnvelopeSettings())
+    _walk(fleet, adaptive, {r.baseline.step_id: i % 2 for i, r in enumerate(fleet)})
+    rows = by_cohort(adaptive.changed)
+    assert len(rows) == 9 and [v.flake_rate for v in rows] == sorted((v.flake_rate for v in rows), reverse=True)
+    out = io.StringIO()
+    Console(file=out, width=80).print(volatility_table(rows, 3, 80))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80 and sum("kind-" in line for line in lines) == 9
+    text = "".join(toml_rule(suggest(v, 0.02), f"cohort {v.cohort}") for v in rows)
+    config = policy.parse(tomllib.loads(text), CompareConfig())
+    benign = [r for r in fleet if r.label not in REGRESSIONS]
+    false = sum(compare_attempts(r.baseline, r.current, config).verdict is not Verdict.WITHIN_TOLERANCE for r in benign)
+    assert false <= 0.02 * len(benign)
+    exact = sum(compare_attempts(r.baseline, r.current, CompareConfig()).verdict is not Verdict.WITHIN_TOLERANCE
+                for r in benign)  # fmt: skip
+    assert exact > 0.5 * len(benign)
