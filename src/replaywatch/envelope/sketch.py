@@ -31,6 +31,9 @@ class Histogram:
 
     scale: str
     counts: list[int] = field(default_factory=list)
+    _quantiles: dict[tuple[str, int], float | None] = field(default_factory=dict, compare=False, repr=False)
+    """Quantiles read since the last ``add`` (a cohort's envelope is read far more often
+    than it changes once it is warm)."""
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -48,6 +51,7 @@ class Histogram:
 
     def add(self, value: float) -> None:
         self.counts[self.bin_of(value)] += 1
+        self._quantiles.clear()
 
     def merge(self, other: Histogram) -> Histogram:
         if other.scale != self.scale:
@@ -56,6 +60,19 @@ class Histogram:
 
     def low(self, per_mille: int) -> float | None:
         """The lower edge of the bin holding the ``per_mille``/1000 quantile (None: empty)."""
+        key = ("low", per_mille)
+        if key not in self._quantiles:
+            self._quantiles[key] = self._low(per_mille)
+        return self._quantiles[key]
+
+    def high(self, per_mille: int) -> float | None:
+        """The upper edge of the bin holding the (1000 - ``per_mille``)/1000 quantile."""
+        key = ("high", per_mille)
+        if key not in self._quantiles:
+            self._quantiles[key] = self._high(per_mille)
+        return self._quantiles[key]
+
+    def _low(self, per_mille: int) -> float | None:
         total = self.total
         if not total:
             return None
@@ -66,8 +83,7 @@ class Histogram:
                 return SCALES[self.scale][i]
         return SCALES[self.scale][-2]  # pragma: no cover - the loop always returns
 
-    def high(self, per_mille: int) -> float | None:
-        """The upper edge of the bin holding the (1000 - ``per_mille``)/1000 quantile."""
+    def _high(self, per_mille: int) -> float | None:
         total = self.total
         if not total:
             return None
