@@ -106,7 +106,7 @@ class FakeStore(FakeCommitStore):
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
         said = await super().commit_batch(batch)
         self.projections.update(batch.projections)
-        self.envelopes.update((k, CohortEnvelope.from_json(e.to_json())) for k, e in batch.envelopes.items())
+        self.envelopes.update((k, CohortEnvelope.from_json(text)) for k, text in batch.envelopes.items())
         return said
 
     async def load_actions(self) -> list[Action]:

@@ -20,7 +20,6 @@ from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.envelope.adaptive import Adaptive
-from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError, RecordFailed
 
 logger = logging.getLogger(__name__)
@@ -40,8 +39,8 @@ class BatchResult:
     """The provider of the attempt that caused each comparison, by event id (metrics)."""
     encoded: list[tuple[OutboxRow, ComparisonRow]] = field(default_factory=list)
     """With an ``encode`` function: each emitted comparison's rows, in the same order."""
-    envelopes: dict[tuple[int, str], CohortEnvelope] = field(default_factory=dict)
-    """The envelopes the batch changed (adaptive policies), as they stand after it."""
+    envelopes: dict[tuple[int, str], str] = field(default_factory=dict)
+    """The envelopes the batch changed (adaptive policies), as JSON, as they stand after it."""
 
 
 Encode = Callable[[Record, Attempt, Comparison], tuple[OutboxRow, ComparisonRow]]

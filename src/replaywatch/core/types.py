@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from replaywatch.core.projection import StepProjection
-from replaywatch.envelope.model import CohortEnvelope
 
 StepKey = tuple[str, str]
 """A step: (run_id, step_id)."""
@@ -97,8 +96,8 @@ class BatchCommit:
     is not sent again (its snapshot is the bulk of a row)."""
     outbox: list[OutboxRow] = field(default_factory=list)
     comparisons: list[ComparisonRow] = field(default_factory=list)
-    envelopes: dict[tuple[int, str], CohortEnvelope] = field(default_factory=dict)
-    """The envelopes the batch changed, by (partition, cohort), as they stand after it."""
+    envelopes: dict[tuple[int, str], str] = field(default_factory=dict)
+    """The envelopes the batch changed, by (partition, cohort), as JSON, as they stand after it."""
     actions_seen: int | None = None
     """The last operator action on envelopes the batch knew of (None: no adaptive policy)."""
 

@@ -30,7 +30,7 @@ that a replay applies it at the same records.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
 from replaywatch.compare import structure, tool_changes
@@ -73,11 +73,14 @@ class Action(NamedTuple):
 
 class Adaptive:
     """One batch's envelopes: those it starts from (``known``: every cohort of the
-    partitions it reads) and those it changed (``changed``), judged in input order."""
+    partitions it reads), changed in place as the batch's comparisons are judged in
+    input order, and which it changed (``changed``: serialize them when the batch ends,
+    before another batch changes them further)."""
 
     def __init__(
-        self, known: Mapping[EnvelopeKey, CohortEnvelope], settings: EnvelopeSettings, actions: Sequence[Action] = ()
-    ) -> None:
+        self, known: MutableMapping[EnvelopeKey, CohortEnvelope], settings: EnvelopeSettings,
+        actions: Sequence[Action] = (),
+    ) -> None:  # fmt: skip
         self.known = known
         self.settings = settings
         self.actions = sorted(actions)
@@ -93,13 +96,13 @@ class Adaptive:
                 cohort = POOLED
             cohorts.add(cohort)
         key = (partition, cohort)
-        env = self.changed.get(key)
-        if env is None:  # copied on first write: what ``known`` holds is committed state
-            base = self.known.get(key)
-            env = self.changed[key] = CohortEnvelope() if base is None else base.copy()
+        env = self.known.get(key)
+        if env is None:
+            env = self.known[key] = CohortEnvelope()
         for action in self.actions:  # an operator's action, from its offset on
             if action.id > env.action and action.applies(cohort, partition, offset):
-                env = self.changed[key] = CohortEnvelope(action=action.id, relearning=action.kind == "relearn")
+                env = self.known[key] = CohortEnvelope(action=action.id, relearning=action.kind == "relearn")
+        self.changed[key] = env
         return key, env
 
     def judge(

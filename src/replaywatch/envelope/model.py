@@ -24,10 +24,11 @@ only: a path that differs in every re-run carries no signal in its value.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from replaywatch.envelope.observe import TOOLS, Observation
 from replaywatch.envelope.sketch import Histogram
@@ -183,11 +184,11 @@ class CohortEnvelope:
             "tools": sorted(self.tools), "tool_set_changes": self.tool_set_changes,
             "pooled_paths": self.pooled_paths, "action": self.action, "relearning": self.relearning,
         }  # fmt: skip
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
     def from_json(cls, text: str) -> CohortEnvelope:
-        doc = json.loads(text)
+        doc = orjson.loads(text)
         usage = _usage()
         for n, h in doc.get("usage", {}).items():
             usage[n] = Histogram.from_json("delta", h)

@@ -43,7 +43,6 @@ def build(settings: Settings, adapters: Adapters, retry: Backoff, health: Health
                         group=settings.group_id, schemas=adapters.schemas, output_schema_id=adapters.output_schema_id,
                         public_url=settings.public_url)  # fmt: skip
     rule_stats = IgnoreRuleStats(config)
-    checkpoint = Checkpoint(publisher=adapters.publisher, projections=projections, envelopes=envelopes,
-                            consumer=adapters.consumer,
+    checkpoint = Checkpoint(publisher=adapters.publisher, projections=projections, consumer=adapters.consumer,
                             rule_stats=rule_stats, health=health)  # fmt: skip
     return Stages(projections, envelopes, preparer, writer, checkpoint, rule_stats)

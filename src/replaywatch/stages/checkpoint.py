@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from replaywatch import telemetry
 from replaywatch.ports import EventSink, OffsetAdvice
 from replaywatch.stages.writer import Committed
-from replaywatch.state.envelopes import Envelopes
 from replaywatch.state.projections import Projections
 from replaywatch.state.rule_stats import IgnoreRuleStats
 from replaywatch.telemetry.health import Health
@@ -25,7 +24,6 @@ class Checkpoint:
     publisher: EventSink
     projections: Projections | None = None
     """None: the writes carry no projections (a re-scoring's corrections)."""
-    envelopes: Envelopes | None = None
     consumer: OffsetAdvice | None = None
     rule_stats: IgnoreRuleStats | None = None
     health: Health | None = None
@@ -46,8 +44,6 @@ class Checkpoint:
         for b in c.batches:
             if self.projections is not None:
                 self.projections.committed(b.seq, b.result.projections)
-            if self.envelopes is not None:
-                self.envelopes.committed(b.seq, b.result.envelopes)
             self.processed += b.records
             self.compared += len(b.result.emitted)
             emitted, providers = b.result.emitted, b.result.providers

@@ -137,7 +137,6 @@ class Preparer:
         # 5. prepared: later batches build on it
         self.seq += 1
         self.projections.stage(self.seq, result.projections)
-        self.envelopes.stage(self.seq, result.envelopes)
         size = sum(len(r.value or b"") for r in records)
         telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "prepare"})
         diffs = {c.diff.sha256: c for _, _, c in result.emitted if c.diff is not None}
@@ -178,8 +177,8 @@ class Preparer:
                 uploaded.update(new)
                 self.upload(self.seq + 1, list(new.values()))
             await asyncio.sleep(0)
-        if adaptive is not None:
-            result.envelopes = adaptive.changed
+        if adaptive is not None:  # as they stand now: the next batch changes them further
+            result.envelopes = {k: e.to_json() for k, e in adaptive.changed.items()}
         return result
 
     def _encode(

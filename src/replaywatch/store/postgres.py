@@ -454,6 +454,6 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
         [c.settings_fingerprint for c in comps],
         [p for p, _ in batch.envelopes],
         [c for _, c in batch.envelopes],
-        [e.to_json() for e in batch.envelopes.values()],
+        list(batch.envelopes.values()),
         batch.actions_seen,
     ]
