@@ -108,6 +108,9 @@ class PathStats:
     deltas: Histogram | None = None
     reorders: int = 0
     """A list of scalars in another order only (the same set)."""
+    doc: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """Its JSON form, kept until it learns again (most paths of an envelope do not
+    change in a batch, and every changed envelope is written at the batch's end)."""
 
     def copy(self) -> PathStats:
         return PathStats(self.differs, self.set_changes, self.shape_changes,
@@ -179,7 +182,7 @@ class CohortEnvelope:
         """Canonical JSON (sorted keys): the same envelope, the same text."""
         doc: dict[str, Any] = {
             "seen": self.seen, "learned": self.learned, "flaky": self.flaky, "crossed": self.crossed,
-            "paths": {p: _stats_json(s) for p, s in self.paths.items()},
+            "paths": {p: s.doc or _stats_json(s) for p, s in self.paths.items()},
             "usage": {n: h.to_json() for n, h in self.usage.items() if h.total},
             "tools": sorted(self.tools), "tool_set_changes": self.tool_set_changes,
             "pooled_paths": self.pooled_paths, "action": self.action, "relearning": self.relearning,
@@ -200,6 +203,7 @@ class CohortEnvelope:
 
 def _stats_json(s: PathStats) -> dict[str, Any]:
     out: dict[str, Any] = {"d": s.differs}
+    s.doc = out
     if s.set_changes:
         out["s"] = s.set_changes
     if s.shape_changes:
@@ -263,16 +267,14 @@ def judge(env: CohortEnvelope, obs: Observation, settings: EnvelopeSettings) -> 
         elif kind == "set" and stats.set_changes <= stable * n:
             out.append(Crossing("set_changed", change.path, stats.set_changes / n, stable, n))
         elif kind in ("text", "set") and figure is not None and stats.scores is not None:
-            limit = lower_limit(stats.scores, settings)
-            if figure < limit:
+            # (every lower limit is at least the margin below 1, every upper one above it)
+            if figure < 1.0 - settings.margin and figure < (limit := lower_limit(stats.scores, settings)):
                 out.append(Crossing("text_below", change.path, figure, limit, n))
         elif kind == "number" and figure is not None and stats.deltas is not None:
-            limit = upper_limit(stats.deltas, settings)
-            if figure > limit:
+            if figure > settings.margin and figure > (limit := upper_limit(stats.deltas, settings)):
                 out.append(Crossing("number_above", change.path, figure, limit, n))
     for name, figure in zip(USAGE, (obs.tokens, obs.cost, obs.latency), strict=True):
-        hist = env.usage[name]
-        if figure is not None and hist.total:
+        if figure is not None and figure > settings.margin and (hist := env.usage[name]).total:
             limit = upper_limit(hist, settings)
             if figure > limit:
                 out.append(Crossing(f"{name}_above", name, figure, limit, n))
@@ -295,6 +297,7 @@ def learn(env: CohortEnvelope, obs: Observation, settings: EnvelopeSettings) -> 
                 continue
             stats = env.paths[change.path] = PathStats()
         stats.differs += 1
+        stats.doc = None
         kind, figure = change.kind, change.figure
         if kind in SHAPE:
             stats.shape_changes += 1

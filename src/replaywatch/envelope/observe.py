@@ -68,7 +68,6 @@ def relative(old: float | None, new: float | None) -> float | None:
 
 
 _SCALARS: Final = (str, int, float, bool, type(None))
-_CONTAINERS: Final = (dict, list)
 
 
 def _scalar_list(items: list[Any]) -> bool:
@@ -111,18 +110,17 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
     while stack:
         a, b, path = stack.pop()
         ta, tb = type(a), type(b)
-        if ta is tb and ta in _CONTAINERS and a == b:  # most of two re-runs is the same: not walked
-            continue
         if ta is dict and tb is dict:
             charge(len(a) + len(b))
             for key in a.keys() | b.keys():
-                child = f"{path}/{escape_token(key)}"
-                if key not in b:
-                    out.setdefault(child, PathChange(child, "removed"))
-                elif key not in a:
-                    out.setdefault(child, PathChange(child, "added"))
+                if key in a and key in b:
+                    x, y = a[key], b[key]
+                    if type(x) is type(y) and x == y:  # most of two re-runs is the same: not walked
+                        continue
+                    stack.append((x, y, f"{path}/{escape_token(key)}"))
                 else:
-                    stack.append((a[key], b[key], child))
+                    child = f"{path}/{escape_token(key)}"
+                    out.setdefault(child, PathChange(child, "removed" if key in a else "added"))
             continue
         if ta is list and tb is list and not (_scalar_list(a) and _scalar_list(b)):
             charge(len(a) + len(b))
@@ -130,7 +128,8 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
                 out.setdefault(path, PathChange(path, "length"))
             child = f"{path}/*"
             for x, y in zip(a, b, strict=False):
-                stack.append((x, y, child))
+                if type(x) is not type(y) or x != y:
+                    stack.append((x, y, child))
             continue
         change = _leaf(path, a, b)
         if change is not None and change.path not in out:

@@ -41,7 +41,10 @@ class Histogram:
 
     @property
     def total(self) -> int:
-        return sum(self.counts)
+        got = self._quantiles.get(("total", 0))
+        if got is None:
+            got = self._quantiles[("total", 0)] = sum(self.counts)
+        return int(got)
 
     def bin_of(self, value: float) -> int:
         edges = SCALES[self.scale]
