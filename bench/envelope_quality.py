@@ -16,7 +16,6 @@ import json
 import sys
 import zlib
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def measure(seed: int, warm: int, mixed: int) -> dict[str, Any]:
         for a in (r.baseline, r.current):
             offset = offsets.get(part, 0)
             offsets[part] = offset + 1
-            proj, cs = apply(proj, a, config, partial(adaptive.judge, (part, offset), a))
+            proj, cs = apply(proj, a, config, adaptive.of((part, offset), a))
             said += cs
         (c,) = said
         alert = c.verdict is not Verdict.WITHIN_TOLERANCE

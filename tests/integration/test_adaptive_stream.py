@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tomllib
 from collections import Counter
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -193,6 +192,6 @@ async def oracle(lane: Lane, n: int) -> dict[str, tuple[str, str | None, str | N
         a = codec.decode_attempt(m.value, limits)
         key = (a.run_id, a.step_id)
         proj = steps.get(key) or StepProjection.empty(*key)
-        steps[key], cs = apply(proj, a, config, partial(adaptive.judge, (m.partition, m.offset), a))
+        steps[key], cs = apply(proj, a, config, adaptive.of((m.partition, m.offset), a))
         out.update((c.event_id, (c.verdict.value, c.regime, c.cohort)) for c in cs)
     return out

@@ -9,7 +9,6 @@ import itertools
 import json
 import zlib
 from dataclasses import replace
-from functools import partial
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,7 +54,7 @@ def _comparisons(r: Rerun, adaptive: Adaptive) -> list[Comparison]:
     proj = StepProjection.empty(r.baseline.run_id, r.baseline.step_id)
     out: list[Comparison] = []
     for n, a in enumerate((r.baseline, r.current)):
-        proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, (0, 10**6 + n), a))
+        proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, adaptive.of((0, 10**6 + n), a))
         out += cs
     return out
 
@@ -72,7 +71,7 @@ def _walk(fleet: list[Rerun], adaptive: Adaptive, partition_of: dict[str, int],
         for a in (r.baseline, r.current):
             offset = offsets.get(part, 0)
             offsets[part] = offset + 1
-            proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, partial(adaptive.judge, (part, offset), a))
+            proj, cs = apply(proj, a, ADAPTIVE_DEFAULT, adaptive.of((part, offset), a))
             out += [(c.verdict.value, c.regime or "") for c in cs]
     return out
 

@@ -464,8 +464,16 @@ def compare(
     baseline: PreparedAttempt,
     current: PreparedAttempt,
     config: CompareConfig,
+    lean: bool = False,
 ) -> Comparison:
-    """Compare a prepared baseline with a prepared current attempt. Pure."""
+    """Compare a prepared baseline with a prepared current attempt. Pure.
+
+    ``lean``: for a comparison that a cohort's envelope decides (``envelope.adaptive``):
+    usage, latency and attestations as ever, the structures and tool events equal or
+    not by their fingerprints, and no comparator, trajectory, patch or change list (the
+    envelope builds what its verdict needs)."""
+    if lean:
+        return _lean(run_id, step_id, baseline, current, config)
     token_delta = usage.delta(baseline.tokens, current.tokens)
     cost_delta = usage.delta(baseline.cost, current.cost)
     tokens_within = usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance)
@@ -557,6 +565,35 @@ def compare(
         latency_within=latency_within,
         latency_tolerance=config.latency_tolerance,
     )
+
+
+def _lean(
+    run_id: str, step_id: str, baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig
+) -> Comparison:
+    token_delta = usage.delta(baseline.tokens, current.tokens)
+    cost_delta = usage.delta(baseline.cost, current.cost)
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    if baseline.attestation_ids != current.attestation_ids:
+        missing, unexpected = attestations.diff(baseline.attestation_ids, current.attestation_ids)
+    diff = None
+    verdict = Verdict.WITHIN_TOLERANCE
+    if missing or unexpected:
+        verdict = Verdict.ATTESTATION_DIVERGENCE
+        diff = Diff.of(DiffKind.ATTESTATION, {"run_id": run_id, "step_id": step_id,
+                                              "recorded": list(baseline.attestation_ids),
+                                              "current": list(current.attestation_ids), "missing": list(missing),
+                                              "unexpected": list(unexpected)})  # fmt: skip
+    structure_equal = baseline.structure_fp == current.structure_fp
+    return Comparison(
+        run_id, step_id, baseline.number, current.number, verdict, token_delta, cost_delta,
+        usage.within_tolerance(token_delta, baseline.tokens, config.tokens_tolerance),
+        usage.within_tolerance(cost_delta, baseline.cost, config.cost_tolerance),
+        structure_equal, baseline.tool_fp == current.tool_fp, missing, unexpected, config.tokens_tolerance,
+        config.cost_tolerance, diff, policy=config.policy, settings_fingerprint=config.settings_fingerprint,
+        ignored=baseline.ignored | current.ignored, structure_score=1.0 if structure_equal else 0.0,
+        latency=(baseline.latency_ms, current.latency_ms), latency_tolerance=config.latency_tolerance,
+    )  # fmt: skip
 
 
 def compare_attempts(baseline: Attempt, current: Attempt, config: CompareConfig) -> Comparison:

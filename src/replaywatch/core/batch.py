@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from replaywatch import codec
@@ -144,7 +143,7 @@ def apply_records(
         key = (attempt.run_id, attempt.step_id)
         proj = work.get(key) or known.get(key) or StepProjection.empty(*key)
         try:
-            judge = None if adaptive is None else partial(adaptive.judge, (record.partition, record.offset), attempt)
+            judge = None if adaptive is None else adaptive.of((record.partition, record.offset), attempt)
             with budget.limited(cpu_seconds):
                 proj, comparisons = apply(proj, attempt, config, judge)
         except BadRecordError as exc:

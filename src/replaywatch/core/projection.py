@@ -18,8 +18,8 @@ of distinct attempts (``replay_step``), whatever the order of arrival.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
 from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, compare_attempts, prepare
 from replaywatch.compare.engine import Verdict, prepared_under
@@ -75,8 +75,17 @@ def _next_pair(proj: StepProjection, n: int, config: CompareConfig) -> tuple[int
     return None
 
 
-Judge = Callable[[Comparison, PreparedAttempt, PreparedAttempt, CompareConfig], Comparison]
-"""What judges a comparison again before it is said (an adaptive policy's envelope)."""
+class Judge(Protocol):
+    """What judges a comparison again before it is said (an adaptive policy's envelope,
+    ``envelope.adaptive``)."""
+
+    def decides(self, config: CompareConfig) -> bool:
+        """Whether it alone decides under ``config`` (the engine may compare lean)."""
+        ...
+
+    def __call__(
+        self, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig
+    ) -> Comparison: ...
 
 
 def apply(
@@ -107,9 +116,11 @@ def apply(
     if baseline.number == current.number:
         return StepProjection(run_id, step_id, baseline, current, max_attempt, last_status, Verdict.WITHIN_TOLERANCE,
                               proj.comparisons, proj.version), ()  # fmt: skip
-    comparison = compare(run_id, step_id, baseline, current, config)
-    if judge is not None:
-        comparison = judge(comparison, baseline, current, config)
+    if judge is None:
+        comparison = compare(run_id, step_id, baseline, current, config)
+    else:
+        comparison = judge(compare(run_id, step_id, baseline, current, config, judge.decides(config)), baseline,
+                           current, config)  # fmt: skip
     new = StepProjection(run_id, step_id, baseline, current, max_attempt, last_status, comparison.verdict,
                          proj.comparisons + 1, proj.version)  # fmt: skip
     return new, (comparison,)

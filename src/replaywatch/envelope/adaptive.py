@@ -33,6 +33,8 @@ import fnmatch
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
+import orjson
+
 from replaywatch.compare import structure, tool_changes
 from replaywatch.compare.canonical import parse_json
 from replaywatch.compare.engine import (
@@ -45,9 +47,12 @@ from replaywatch.compare.engine import (
     PreparedAttempt,
     Verdict,
 )
+from replaywatch.compare.graded import PathResult
+from replaywatch.compare.tool_changes import NO_CHANGES
+from replaywatch.compare.trajectory import Trajectory
 from replaywatch.envelope.cohort import POOLED, cohort_of
 from replaywatch.envelope.model import CohortEnvelope, Crossing, EnvelopeSettings, count, judge, learn
-from replaywatch.envelope.observe import observe
+from replaywatch.envelope.observe import TOOLS, Observation, observe
 
 EnvelopeKey = tuple[int, str]
 """(input partition, cohort)."""
@@ -105,17 +110,31 @@ class Adaptive:
         self.changed[key] = env
         return key, env
 
+    def of(self, source: tuple[int, int], attempt: Attempt) -> RecordJudge:
+        """The judge of the comparison that the record at ``source`` (partition, offset) causes."""
+        return RecordJudge(self, source, attempt)
+
+    def _cohort(self, source: tuple[int, int], attempt: Attempt, config: CompareConfig) -> tuple[str, CohortEnvelope]:
+        (_, cohort), env = self._envelope(*source, cohort_of(attempt.provider, attempt.provider_version, attempt.kind,
+                                                              config.policy))  # fmt: skip
+        return cohort, env
+
+    def decides(self, source: tuple[int, int], attempt: Attempt, config: CompareConfig) -> bool:
+        """Whether the cohort's envelope decides this comparison (adaptive and warm): the
+        engine then compares lean (``compare(lean=True)``)."""
+        return config.adaptive and self._cohort(source, attempt, config)[1].learned >= self.settings.warmup
+
     def judge(
         self, source: tuple[int, int], attempt: Attempt, c: Comparison, baseline: PreparedAttempt,
         current: PreparedAttempt, config: CompareConfig,
     ) -> Comparison:  # fmt: skip
         """The comparison that the record at ``source`` (partition, offset) caused, as
-        its cohort's envelope judges it (see the module); the envelope learns from it or not."""
+        its cohort's envelope judges it (see the module); the envelope learns from it or
+        not. Once warm, ``c`` is the engine's lean comparison, completed here."""
         if not config.adaptive:
             return c
         settings = self.settings
-        (_, cohort), env = self._envelope(*source, cohort_of(attempt.provider, attempt.provider_version, attempt.kind,
-                                                              config.policy))  # fmt: skip
+        cohort, env = self._cohort(source, attempt, config)
         obs = observe(baseline, current)
         if env.learned < settings.warmup:
             count(env, obs, False, settings)
@@ -141,7 +160,47 @@ class Adaptive:
             verdict = Verdict.WITHIN_TOLERANCE
             learn(env, obs, settings)
         diff = c.diff if verdict is c.verdict else _diff(verdict, c, baseline, current, crossings)
-        return c._replace(verdict=verdict, diff=diff, regime=ADAPTIVE, cohort=cohort, crossings=tuple(crossings))
+        return _completed(c, verdict, diff, cohort, obs, crossings)
+
+
+class RecordJudge:
+    """An ``Adaptive`` bound to one record: the ``core.projection.Judge`` of its comparison."""
+
+    __slots__ = ("adaptive", "attempt", "source")
+
+    def __init__(self, adaptive: Adaptive, source: tuple[int, int], attempt: Attempt) -> None:
+        self.adaptive, self.source, self.attempt = adaptive, source, attempt
+
+    def decides(self, config: CompareConfig) -> bool:
+        return self.adaptive.decides(self.source, self.attempt, config)
+
+    def __call__(
+        self, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig
+    ) -> Comparison:
+        return self.adaptive.judge(self.source, self.attempt, c, baseline, current, config)
+
+
+def _completed(
+    c: Comparison, verdict: Verdict, diff: Diff | None, cohort: str, obs: Observation, crossings: list[Crossing]
+) -> Comparison:
+    """A lean comparison as the envelope decided it: the verdict and its diff; the
+    paths that crossed as the deciding paths (their envelope as comparator, the figure as
+    score); the structure score, the lowest similarity of the texts that differ; the
+    tool calls' precision and recall by the tools they name, and the tools added."""
+    paths = tuple(PathResult(x.path, f"envelope:{x.envelope}", x.figure, f"limit {x.limit:g}", False)
+                  for x in crossings if x.path.startswith("/") and not x.tools)  # fmt: skip
+    scores = [p.figure for p in obs.paths if p.kind == "text" and p.figure is not None and not p.path.startswith(TOOLS)]
+    before, now = obs.tools_before, obs.tools_now
+    tools_crossed = any(x.tools for x in crossings)
+    common = len(before & now)
+    calls = Trajectory(not tools_crossed, common / len(now) if now else 1.0, common / len(before) if before else 1.0,
+                       tuple(sorted(now - before)))  # fmt: skip
+    changes = NO_CHANGES
+    if diff is not None and diff.kind is DiffKind.TOOL:
+        changes = tool_changes.counts(orjson.loads(diff.body)["changes"])
+    return c._replace(verdict=verdict, diff=diff, regime=ADAPTIVE, cohort=cohort, crossings=tuple(crossings),
+                      structure_equal=not paths, tool_events_equal=not tools_crossed, paths=paths,
+                      structure_score=min(scores, default=1.0), tools=calls, tool_changes=changes)  # fmt: skip
 
 
 STABILITY = frozenset({"stable_path", "shape_changed", "set_changed", "tool_set_changed"})

@@ -270,9 +270,11 @@ def judge(env: CohortEnvelope, obs: Observation, settings: EnvelopeSettings) -> 
             # (every lower limit is at least the margin below 1, every upper one above it)
             if figure < 1.0 - settings.margin and figure < (limit := lower_limit(stats.scores, settings)):
                 out.append(Crossing("text_below", change.path, figure, limit, n))
-        elif kind == "number" and figure is not None and stats.deltas is not None:
-            if figure > settings.margin and figure > (limit := upper_limit(stats.deltas, settings)):
-                out.append(Crossing("number_above", change.path, figure, limit, n))
+        elif (
+            kind == "number" and figure is not None and stats.deltas is not None and figure > settings.margin
+            and figure > (limit := upper_limit(stats.deltas, settings))
+        ):  # fmt: skip
+            out.append(Crossing("number_above", change.path, figure, limit, n))
     for name, figure in zip(USAGE, (obs.tokens, obs.cost, obs.latency), strict=True):
         if figure is not None and figure > settings.margin and (hist := env.usage[name]).total:
             limit = upper_limit(hist, settings)

@@ -102,6 +102,13 @@ def _leaf(path: str, a: Json, b: Json) -> PathChange | None:
     return PathChange(path, "type")
 
 
+def _token(key: str) -> str:
+    return key if "~" not in key and "/" not in key else escape_token(key)
+
+
+_MISSING: Final = object()
+
+
 def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
     """Every path where two documents differ (see the module), sorted by path."""
     charge = budget.current.spend
@@ -112,15 +119,18 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
         ta, tb = type(a), type(b)
         if ta is dict and tb is dict:
             charge(len(a) + len(b))
-            for key in a.keys() | b.keys():
-                if key in a and key in b:
-                    x, y = a[key], b[key]
-                    if type(x) is type(y) and x == y:  # most of two re-runs is the same: not walked
-                        continue
-                    stack.append((x, y, f"{path}/{escape_token(key)}"))
-                else:
-                    child = f"{path}/{escape_token(key)}"
-                    out.setdefault(child, PathChange(child, "removed" if key in a else "added"))
+            for key, x in a.items():
+                y = b.get(key, _MISSING)
+                if y is _MISSING:
+                    child = f"{path}/{_token(key)}"
+                    out.setdefault(child, PathChange(child, "removed"))
+                elif type(x) is not type(y) or x != y:  # most of two re-runs is the same: not walked
+                    stack.append((x, y, f"{path}/{_token(key)}"))
+            if len(b) > len(a) or any(key not in a for key in b):
+                for key in b:
+                    if key not in a:
+                        child = f"{path}/{_token(key)}"
+                        out.setdefault(child, PathChange(child, "added"))
             continue
         if ta is list and tb is list and not (_scalar_list(a) and _scalar_list(b)):
             charge(len(a) + len(b))
