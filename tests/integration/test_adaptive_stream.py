@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from replaywatch import codec
-from replaywatch.compare import CompareConfig, policy
+from replaywatch.compare import CompareConfig, compare_attempts, policy
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.envelope.adaptive import ADAPTIVE, WARMUP, Adaptive
 from replaywatch.envelope.model import CohortEnvelope, EnvelopeSettings
@@ -56,6 +56,10 @@ async def test_a_zero_configuration_fleet_through_kafka(endpoints: Endpoints, pg
     caught = sum(o["verdict"] != "within_tolerance" for o in regressions) / len(regressions)
     assert len(benign) > 600 and len(regressions) > 150
     assert false <= 0.02 and caught >= 0.95, (false, caught)
+    # beside it, the same benign re-runs under exact equality: nearly all alert
+    pairs = {f"{lane.tag}-{r.baseline.step_id}": r for r in fleet}
+    exact = [compare_attempts(pairs[o["run_id"]].baseline, pairs[o["run_id"]].current, CompareConfig()) for o in benign]
+    assert sum(c.verdict.value != "within_tolerance" for c in exact) > 0.9 * len(benign)
     assert all(o["envelope"] and o["envelopes_crossed"] for o in regressions
                if o["regime"] == ADAPTIVE and o["verdict"] in ("drift", "tool_event_divergence"))  # fmt: skip
     assert {o["cohort"].rsplit("|", 1)[-1] for o in outputs} == {f"kind-{k}" for k in range(10)}

@@ -10,6 +10,7 @@ import json
 import zlib
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -172,11 +173,13 @@ def test_the_warm_up_is_the_configured_rules_and_says_so() -> None:
     assert out == [(v, WARMUP) for v in exact]
 
 
-def test_cohorts_are_bounded_and_pooled() -> None:
+def test_cohorts_are_bounded_and_pooled(caplog: pytest.LogCaptureFixture) -> None:
     adaptive = Adaptive({}, replace(EnvelopeSettings(), max_cohorts=2))
     fleet = cohort_fleet(kinds=2, warm=2, mixed=0, seed=1)  # six cohorts
     _walk(fleet, adaptive, {r.baseline.step_id: 0 for r in fleet})
     assert len(adaptive.changed) == 3 and (0, POOLED) in adaptive.changed
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "REPLAYWATCH_MAX_COHORTS" in caplog.records[0].message and len(caplog.records) == 1
 
 
 def test_the_kind_is_read_from_the_spec_and_never_fails() -> None:

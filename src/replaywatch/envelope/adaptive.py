@@ -30,6 +30,7 @@ that a replay applies it at the same records.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
@@ -54,6 +55,7 @@ from replaywatch.envelope.cohort import POOLED, cohort_of
 from replaywatch.envelope.model import CohortEnvelope, Crossing, EnvelopeSettings, count, judge, learn
 from replaywatch.envelope.observe import TOOLS, Observation, observe
 
+logger = logging.getLogger(__name__)
 EnvelopeKey = tuple[int, str]
 """(input partition, cohort)."""
 WARMUP = "warmup"
@@ -98,6 +100,11 @@ class Adaptive:
             cohorts = self._cohorts[partition] = {c for p, c in (*self.known, *self.changed) if p == partition}
         if cohort not in cohorts:
             if len(cohorts) >= self.settings.max_cohorts:
+                if (partition, POOLED) not in self.known:
+                    logger.warning(
+                        "partition %d holds %d cohorts (REPLAYWATCH_MAX_COHORTS): the attempts of %r and of any "
+                        "further cohort share the cohort %r", partition, len(cohorts), cohort, POOLED,
+                    )  # fmt: skip
                 cohort = POOLED
             cohorts.add(cohort)
         key = (partition, cohort)
