@@ -285,3 +285,21 @@ def test_the_volatility_report_fits_80_columns_and_its_suggestion_is_a_policy_th
     exact = sum(compare_attempts(r.baseline, r.current, CompareConfig()).verdict is not Verdict.WITHIN_TOLERANCE
                 for r in benign)  # fmt: skip
     assert exact > 0.5 * len(benign)
+
+
+def test_a_path_under_a_text_comparator_is_learned_by_its_score() -> None:
+    """Where the policy scores a text (``text``, ``words``, ``semantic``), the envelope
+    learns that score; elsewhere the ``words`` similarity."""
+    from replaywatch.compare import prepare
+    from replaywatch.compare.comparators import Comparator, words_similarity
+    from replaywatch.compare.graded import PathComparators
+
+    before = {"answer": "the refund is approved today", "note": "the refund is approved today"}
+    after = {"answer": "today approved is refund the", "note": "today approved is refund the"}
+    config = CompareConfig()
+    comparators = PathComparators.compile([("output_snapshot.answer", Comparator("text"))])
+    obs = observe(prepare(1, before, None, config), prepare(2, after, None, config), comparators)
+    scores = {c.path: c.figure for c in obs.paths}
+    levenshtein = Comparator("text")(before["answer"], after["answer"]).score
+    assert scores == {"/answer": levenshtein, "/note": words_similarity(before["note"], after["note"])}
+    assert levenshtein < 0.9 and scores["/note"] == 1.0

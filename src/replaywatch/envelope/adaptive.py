@@ -142,7 +142,7 @@ class Adaptive:
             return c
         settings = self.settings
         cohort, env = self._cohort(source, attempt, config)
-        obs = observe(baseline, current)
+        obs = observe(baseline, current, config.comparators)
         if env.learned < settings.warmup:
             count(env, obs, False, settings)
             if env.relearning:

@@ -4,7 +4,8 @@ whatever the policy's comparators: what an envelope learns from, and what it jud
 Each path where the compared documents differ (usage numbers out, ignore rules applied)
 is observed with its kind and figure:
 
-- ``text``: strings of several words, scored as the ``words`` comparator scores them
+- ``text``: strings of several words, scored by the policy's comparator for the path
+  when it is ``text``, ``words`` or ``semantic``, else as ``words`` scores them
   (token-set similarity, case and whitespace folded, in [0, 1]);
 - ``token``: other strings (ids, clocks, enums): changed or not;
 - ``number``: the relative delta, ``|new - old| / |old|``;
@@ -26,8 +27,10 @@ from typing import Any, Final, NamedTuple
 
 from replaywatch.compare import budget
 from replaywatch.compare.canonical import Json, canonical_bytes, parse_json
-from replaywatch.compare.comparators import words_similarity
+from replaywatch.compare.comparators import Comparator, words_similarity
 from replaywatch.compare.engine import PreparedAttempt
+from replaywatch.compare.graded import PathComparators
+from replaywatch.compare.ignore import matcher
 from replaywatch.compare.structure import escape_token
 from replaywatch.compare.tool_changes import tool_name
 
@@ -78,12 +81,14 @@ def _set_of(items: list[Any]) -> set[bytes]:
     return {canonical_bytes(v) for v in items}
 
 
-def _leaf(path: str, a: Json, b: Json) -> PathChange | None:
+def _leaf(path: str, a: Json, b: Json, comparator: Comparator | None) -> PathChange | None:
     ta, tb = type(a), type(b)
     if ta is str and tb is str:
         if a == b:
             return None
         if " " in a.strip() or " " in b.strip():
+            if comparator is not None and comparator.kind in SCORED:  # the policy's own score
+                return PathChange(path, "text", comparator(a, b).score)
             return PathChange(path, "text", words_similarity(a, b))
         return PathChange(path, "token")
     if ta in (int, float) and tb in (int, float):
@@ -107,15 +112,22 @@ def _token(key: str) -> str:
 
 
 _MISSING: Final = object()
+SCORED: Final = frozenset({"text", "words", "semantic"})
+"""Comparators whose score of two texts an envelope learns instead of its own."""
 
 
-def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
-    """Every path where two documents differ (see the module), sorted by path."""
+def walk(recorded: Json, current: Json, root: str = "", comparators: PathComparators | None = None) -> list[PathChange]:
+    """Every path where two documents differ (see the module), sorted by path. With the
+    policy's ``comparators``, a text under a ``text``, ``words`` or ``semantic``
+    comparator is scored by it (the most specific path's, as ``compare.graded`` finds it)."""
     charge = budget.current.spend
     out: dict[str, PathChange] = {}
-    stack: list[tuple[Json, Json, str]] = [(recorded, current, root)]
+    automaton = matcher(comparators.output, through=True) if comparators else None
+    stack: list[tuple[Json, Json, str, int, Comparator | None]] = [
+        (recorded, current, root, automaton.start if automaton else -1, None)
+    ]
     while stack:
-        a, b, path = stack.pop()
+        a, b, path, state, comparator = stack.pop()
         ta, tb = type(a), type(b)
         if ta is dict and tb is dict:
             charge(len(a) + len(b))
@@ -125,7 +137,11 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
                     child = f"{path}/{_token(key)}"
                     out.setdefault(child, PathChange(child, "removed"))
                 elif type(x) is not type(y) or x != y:  # most of two re-runs is the same: not walked
-                    stack.append((x, y, f"{path}/{_token(key)}"))
+                    sub, inner = -1, comparator
+                    if state >= 0 and automaton is not None and comparators is not None:
+                        done, sub = automaton.key(state, key)
+                        inner = comparators.pick(done) if done else comparator
+                    stack.append((x, y, f"{path}/{_token(key)}", sub, inner))
             if len(b) > len(a) or any(key not in a for key in b):
                 for key in b:
                     if key not in a:
@@ -137,11 +153,15 @@ def walk(recorded: Json, current: Json, root: str = "") -> list[PathChange]:
             if len(a) != len(b):
                 out.setdefault(path, PathChange(path, "length"))
             child = f"{path}/*"
-            for x, y in zip(a, b, strict=False):
+            for i, (x, y) in enumerate(zip(a, b, strict=False)):
                 if type(x) is not type(y) or x != y:
-                    stack.append((x, y, child))
+                    sub, inner = -1, comparator
+                    if state >= 0 and automaton is not None and comparators is not None:
+                        done, sub = automaton.item(state, i)
+                        inner = comparators.pick(done) if done else comparator
+                    stack.append((x, y, child, sub, inner))
             continue
-        change = _leaf(path, a, b)
+        change = _leaf(path, a, b, comparator)
         if change is not None and change.path not in out:
             out[change.path] = change
     if len(out) > MAX_PATHS:
@@ -174,11 +194,14 @@ def _aligned(before: list[Json], now: list[Json]) -> tuple[list[Json], list[Json
     return left, right
 
 
-def observe(baseline: PreparedAttempt, current: PreparedAttempt) -> Observation:
-    """How ``current`` differs from ``baseline`` (see the module). Pure."""
+def observe(
+    baseline: PreparedAttempt, current: PreparedAttempt, comparators: PathComparators | None = None
+) -> Observation:
+    """How ``current`` differs from ``baseline`` (see the module); texts under the
+    policy's text comparators are scored by them. Pure."""
     paths: list[PathChange] = []
     if baseline.structure_fp != current.structure_fp:
-        paths = walk(parse_json(baseline.structure_fp), parse_json(current.structure_fp))
+        paths = walk(parse_json(baseline.structure_fp), parse_json(current.structure_fp), "", comparators)
     before: frozenset[str] = frozenset()
     now: frozenset[str] = frozenset()
     if baseline.tool_fp != current.tool_fp:
