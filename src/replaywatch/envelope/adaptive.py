@@ -60,7 +60,6 @@ EnvelopeKey = tuple[int, str]
 """(input partition, cohort)."""
 WARMUP = "warmup"
 ADAPTIVE = "adaptive"
-ACTIONS = ("reset", "relearn")
 
 
 class Action(NamedTuple):
