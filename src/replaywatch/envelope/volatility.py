@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.envelope.observe import OTHER, TOOLS
+
+ALWAYS: Final = 0.98
+"""A path that differs in this share of re-runs or more is an id or a clock."""
 
 
 class Volatility(NamedTuple):
@@ -42,10 +45,12 @@ class Volatility(NamedTuple):
     def pass_k(self, k: int) -> float:
         return (1.0 - self.flake_rate) ** k
 
-    def top_paths(self, n: int = 3) -> list[tuple[str, float]]:
+    def top_paths(self, n: int = 3, always: bool = False) -> list[tuple[str, float]]:
+        """The ``n`` paths that differ most often, with the share of re-runs; ids and
+        clocks (paths that differ in nearly every re-run) aside unless ``always``."""
         env = self.envelope
         rates = sorted(((env.rate(p), p) for p in env.paths), key=lambda x: (-x[0], x[1]))
-        return [(p, r) for r, p in rates[:n]]
+        return [(p, r) for r, p in rates if always or r < ALWAYS][:n]
 
 
 def by_cohort(envelopes: Mapping[tuple[int, str], CohortEnvelope]) -> list[Volatility]:

@@ -149,7 +149,7 @@ outside the envelope {{ "%.1f%%" % (100 * v.alert_rate) }}.
 {% if v.envelope.action %}Last operator action: #{{ v.envelope.action }}
 {%- if v.envelope.relearning %} (relearning){% endif %}.{% endif %}</p>
 <table id="paths"><tr><th>path</th><th>differs in</th><th>set changes</th><th>shape changes</th></tr>
-{% for p, r in v.top_paths(50) %}<tr><td class="mono">{{ p }}</td><td>{{ "%.1f%%" % (100 * r) }}</td>
+{% for p, r in v.top_paths(50, always=True) %}<tr><td class="mono">{{ p }}</td><td>{{ "%.1f%%" % (100 * r) }}</td>
 <td>{{ v.envelope.paths[p].set_changes }}</td><td>{{ v.envelope.paths[p].shape_changes }}</td></tr>{% endfor %}
 </table>
 <p>Tools the cohort calls: {% for t in v.envelope.tools | sort %}<code>{{ t }}</code> {% else %}none{% endfor %}</p>
