@@ -12,7 +12,7 @@
 6. Ceilings: aiokafka consume-only of the input topic, and Avro decode-only.
 7. A fleet of LLM steps (``tests/corpus.py``: OpenAI, Anthropic and Gemini shapes, a first
    attempt and three re-runs per step, one re-run in ten a regression; default 40,000
-   events, ten step kinds), run three times in one session: under the README's worked
+   events, ten step kinds), run three times, one after the other: under the README's worked
    policy (semantic text, number and set comparators, tools unordered), under the same
    policy with every path exact, and under the worked policy in adaptive mode (noise
    envelopes per cohort). The cost per event of each, and the ratios.
@@ -477,7 +477,7 @@ async def main() -> None:
 
 async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
     """The LLM fleet under the worked policy, under its exact twin and in adaptive mode,
-    same events, same session: events/s and CPU per event of each."""
+    same events, one after the other: events/s and CPU per event of each."""
     events = llm_events(n, seed=17)
     records = [(e["run_id"].encode(), codec.encode_attempt(e)) for e in events]
     out.mkdir(parents=True, exist_ok=True)
