@@ -267,16 +267,15 @@ class Settings(BaseSettings):
             return dsn
         return f"{dsn}{'&' if '?' in dsn else '?'}{params}"
 
-    def limits(self) -> Limits:
-        """What one record may hold; the spec's kind is read only when a policy is adaptive."""
-        adaptive = self.compare_config().any_adaptive
+    def limits(self, adaptive: bool = False) -> Limits:
+        """What one record may hold; with ``adaptive`` (a policy is), the step's kind is
+        read from its spec too."""
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
                       self.record_cpu_seconds, self.cohort_kind_path if adaptive else None)  # fmt: skip
 
     def envelopes(self) -> EnvelopeSettings:
         return EnvelopeSettings(warmup=self.envelope_warmup, margin=self.envelope_margin,
-                                stable_rate=self.envelope_stable_rate, max_cohorts=self.max_cohorts,
-                                kind_path=self.cohort_kind_path)  # fmt: skip
+                                stable_rate=self.envelope_stable_rate, max_cohorts=self.max_cohorts)  # fmt: skip
 
     def retention(self) -> Retention:
         return Retention(self.retain_comparisons_days, self.retain_steps_days, self.retain_rule_stats_days,

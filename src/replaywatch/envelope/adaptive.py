@@ -34,8 +34,6 @@ import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
 
-import orjson
-
 from replaywatch.compare import structure, tool_changes
 from replaywatch.compare.canonical import parse_json
 from replaywatch.compare.engine import (
@@ -49,7 +47,7 @@ from replaywatch.compare.engine import (
     Verdict,
 )
 from replaywatch.compare.graded import PathResult
-from replaywatch.compare.tool_changes import NO_CHANGES
+from replaywatch.compare.tool_changes import NO_CHANGES, ToolCounts
 from replaywatch.compare.trajectory import Trajectory
 from replaywatch.envelope.cohort import POOLED, cohort_of
 from replaywatch.envelope.model import CohortEnvelope, Crossing, EnvelopeSettings, count, judge, learn
@@ -120,27 +118,24 @@ class Adaptive:
         """The judge of the comparison that the record at ``source`` (partition, offset) causes."""
         return RecordJudge(self, source, attempt)
 
-    def _cohort(self, source: tuple[int, int], attempt: Attempt, config: CompareConfig) -> tuple[str, CohortEnvelope]:
+    def resolve(self, source: tuple[int, int], attempt: Attempt, config: CompareConfig) -> tuple[str, CohortEnvelope]:
+        """The cohort of the attempt at ``source`` and its envelope there (actions applied)."""
         (_, cohort), env = self._envelope(*source, cohort_of(attempt.provider, attempt.provider_version, attempt.kind,
                                                               config.policy))  # fmt: skip
         return cohort, env
 
-    def decides(self, source: tuple[int, int], attempt: Attempt, config: CompareConfig) -> bool:
-        """Whether the cohort's envelope decides this comparison (adaptive and warm): the
-        engine then compares lean (``compare(lean=True)``)."""
-        return config.adaptive and self._cohort(source, attempt, config)[1].learned >= self.settings.warmup
-
     def judge(
         self, source: tuple[int, int], attempt: Attempt, c: Comparison, baseline: PreparedAttempt,
-        current: PreparedAttempt, config: CompareConfig,
+        current: PreparedAttempt, config: CompareConfig, found: tuple[str, CohortEnvelope] | None = None,
     ) -> Comparison:  # fmt: skip
         """The comparison that the record at ``source`` (partition, offset) caused, as
         its cohort's envelope judges it (see the module); the envelope learns from it or
-        not. Once warm, ``c`` is the engine's lean comparison, completed here."""
+        not. Once warm, ``c`` is the engine's lean comparison, completed here. ``found``:
+        the cohort and envelope already resolved for it (``RecordJudge.decides``)."""
         if not config.adaptive:
             return c
         settings = self.settings
-        cohort, env = self._cohort(source, attempt, config)
+        cohort, env = found or self.resolve(source, attempt, config)
         obs = observe(baseline, current, config.comparators)
         if env.learned < settings.warmup:
             count(env, obs, False, settings)
@@ -165,30 +160,38 @@ class Adaptive:
         else:
             verdict = Verdict.WITHIN_TOLERANCE
             learn(env, obs, settings)
-        diff = c.diff if verdict is c.verdict else _diff(verdict, c, baseline, current, crossings)
-        return _completed(c, verdict, diff, cohort, obs, crossings)
+        diff, changes = (c.diff, NO_CHANGES) if verdict is c.verdict else _diff(verdict, c, baseline, current,
+                                                                                crossings)  # fmt: skip
+        return _completed(c, verdict, diff, changes, cohort, obs, crossings)
 
 
 class RecordJudge:
     """An ``Adaptive`` bound to one record: the ``core.projection.Judge`` of its comparison."""
 
-    __slots__ = ("adaptive", "attempt", "source")
+    __slots__ = ("adaptive", "attempt", "found", "source")
 
     def __init__(self, adaptive: Adaptive, source: tuple[int, int], attempt: Attempt) -> None:
         self.adaptive, self.source, self.attempt = adaptive, source, attempt
+        self.found: tuple[str, CohortEnvelope] | None = None
 
     def decides(self, config: CompareConfig) -> bool:
-        return self.adaptive.decides(self.source, self.attempt, config)
+        """Whether the cohort's envelope decides (adaptive and warm): the engine then
+        compares lean. The cohort resolved here serves the judgment that follows."""
+        if not config.adaptive:
+            return False
+        self.found = self.adaptive.resolve(self.source, self.attempt, config)
+        return self.found[1].learned >= self.adaptive.settings.warmup
 
     def __call__(
         self, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, config: CompareConfig
     ) -> Comparison:
-        return self.adaptive.judge(self.source, self.attempt, c, baseline, current, config)
+        return self.adaptive.judge(self.source, self.attempt, c, baseline, current, config, self.found)
 
 
 def _completed(
-    c: Comparison, verdict: Verdict, diff: Diff | None, cohort: str, obs: Observation, crossings: list[Crossing]
-) -> Comparison:
+    c: Comparison, verdict: Verdict, diff: Diff | None, changes: ToolCounts, cohort: str, obs: Observation,
+    crossings: list[Crossing],
+) -> Comparison:  # fmt: skip
     """A lean comparison as the envelope decided it: the verdict and its diff; the
     paths that crossed as the deciding paths (their envelope as comparator, the figure as
     score); the structure score, the lowest similarity of the texts that differ; the
@@ -201,9 +204,6 @@ def _completed(
     common = len(before & now)
     calls = Trajectory(not tools_crossed, common / len(now) if now else 1.0, common / len(before) if before else 1.0,
                        tuple(sorted(now - before)))  # fmt: skip
-    changes = NO_CHANGES
-    if diff is not None and diff.kind is DiffKind.TOOL:
-        changes = tool_changes.counts(orjson.loads(diff.body)["changes"])
     return c._replace(verdict=verdict, diff=diff, regime=ADAPTIVE, cohort=cohort, crossings=tuple(crossings),
                       structure_equal=not paths, tool_events_equal=not tools_crossed, paths=paths,
                       structure_score=min(scores, default=1.0), tools=calls, tool_changes=changes)  # fmt: skip
@@ -229,24 +229,26 @@ def _far(crossings: list[Crossing]) -> bool:
 
 def _diff(
     verdict: Verdict, c: Comparison, baseline: PreparedAttempt, current: PreparedAttempt, crossings: list[Crossing]
-) -> Diff | None:
-    """The diff of a verdict the envelope gave (the configured rules gave another)."""
+) -> tuple[Diff | None, ToolCounts]:
+    """The diff of a verdict the envelope gave (the configured rules gave another), and
+    the tool changes it counts."""
     envelope = [x.describe() for x in crossings]
     if verdict is Verdict.TOOL_EVENT_DIVERGENCE:
         before = None if baseline.tool_fp is None else parse_json(baseline.tool_fp)
         now = None if current.tool_fp is None else parse_json(current.tool_fp)
+        changes = tool_changes.classify(before, now)
         payload: dict[str, Any] = {
             "run_id": c.run_id, "step_id": c.step_id,
             "recorded": None if baseline.tool_events is ABSENT else baseline.tool_events,
             "current": None if current.tool_events is ABSENT else current.tool_events,
-            "changes": tool_changes.classify(before, now), "envelope": envelope,
+            "changes": changes, "envelope": envelope,
         }  # fmt: skip
-        return Diff.of(DiffKind.TOOL, payload)
+        return Diff.of(DiffKind.TOOL, payload), tool_changes.counts(changes)
     if verdict is Verdict.DRIFT and baseline.structure_fp != current.structure_fp:
         recorded = parse_json(baseline.structure_fp)
         patch = structure.json_patch(recorded, parse_json(current.structure_fp))
         if patch:
             return Diff.of(DiffKind.STRUCTURE, {"run_id": c.run_id, "step_id": c.step_id, "patch": patch,
                                                 "before": structure.patch_before(recorded, patch),
-                                                "envelope": envelope})  # fmt: skip
-    return None
+                                                "envelope": envelope}), NO_CHANGES  # fmt: skip
+    return None, NO_CHANGES

@@ -40,7 +40,7 @@ USAGE: Final = ("tokens", "cost", "latency")
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeSettings:
-    """How envelopes learn and judge (``REPLAYWATCH_ENVELOPE_*``, ``REPLAYWATCH_COHORT_*``)."""
+    """How envelopes learn and judge (``REPLAYWATCH_ENVELOPE_*``, ``REPLAYWATCH_MAX_COHORTS``)."""
 
     warmup: int = 30
     """Comparisons a cohort learns from before its envelope judges."""
@@ -55,8 +55,6 @@ class EnvelopeSettings:
     max_paths: int = 512
     """Paths an envelope keeps; differences on others count as pooled."""
     max_tools: int = 64
-    kind_path: str = "type"
-    """The spec_snapshot field that names a step's kind (dotted for nested fields)."""
 
     def __post_init__(self) -> None:
         if self.warmup < 1:
@@ -69,8 +67,6 @@ class EnvelopeSettings:
             raise ConfigError(f"envelope tail must be in (0, 500) per mille, got {self.tail_per_mille}")
         if self.max_cohorts < 1 or self.max_paths < 1 or self.max_tools < 1:
             raise ConfigError("envelope bounds (cohorts, paths, tools) must be at least 1")
-        if not self.kind_path.strip("."):
-            raise ConfigError("REPLAYWATCH_COHORT_KIND_PATH must name a field of spec_snapshot, such as 'type'")
 
 
 class Crossing(NamedTuple):

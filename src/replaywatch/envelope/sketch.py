@@ -35,16 +35,13 @@ class Histogram:
     """Quantiles read since the last ``add`` (a cohort's envelope is read far more often
     than it changes once it is warm)."""
 
+    total: int = field(default=0, init=False, compare=False)
+    """How many values it counted (the sum of ``counts``)."""
+
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * (len(SCALES[self.scale]) - 1)
-
-    @property
-    def total(self) -> int:
-        got = self._quantiles.get(("total", 0))
-        if got is None:
-            got = self._quantiles[("total", 0)] = sum(self.counts)
-        return int(got)
+        self.total = sum(self.counts)
 
     def bin_of(self, value: float) -> int:
         edges = SCALES[self.scale]
@@ -54,6 +51,7 @@ class Histogram:
 
     def add(self, value: float) -> None:
         self.counts[self.bin_of(value)] += 1
+        self.total += 1
         self._quantiles.clear()
 
     def merge(self, other: Histogram) -> Histogram:
@@ -103,7 +101,7 @@ class Histogram:
 
     @classmethod
     def from_json(cls, scale: str, doc: dict[str, int]) -> Histogram:
-        out = cls(scale)
+        counts = [0] * (len(SCALES[scale]) - 1)
         for i, n in doc.items():
-            out.counts[int(i)] = int(n)
-        return out
+            counts[int(i)] = int(n)
+        return cls(scale, counts)

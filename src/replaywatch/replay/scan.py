@@ -57,13 +57,11 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
     of each batch's comparisons, what ``keep`` returns is kept."""
     out = out or Scan()
     consumer = RangeConsumer(reader(client_options(settings)), settings.input_topic, ranges)
-    limits = settings.limits()
+    limits = settings.limits(config.any_adaptive)
     known: dict[StepKey, StepProjection] = {}
-    adaptive = None
-    if config.any_adaptive:  # envelopes learned along the range, from none: a range from
-        # the beginning meets each comparison with the envelope the live watcher had
-        adaptive = Adaptive({}, settings.envelopes())
-        limits = limits._replace(kind_path=settings.cohort_kind_path)
+    # adaptive policies: envelopes learned along the range, from none (a range from the
+    # beginning meets each comparison with the envelope the live watcher had)
+    adaptive = Adaptive({}, settings.envelopes()) if config.any_adaptive else None
 
     async def assigned(partitions: set[int]) -> None:
         consumer.seek_to_stored({}, partitions)

@@ -37,7 +37,7 @@ def build(settings: Settings, adapters: Adapters, retry: Backoff, health: Health
     writer = Writer(store=adapters.store, diffs=adapters.artifacts, dead_letters=adapters.dead_letters, retry=retry,
                     topic=settings.input_topic, group=settings.group_id)  # fmt: skip
     preparer = Preparer(projections=projections, envelopes=envelopes, envelope_settings=settings.envelopes(),
-                        diffs=adapters.artifacts, config=config, limits=settings.limits(),
+                        diffs=adapters.artifacts, config=config, limits=settings.limits(config.any_adaptive),
                         upload=writer.upload, set_aside=writer.set_aside,
                         event_bytes=adapters.output_limit - RECORD_OVERHEAD, topic=settings.input_topic,
                         group=settings.group_id, schemas=adapters.schemas, output_schema_id=adapters.output_schema_id,

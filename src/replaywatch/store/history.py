@@ -1,9 +1,11 @@
 """The read side of PostgreSQL, for the operators' views (``report``, ``diff``, the web
 view): the history of comparisons, the steps of a run, the ignore rules' counts, the
-cohorts' envelopes. Reads
-only: ``serve`` runs it on read-only transactions."""
+cohorts' envelopes (which the store loads through it too). Reads only: ``serve`` runs it
+on read-only transactions."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import asyncpg
 
@@ -19,13 +21,14 @@ class History:
         self.group_id = group_id
         self.topic = topic
 
-    async def envelopes(self) -> dict[tuple[int, str], CohortEnvelope]:
-        """Every envelope of this group on its input topic, by (partition, cohort)."""
-        async with translate_postgres_errors("envelopes"):
+    async def envelopes(self, partitions: Iterable[int] | None = None) -> dict[tuple[int, str], CohortEnvelope]:
+        """The envelopes of this group on its input topic, by (partition, cohort): those of
+        ``partitions``, or every one."""
+        async with translate_postgres_errors("load envelopes"):
             rows = await self._pool.fetch(
                 f"SELECT partition, cohort, state::text AS state FROM {self._q}.envelope "
-                "WHERE group_id = $1 AND topic = $2",
-                self.group_id, self.topic,
+                "WHERE group_id = $1 AND topic = $2 AND ($3::int[] IS NULL OR partition = ANY($3::int[]))",
+                self.group_id, self.topic, None if partitions is None else list(partitions),
             )  # fmt: skip
         return {(r["partition"], r["cohort"]): CohortEnvelope.from_json(r["state"]) for r in rows}
 

@@ -214,13 +214,7 @@ class PostgresStore:
 
     async def load_envelopes(self, partitions: Iterable[int]) -> dict[tuple[int, str], CohortEnvelope]:
         """The committed envelopes of every cohort of ``partitions``."""
-        async with translate_postgres_errors("load envelopes"):
-            rows = await self._pool.fetch(
-                f"SELECT partition, cohort, state::text AS state FROM {self._q}.envelope "
-                "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
-                self.group_id, self.topic, list(partitions),
-            )  # fmt: skip
-        return {(r["partition"], r["cohort"]): CohortEnvelope.from_json(r["state"]) for r in rows}
+        return await self.history.envelopes(partitions)
 
     async def load_actions(self) -> list[Action]:
         """The operators' actions on this group's envelopes (``replaywatch baseline``)."""
