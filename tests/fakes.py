@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from replaywatch import ports
 from replaywatch.compare import CompareConfig, Diff
 from replaywatch.core.projection import StepProjection
@@ -17,6 +19,7 @@ from replaywatch.envelope.adaptive import Action
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError, Fenced, NotFound, RecordRejected, TransientError
 from replaywatch.ports import PartitionsChanged
+from replaywatch.rates.tally import Clock, RateKey
 
 
 class FakeCommitStore:
@@ -102,12 +105,22 @@ class FakeStore(FakeCommitStore):
         self.envelopes: dict[tuple[int, str], CohortEnvelope] = {}
         self.actions: list[Action] = []
         self.rule_counts: list[tuple[str, str, int, int]] = []
+        self.clocks: dict[int, Clock] = {}
+        self.windows: dict[RateKey, list[int]] = {}
 
     async def commit_batch(self, batch: BatchCommit) -> set[str]:
         said = await super().commit_batch(batch)
         self.projections.update(batch.projections)
         self.envelopes.update((k, CohortEnvelope.from_json(text)) for k, text in batch.envelopes.items())
+        self.clocks.update((p, Clock.from_json(orjson.loads(text))) for p, text in batch.clocks.items())
+        for key, counts in batch.windows.items():
+            self.windows[key] = [a + b for a, b in zip(self.windows.get(key, [0] * len(counts)), counts, strict=True)]
         return said
+
+    async def load_rate_clocks(self, partitions: Iterable[int]) -> dict[int, Clock]:
+        if self.down:
+            raise TransientError("connection refused")
+        return {p: Clock.from_json(c.to_json()) for p, c in self.clocks.items() if p in set(partitions)}
 
     async def load_actions(self) -> list[Action]:
         if self.down:

@@ -22,6 +22,7 @@ from replaywatch.codec import Limits
 from replaywatch.compare import CompareConfig, policy
 from replaywatch.envelope.model import EnvelopeSettings
 from replaywatch.exceptions import ConfigError
+from replaywatch.rates.tally import RatesSettings
 from replaywatch.store.retention import Retention
 
 
@@ -195,11 +196,58 @@ class Settings(BaseSettings):
     ready_stall_seconds: float = Field(
         30.0, gt=0, description="/readyz fails when records wait and nothing committed for this long"
     )
+    rates: bool = Field(True, description="Count comparisons into windows per cohort, publish rates, raise alerts")
+    rates_topic: str = Field("replaywatch.rates.v1", description="Topic for ReplayRateEvent records (closed windows)")
+    alerts_topic: str = Field("replaywatch.alerts.v1", description="Topic for alerts, as CloudEvents in binary mode")
+    rates_window_seconds: int = Field(60, ge=1, description="Base width of the rates' tumbling windows")
+    rates_rollups: Annotated[tuple[int, ...], NoDecode] = Field(
+        (300, 3600), description="Wider windows the base ones roll up into, seconds, comma-separated"
+    )
+    rates_lateness_seconds: int = Field(
+        120, ge=0, description="How long after a window closes a late comparison still counts in it"
+    )
+    rates_max_skew_seconds: int = Field(
+        300, ge=0, description="How far ahead of its Kafka timestamp an event's time may move a partition's clock"
+    )
+    rates_idle_seconds: int = Field(
+        600, ge=1, description="A partition this far behind the newest in event time holds no window open"
+    )
+    alert_window_seconds: int = Field(300, ge=1, description="Width of the windows alerts test (base or a rollup)")
+    alert_reference_windows: int = Field(12, ge=1, description="Trailing windows that make a cohort's reference")
+    alert_min_reference: int = Field(100, ge=1, description="Comparisons a reference needs before a cohort is tested")
+    alert_fdr: float = Field(
+        0.001, gt=0, lt=1, description="False discovery rate across the cohorts tested in a window (Benjamini-Hochberg)"
+    )
+    alert_min_ratio: float = Field(1.5, ge=1, description="An alert needs the rate at least this times the reference")
+    alert_min_difference: float = Field(0.02, ge=0, description="...and at least this much above it")
+    alert_min_comparisons: int = Field(20, ge=1, description="Comparisons a window needs to open an alert")
+    alert_resolve_windows: int = Field(2, ge=1, description="Windows back at the reference that resolve an alert")
+    alert_cooldown_windows: int = Field(3, ge=0, description="Windows after a resolve in which the cohort cannot alert")
+    rates_metric_cohorts: int = Field(
+        50, ge=1, description="Cohorts with their own drift-rate gauge (by comparisons); the rest sum into (other)"
+    )
+    cloudevents: bool = Field(False, description="Add CloudEvents headers (binary mode) to the comparison events")
 
     @field_validator("schema_registry_url", "public_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rates_rollups", mode="before")
+    @classmethod
+    def _split_rollups(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(w) for w in value.split(",") if w.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _rates(self) -> Settings:
+        try:
+            self.rates_settings().check()
+        except ValueError as exc:
+            raise ValueError(f"{exc}: check REPLAYWATCH_RATES_WINDOW_SECONDS, REPLAYWATCH_RATES_ROLLUPS and "
+                             "REPLAYWATCH_ALERT_WINDOW_SECONDS") from None  # fmt: skip
+        return self
 
     @field_validator("serve_allowed_hosts", mode="before")
     @classmethod
@@ -272,6 +320,17 @@ class Settings(BaseSettings):
         read from its spec too."""
         return Limits(self.max_record_bytes, self.max_id_bytes, self.max_attestation_bytes, self.max_tool_events_bytes,
                       self.record_cpu_seconds, self.cohort_kind_path if adaptive else None)  # fmt: skip
+
+    def rates_settings(self) -> RatesSettings:
+        return RatesSettings(
+            window_ms=self.rates_window_seconds * 1000, rollups_ms=tuple(w * 1000 for w in self.rates_rollups),
+            lateness_ms=self.rates_lateness_seconds * 1000, max_skew_ms=self.rates_max_skew_seconds * 1000,
+            idle_ms=self.rates_idle_seconds * 1000, max_cohorts=self.max_cohorts,
+            alert_width_ms=self.alert_window_seconds * 1000, reference_windows=self.alert_reference_windows,
+            min_reference=self.alert_min_reference, alpha=self.alert_fdr, min_ratio=self.alert_min_ratio,
+            min_difference=self.alert_min_difference, min_comparisons=self.alert_min_comparisons,
+            resolve_windows=self.alert_resolve_windows, cooldown_windows=self.alert_cooldown_windows,
+        )  # fmt: skip
 
     def envelopes(self) -> EnvelopeSettings:
         return EnvelopeSettings(warmup=self.envelope_warmup, margin=self.envelope_margin,

@@ -151,6 +151,7 @@ class Pipeline:
         owned = set(self.consumer.positions)
         self.stages.projections.void(owned)
         self.stages.envelopes.void(owned)
+        self.stages.clocks.void(owned)
         try:
             stored = await self.retry.call(lambda: self.store.load_offsets(owned), "load offsets")
         except GaveUp:
@@ -170,6 +171,7 @@ class Pipeline:
             self.writer.forget(lambda source: source[0] in partitions)
             self.stages.projections.void(partitions)
             self.stages.envelopes.void(partitions)
+            self.stages.clocks.void(partitions)
         await self.publisher.revoke(partitions)
         if partitions:
             logger.info("partitions revoked: %s", sorted(partitions))

@@ -16,6 +16,7 @@ from replaywatch.core.types import Batch, BatchCommit, OutboxRow, Record, Source
 from replaywatch.envelope.adaptive import Action
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import BadRecordError
+from replaywatch.rates.tally import Clock
 
 PartitionsChanged = Callable[[set[int]], Awaitable[None]]
 """What the consumer calls when the group revokes or assigns partitions."""
@@ -76,7 +77,11 @@ class EnvelopeStore(Protocol):
     async def load_actions(self) -> list[Action]: ...
 
 
-class Store(CommitStore, ProjectionStore, EnvelopeStore, Protocol):
+class RateClockStore(Protocol):
+    async def load_rate_clocks(self, partitions: Iterable[int]) -> dict[int, Clock]: ...
+
+
+class Store(CommitStore, ProjectionStore, EnvelopeStore, RateClockStore, Protocol):
     """PostgreSQL as the pipeline uses it."""
 
     async def outbox_count(self, partitions: Iterable[int]) -> int: ...

@@ -82,6 +82,7 @@ def test_an_event_over_its_topic_limit_is_cut_and_says_so() -> None:
 class Record:
     def __init__(self, offset: int, value: bytes) -> None:
         self.topic, self.partition, self.offset, self.value, self.key, self.headers = "in", 0, offset, value, b"k", ()
+        self.timestamp = 0
 
 
 def test_an_exception_raised_by_one_record_sets_only_that_record_aside(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ class Record:
             None,
             (),
         )
+        self.timestamp = 0
 
 
 def batch(seq: int, start: int | None, end: int, *, step: str = "s", bad: int = 0, partition: int = 0) -> PreparedBatch:

@@ -19,9 +19,13 @@ from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.envelope.adaptive import Adaptive
+from replaywatch.envelope.cohort import cohort_of
 from replaywatch.exceptions import BadRecordError, RecordFailed
+from replaywatch.rates.tally import Windows
 
 logger = logging.getLogger(__name__)
+MAX_PATHS = 5
+"""Deciding paths of a comparison the history keeps (the cohort page's most drifting paths)."""
 
 
 @dataclass
@@ -130,13 +134,15 @@ def apply_records(
     cpu_seconds: float | None = None,
     encode: Encode | None = None,
     adaptive: Adaptive | None = None,
+    windows: Windows | None = None,
 ) -> BatchResult:
     """Apply decoded attempts in order to the committed projections ``known``. Pure.
     A record whose comparison raises is set aside (bad) and the others go on; so is one
     whose comparison needs more than ``cpu_seconds`` of CPU (``TooCostly``), and, with
     ``encode``, one whose event cannot be encoded: a record changes its step only
     together with what it says. ``adaptive``: the envelopes that judge the comparisons
-    of adaptive policies (changed in place, in input order)."""
+    of adaptive policies (changed in place, in input order); ``windows``: the rates'
+    windows, each comparison counted once its record is through."""
     out = BatchResult()
     work: dict[StepKey, StepProjection] = {}
     for record, attempt in decoded:
@@ -164,6 +170,9 @@ def apply_records(
         for c in comparisons:
             out.emitted.append((record, attempt.occurred_at_ms, c))
             out.providers[c.event_id] = attempt.provider
+            if windows is not None:
+                cohort = cohort_of(attempt.provider, attempt.provider_version, attempt.kind, c.policy)
+                windows.add(record.partition, attempt.occurred_at_ms, record.timestamp, cohort, c.policy, c)
     return out
 
 
@@ -196,11 +205,13 @@ def outgoing(
     output_schema_id: int | None = None,
     provider: str | None = None,
     public_url: str | None = None,
+    cohort: str | None = None,
 ) -> tuple[OutboxRow, ComparisonRow]:
     """The outbox row of one comparison (its event, cut to fit the output topic) and
     its history row. ``settings_fingerprint``: the settings' (else its policy's).
     ``output_schema_id``: the registry's id of the output schema (a framed event).
     ``public_url``: where ``replaywatch serve`` is reached (the event links its page).
+    ``cohort``: the attempt's (the history finds a cohort's comparisons by it).
     ``supersedes``: for a re-scoring's event, (the pair's first event,
     the event it replaces or None); its id is ``superseding_id``."""
     key = c.run_id.encode()
@@ -219,7 +230,8 @@ def outgoing(
     kind, sha = (c.diff.kind.value, c.diff.sha256) if c.diff else (None, None)
     row = ComparisonRow(c.run_id, c.step_id, c.baseline_attempt, c.current_attempt, c.token_delta, c.cost_delta,
                         kind, sha, diff_uri, detected_at_ms, settings_fingerprint,
-                        supersedes[0] if supersedes else None, supersedes[1] if supersedes else None)  # fmt: skip
+                        supersedes[0] if supersedes else None, supersedes[1] if supersedes else None,
+                        cohort, c.policy, occurred_at_ms, "\n".join(c.deciding_paths[:MAX_PATHS]) or None)  # fmt: skip
     return outbox, row
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from replaywatch.core.projection import StepProjection
+from replaywatch.rates.tally import Counts, RateKey
 
 StepKey = tuple[str, str]
 """A step: (run_id, step_id)."""
@@ -46,6 +47,11 @@ class Record(Protocol):
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
+    @property
+    def timestamp(self) -> int:
+        """The broker's timestamp, ms (0 or less: none)."""
+        ...
+
 
 Batch = Mapping[Partition, Sequence[Record]]
 """What one poll hands out: each partition's records, in offset order."""
@@ -61,6 +67,8 @@ class OutboxRow:
     verdict: str
     trace: str | None = None
     """The W3C traceparent for the event's headers (None: no trace context)."""
+    headers: str | None = None
+    """More headers of the event, as a JSON object of strings (CloudEvents), or None."""
 
 
 @dataclass
@@ -82,6 +90,11 @@ class ComparisonRow:
     """The first event of the pair (None: this one); set by a re-scoring."""
     supersedes: str | None = None
     """The event this one supersedes (a re-scoring), else None."""
+    cohort: str | None = None
+    policy: str | None = None
+    occurred_at_ms: int | None = None
+    paths: str | None = None
+    """The paths that made the structure drift, one per line (at most ``MAX_PATHS``)."""
 
 
 @dataclass
@@ -100,6 +113,10 @@ class BatchCommit:
     """The envelopes the batch changed, by (partition, cohort), as JSON, as they stand after it."""
     actions_seen: int | None = None
     """The last operator action on envelopes the batch knew of (None: no adaptive policy)."""
+    windows: dict[RateKey, Counts] = field(default_factory=dict)
+    """What the batch adds to the rates' base windows."""
+    clocks: dict[int, str] = field(default_factory=dict)
+    """The rates' clocks of the partitions the batch moved, as JSON, as they stand after it."""
 
     def queued(self, said: set[str]) -> list[OutboxRow]:
         """The outbox rows the commit queued: those whose ids the history did not hold."""
@@ -117,6 +134,8 @@ class BatchCommit:
             comparisons=[self.comparisons[i] for i in keep],
             envelopes=dict(self.envelopes),
             actions_seen=self.actions_seen,
+            windows=self.windows,
+            clocks=self.clocks,
         )
 
     @classmethod
@@ -137,6 +156,12 @@ class BatchCommit:
             out.outbox += c.outbox
             out.comparisons += c.comparisons
             out.envelopes.update(c.envelopes)
+            out.clocks.update(c.clocks)
+            for window, counts in c.windows.items():
+                if window in out.windows:
+                    out.windows[window] = [a + b for a, b in zip(out.windows[window], counts, strict=True)]
+                else:
+                    out.windows[window] = list(counts)
             if c.actions_seen is not None:  # the oldest knowledge binds
                 seen = out.actions_seen
                 out.actions_seen = c.actions_seen if seen is None else min(seen, c.actions_seen)

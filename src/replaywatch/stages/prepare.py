@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import orjson
+
 from replaywatch import codec, telemetry
 from replaywatch.compare import Attempt, CompareConfig, Comparison
 from replaywatch.compare.engine import Verdict
@@ -31,10 +33,14 @@ from replaywatch.core.batch import (
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import Batch, BatchCommit, ComparisonRow, OutboxRow, Record, Source, StepKey
 from replaywatch.envelope.adaptive import Adaptive
+from replaywatch.envelope.cohort import cohort_of
 from replaywatch.envelope.model import EnvelopeSettings
 from replaywatch.exceptions import BadRecordError
 from replaywatch.ports import DiffStore, SchemaSource
+from replaywatch.rates.cloudevents import comparison_headers
+from replaywatch.rates.tally import RatesSettings, Windows
 from replaywatch.stages.writer import PreparedBatch
+from replaywatch.state.clocks import Clocks
 from replaywatch.state.envelopes import Envelopes
 from replaywatch.state.projections import Projections
 
@@ -82,6 +88,11 @@ class Preparer:
     output_schema_id: int | None = None
     public_url: str | None = None
     """``REPLAYWATCH_PUBLIC_URL``: each event links its comparison's page there."""
+    clocks: Clocks | None = None
+    rates: RatesSettings | None = None
+    """How comparisons are counted in the rates' windows (None: they are not)."""
+    cloudevents_source: str | None = None
+    """The CloudEvents source of the comparison events (None: no CloudEvents headers)."""
 
     async def prepare(self, batch: Batch, expected: dict[int, int | None]) -> PreparedBatch:
         """``expected``: each partition's stored offset that the batch advances from."""
@@ -117,7 +128,10 @@ class Preparer:
         if self.config.any_adaptive:  # the envelopes of every cohort of the batch's partitions
             known_envelopes = await self.envelopes.load(tp.partition for tp in batch)
             adaptive = Adaptive(known_envelopes, self.envelope_settings, self.envelopes.actions or ())
-        result = await self._compare(read, known, bad, detected_at_ms, adaptive)
+        windows = None
+        if self.rates is not None and self.clocks is not None:
+            windows = Windows(self.rates, await self.clocks.load(tp.partition for tp in batch))
+        result = await self._compare(read, known, bad, detected_at_ms, adaptive, windows)
         del read
         # 4. the batch's statement and its outgoing events; each step it writes is written
         #    from the version it was read at, and gets the next one
@@ -129,7 +143,10 @@ class Preparer:
             previous=known,
             envelopes=result.envelopes,
             actions_seen=None if adaptive is None else max((a.id for a in adaptive.actions), default=0),
-        )
+            windows={} if windows is None else windows.deltas,
+            clocks={} if windows is None else {p: orjson.dumps(windows.clocks[p].to_json()).decode()
+                                               for p in windows.touched},
+        )  # fmt: skip
         for outbox, row in result.encoded:
             commit.outbox.append(outbox)
             commit.comparisons.append(row)
@@ -150,6 +167,7 @@ class Preparer:
         bad: list[tuple[Record, BadRecordError]],
         detected_at_ms: int,
         adaptive: Adaptive | None,
+        windows: Windows | None,
     ) -> BatchResult:
         result = BatchResult(bad=bad)
         state = dict(known)
@@ -162,7 +180,7 @@ class Preparer:
             part_records = _slice(pending, CHUNK, time.perf_counter() + SLICE_SECONDS, taken)
             parsed = parse_records(part_records, result.bad, self.limits)
             part = apply_records(parsed, state, self.config, self.limits.cpu_seconds,
-                                 partial(self._encode, detected_at_ms=detected_at_ms), adaptive)  # fmt: skip
+                                 partial(self._encode, detected_at_ms=detected_at_ms), adaptive, windows)  # fmt: skip
             for k, (partition, proj) in part.projections.items():
                 state[k] = proj
                 result.projections[k] = (partition, proj)
@@ -188,6 +206,12 @@ class Preparer:
         uri = self.diffs.uri(c.diff.sha256) if c.diff is not None else None
         outbox, row = outgoing(record, attempt.occurred_at_ms, c, detected_at_ms=detected_at_ms, diff_uri=uri,
                                max_event_bytes=self.event_bytes, output_schema_id=self.output_schema_id,
-                               provider=attempt.provider, public_url=self.public_url)  # fmt: skip
+                               provider=attempt.provider, public_url=self.public_url,
+                               cohort=cohort_of(attempt.provider, attempt.provider_version, attempt.kind,
+                                                c.policy))  # fmt: skip
+        if self.cloudevents_source is not None:
+            headers = comparison_headers(outbox.event_id, c.verdict.value, f"{c.run_id}/{c.step_id}", detected_at_ms,
+                                         self.cloudevents_source)  # fmt: skip
+            outbox.headers = orjson.dumps({k: v.decode() for k, v in headers}).decode()
         outbox.trace = telemetry.comparison_trace(record, c, c.verdict is not Verdict.WITHIN_TOLERANCE)
         return outbox, row

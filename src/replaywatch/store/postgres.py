@@ -38,6 +38,7 @@ from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.exceptions import (
     ConfigError,
 )
+from replaywatch.rates.tally import Clock
 from replaywatch.store.errors import REFUSED_DATA, translate_postgres_errors
 from replaywatch.store.history import History
 from replaywatch.store.migrations import MIGRATIONS
@@ -118,7 +119,7 @@ class PostgresStore:
         self._pool = pool
         self.schema = schema
         self._q = f'"{schema}"'
-        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 43)) + ")"
+        self._commit_sql = f"SELECT {self._q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 54)) + ")"
         self.group_id = group_id
         self.topic = topic
 
@@ -216,6 +217,16 @@ class PostgresStore:
         """The committed envelopes of every cohort of ``partitions``."""
         return await self.history.envelopes(partitions)
 
+    async def load_rate_clocks(self, partitions: Iterable[int]) -> dict[int, Clock]:
+        """The rates' committed clocks of ``partitions`` (those never counted are absent)."""
+        async with translate_postgres_errors("load rate clocks"):
+            rows = await self._pool.fetch(
+                f"SELECT partition, state::text AS state FROM {self._q}.rate_clock "
+                "WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+                self.group_id, self.topic, list(partitions),
+            )  # fmt: skip
+        return {r["partition"]: Clock.from_json(orjson.loads(r["state"])) for r in rows}
+
     async def load_actions(self) -> list[Action]:
         """The operators' actions on this group's envelopes (``replaywatch baseline``)."""
         async with translate_postgres_errors("load envelope actions"):
@@ -285,9 +296,9 @@ class PostgresStore:
         read after a restart is bounded in memory whatever their size)."""
         async with translate_postgres_errors("outbox fetch"):
             rows = await self._pool.fetch(
-                "SELECT partition, source_offset, event_id, key, value, verdict, trace FROM ("
+                "SELECT partition, source_offset, event_id, key, value, verdict, trace, headers FROM ("
                 "SELECT *, sum(octet_length(value)) OVER (ORDER BY source_offset) AS running FROM ("
-                "SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace "
+                "SELECT partition, source_offset, event_id::text AS event_id, key, value, verdict, trace, headers "
                 f"FROM {self._q}.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3 "
                 "AND source_offset >= $4 AND source_offset < $5 "
                 "ORDER BY source_offset LIMIT $6) AS page) AS sized "
@@ -407,6 +418,7 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
 
     outbox = batch.outbox
     comps = batch.comparisons
+    windows = sorted(batch.windows)
     return [
         group_id,
         topic,
@@ -450,4 +462,15 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
         [c for _, c in batch.envelopes],
         list(batch.envelopes.values()),
         batch.actions_seen,
+        [o.headers for o in outbox],
+        [c.cohort for c in comps],
+        [c.policy for c in comps],
+        [None if c.occurred_at_ms is None else datetime.fromtimestamp(c.occurred_at_ms / 1000, UTC) for c in comps],
+        [c.paths for c in comps],
+        [k[0] for k in windows],
+        [k[1] for k in windows],
+        [k[2] for k in windows],
+        ["{" + ",".join(map(str, batch.windows[k])) + "}" for k in windows],
+        sorted(batch.clocks),
+        [batch.clocks[p] for p in sorted(batch.clocks)],
     ]

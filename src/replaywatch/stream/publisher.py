@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -298,6 +299,8 @@ class OutboxPublisher:
                 headers = [("verdict", r.verdict.encode())]
                 if r.trace:
                     headers.append((telemetry.TRACEPARENT, r.trace.encode()))
+                if r.headers:
+                    headers += [(k, v.encode()) for k, v in orjson.loads(r.headers).items()]
                 size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
                 if size <= self._max_message_bytes:
                     sent = await producer.send(self._output, r.value, key=r.key, headers=headers)
