@@ -41,14 +41,17 @@ Retry = Callable[[asyncio.Event], Backoff]
 class Pipeline:
     def __init__(self, settings: Settings, *, consumer: Callable[[Settings], Consumer] = InputConsumer.create,
                  diffs: DiffStore | None = None, dead_letters: DeadLetterSink | None = None, publish: bool = True,
-                 open: Opener | None = None, backoff: Retry = Backoff) -> None:  # fmt: skip
+                 open: Opener | None = None, backoff: Retry = Backoff, closes_rates: bool = True) -> None:  # fmt: skip
         """The live service by default. A replay (``replay/``) reads a range with its own
         ``consumer`` and ends when the range is read; it may keep ``diffs`` and
         ``dead_letters`` to itself, and a rebuild publishes nothing. ``open`` and
-        ``backoff``: the adapters' opener and the retry policy (tests pass fakes)."""
+        ``backoff``: the adapters' opener and the retry policy (tests pass fakes).
+        ``closes_rates``: this process may close the rates' windows (the live consumer;
+        not a replay)."""
         self.settings, self._publish, self._backoff = settings, publish, backoff
         self._open: Opener = open or (lambda s, stack, retry: open_adapters(
-            s, stack, retry, consumer=consumer, diffs=diffs, dead_letters=dead_letters))  # fmt: skip
+            s, stack, retry, consumer=consumer, diffs=diffs, dead_letters=dead_letters,
+            closer=closes_rates))  # fmt: skip
         self.health = Health(settings.ready_stall_seconds)
         self.completed = False
         """A replay read its whole range, committed it and published it all."""
@@ -75,6 +78,9 @@ class Pipeline:
             retention = settings.retention() if self._publish else None
             backlog = chores.start(stack, a.store, lambda: self.owned_partitions, s.rule_stats, retention)
             stack.callback(telemetry.watch(self.lag, backlog))
+            if a.closer is not None:
+                closing = asyncio.create_task(a.closer.run(), name="close-rates")
+                stack.callback(closing.cancel)
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()

@@ -69,6 +69,7 @@ async def backfill(
             js,
             consumer=lambda s: RangeConsumer(reader(client_options(s)), s.input_topic, job.ranges),
             dead_letters=counted,
+            closes_rates=False,
         )
         progress = await run_with_progress("backfill", pipeline, job.ranges, resumed_from, stop)
         summary = {

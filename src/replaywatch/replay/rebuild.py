@@ -118,6 +118,7 @@ async def _round(
         diffs=NoDiffs(),
         dead_letters=CountedDeadLetters(),
         publish=False,
+        closes_rates=False,
     )
     progress = await run_with_progress("rebuild", pipeline, ranges, checkpoint, stop)
     return progress.records, pipeline.completed

@@ -11,11 +11,17 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 from typing import TypeVar
 
+from aiokafka import AIOKafkaProducer
+
 from replaywatch.config import Settings
 from replaywatch.ports import Consumer, DeadLetterSink, DiffStore, Publisher, Store
+from replaywatch.rates.cloudevents import source_of
+from replaywatch.rates.records import RATE_SCHEMA
+from replaywatch.runtime.closer import Closer
 from replaywatch.runtime.retry import Backoff
 from replaywatch.store.artifacts import S3Artifacts, S3Target
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.rates import RatesStore
 from replaywatch.stream.consumer import InputConsumer
 from replaywatch.stream.deadletter import DeadLetters
 from replaywatch.stream.kafka_client import check_credentials, client_options
@@ -41,6 +47,8 @@ class Adapters:
     """ReplayComparisonEvent's id in the registry: events are published framed with it."""
     postgres: PostgresStore | None = None
     """The PostgreSQL adapter itself, for the jobs that read more of it than ``Store``."""
+    closer: Closer | None = None
+    """The rates' closer (the live consumer's, with rates on)."""
 
 
 def open_diff_store(
@@ -81,16 +89,19 @@ async def open_adapters(
     consumer: Callable[[Settings], Consumer] | None = InputConsumer.create,
     diffs: DiffStore | None = None,
     dead_letters: DeadLetterSink | None = None,
+    closer: bool = False,
 ) -> Adapters:
     """Open every adapter; each is closed when ``stack`` closes. The consumer is created,
     not started: it joins the group once the pipeline is ready for its callbacks. A
-    replay passes its own reader, and may keep diffs and dead letters to itself."""
+    replay passes its own reader, and may keep diffs and dead letters to itself; the live
+    consumer asks for the rates' ``closer``."""
     store = await retry.call(
         lambda: PostgresStore.connect(
             settings.postgres_url(),
             schema=settings.postgres_schema,
             group_id=settings.group_id,
             topic=settings.input_topic,
+            pool_size=5 if closer else 4,  # the closer keeps one connection
         ),
         "connect to PostgreSQL",
     )
@@ -102,6 +113,11 @@ async def open_adapters(
                                 "open the S3 diff store")  # fmt: skip
     dead_letters, publisher, output_limit = await _open_kafka(settings, stack, retry, store, dead_letters)
     schemas, schema_id = await open_schema_registry(settings, stack, retry)
+    rates = None
+    if closer and settings.rates:
+        rate_schema = None if schemas is None else await retry.call(
+            lambda: schemas.register(settings.rates_topic, RATE_SCHEMA), "register the rates schema")  # fmt: skip
+        rates = await _open_closer(settings, stack, retry, store, rate_schema)
     return Adapters(
         store,
         artifacts,
@@ -111,7 +127,27 @@ async def open_adapters(
         output_limit,
         schemas,
         schema_id,
+        closer=rates,
     )
+
+
+async def _open_closer(
+    settings: Settings, stack: AsyncExitStack, retry: Backoff, store: PostgresStore, schema_id: int | None
+) -> Closer:
+    admin = await enter(stack, retry, lambda: kafka_admin(client_options(settings)), "connect to Kafka")
+    progress_group = f"{settings.group_id}.rates"
+    read = kafka_progress(admin, settings.rates_topic, progress_group)
+    closer = Closer(
+        store=RatesStore(store.pool, settings.postgres_schema, settings.group_id, settings.input_topic),
+        settings=settings.rates_settings(),
+        producer=lambda: AIOKafkaProducer(**client_options(settings), acks="all",
+                                          transactional_id=f"{settings.group_id}.rates.{settings.input_topic}"),
+        progress=lambda: read(0), rates_topic=settings.rates_topic, alerts_topic=settings.alerts_topic,
+        progress_group=progress_group, source=source_of(settings.group_id, settings.input_topic),
+        public_url=settings.public_url, schema_id=schema_id, metric_cohorts=settings.rates_metric_cohorts,
+    )  # fmt: skip
+    stack.push_async_callback(closer.stop)
+    return closer
 
 
 async def _open_kafka(

@@ -34,13 +34,17 @@ async def kafka_admin(client: dict[str, Any]) -> AsyncIterator[AIOKafkaAdminClie
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> None:
-    """Check that the input, output and dead-letter topics exist; create the missing
+    """Check that the input, output and dead-letter topics (and, with rates on, the
+    rates and alerts topics) exist; create the missing
     ones only when asked (``--create-topics``), else stop with one message that names
     them. Created topics take the settings' partitions, replication factor and
     ``min.insync.replicas``."""
     async with translate_kafka_errors("list topics"):
         existing = set(await admin.list_topics())
-    wanted = [t for t in (settings.input_topic, settings.output_topic, settings.dlq_topic) if t not in existing]
+    topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.rates:
+        topics += [settings.rates_topic, settings.alerts_topic]
+    wanted = [t for t in topics if t not in existing]
     if not wanted:
         return
     if not settings.create_topics:

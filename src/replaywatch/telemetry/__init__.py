@@ -105,6 +105,45 @@ meter.create_observable_gauge(
 )  # fmt: skip
 
 
+_rates: list[tuple[str, str, float, float | None, bool]] = []
+
+
+def set_rates(rows: list[tuple[str, str, float, float | None, bool]]) -> None:
+    """The drift rates of the last alert window judged: (cohort, policy, rate, reference
+    rate, alert open), at most ``REPLAYWATCH_RATES_METRIC_COHORTS`` cohorts and (other)."""
+    _rates[:] = rows
+
+
+def _observe_rate(options: CallbackOptions) -> Iterable[Observation]:
+    for cohort, policy, rate, _, _ in _rates:
+        yield Observation(rate, {"cohort": cohort, "policy": policy})
+
+
+def _observe_reference(options: CallbackOptions) -> Iterable[Observation]:
+    for cohort, policy, _, reference, _ in _rates:
+        if reference is not None:
+            yield Observation(reference, {"cohort": cohort, "policy": policy})
+
+
+def _observe_alerts(options: CallbackOptions) -> Iterable[Observation]:
+    for cohort, policy, _, _, alert in _rates:
+        yield Observation(int(alert), {"cohort": cohort, "policy": policy})
+
+
+meter.create_observable_gauge(
+    "replaywatch.drift.rate", [_observe_rate],
+    description="Share of comparisons not within tolerance in the cohort's last alert window judged",
+)  # fmt: skip
+meter.create_observable_gauge(
+    "replaywatch.drift.reference_rate", [_observe_reference],
+    description="The drift rate of the reference the cohort's last window was tested against",
+)  # fmt: skip
+meter.create_observable_gauge(
+    "replaywatch.drift.alert_open", [_observe_alerts],
+    description="1 while a drift-rate alert of the cohort is open",
+)  # fmt: skip
+
+
 def watch(lag: Callable[[], dict[int, int]], backlog: Callable[[], int | None]) -> Callable[[], None]:
     """Report this pipeline's lag and backlog in the gauges; returns the undo."""
     _lag.append(lag)
