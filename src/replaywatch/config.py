@@ -210,7 +210,7 @@ class Settings(BaseSettings):
         300, ge=0, description="How far ahead of its Kafka timestamp an event's time may move a partition's clock"
     )
     rates_idle_seconds: int = Field(
-        600, ge=1, description="A partition this far behind the newest in event time holds no window open"
+        600, ge=1, description="A partition that counted nothing for this long (wall clock) holds no window open"
     )
     alert_window_seconds: int = Field(300, ge=1, description="Width of the windows alerts test (base or a rollup)")
     alert_reference_windows: int = Field(12, ge=1, description="Trailing windows that make a cohort's reference")

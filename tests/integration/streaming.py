@@ -99,6 +99,8 @@ class Lane:
             "REPLAYWATCH_INPUT_TOPIC": f"in-{self.tag}",
             "REPLAYWATCH_OUTPUT_TOPIC": f"out-{self.tag}",
             "REPLAYWATCH_DLQ_TOPIC": f"dlq-{self.tag}",
+            "REPLAYWATCH_RATES_TOPIC": f"rates-{self.tag}",
+            "REPLAYWATCH_ALERTS_TOPIC": f"alerts-{self.tag}",
             "REPLAYWATCH_GROUP_ID": f"g-{self.tag}",
             "REPLAYWATCH_PARTITIONS": str(self.partitions),
             "REPLAYWATCH_BATCH_TIMEOUT_MS": "20",

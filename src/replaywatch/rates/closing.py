@@ -2,9 +2,9 @@
 that go out for them. Pure.
 
 The fleet's clock is the oldest of the partitions' clocks, leaving aside a partition
-that is more than ``idle_ms`` behind the newest (an idle partition holds nothing
-open). A window of any width is closed once the fleet's clock has reached its end; it
-is published then, and published again, with the next version, whenever its counts
+that has counted nothing for ``idle_ms`` of wall-clock time (an idle partition holds
+nothing open; one that lags behind, being read, does). A window of any width is
+closed once the fleet's clock has reached its end; it is published then, and published again, with the next version, whenever its counts
 change afterwards (a late comparison within the lateness, a backfill of its range).
 It is *final* once the fleet's clock is past its end by the lateness: alerts judge
 final windows only, so a verdict never rests on counts that may still move.
@@ -52,13 +52,15 @@ class Rate:
         return dict(zip(COUNTERS, self.counts, strict=True))
 
 
-def fleet_clock(clocks: Iterable[int], idle_ms: int) -> int | None:
-    """The time up to which every active partition has counted (None: none has)."""
+def fleet_clock(clocks: Iterable[tuple[int, float]], idle_ms: int) -> int | None:
+    """The event time up to which every active partition has counted, from each
+    partition's (clock, seconds since it counted): None when none has; the newest clock
+    when every partition is idle."""
     known = list(clocks)
     if not known:
         return None
-    newest = max(known)
-    return min(t for t in known if t >= newest - idle_ms)
+    active = [t for t, idle in known if idle * 1000 < idle_ms]
+    return min(active) if active else max(t for t, _ in known)
 
 
 def rollup(base: Mapping[RateKey, Counts], width_ms: int) -> dict[SeriesKey, Counts]:

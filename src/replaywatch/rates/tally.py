@@ -60,7 +60,7 @@ class RatesSettings:
     lateness_ms: int = 120_000
     max_skew_ms: int = 300_000
     idle_ms: int = 600_000
-    """A partition whose clock is this far behind the newest holds no window open."""
+    """A partition that has counted nothing for this long (wall clock) holds no window open."""
     max_cohorts: int = 200
     alert_width_ms: int = 300_000
     reference_windows: int = 12

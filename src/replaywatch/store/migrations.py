@@ -528,8 +528,9 @@ CREATE INDEX IF NOT EXISTS rate_window_start ON {schema}.rate_window (topic, sta
 CREATE TABLE IF NOT EXISTS {schema}.rate_clock (
     group_id  text  NOT NULL,
     topic     text  NOT NULL,
-    partition int   NOT NULL,
-    state     jsonb NOT NULL,
+    partition  int         NOT NULL,
+    state      jsonb       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, topic, partition)
 );
 CREATE TABLE IF NOT EXISTS {schema}.rate_published (
@@ -680,12 +681,12 @@ BEGIN
     SELECT p_topic, co, po, st, cn::int[], nextval('{schema}.rate_window_seq')
     FROM unnest(w_cohort, w_policy, w_start, w_counts) AS t(co, po, st, cn) ORDER BY co, po, st
     ON CONFLICT (topic, cohort, policy, start_ms) DO UPDATE SET
-        counts = (SELECT array_agg(coalesce(a, 0) + coalesce(b, 0) ORDER BY i)
-                  FROM unnest(w.counts, excluded.counts) WITH ORDINALITY AS x(a, b, i)),
+        counts = (SELECT array_agg(coalesce(x.a, 0) + coalesce(x.b, 0) ORDER BY x.o)
+                  FROM unnest(w.counts, excluded.counts) WITH ORDINALITY AS x(a, b, o)),
         seq = excluded.seq;
     INSERT INTO {schema}.rate_clock AS k (group_id, topic, partition, state)
     SELECT p_group, p_topic, pa, st::jsonb FROM unnest(k_partition, k_state) AS t(pa, st)
-    ON CONFLICT (group_id, topic, partition) DO UPDATE SET state = excluded.state;
+    ON CONFLICT (group_id, topic, partition) DO UPDATE SET state = excluded.state, updated_at = now();
     RETURN said;
 END;
 $$;

@@ -106,13 +106,15 @@ class RatesStore:
                                             self.topic)  # fmt: skip
         return (0, None) if row is None else (row["seq"], row["judged_ms"])
 
-    async def clocks(self) -> list[int]:
-        """The live group's partition clocks (the newest event time each counted)."""
+    async def clocks(self) -> list[tuple[int, float]]:
+        """The live group's partition clocks: (the newest event time each counted, seconds
+        since it last counted one)."""
         rows = await self._leader().fetch(
-            f"SELECT state::text AS state FROM {self._q}.rate_clock WHERE group_id = $1 AND topic = $2",
+            f"SELECT state::text AS state, extract(epoch FROM now() - updated_at)::float8 AS idle "
+            f"FROM {self._q}.rate_clock WHERE group_id = $1 AND topic = $2",
             self.group, self.topic,
         )  # fmt: skip
-        return [t for r in rows if (t := Clock.from_json(orjson.loads(r["state"])).newest_ms) is not None]
+        return [(t, r["idle"]) for r in rows if (t := Clock.from_json(orjson.loads(r["state"])).newest_ms) is not None]
 
     async def changed(self, since: int) -> tuple[list[tuple[RateKey, int]], int | None]:
         """The base windows changed after sequence ``since``, with their sequences, and the

@@ -1,0 +1,133 @@
+"""Drift rates through Kafka over simulated hours of event time: one provider version's
+drift rate doubles at a known time and is reverted later; the alert opens within two
+windows of the change, resolves after the revert, names the cohort, and arrives as a
+CloudEvent that the ``cloudevents`` SDK's Kafka binding decodes; the cohorts whose rate
+did not change raise nothing. The rates topic carries every closed window."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
+
+from replaywatch.rates.records import decode_rate
+from tests.conftest import Endpoints
+from tests.integration.streaming import Lane, attempt_event
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 300_000
+"""The alert window (the default): 5 minutes."""
+COHORTS = {
+    ("openai", "gpt-a", "summarise"): "changes",
+    ("openai", "gpt-a", "classify"): "steady",
+    ("anthropic", "claude-x", "summarise"): "steady",
+}
+PER_WINDOW = 60
+BASE_DRIFTED = 12
+"""20% of each window's comparisons drift; 40% in the changed span."""
+WINDOWS, CHANGE, REVERT = 30, 14, 22
+
+
+def start_of_time() -> int:
+    """Four hours ago, on an hour's boundary: the events' Kafka timestamps (now) are after them."""
+    now = int(time.time() * 1000) - 4 * 3_600_000
+    return now - now % 3_600_000
+
+
+def fleet(lane: Lane, t0: int) -> list[dict[str, Any]]:
+    """A step per comparison: its baseline attempt, then a re-run 1 s later that drifts or
+    not, spread evenly over each window; in event-time order."""
+    events: list[tuple[int, dict[str, Any]]] = []
+    for (provider, version, kind), role in COHORTS.items():
+        spec = orjson.dumps({"type": kind}).decode()
+        for w in range(WINDOWS):
+            drifted = 2 * BASE_DRIFTED if role == "changes" and CHANGE <= w < REVERT else BASE_DRIFTED
+            for i in range(PER_WINDOW):
+                at = t0 + w * WINDOW + i * (WINDOW // PER_WINDOW)
+                run = f"{lane.tag}-{version}-{kind}-{w}-{i}"
+                common = {"provider": provider, "provider_version": version, "spec_snapshot": spec}
+                base = attempt_event(run, "s", 1, {"answer": "same"}, **common) | {"occurred_at": at}
+                now = attempt_event(run, "s", 2, {"answer": "other" if i < drifted else "same"}, **common)
+                events += [(at, base), (at + 1000, now | {"occurred_at": at + 1000})]
+    events.sort(key=lambda e: e[0])
+    # the tail: every partition's clock passes the last window by more than the lateness
+    tail = t0 + (WINDOWS + 2) * WINDOW
+    for i in range(16):
+        events += [(tail, attempt_event(f"{lane.tag}-tail-{i}", "s", n, {}) | {"occurred_at": tail}) for n in (1, 2)]
+    return [e for _, e in events]
+
+
+async def judged_through(lane: Lane, until_ms: int, timeout: float = 240) -> None:
+    conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    judged = await conn.fetchval(f'SELECT judged_ms FROM "{lane.schema}".rate_cursor')
+                except asyncpg.UndefinedTableError:
+                    judged = None
+                if judged is not None and judged >= until_ms:
+                    return
+                await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
+    endpoints: Endpoints, pg_schema: str, bucket: str
+) -> None:
+    lane = Lane(endpoints, pg_schema, bucket, partitions=2)
+    lane.extra = {"public_url": "http://rw.example"}
+    await lane.create_topics()
+    t0 = start_of_time()
+    events = fleet(lane, t0)
+    await lane.send(events)
+    async with lane.pipeline():
+        await judged_through(lane, t0 + (WINDOWS - 1) * WINDOW)
+        s = lane.settings()
+        alerts = await lane.read(s.alerts_topic, want=2, timeout=30, settle=3)
+        rates = await lane.read(s.rates_topic, want=1, timeout=30, settle=3)
+
+    decoded = [from_binary(KafkaMessage(dict(m.headers), m.key, m.value), JSONFormat()) for m in alerts]
+    assert [e.get_type() for e in decoded] == ["dev.replaywatch.alert.opened", "dev.replaywatch.alert.resolved"]
+    opened, resolved = (e.get_data() for e in decoded)
+    assert isinstance(opened, dict) and isinstance(resolved, dict)
+    assert opened["cohort"] == "openai|gpt-a|summarise" == decoded[0].get_extension("partitionkey")
+    assert alerts[0].key == b"openai|gpt-a|summarise"
+    assert decoded[0].get_subject() == "openai|gpt-a|summarise#default"
+    assert decoded[0].get_source().startswith("/replaywatch/")
+    assert decoded[0].get_id() != decoded[1].get_id()
+    assert opened["alert_id"] == resolved["alert_id"]
+    # within two windows of the change; resolved once the revert has held for two windows
+    opened_window = (opened["window_start_ms"] - t0) // WINDOW
+    resolved_window = (resolved["window_start_ms"] - t0) // WINDOW
+    assert CHANGE <= opened_window <= CHANGE + 1, opened_window
+    assert REVERT + 1 <= resolved_window <= REVERT + 3, resolved_window
+    assert opened["rate"] == pytest.approx(0.4) and opened["reference_rate"] == pytest.approx(0.2)
+    assert opened["q_value"] <= 0.001 < resolved["p_value"]
+    at = decoded[0].get_time()
+    assert at is not None and at.timestamp() * 1000 == opened["window_end_ms"]
+    assert opened["links"]["comparisons"].startswith("http://rw.example/cohorts/openai%7Cgpt-a%7Csummarise/")
+
+    # the rates topic: every closed window of every width, once (version 1: nothing came late)
+    records = [decode_rate(m.value) for m in rates]
+    by_key = {(r["cohort"], r["width_seconds"], r["window_start"]): r for r in records}
+    assert len(by_key) == len(records)
+    assert {r["version"] for r in records} == {1}
+    five = [r for r in records if r["cohort"] == "openai|gpt-a|summarise" and r["width_seconds"] == 300]
+    assert len(five) == WINDOWS
+    assert all(r["comparisons"] == PER_WINDOW for r in five)
+    changed = {(r["window_start"] - t0) // WINDOW for r in five if r["drift"] == 2 * BASE_DRIFTED}
+    assert changed == set(range(CHANGE, REVERT))
+    assert all(r["causes"]["structure"] == r["drift"] for r in five)
+    minutes = [r for r in records if r["cohort"] == "anthropic|claude-x|summarise" and r["width_seconds"] == 60]
+    assert len(minutes) == WINDOWS * 5 and sum(r["comparisons"] for r in minutes) == WINDOWS * PER_WINDOW
+    hours = [r for r in records if r["width_seconds"] == 3600 and r["cohort"] == "openai|gpt-a|classify"]
+    assert [r["comparisons"] for r in hours] == [12 * PER_WINDOW, 12 * PER_WINDOW]
