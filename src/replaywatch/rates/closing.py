@@ -3,11 +3,12 @@ that go out for them. Pure.
 
 The fleet's clock is the oldest of the partitions' clocks, leaving aside a partition
 that has counted nothing for ``idle_ms`` of wall-clock time (an idle partition holds
-nothing open; one that lags behind, being read, does). A window of any width is
-closed once the fleet's clock has reached its end; it is published then, and published again, with the next version, whenever its counts
-change afterwards (a late comparison within the lateness, a backfill of its range).
-It is *final* once the fleet's clock is past its end by the lateness: alerts judge
-final windows only, so a verdict never rests on counts that may still move.
+nothing open; one that lags behind, being read, does). A window of any width is closed
+once the fleet's clock has reached its end; it is published then, and published again,
+with the next version, whenever its counts change afterwards (a late comparison within
+the lateness, a backfill of its range). It is *final* once the fleet's clock is past its
+end by the lateness: alerts judge final windows only, so a verdict never rests on counts
+that may still move.
 """
 
 from __future__ import annotations
