@@ -7,6 +7,7 @@ did not change raise nothing. The rates topic carries every closed window."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
@@ -16,9 +17,16 @@ import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 
+from replaywatch import codec
+from replaywatch.compare import CompareConfig
+from replaywatch.core.projection import StepProjection, apply
+from replaywatch.envelope.cohort import cohort_of
 from replaywatch.rates.records import decode_rate
+from replaywatch.rates.tally import LATE, RateKey, RatesSettings, Windows
+from replaywatch.replay.backfill import backfill
+from replaywatch.replay.jobs import ReplaySpec
 from tests.conftest import Endpoints
-from tests.integration.streaming import Lane, attempt_event
+from tests.integration.streaming import Lane, attempt_event, stop_proc
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +139,99 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
     assert len(minutes) == WINDOWS * 5 and sum(r["comparisons"] for r in minutes) == WINDOWS * PER_WINDOW
     hours = [r for r in records if r["width_seconds"] == 3600 and r["cohort"] == "openai|gpt-a|classify"]
     assert [r["comparisons"] for r in hours] == [12 * PER_WINDOW, 12 * PER_WINDOW]
+
+
+def timeline(lane: Lane, t0: int, minutes: int, prefix: str) -> list[dict[str, Any]]:
+    """Three steps every 10 s of event time, each a baseline and a re-run that drifts one
+    time in four; every 30th step's attempts come 90 s late (inside the lateness), every
+    45th's 10 minutes late (outside it)."""
+    events: list[dict[str, Any]] = []
+    for n in range(minutes * 18):
+        at = t0 + (n // 3) * 10_000
+        if n % 30 == 29:
+            at -= 90_000
+        elif n % 45 == 44:
+            at -= 600_000
+        run = f"{lane.tag}-{prefix}-{n}"
+        common = {"provider": "openai", "provider_version": f"v{n % 2}", "spec_snapshot": '{"type": "plan"}'}
+        events.append(attempt_event(run, "s", 1, {"a": 1}, **common) | {"occurred_at": at})
+        events.append(attempt_event(run, "s", 2, {"a": 1 + (n % 4 == 0)}, **common) | {"occurred_at": at + 500})
+    return events
+
+
+def recount(phases: list[list[Any]], settings: RatesSettings) -> tuple[dict[RateKey, list[int]], int]:
+    """The windows counted at once from the input records, each phase read by a consumer
+    of its own (fresh clocks) in offset order per partition, the steps shared: what the
+    pipeline must have committed whatever its restarts. Also: the comparisons late."""
+    steps: dict[tuple[str, str], StepProjection] = {}
+    totals: dict[RateKey, list[int]] = {}
+    config, limits = CompareConfig(), codec.Limits(kind_path="type")
+    for records in phases:
+        windows = Windows(settings, {})
+        for m in sorted(records, key=lambda m: (m.partition, m.offset)):
+            a = codec.decode_attempt(m.value, limits)
+            key = (a.run_id, a.step_id)
+            steps[key], cs = apply(steps.get(key) or StepProjection.empty(*key), a, config)
+            for c in cs:
+                cohort = cohort_of(a.provider, a.provider_version, a.kind, c.policy)
+                windows.add(m.partition, a.occurred_at_ms, m.timestamp, cohort, c.policy, c)
+        for k, counts in windows.deltas.items():
+            totals[k] = [x + y for x, y in zip(totals.get(k, [0] * len(counts)), counts, strict=True)]
+    return totals, sum(c[LATE] for c in totals.values())
+
+
+async def live_committed(lane: Lane, total: int, timeout: float = 60) -> None:
+    """Wait until the live group's stored offsets add up to ``total``."""
+    conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
+    try:
+        async with asyncio.timeout(timeout):
+            while await conn.fetchval(f'SELECT coalesce(sum(next_offset), 0) FROM "{lane.schema}".consumer_offset '
+                                      "WHERE group_id = $1", lane.settings().group_id) < total:  # fmt: skip
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def stored_windows(lane: Lane) -> dict[RateKey, list[int]]:
+    conn = await asyncpg.connect(lane.endpoints.postgres_dsn)
+    try:
+        rows = await conn.fetch(f'SELECT cohort, policy, start_ms, counts FROM "{lane.schema}".rate_window')
+    finally:
+        await conn.close()
+    return {(r["cohort"], r["policy"], r["start_ms"]): list(r["counts"]) for r in rows}
+
+
+async def test_windows_equal_a_recount_after_kills_restarts_a_backfill_and_late_events(
+    endpoints: Endpoints, pg_schema: str, bucket: str
+) -> None:
+    lane = Lane(endpoints, pg_schema, bucket, partitions=2)
+    lane.extra = {"batch_size": 50}
+    await lane.create_topics()
+    t0 = start_of_time()
+    first = timeline(lane, t0, 40, "a")
+    await lane.send(first)
+    for past in (len(first) // 4, len(first) // 2):  # killed twice mid-stream
+        proc = lane.spawn()
+        await lane.committed_past(past)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    proc = lane.spawn()
+    await lane.committed_past(len(first) - 1)
+    assert stop_proc(proc)[0] == 0
+
+    # more records, read only by a backfill of the whole topic, then by the live consumer
+    second = timeline(lane, t0 + 40 * 60_000, 20, "b")
+    await lane.send(second)
+    summary = await backfill(lane.settings(), ReplaySpec(), asyncio.Event())
+    assert summary["state"] == "done" and summary["compared"] == len(second) // 2
+    proc = lane.spawn()
+    await live_committed(lane, len(first) + len(second))
+    assert stop_proc(proc)[0] == 0
+
+    records = await lane.read(lane.settings().input_topic, want=len(first) + len(second))
+    ids = {e["event_id"] for e in first}
+    phase_one = [m for m in records if codec.decode_attempt(m.value).event_id in ids]
+    phase_two = [m for m in records if codec.decode_attempt(m.value).event_id not in ids]
+    expected, late = recount([phase_one, phase_two], lane.settings().rates_settings())
+    assert late > 0 and sum(c[0] for c in expected.values()) + late == (len(first) + len(second)) // 2
+    assert await stored_windows(lane) == expected
