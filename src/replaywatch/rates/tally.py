@@ -157,7 +157,7 @@ class Windows:
                 cohort = POOLED
             clock.cohorts.add(cohort)
         start = window_of(occurred_ms, s.window_ms)
-        counts = self.deltas.setdefault((cohort, c.policy, start), [0] * len(COUNTERS))
+        counts = self.deltas.setdefault((cohort, policy, start), [0] * len(COUNTERS))
         newest = clock.newest_ms
         if newest is not None and start + s.window_ms + s.lateness_ms <= newest:
             counts[LATE] += 1
