@@ -252,6 +252,45 @@ def report(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def rates(
+    as_json: Annotated[bool, typer.Option("--json", help="The cohorts and open alerts as one JSON object.")] = False,
+    cohort: Annotated[str, typer.Option("--cohort", help="The cohorts to show, a glob: 'openai|*|*'.")] = "*",
+    postgres_dsn: PostgresDsn = None,
+    postgres_schema: PostgresSchema = None,
+    input_topic: InputTopic = None,
+) -> None:
+    """Each cohort's drift rate in its last judged window against its reference, most
+    significant first, and the open alerts. Exit 0 with alerts open, 1 with none (so a
+    script can page), 2 on a usage error."""
+    import fnmatch
+
+    from rich.console import Console
+
+    from replaywatch.store.postgres import PostgresStore
+    from replaywatch.store.rates_history import RatesHistory
+    from replaywatch.views.rates import alerts_table, rates_json, rates_table
+
+    settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, input_topic=input_topic)
+
+    async def show(store: PostgresStore) -> bool:
+        reader = RatesHistory(store.pool, settings.postgres_schema, settings.input_topic)
+        rows = [r for r in await reader.cohorts() if fnmatch.fnmatchcase(r.cohort, cohort)]
+        alerts = [a for a in await reader.alerts(open_only=True) if fnmatch.fnmatchcase(a["cohort"], cohort)]
+        console = Console()
+        if as_json:
+            console.file.write(orjson.dumps(rates_json(rows, alerts), option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif not rows:
+            console.print(f"no windows judged yet on {settings.input_topic} (rates are judged once final)")
+        else:
+            console.print(rates_table(rows, console.width))
+            if alerts:
+                console.print(alerts_table(alerts, console.width))
+        return bool(alerts)
+
+    raise typer.Exit(0 if run_with_store(settings, show) else 1)
+
+
 # `replaywatch diff` exit statuses: 0 shown, 2 usage, 3 not found, 4 corrupt, 5 S3 unreachable
 DIFF_NOT_FOUND, DIFF_CORRUPT, DIFF_UNREACHABLE = 3, 4, 5
 

@@ -21,6 +21,10 @@ class History:
         self.group_id = group_id
         self.topic = topic
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     async def envelopes(self, partitions: Iterable[int] | None = None) -> dict[tuple[int, str], CohortEnvelope]:
         """The envelopes of this group on its input topic, by (partition, cohort): those of
         ``partitions``, or every one."""

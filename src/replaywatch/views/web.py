@@ -6,8 +6,12 @@ Pages:
 - ``/runs/{run_id}``: one run's outcome, each step with its pair and verdict;
 - ``/comparisons/{event_id}``: one comparison and its diff, rendered (``diff_view``);
 - ``/stats``: comparisons by verdict over the last hour;
+- ``/rates``: the fleet's cohorts, the most significant change in drift rate first, and
+  the open alerts;
 - ``/cohorts``: each cohort's flakiness (adaptive mode), and ``/cohorts/{cohort}``: one
-  cohort's envelope, its most varying paths and the policy rule it suggests.
+  cohort's drift rate over time (an SVG chart), its alerts, the steps and paths that
+  drift most, and, in adaptive mode, its envelope and the policy rule it suggests;
+- ``/cohorts/{cohort}/comparisons?from=&to=``: the comparisons behind an alert.
 
 It reads PostgreSQL (through a pool whose every transaction is read-only) and S3, and
 never writes. Output events link their comparison's page when
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -36,7 +41,9 @@ from replaywatch.envelope.volatility import by_cohort, suggest, toml_rule
 from replaywatch.exceptions import CorruptDiff, NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.store.history import History
+from replaywatch.store.rates_history import RatesHistory
 from replaywatch.views.diff_view import view
+from replaywatch.views.rates import svg_chart
 from replaywatch.views.show_diff import fetch
 from replaywatch.views.web_access import LOOPBACK_NAMES, Access, guard
 
@@ -66,7 +73,7 @@ tr.decided td { border-left: 3px solid #cf222e; font-weight: 600; } .graded { co
 form.filters { margin: 0 0 12px; } form.filters * { margin-right: 8px; }
 </style></head>
 <body><header><a href="/"><b>replaywatch</b></a><a href="/">comparisons</a><a href="/stats">last hour</a>
-<a href="/cohorts">cohorts</a></header>
+<a href="/rates">rates</a><a href="/cohorts">cohorts</a></header>
 <main><h2>{{ title }}</h2>{% block content %}{% endblock %}</main></body></html>
 """
 
@@ -142,7 +149,44 @@ COHORTS = """{% extends "base.html" %}{% block content %}
 {%- if not loop.last %}, {% endif %}{% endfor %}</td></tr>
 {% endfor %}</table>{% endif %}{% endblock %}"""
 
+RATES = """{% extends "base.html" %}{% block content %}
+{% if alerts %}<h3>open alerts</h3><table id="alerts"><tr><th>since</th><th>cohort</th><th>rate</th>
+<th>reference</th><th>compared with</th></tr>
+{% for a in alerts %}<tr><td>{{ a.opened_ms | when }}</td>
+<td class="mono"><a href="/cohorts/{{ a.cohort | urlencode }}">{{ a.cohort }}</a></td>
+<td>{{ a.opened.rate | pct }}</td><td>{{ a.opened.reference_rate | pct }}</td>
+<td>{% if a.opened.reference == "previous_version" %}version {{ a.opened.compared_with_version }} on
+{{ a.opened.compared_kinds | join(", ") }}{% else %}its last {{ a.opened.reference_windows }} windows{% endif %}</td>
+</tr>{% endfor %}</table>{% endif %}
+{% if not rows %}<p>No window judged yet: windows are judged once the fleet's clock is past them.</p>{% else %}
+<table id="rates"><tr><th>cohort</th><th>policy</th><th>comparisons</th><th>drift rate</th><th>reference</th>
+<th>ratio</th><th>q-value</th><th>alert</th></tr>
+{% for r in rows %}<tr class="{{ 'decided' if r.state.status == 'open' }}">
+<td class="mono"><a href="/cohorts/{{ r.cohort | urlencode }}">{{ r.cohort }}</a></td><td>{{ r.policy }}</td>
+<td>{{ r.last.comparisons or 0 }}</td><td>{{ r.last.rate | pct }}</td><td>{{ r.last.reference_rate | pct }}</td>
+<td>{{ "-" if r.last.ratio is none else "%.2f×" % r.last.ratio }}</td>
+<td>{{ "-" if r.last.q_value is none else "%.2g" % r.last.q_value }}</td><td>{{ r.state.status }}</td></tr>
+{% endfor %}</table>{% endif %}{% endblock %}"""
+
 COHORT = """{% extends "base.html" %}{% block content %}
+{% if rate %}<p id="standing">Last window judged ({{ rate.last.window_start_ms | when }}):
+{{ rate.last.comparisons }} comparisons, drift rate {{ rate.last.rate | pct }} against
+{{ rate.last.reference_rate | pct }}{% if rate.last.reference == "previous_version" %} (version
+{{ rate.last.compared_with_version }}){% endif %}; alert {{ rate.state.status }}.</p>{% endif %}
+<p>Window: {% for w, label in widths %}<a href="?width={{ w }}">{{ label }}</a> {% endfor %}</p>
+<div id="chart">{{ chart | safe }}</div>
+<h3>alerts</h3>{% if alerts %}<table id="cohort-alerts"><tr><th>opened</th><th>resolved</th><th>rate</th>
+<th>reference</th><th>q-value</th><th></th></tr>
+{% for a in alerts %}<tr><td>{{ a.opened_ms | when }}</td><td>{{ "open" if a.resolved_ms is none else a.resolved_ms | when }}</td>
+<td>{{ a.opened.rate | pct }}</td><td>{{ a.opened.reference_rate | pct }}</td><td>{{ "%.2g" % a.opened.q_value }}</td>
+<td><a href="/cohorts/{{ cohort | urlencode }}/comparisons?policy={{ a.policy | urlencode }}&from={{ a.opened.window_start_ms }}&to={{ a.opened.window_end_ms }}&drifted=1">comparisons behind it</a></td></tr>
+{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
+<h3>drifting most (last day)</h3><table id="drifting"><tr><th>step</th><th>drifted</th><th>path</th><th>drifted</th></tr>
+{% for i in range([steps | length, paths | length] | max) %}<tr>
+<td class="mono">{{ steps[i][0] if i < steps | length }}</td><td>{{ steps[i][1] if i < steps | length }}</td>
+<td class="mono">{{ paths[i][0] if i < paths | length }}</td><td>{{ paths[i][1] if i < paths | length }}</td></tr>
+{% endfor %}</table>
+{% if v %}<h3>envelope</h3>
 <p>{{ v.envelope.seen }} re-runs seen over {{ v.partitions }} partition(s), {{ v.envelope.learned }} learned from;
 flake rate {{ "%.1f%%" % (100 * v.flake_rate) }}, pass^{{ k }} {{ "%.2f" % v.pass_k(k) }},
 outside the envelope {{ "%.1f%%" % (100 * v.alert_rate) }}.
@@ -155,8 +199,13 @@ outside the envelope {{ "%.1f%%" % (100 * v.alert_rate) }}.
 <p>Tools the cohort calls: {% for t in v.envelope.tools | sort %}<code>{{ t }}</code> {% else %}none{% endfor %}</p>
 <h3>Suggested policy rule</h3>
 <p>What would have kept this cohort's false alerts under {{ "%.0f%%" % (100 * target) }} on the re-runs seen:</p>
-<pre id="suggested">{{ rule }}</pre>
+<pre id="suggested">{{ rule }}</pre>{% endif %}
 {% endblock %}"""
+
+BEHIND = """{% extends "base.html" %}{% from "rows.html" import rows %}{% block content %}
+<p><a href="/cohorts/{{ cohort | urlencode }}">cohort {{ cohort }}</a> · attempts that occurred
+{{ start | when }} to {{ end | when }}</p>
+{% if comparisons %}{{ rows(comparisons) }}{% else %}<p>No comparisons.</p>{% endif %}{% endblock %}"""
 
 templates = Environment(
     loader=DictLoader(
@@ -169,10 +218,16 @@ templates = Environment(
             "stats.html": STATS,
             "cohorts.html": COHORTS,
             "cohort.html": COHORT,
+            "rates.html": RATES,
+            "behind.html": BEHIND,
         }
     ),
     autoescape=select_autoescape(default=True),
 )
+templates.filters["pct"] = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+templates.filters["when"] = lambda ms: "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime(
+    "%Y-%m-%d %H:%M")  # fmt: skip
+WIDTHS = ((60_000, "1 min"), (300_000, "5 min"), (3_600_000, "1 h"))
 
 
 def page(name: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -194,6 +249,7 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
     """The web view over ``store`` (read-only) and ``diffs``, behind ``access``
     (default: open, for a view bound to loopback)."""
     access = access or Access("none", hosts=LOOPBACK_NAMES)
+    rates = RatesHistory(store.pool, store.schema, store.topic)
 
     async def index(request: Request) -> HTMLResponse:
         verdict = request.query_params.get("verdict") or None
@@ -238,23 +294,49 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
     async def stats(request: Request) -> HTMLResponse:
         return page("stats.html", "the last hour", counts=await store.verdict_counts(3600))
 
+    async def fleet(request: Request) -> HTMLResponse:
+        return page("rates.html", "drift rates", rows=await rates.cohorts(), alerts=await rates.alerts(open_only=True))
+
+    async def behind(request: Request) -> HTMLResponse:
+        name, q = request.path_params["cohort"], request.query_params
+        start, end = q.get("from", ""), q.get("to", "")
+        if not (start.isdigit() and end.isdigit()):
+            return page("behind.html", "give from and to (ms)", 400, cohort=name, comparisons=[], start=None, end=None)
+        found = await rates.comparisons(
+            name, q.get("policy") or None, int(start), int(end), drifted=bool(q.get("drifted"))
+        )
+        return page("behind.html", f"comparisons of {name}", cohort=name, comparisons=found, start=int(start),
+                    end=int(end))  # fmt: skip
+
     async def cohorts(request: Request) -> HTMLResponse:
         return page("cohorts.html", "cohorts", rows=by_cohort(await store.envelopes()), k=3)
 
     async def cohort_page(request: Request) -> HTMLResponse:
         name = request.path_params["cohort"]
         found = [v for v in by_cohort(await store.envelopes()) if v.cohort == name]
-        if not found:
+        standing = [r for r in await rates.cohorts() if r.cohort == name]
+        width = int(request.query_params.get("width", "300000")) if request.query_params.get(
+            "width", "").isdigit() else 300_000  # fmt: skip
+        points = await rates.series(name, width if width in dict(WIDTHS) else 300_000)
+        if not found and not standing and not points:
             return page("cohorts.html", f"no cohort {name}", 404, rows=[], k=3)
-        rule = toml_rule(suggest(found[0], 0.02), f"cohort {name}")
-        return page("cohort.html", f"cohort {name}", v=found[0], k=3, target=0.02, rule=rule)
+        alerts = await rates.alerts(name)
+        rate = standing[0] if standing else None
+        reference = rate.last.get("reference_rate") if rate else None
+        since = (points[-1].start_ms if points else 0) - 86_400_000
+        steps, paths = await rates.drifting(name, since)
+        rule = toml_rule(suggest(found[0], 0.02), f"cohort {name}") if found else None
+        return page("cohort.html", f"cohort {name}", v=found[0] if found else None, k=3, target=0.02, rule=rule,
+                    rate=rate, chart=svg_chart(points, alerts, reference), alerts=alerts, steps=steps, paths=paths,
+                    cohort=name, widths=WIDTHS)  # fmt: skip
 
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[
         Route("/", index), Route("/runs/{run_id:path}", run_page), Route("/comparisons/{event_id}", comparison_page),
-        Route("/stats", stats), Route("/cohorts", cohorts), Route("/cohorts/{cohort:path}", cohort_page),
+        Route("/stats", stats), Route("/rates", fleet), Route("/cohorts", cohorts),
+        Route("/cohorts/{cohort:path}/comparisons", behind), Route("/cohorts/{cohort:path}", cohort_page),
         Route("/healthz", healthz),
     ])  # fmt: skip
     app.add_middleware(BaseHTTPMiddleware, dispatch=partial(guard, access))
