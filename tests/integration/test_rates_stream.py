@@ -7,7 +7,10 @@ did not change raise nothing. The rates topic carries every closed window."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -16,6 +19,7 @@ import orjson
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+from selenium.webdriver.common.by import By
 
 from replaywatch import codec
 from replaywatch.compare import CompareConfig
@@ -25,8 +29,12 @@ from replaywatch.rates.records import decode_rate
 from replaywatch.rates.tally import LATE, RateKey, RatesSettings, Windows
 from replaywatch.replay.backfill import backfill
 from replaywatch.replay.jobs import ReplaySpec
+from replaywatch.replay.rebuild import NoDiffs
+from replaywatch.store.postgres import PostgresStore
+from replaywatch.views.web import create_app, serving_web
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane, attempt_event, stop_proc
+from tests.integration.test_web import browser, shoot
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +110,11 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
         s = lane.settings()
         alerts = await lane.read(s.alerts_topic, want=2, timeout=30, settle=3)
         rates = await lane.read(s.rates_topic, want=1, timeout=30, settle=3)
+    seen = await look(lane)
+    printed = subprocess.run([sys.executable, "-m", "replaywatch", "rates"], env={**os.environ, **lane.env,
+                             "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+    as_json = subprocess.run([sys.executable, "-m", "replaywatch", "rates", "--json"], env={**os.environ, **lane.env},
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
 
     decoded = [from_binary(KafkaMessage(dict(m.headers), m.key, m.value), JSONFormat()) for m in alerts]
     assert [e.get_type() for e in decoded] == ["dev.replaywatch.alert.opened", "dev.replaywatch.alert.resolved"]
@@ -124,6 +137,20 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
     assert at is not None and at.timestamp() * 1000 == opened["window_end_ms"]
     assert opened["links"]["comparisons"].startswith("http://rw.example/cohorts/openai%7Cgpt-a%7Csummarise/")
 
+    # what on-call sees: the fleet page, the cohort's chart and its alert, the comparisons behind it
+    assert {row.split()[0] for row in seen["fleet"]} == {"|".join(c) for c in COHORTS}
+    assert seen["points"] == WINDOWS and seen["alert_spans"] == 1 and seen["reference_lines"] == 1
+    assert len(seen["alerts"]) == 1 and "comparisons behind it" in seen["alerts"][0]
+    assert len(seen["behind"]) == 2 * BASE_DRIFTED and all("drift" in row for row in seen["behind"])
+    assert seen["drifting"][0].startswith("s ") and "/answer" in seen["drifting"][0]
+    assert seen["screenshot"].stat().st_size > 10_000
+    # and in a terminal: 80 columns, no alert open any more (exit 1), and JSON for scripts
+    assert printed.returncode == 1, printed.stderr
+    assert "openai|gpt-a|summarise" in printed.stdout and max(map(len, printed.stdout.splitlines())) <= 80
+    doc = orjson.loads(as_json.stdout)
+    assert doc["open_alerts"] == [] and {c["cohort"] for c in doc["cohorts"]} >= {
+        "openai|gpt-a|summarise", "openai|gpt-a|classify", "anthropic|claude-x|summarise"}  # fmt: skip
+
     # the rates topic: every closed window of every width, once (version 1: nothing came late)
     records = [decode_rate(m.value) for m in rates]
     by_key = {(r["cohort"], r["width_seconds"], r["window_start"]): r for r in records}
@@ -139,6 +166,39 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
     assert len(minutes) == WINDOWS * 5 and sum(r["comparisons"] for r in minutes) == WINDOWS * PER_WINDOW
     hours = [r for r in records if r["width_seconds"] == 3600 and r["cohort"] == "openai|gpt-a|classify"]
     assert [r["comparisons"] for r in hours] == [12 * PER_WINDOW, 12 * PER_WINDOW]
+
+
+async def look(lane: Lane) -> dict[str, Any]:
+    """The web view over the lane, in headless Chromium."""
+    s, e = lane.settings(), lane.endpoints
+    store = await PostgresStore.connect(e.postgres_dsn, schema=lane.schema, group_id=s.group_id, topic=s.input_topic,
+                                        read_only=True)  # fmt: skip
+    try:
+        async with serving_web(create_app(store.history, NoDiffs()), "127.0.0.1", 0) as port:
+            return await asyncio.to_thread(browse, f"http://127.0.0.1:{port}")
+    finally:
+        await store.close()
+
+
+def browse(base: str) -> dict[str, Any]:
+    b = browser()
+    seen: dict[str, Any] = {}
+    try:
+        b.get(f"{base}/rates")
+        seen["fleet"] = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#rates tr")][1:]
+        shoot(b, "rates")
+        b.find_element(By.LINK_TEXT, "openai|gpt-a|summarise").click()
+        seen["points"] = len(b.find_elements(By.CSS_SELECTOR, "#chart circle"))
+        seen["alert_spans"] = len(b.find_elements(By.CSS_SELECTOR, "#chart rect.alert"))
+        seen["reference_lines"] = len(b.find_elements(By.CSS_SELECTOR, "#chart line.reference"))
+        seen["alerts"] = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#cohort-alerts tr")][1:]
+        seen["drifting"] = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#drifting tr")][1:]
+        seen["screenshot"] = shoot(b, "cohort-rates")
+        b.find_element(By.LINK_TEXT, "comparisons behind it").click()
+        seen["behind"] = [r.text for r in b.find_elements(By.CSS_SELECTOR, "table tr")][1:]
+    finally:
+        b.quit()
+    return seen
 
 
 def timeline(lane: Lane, t0: int, minutes: int, prefix: str) -> list[dict[str, Any]]:

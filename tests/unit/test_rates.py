@@ -105,10 +105,12 @@ def test_cohorts_past_the_bound_pool() -> None:
 
 
 def test_the_fleet_clock_waits_for_partitions_being_read_not_for_idle_ones() -> None:
-    assert fleet_clock([], S.idle_ms) is None
-    assert fleet_clock([(100, 0.0), (50, 1.0)], S.idle_ms) == 50
-    assert fleet_clock([(100, 0.0), (50, 3600.0)], S.idle_ms) == 100
-    assert fleet_clock([(100, 3600.0), (50, 3600.0)], S.idle_ms) == 100
+    assert fleet_clock({}, [], S.idle_ms) is None
+    assert fleet_clock({0: (100, 0.0), 1: (50, 1.0)}, [], S.idle_ms) == 50  # both counting
+    assert fleet_clock({0: (100, 0.0), 1: (50, 3600.0)}, [], S.idle_ms) == 100  # 1 idle, read to its end
+    assert fleet_clock({0: (100, 0.0), 1: (50, 3600.0)}, [1], S.idle_ms) == 50  # 1 has records waiting
+    assert fleet_clock({0: (100, 0.0)}, [1], S.idle_ms) is None  # 1 waits and never counted: hold all
+    assert fleet_clock({0: (100, 3600.0), 1: (50, 3600.0)}, [], S.idle_ms) == 100
 
 
 def test_closed_windows_are_published_once_and_again_with_the_next_version_when_they_change() -> None:

@@ -2,8 +2,8 @@
 that go out for them. Pure.
 
 The fleet's clock is the oldest of the partitions' clocks, leaving aside a partition
-that has counted nothing for ``idle_ms`` of wall-clock time (an idle partition holds
-nothing open; one that lags behind, being read, does). A window of any width is closed
+that has read all its records and has counted nothing for ``idle_ms`` of wall-clock
+time (an idle partition holds nothing open; one with records waiting does). A window of any width is closed
 once the fleet's clock has reached its end; it is published then, and published again,
 with the next version, whenever its counts change afterwards (a late comparison within
 the lateness, a backfill of its range). It is *final* once the fleet's clock is past its
@@ -53,15 +53,21 @@ class Rate:
         return dict(zip(COUNTERS, self.counts, strict=True))
 
 
-def fleet_clock(clocks: Iterable[tuple[int, float]], idle_ms: int) -> int | None:
-    """The event time up to which every active partition has counted, from each
-    partition's (clock, seconds since it counted): None when none has; the newest clock
-    when every partition is idle."""
-    known = list(clocks)
-    if not known:
-        return None
-    active = [t for t, idle in known if idle * 1000 < idle_ms]
-    return min(active) if active else max(t for t, _ in known)
+def fleet_clock(clocks: Mapping[int, tuple[int, float]], waiting: Iterable[int], idle_ms: int) -> int | None:
+    """The event time up to which the fleet has counted, from each partition's (clock,
+    seconds since it last counted) and the partitions with records not yet read
+    (``waiting``). A partition holds windows open while records wait in it or while it
+    counted within ``idle_ms``; one whose records wait and which never counted holds
+    everything (None). When no partition holds any, the newest clock."""
+    held = []
+    for p in waiting:
+        if p not in clocks:
+            return None
+        held.append(clocks[p][0])
+    held += [t for t, idle in clocks.values() if idle * 1000 < idle_ms]
+    if held:
+        return min(held)
+    return max((t for t, _ in clocks.values()), default=None)
 
 
 def rollup(base: Mapping[RateKey, Counts], width_ms: int) -> dict[SeriesKey, Counts]:

@@ -27,7 +27,7 @@ from replaywatch.stream.deadletter import DeadLetters
 from replaywatch.stream.kafka_client import check_credentials, client_options
 from replaywatch.stream.publisher import OutboxPublisher, kafka_producers, kafka_progress
 from replaywatch.stream.schema_registry import SchemaRegistry
-from replaywatch.stream.topics import MAX_MESSAGE_BYTES, ensure_topics, kafka_admin, max_message_bytes
+from replaywatch.stream.topics import MAX_MESSAGE_BYTES, end_offsets, ensure_topics, kafka_admin, max_message_bytes
 
 
 @dataclass
@@ -137,12 +137,14 @@ async def _open_closer(
     admin = await enter(stack, retry, lambda: kafka_admin(client_options(settings)), "connect to Kafka")
     progress_group = f"{settings.group_id}.rates"
     read = kafka_progress(admin, settings.rates_topic, progress_group)
+    offsets = await enter(stack, retry, lambda: end_offsets(client_options(settings), settings.input_topic),
+                          "connect to Kafka")  # fmt: skip
     closer = Closer(
         store=RatesStore(store.pool, settings.postgres_schema, settings.group_id, settings.input_topic),
         settings=settings.rates_settings(),
         producer=lambda: AIOKafkaProducer(**client_options(settings), acks="all",
                                           transactional_id=f"{settings.group_id}.rates.{settings.input_topic}"),
-        progress=lambda: read(0), rates_topic=settings.rates_topic, alerts_topic=settings.alerts_topic,
+        progress=lambda: read(0), ends=offsets, rates_topic=settings.rates_topic, alerts_topic=settings.alerts_topic,
         progress_group=progress_group, source=source_of(settings.group_id, settings.input_topic),
         public_url=settings.public_url, schema_id=schema_id, metric_cohorts=settings.rates_metric_cohorts,
     )  # fmt: skip

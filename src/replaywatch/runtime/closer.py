@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class Closer:
     producer: Callable[[], TransactionalProducer]
     progress: Callable[[], Any]
     """Reads the outbox position Kafka holds (None: none)."""
+    ends: Callable[[], Awaitable[dict[int, int]]]
+    """Reads the input topic's end offsets."""
     rates_topic: str
     alerts_topic: str
     progress_group: str
@@ -78,7 +80,9 @@ class Closer:
     async def close(self) -> Closing:
         s, store = self.settings, self.store
         since, judged = await store.cursor()
-        clock = closing.fleet_clock(await store.clocks(), s.idle_ms)
+        ends, stored = await self.ends(), await store.stored_offsets()
+        waiting = [p for p, end in ends.items() if end > stored.get(p, 0)]
+        clock = closing.fleet_clock(await store.clocks(), waiting, s.idle_ms)
         changed, first = await store.changed(since)
         spans = closing.spans([k for k, _ in changed], s)
         base = await store.base(spans)

@@ -106,15 +106,24 @@ class RatesStore:
                                             self.topic)  # fmt: skip
         return (0, None) if row is None else (row["seq"], row["judged_ms"])
 
-    async def clocks(self) -> list[tuple[int, float]]:
+    async def clocks(self) -> dict[int, tuple[int, float]]:
         """The live group's partition clocks: (the newest event time each counted, seconds
-        since it last counted one)."""
+        since it last counted one), by partition."""
         rows = await self._leader().fetch(
-            f"SELECT state::text AS state, extract(epoch FROM now() - updated_at)::float8 AS idle "
+            f"SELECT partition, state::text AS state, extract(epoch FROM now() - updated_at)::float8 AS idle "
             f"FROM {self._q}.rate_clock WHERE group_id = $1 AND topic = $2",
             self.group, self.topic,
         )  # fmt: skip
-        return [(t, r["idle"]) for r in rows if (t := Clock.from_json(orjson.loads(r["state"])).newest_ms) is not None]
+        return {r["partition"]: (t, r["idle"]) for r in rows
+                if (t := Clock.from_json(orjson.loads(r["state"])).newest_ms) is not None}  # fmt: skip
+
+    async def stored_offsets(self) -> dict[int, int]:
+        """The live group's committed offsets of the input topic."""
+        rows = await self._leader().fetch(
+            f"SELECT partition, next_offset FROM {self._q}.consumer_offset WHERE group_id = $1 AND topic = $2",
+            self.group, self.topic,
+        )  # fmt: skip
+        return {r["partition"]: r["next_offset"] for r in rows}
 
     async def changed(self, since: int) -> tuple[list[tuple[RateKey, int]], int | None]:
         """The base windows changed after sequence ``since``, with their sequences, and the

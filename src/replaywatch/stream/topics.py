@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
@@ -31,6 +32,25 @@ async def kafka_admin(client: dict[str, Any]) -> AsyncIterator[AIOKafkaAdminClie
         yield admin
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def end_offsets(client: dict[str, Any], topic: str) -> AsyncIterator[Callable[[], Awaitable[dict[int, int]]]]:
+    """Reads ``topic``'s end offsets, by partition (a consumer of no group)."""
+    consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
+    async with translate_kafka_errors("connect a consumer"):
+        await consumer.start()
+
+    async def read() -> dict[int, int]:
+        async with translate_kafka_errors("read end offsets"):
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()} if tps else {}
+
+    try:
+        yield read
+    finally:
+        await consumer.stop()
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, settings: Settings) -> None:

@@ -100,8 +100,8 @@ def svg_chart(points: list[Point], alerts: list[dict[str, Any]], reference: floa
         r = top_rate * i / 4
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(r):.1f}" y2="{y(r):.1f}" stroke="#d0d7de"/>'
                      f'<text x="{left - 6}" y="{y(r) + 4:.1f}" text-anchor="end">{100 * r:.0f}%</text>')  # fmt: skip
-    for t in (t0, t0 + span // 2, t1):
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="middle">{_hhmm(t)}</text>')
+    for t, anchor in ((t0, "start"), (t0 + span // 2, "middle"), (t1, "end")):
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="{anchor}">{_hhmm(t)}</text>')
     if reference is not None:
         parts.append(f'<line class="reference" x1="{left}" x2="{width - right}" y1="{y(reference):.1f}" '
                      f'y2="{y(reference):.1f}" stroke="#57606a" stroke-dasharray="5 4"><title>reference '

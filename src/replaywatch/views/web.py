@@ -164,7 +164,7 @@ RATES = """{% extends "base.html" %}{% block content %}
 {% for r in rows %}<tr class="{{ 'decided' if r.state.status == 'open' }}">
 <td class="mono"><a href="/cohorts/{{ r.cohort | urlencode }}">{{ r.cohort }}</a></td><td>{{ r.policy }}</td>
 <td>{{ r.last.comparisons or 0 }}</td><td>{{ r.last.rate | pct }}</td><td>{{ r.last.reference_rate | pct }}</td>
-<td>{{ "-" if r.last.ratio is none else "%.2f×" % r.last.ratio }}</td>
+<td>{{ "-" if r.last.ratio is none else "%.2fx" % r.last.ratio }}</td>
 <td>{{ "-" if r.last.q_value is none else "%.2g" % r.last.q_value }}</td><td>{{ r.state.status }}</td></tr>
 {% endfor %}</table>{% endif %}{% endblock %}"""
 
@@ -177,11 +177,14 @@ COHORT = """{% extends "base.html" %}{% block content %}
 <div id="chart">{{ chart | safe }}</div>
 <h3>alerts</h3>{% if alerts %}<table id="cohort-alerts"><tr><th>opened</th><th>resolved</th><th>rate</th>
 <th>reference</th><th>q-value</th><th></th></tr>
-{% for a in alerts %}<tr><td>{{ a.opened_ms | when }}</td><td>{{ "open" if a.resolved_ms is none else a.resolved_ms | when }}</td>
+{% for a in alerts %}<tr><td>{{ a.opened_ms | when }}</td>
+<td>{{ "open" if a.resolved_ms is none else a.resolved_ms | when }}</td>
 <td>{{ a.opened.rate | pct }}</td><td>{{ a.opened.reference_rate | pct }}</td><td>{{ "%.2g" % a.opened.q_value }}</td>
-<td><a href="/cohorts/{{ cohort | urlencode }}/comparisons?policy={{ a.policy | urlencode }}&from={{ a.opened.window_start_ms }}&to={{ a.opened.window_end_ms }}&drifted=1">comparisons behind it</a></td></tr>
+<td><a href="/cohorts/{{ cohort | urlencode }}/comparisons?policy={{ a.policy | urlencode -}}
+&from={{ a.opened.window_start_ms }}&to={{ a.opened.window_end_ms }}&drifted=1">comparisons behind it</a></td></tr>
 {% endfor %}</table>{% else %}<p>None.</p>{% endif %}
-<h3>drifting most (last day)</h3><table id="drifting"><tr><th>step</th><th>drifted</th><th>path</th><th>drifted</th></tr>
+<h3>drifting most (last day)</h3>
+<table id="drifting"><tr><th>step</th><th>drifted</th><th>path</th><th>drifted</th></tr>
 {% for i in range([steps | length, paths | length] | max) %}<tr>
 <td class="mono">{{ steps[i][0] if i < steps | length }}</td><td>{{ steps[i][1] if i < steps | length }}</td>
 <td class="mono">{{ paths[i][0] if i < paths | length }}</td><td>{{ paths[i][1] if i < paths | length }}</td></tr>
