@@ -50,13 +50,13 @@ def alerts_table(alerts: list[dict[str, Any]], width: int = 80) -> Table:
     table.add_column("since", no_wrap=True)
     table.add_column("cohort", no_wrap=True, ratio=1)
     table.add_column("rate", no_wrap=True, justify="right")
-    table.add_column("against", no_wrap=True)
+    table.add_column("compared with", no_wrap=True)
     for a in alerts:
         o = a["opened"]
-        against = (f"version {o['compared_with_version']}" if o.get("reference") == "previous_version"
-                   else f"{o.get('reference_windows', 0)} windows")  # fmt: skip
-        table.add_row(_hhmm(a["opened_ms"]), Text(shorten(o["cohort"], max(16, width - 50))),
-                      f"{_pct(o.get('rate'))} vs {_pct(o.get('reference_rate'))}", against)  # fmt: skip
+        against = (shorten(str(o["compared_with_version"]), 22) if o.get("reference") == "previous_version"
+                   else f"last {o.get('reference_windows', 0)} windows")  # fmt: skip
+        table.add_row(_hhmm(a["opened_ms"]), Text(shorten(o["cohort"], max(16, width - 58))),
+                      f"{_pct(o.get('rate'))} vs {_pct(o.get('reference_rate'))}", Text(against))  # fmt: skip
     return table
 
 
