@@ -35,7 +35,7 @@ ROWS = [
         "open",
         reference="previous_version",
         compared_with_version="claude-sonnet-4-20250514",
-    ),  # fmt: skip
+    ),
     row("openai|gpt-4o-2024-08-06|classify-intent-of-a-very-long-step-kind-name", 75, 4, 0.06, 0.9),
     row("anthropic|claude-sonnet-4-5-20250929|plan", 60, 9, 0.1, 0.04, "cooling", policy="planner"),
     row("openai|gpt-4o-mini|extract", 12, 1, None, None),
