@@ -174,6 +174,7 @@ class Bench:
     def system_env(self, tag: str, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.env, "REPLAYWATCH_INPUT_TOPIC": f"bench-in-{tag}",
                 "REPLAYWATCH_OUTPUT_TOPIC": f"bench-out-{tag}", "REPLAYWATCH_DLQ_TOPIC": f"bench-dlq-{tag}",
+                "REPLAYWATCH_RATES_TOPIC": f"bench-rates-{tag}", "REPLAYWATCH_ALERTS_TOPIC": f"bench-alerts-{tag}",
                 "REPLAYWATCH_GROUP_ID": f"bench-{tag}", "REPLAYWATCH_POSTGRES_SCHEMA": f"bench_{tag}",
                 "REPLAYWATCH_S3_BUCKET": f"bench-{tag}", "REPLAYWATCH_LOG_LEVEL": "WARNING",
                 "REPLAYWATCH_HTTP_PORT": "0", **extra}  # fmt: skip
@@ -293,8 +294,8 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "replaywatch-aioboto3", "before", "profile", "replaywatch-2", "latency", "quix-alo",
-               "quix-eos", "quix-profile", "llm")  # fmt: skip
+ALL_SYSTEMS = ("replaywatch", "rates-off", "replaywatch-aioboto3", "before", "profile", "replaywatch-2", "latency",
+               "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "f19e630"
 """The commit measured beside this tree (`--before`): the pipeline before its
 throughput work (one transaction per batch, obstore, the prepared baseline)."""
@@ -431,6 +432,8 @@ async def main() -> None:
         rw = [sys.executable, "-m", "replaywatch", "run"]
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         results["replaywatch"] = await system("replaywatch", rw)
+        if "rates-off" in wanted:  # what the drift rates, their windows and the closer cost
+            results["replaywatch_rates_off"] = await system("replaywatch-rates-off", rw, REPLAYWATCH_RATES="false")
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -496,6 +499,7 @@ async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
 
 SYSTEMS = (
     ("replaywatch", "replaywatch, 1 process (obstore)"),
+    ("replaywatch_rates_off", "replaywatch, 1 process, rates off"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
     ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
@@ -530,6 +534,9 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     rss = rw["peak_rss_mb"]
     before = r["replaywatch_before"]["peak_rss_mb"] if "replaywatch_before" in r else BASELINE_PEAK_RSS_MB
     out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before)", rss <= before))
+    if "replaywatch_rates_off" in r:
+        on, off = rw["cpu_s"], r["replaywatch_rates_off"]["cpu_s"]
+        out.append(("consumer CPU per event, rates on vs off", f"{on / off:.2f}x", "<= 1.10x", on / off <= 1.10))
     if "replaywatch_aioboto3" in r:
         a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
         out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",

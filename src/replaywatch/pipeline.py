@@ -77,7 +77,7 @@ class Pipeline:
             # a rebuild's scratch schema is not pruned; the live consumer's and a backfill's are
             retention = settings.retention() if self._publish else None
             backlog = chores.start(stack, a.store, lambda: self.owned_partitions, s.rule_stats, retention)
-            stack.callback(telemetry.watch(self.lag, backlog))
+            stack.callback(telemetry.watch(self.lag, backlog, lambda: self.readiness()[0]))
             if a.closer is not None:
                 closing = asyncio.create_task(a.closer.run(), name="close-rates")
                 stack.callback(closing.cancel)

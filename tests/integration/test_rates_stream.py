@@ -100,7 +100,7 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
     endpoints: Endpoints, pg_schema: str, bucket: str
 ) -> None:
     lane = Lane(endpoints, pg_schema, bucket, partitions=2)
-    lane.extra = {"public_url": "http://rw.example"}
+    lane.extra = {"public_url": "http://rw.example", "cloudevents": "true"}
     await lane.create_topics()
     t0 = start_of_time()
     events = fleet(lane, t0)
@@ -110,6 +110,7 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
         s = lane.settings()
         alerts = await lane.read(s.alerts_topic, want=2, timeout=30, settle=3)
         rates = await lane.read(s.rates_topic, want=1, timeout=30, settle=3)
+        (comparison, *_) = await lane.read(s.output_topic, want=1, timeout=30, settle=0)
     seen = await look(lane)
     printed = subprocess.run([sys.executable, "-m", "replaywatch", "rates"], env={**os.environ, **lane.env,
                              "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -136,6 +137,11 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
     at = decoded[0].get_time()
     assert at is not None and at.timestamp() * 1000 == opened["window_end_ms"]
     assert opened["links"]["comparisons"].startswith("http://rw.example/cohorts/openai%7Cgpt-a%7Csummarise/")
+
+    # a comparison event with CloudEvents headers around its Avro value
+    event = from_binary(KafkaMessage(dict(comparison.headers), comparison.key, comparison.value), JSONFormat())
+    assert event.get_type().startswith("dev.replaywatch.comparison.") and event.get_datacontenttype() == "application/avro"
+    assert event.get_id() == codec.decode_comparison(comparison.value)["event_id"]
 
     # what on-call sees: the fleet page, the cohort's chart and its alert, the comparisons behind it
     assert {row.split()[0] for row in seen["fleet"]} == {"|".join(c) for c in COHORTS}

@@ -74,8 +74,14 @@ def test_lint_template_and_validate(tmp_path: Path, values: Path | None) -> None
 
 def test_the_defaults_render_a_safe_consumer(tmp_path: Path) -> None:
     docs = render(tmp_path)
-    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
-                                         "Job"}  # fmt: skip
+    assert {d["kind"] for d in docs} == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "Job",
+    }  # fmt: skip  (no PrometheusRule unless asked)
     lifecycle = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-s3-lifecycle"))
     (rule,) = json.loads(lifecycle["data"]["lifecycle.json"])["Rules"]
     assert rule["Filter"] == {"Prefix": "sha256/"} and rule["Expiration"] == {"Days": 90}
@@ -102,7 +108,13 @@ def test_the_full_example_renders_every_part(tmp_path: Path) -> None:
     docs = render(tmp_path, FULL)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("Deployment") == 2 and kinds.count("Job") == 2  # consumer and web; migrate and backfill
-    assert {"ScaledObject", "ServiceMonitor"} <= set(kinds)
+    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule"} <= set(kinds)
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"ReplaywatchDriftRateAboveReference", "ReplaywatchDriftRateHigh", "ReplaywatchConsumerLag",
+                           "ReplaywatchNotReady", "ReplaywatchDeadLetterRate"}  # fmt: skip
+    assert alerts["ReplaywatchDriftRateHigh"]["expr"].endswith("> 0.5")
+    assert "{{ $labels.cohort }}" in alerts["ReplaywatchDriftRateAboveReference"]["annotations"]["summary"]
     consumer = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "rw-replaywatch")
     assert "replicas" not in consumer["spec"]  # KEDA owns the replica count
     pod = consumer["spec"]["template"]["spec"]

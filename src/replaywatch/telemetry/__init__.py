@@ -144,14 +144,33 @@ meter.create_observable_gauge(
 )  # fmt: skip
 
 
-def watch(lag: Callable[[], dict[int, int]], backlog: Callable[[], int | None]) -> Callable[[], None]:
-    """Report this pipeline's lag and backlog in the gauges; returns the undo."""
+_ready: list[Callable[[], bool]] = []
+
+
+def _observe_ready(options: CallbackOptions) -> Iterable[Observation]:
+    for source in _ready:
+        yield Observation(int(source()))
+
+
+meter.create_observable_gauge(
+    "replaywatch.ready", [_observe_ready],
+    description="1 while the consumer is ready (what /readyz answers), else 0",
+)  # fmt: skip
+
+
+def watch(lag: Callable[[], dict[int, int]], backlog: Callable[[], int | None],
+          ready: Callable[[], bool] | None = None) -> Callable[[], None]:  # fmt: skip
+    """Report this pipeline's lag, backlog and readiness in the gauges; returns the undo."""
     _lag.append(lag)
     _backlog.append(backlog)
+    if ready is not None:
+        _ready.append(ready)
 
     def undo() -> None:
         _lag.remove(lag)
         _backlog.remove(backlog)
+        if ready is not None:
+            _ready.remove(ready)
 
     return undo
 
