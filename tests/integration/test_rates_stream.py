@@ -140,7 +140,8 @@ async def test_a_doubled_rate_opens_an_alert_that_resolves_after_the_revert(
 
     # a comparison event with CloudEvents headers around its Avro value
     event = from_binary(KafkaMessage(dict(comparison.headers), comparison.key, comparison.value), JSONFormat())
-    assert event.get_type().startswith("dev.replaywatch.comparison.") and event.get_datacontenttype() == "application/avro"
+    assert event.get_type().startswith("dev.replaywatch.comparison.")
+    assert event.get_datacontenttype() == "application/avro"
     assert event.get_id() == codec.decode_comparison(comparison.value)["event_id"]
 
     # what on-call sees: the fleet page, the cohort's chart and its alert, the comparisons behind it
