@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     retain_rule_stats_days: float = Field(
         90.0, ge=0, description="Days an ignore rule's statistics are kept after their last update (0: forever)"
     )
+    retain_rates_days: float = Field(
+        90.0, ge=0, description="Days the rates' windows and alerts are kept, by event time (0: forever)"
+    )
     prune_every_seconds: float = Field(300.0, gt=0, description="Seconds between two rounds of pruning")
     cache_steps: int = Field(200_000, ge=0, description="Step projections kept in memory (at most)")
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
@@ -338,7 +341,7 @@ class Settings(BaseSettings):
 
     def retention(self) -> Retention:
         return Retention(self.retain_comparisons_days, self.retain_steps_days, self.retain_rule_stats_days,
-                         self.prune_every_seconds)  # fmt: skip
+                         self.prune_every_seconds, self.retain_rates_days)  # fmt: skip
 
     def compare_config(self) -> CompareConfig:
         """The default settings, with the policy file's rules over them when there is one."""

@@ -12,6 +12,7 @@ the offset PostgreSQL holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -30,6 +31,14 @@ from replaywatch.stream.consumer import InputConsumer
 from replaywatch.telemetry.health import Health
 
 logger = logging.getLogger(__name__)
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has stopped (before what it uses is closed)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
 
 UNWRITTEN_RECORDS = 4000
 """Records prepared and not yet committed before the consumer waits (their bytes are
@@ -79,8 +88,7 @@ class Pipeline:
             backlog = chores.start(stack, a.store, lambda: self.owned_partitions, s.rule_stats, retention)
             stack.callback(telemetry.watch(self.lag, backlog, lambda: self.readiness()[0]))
             if a.closer is not None:
-                closing = asyncio.create_task(a.closer.run(), name="close-rates")
-                stack.callback(closing.cancel)
+                stack.push_async_callback(stopped, asyncio.create_task(a.closer.run(), name="close-rates"))
             member = f" (static member {settings.instance_id})" if settings.instance_id else ""
             logger.info("replaywatch consuming %s as group %s%s", settings.input_topic, settings.group_id, member)
             self.ready.set()

@@ -32,7 +32,8 @@ async def test_a_missing_topic_stops_run_with_one_line_unless_asked(lane: Lane) 
     assert missing.returncode != 0
     errors = [line for line in missing.stderr.splitlines() if "error" in line.lower()]
     assert errors == [
-        f"replaywatch: error: topic(s) {s.input_topic}, {s.output_topic}, {s.dlq_topic} do not exist on "
+        f"replaywatch: error: topic(s) {s.input_topic}, {s.output_topic}, {s.dlq_topic}, {s.rates_topic}, "
+        f"{s.alerts_topic} do not exist on "
         f"{s.kafka_bootstrap}; create them (max.message.bytes >= 16777216 for the output and dead-letter topics) "
         "or run with --create-topics (REPLAYWATCH_CREATE_TOPICS=true)"
     ], missing.stderr

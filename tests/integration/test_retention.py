@@ -108,3 +108,26 @@ async def test_prune_once_deletes_in_batches_and_only_what_is_past_retention(
     assert (await counts(endpoints, pg_schema))["comparison"] == 500
     with pytest.raises(ValueError):
         await migrated_store.prune("outbox; DROP", "x", 1, 1)
+
+
+async def test_the_rates_are_pruned_by_their_event_time(
+    endpoints: Endpoints, pg_schema: str, migrated_store: PostgresStore
+) -> None:
+    conn = await asyncpg.connect(endpoints.postgres_dsn)
+    try:
+        now = int(await conn.fetchval("SELECT (extract(epoch FROM now()) * 1000)::bigint"))
+        day = 86_400_000
+        await conn.execute(
+            f'INSERT INTO "{pg_schema}".rate_window (topic, cohort, policy, start_ms, counts, seq) '
+            "SELECT 't', 'c', 'p', $1 - i * $2, '{1,1}', i FROM generate_series(1, 20) i", now, day,
+        )  # fmt: skip
+        await conn.execute(
+            f'INSERT INTO "{pg_schema}".rate_published (topic, cohort, policy, width_ms, start_ms, version, counts) '
+            "SELECT 't', 'c', 'p', 60000, $1 - i * $2, 1, '{1,1}' FROM generate_series(1, 20) i", now, day,
+        )  # fmt: skip
+        deleted = await prune_once(migrated_store, Retention(rates_days=7.5), batch=4)
+        assert deleted == {"rate_window": 13, "rate_published": 13, "rate_alert": 0}
+        left = await conn.fetchval(f'SELECT min(start_ms) FROM "{pg_schema}".rate_window')
+        assert now - left == 7 * day
+    finally:
+        await conn.close()

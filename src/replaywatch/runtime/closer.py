@@ -19,7 +19,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -46,7 +45,7 @@ class Closer:
     store: RatesStore
     settings: RatesSettings
     producer: Callable[[], TransactionalProducer]
-    progress: Callable[[], Any]
+    progress: Callable[[], Awaitable[int | None]]
     """Reads the outbox position Kafka holds (None: none)."""
     ends: Callable[[], Awaitable[dict[int, int]]]
     """Reads the input topic's end offsets."""

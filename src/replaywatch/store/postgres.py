@@ -53,7 +53,8 @@ def step_key(key: StepKey) -> bytes:
 
 LOAD_SLICE_SECONDS = 0.05
 """Longest the steps read back are prepared between two yields to the event loop."""
-_PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at"}
+_PRUNABLE = {"comparison": "detected_at", "step_projection": "updated_at", "ignore_rule_stats": "updated_at",
+             "rate_window": "start_ms", "rate_published": "start_ms", "rate_alert": "opened_ms"}  # fmt: skip
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -355,10 +356,12 @@ class PostgresStore:
         if table not in _PRUNABLE or column != _PRUNABLE[table]:
             raise ValueError(f"{table}.{column} is not a table replaywatch prunes")
         mine = table == "ignore_rule_stats"
+        before = ("(extract(epoch FROM now()) * 1000 - $1 * 1000)::bigint" if column.endswith("_ms")  # epoch ms
+                  else "now() - make_interval(secs => $1)")  # fmt: skip
         async with translate_postgres_errors(f"prune {table}"):
             status = await self._pool.execute(
                 f"DELETE FROM {self._q}.{table} WHERE ctid IN (SELECT ctid FROM {self._q}.{table} "
-                f"WHERE {column} < now() - make_interval(secs => $1){' AND group_id = $3' if mine else ''} LIMIT $2)",
+                f"WHERE {column} < {before}{' AND group_id = $3' if mine else ''} LIMIT $2)",
                 older_than_seconds, limit, *((self.group_id,) if mine else ()),
             )  # fmt: skip
         return int(status.rsplit(" ", 1)[-1])

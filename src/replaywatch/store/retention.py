@@ -7,7 +7,9 @@ Three settings, in days (0: kept forever):
 - ``REPLAYWATCH_RETAIN_STEPS_DAYS``: the projection of a step not updated for that long
   (its run is over); a later attempt of it starts a new pair;
 - ``REPLAYWATCH_RETAIN_RULE_STATS_DAYS``: an ignore rule's statistics not updated for
-  that long.
+  that long;
+- ``REPLAYWATCH_RETAIN_RATES_DAYS``: the rates' windows, published windows and alerts
+  whose event time is that old.
 
 Every consumer prunes every ``REPLAYWATCH_PRUNE_EVERY_SECONDS``, in transactions of at
 most ``BATCH`` rows, so that pruning never holds a lock the live commit waits on for
@@ -38,6 +40,7 @@ class Retention:
     steps_days: float = 0.0
     rule_stats_days: float = 0.0
     every_seconds: float = 300.0
+    rates_days: float = 0.0
 
     def tables(self) -> list[tuple[str, str, float]]:
         """(table, its time column, seconds kept) of what is pruned at all."""
@@ -45,6 +48,9 @@ class Retention:
             ("comparison", "detected_at", self.comparisons_days),
             ("step_projection", "updated_at", self.steps_days),
             ("ignore_rule_stats", "updated_at", self.rule_stats_days),
+            ("rate_window", "start_ms", self.rates_days),
+            ("rate_published", "start_ms", self.rates_days),
+            ("rate_alert", "opened_ms", self.rates_days),
         ]
         return [(table, column, days * DAY) for table, column, days in kept if days > 0]
 
