@@ -119,11 +119,12 @@ async def test_the_rates_are_pruned_by_their_event_time(
         day = 86_400_000
         await conn.execute(
             f'INSERT INTO "{pg_schema}".rate_window (topic, cohort, policy, start_ms, counts, seq) '
-            "SELECT 't', 'c', 'p', $1 - i * $2, '{1,1}', i FROM generate_series(1, 20) i", now, day,
+            "SELECT 't', 'c', 'p', $1::bigint - i * $2::bigint, '{1,1}', i FROM generate_series(1, 20) i", now, day,
         )  # fmt: skip
         await conn.execute(
             f'INSERT INTO "{pg_schema}".rate_published (topic, cohort, policy, width_ms, start_ms, version, counts) '
-            "SELECT 't', 'c', 'p', 60000, $1 - i * $2, 1, '{1,1}' FROM generate_series(1, 20) i", now, day,
+            "SELECT 't', 'c', 'p', 60000, $1::bigint - i * $2::bigint, 1, '{1,1}' FROM generate_series(1, 20) i",
+            now, day,
         )  # fmt: skip
         deleted = await prune_once(migrated_store, Retention(rates_days=7.5), batch=4)
         assert deleted == {"rate_window": 13, "rate_published": 13, "rate_alert": 0}

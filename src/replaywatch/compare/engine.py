@@ -41,6 +41,9 @@ class Verdict(enum.StrEnum):
     TOOL_EVENT_DIVERGENCE = "tool_event_divergence"
 
 
+CHANGED_PATHS: Final = 5
+
+
 class DiffKind(enum.StrEnum):
     ATTESTATION = "replay_attestation_diff"
     TOOL = "replay_tool_diff"
@@ -297,6 +300,8 @@ class Comparison(NamedTuple):
     cohort: str | None = None
     crossings: tuple[Any, ...] = ()
     """How the comparison fell outside its cohort's envelope (``envelope.Crossing``)."""
+    changed_paths: tuple[str, ...] = ()
+    """The first paths of the structure diff's patch (at most ``CHANGED_PATHS``)."""
 
     @property
     def latency_delta(self) -> float | None:
@@ -564,6 +569,7 @@ def compare(
         latency=(baseline.latency_ms, current.latency_ms),
         latency_within=latency_within,
         latency_tolerance=config.latency_tolerance,
+        changed_paths=() if structure_equal else tuple(op.get("path") or "/" for op in shape.patch[:CHANGED_PATHS]),
     )
 
 

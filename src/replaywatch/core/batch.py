@@ -14,11 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from replaywatch import codec
 from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
-from replaywatch.compare.engine import DiffKind
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.envelope.adaptive import Adaptive
@@ -240,11 +237,10 @@ def outgoing(
 
 def drifting_paths(c: Comparison) -> str | None:
     """The paths that made the structure drift, one per line, at most ``MAX_PATHS``: those
-    that failed their comparator, else those of the diff's patch (exact equality)."""
-    paths = list(c.deciding_paths[:MAX_PATHS])
-    if not paths and c.diff is not None and c.diff.kind is DiffKind.STRUCTURE:
-        paths = [op.get("path") or "/" for op in orjson.loads(c.diff.body).get("patch", ())[:MAX_PATHS]]
-    return "\n".join(paths) or None
+    that failed their comparator, else the first of the patch (exact equality)."""
+    if c.structure_equal:
+        return None
+    return "\n".join(c.deciding_paths[:MAX_PATHS] or c.changed_paths[:MAX_PATHS]) or None
 
 
 def superseding_id(event_id: str, settings_fingerprint: str) -> str:

@@ -33,9 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-import numpy as np
-from scipy.stats import false_discovery_control, fisher_exact, norm
-
 from replaywatch.rates.tally import RatesSettings
 
 HOLD_P: Final = 0.05
@@ -48,6 +45,9 @@ Cohort = tuple[str, str]
 
 def p_greater(drifted: int, n: int, ref_drifted: int, ref_n: int) -> float:
     """The one-sided p-value that a window's drift rate exceeds its reference's."""
+    import numpy  # only the closer judges: the other consumers never load scipy (70 MB)
+    from scipy.stats import fisher_exact, norm
+
     if n == 0 or ref_n == 0:
         return 1.0
     pooled = (drifted + ref_drifted) / (n + ref_n)
@@ -57,7 +57,7 @@ def p_greater(drifted: int, n: int, ref_drifted: int, ref_n: int) -> float:
     if expected >= 5:
         se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n))
         return float(norm.sf((drifted / n - ref_drifted / ref_n) / se))
-    table = np.array([[drifted, n - drifted], [ref_drifted, ref_n - ref_drifted]])
+    table = numpy.array([[drifted, n - drifted], [ref_drifted, ref_n - ref_drifted]])
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
@@ -185,6 +185,8 @@ def judge(
         if ref is not None:
             tests.append(_Test(key, n, d, ref["ref_n"], ref["ref_drifted"], ref, p_greater(d, n, ref["ref_drifted"],
                                                                                           ref["ref_n"])))  # fmt: skip
+    from scipy.stats import false_discovery_control
+
     qs = [float(q) for q in false_discovery_control([t.p for t in tests], method="bh")] if tests else []
     evaluations = {t.key: (t, q) for t, q in zip(tests, qs, strict=True)}
     changed_versions = _version_kinds(evaluations, s)
