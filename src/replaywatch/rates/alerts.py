@@ -10,7 +10,8 @@ For each alert window (``alert_width_ms``), once it is final:
    instead (the most recently active one): the alert says which version, and on which
    step kinds the new version is compared with it.
 2. **Test.** One-sided (the window drifts more than its reference): the two-proportion
-   z-test when every expected count is at least 5, else Fisher's exact test.
+   z-test when every expected count is at least 5 (its tail from the standard library's
+   ``NormalDist``), else Fisher's exact test (scipy).
 3. **Correction.** Benjamini-Hochberg across the cohorts tested in the window; a
    cohort's q-value is its adjusted p-value.
 4. **Opening.** q <= ``alpha``, at least ``min_comparisons`` comparisons, the rate at
@@ -31,10 +32,12 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Final, Literal
 
 from replaywatch.rates.tally import RatesSettings
 
+STANDARD_NORMAL: Final = NormalDist()
 HOLD_P: Final = 0.05
 """An open alert holds while its cohort's window is still above the reference at this level."""
 ALERTS: Final = uuid.UUID("8d3c2e57-3b0e-4d43-9a0e-0c2a77d1f1a5")
@@ -45,9 +48,6 @@ Cohort = tuple[str, str]
 
 def p_greater(drifted: int, n: int, ref_drifted: int, ref_n: int) -> float:
     """The one-sided p-value that a window's drift rate exceeds its reference's."""
-    import numpy  # only the closer judges: the other consumers never load scipy (70 MB)
-    from scipy.stats import fisher_exact, norm
-
     if n == 0 or ref_n == 0:
         return 1.0
     pooled = (drifted + ref_drifted) / (n + ref_n)
@@ -56,7 +56,10 @@ def p_greater(drifted: int, n: int, ref_drifted: int, ref_n: int) -> float:
     expected = min(n * pooled, n * (1 - pooled), ref_n * pooled, ref_n * (1 - pooled))
     if expected >= 5:
         se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n))
-        return float(norm.sf((drifted / n - ref_drifted / ref_n) / se))
+        return STANDARD_NORMAL.cdf(-(drifted / n - ref_drifted / ref_n) / se)
+    import numpy  # only the closer judges: the other consumers never load scipy (70 MB)
+    from scipy.stats import fisher_exact
+
     table = numpy.array([[drifted, n - drifted], [ref_drifted, ref_n - ref_drifted]])
     return float(fisher_exact(table, alternative="greater").pvalue)
 

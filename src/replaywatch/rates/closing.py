@@ -124,4 +124,4 @@ def pending(
     width = settings.alert_width_ms
     last = window_of(clock - settings.lateness_ms - width, width)
     first = since_ms + width if since_ms is not None else window_of(first_ms or 0, width)
-    return list(range(first, last + 1, width))[:most]
+    return list(range(first, min(last, first + (most - 1) * width) + 1, width))

@@ -47,6 +47,7 @@ the comparisons that came after the window was closed for good."""
 CAUSES: Final = COUNTERS[5:13]
 INDEX: Final = {name: i for i, name in enumerate(COUNTERS)}
 LATE: Final = INDEX["late"]
+WITHIN: Final = INDEX["within_tolerance"]
 Counts = list[int]
 RateKey = tuple[str, str, int]
 """(cohort, policy, base window start in ms)."""
@@ -151,16 +152,24 @@ class Windows:
         """Count comparison ``c`` of an attempt that occurred at ``occurred_ms``, read from
         a record the broker stamped ``stamped_ms`` (0: unknown)."""
         s = self.settings
-        clock = self.clocks.setdefault(partition, Clock())
+        clock = self.clocks.get(partition)
+        if clock is None:
+            clock = self.clocks[partition] = Clock()
         if cohort not in clock.cohorts:
             if len(clock.cohorts) >= s.max_cohorts:
                 cohort = POOLED
             clock.cohorts.add(cohort)
-        start = window_of(occurred_ms, s.window_ms)
-        counts = self.deltas.setdefault((cohort, policy, start), [0] * len(COUNTERS))
+        start = occurred_ms - occurred_ms % s.window_ms
+        key = (cohort, policy, start)
+        counts = self.deltas.get(key)
+        if counts is None:
+            counts = self.deltas[key] = [0] * len(COUNTERS)
         newest = clock.newest_ms
         if newest is not None and start + s.window_ms + s.lateness_ms <= newest:
             counts[LATE] += 1
+        elif c.verdict is Verdict.WITHIN_TOLERANCE:  # the common case, without a list of its own
+            counts[0] += 1
+            counts[WITHIN] += 1
         else:
             add_into(counts, tally(c))
         moved_to = min(occurred_ms, stamped_ms + s.max_skew_ms) if stamped_ms > 0 else occurred_ms

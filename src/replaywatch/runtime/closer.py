@@ -94,11 +94,12 @@ class Closer:
         states = await store.alert_states()
         transitions = []
         touched: dict[tuple[str, str], CohortState] = {}
-        for start in closing.pending(judged, first, clock, s):
-            window = await store.alert_window(start, s.alert_width_ms)
-            transitions += judge(states, window, start, s)
-            judged = start
-            touched = states  # every state may have moved (cooling, reference)
+        starts = closing.pending(judged, first, clock, s)
+        if starts:
+            windows = await store.alert_windows(starts[0], starts[-1] + s.alert_width_ms, s.alert_width_ms)
+            for start in starts:
+                transitions += judge(states, windows.get(start, {}), start, s)
+            judged, touched = starts[-1], states  # every state may have moved (cooling, reference)
         outgoing: list[Outgoing] = [
             (self.rates_topic, rate_key(r.cohort, r.policy), encode_rate(r, self.schema_id), []) for r in rates
         ]

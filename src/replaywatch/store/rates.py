@@ -34,6 +34,8 @@ class OutgoingRecord:
     headers: list[tuple[str, bytes]]
 
 
+Window = dict[tuple[str, str], tuple[int, int]]
+"""Each cohort's (comparisons, drifted) in an alert window, by (cohort, policy)."""
 Outgoing = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 """(topic, key, value, headers) of a record the closer sends."""
 
@@ -158,14 +160,19 @@ class RatesStore:
         return {(r["cohort"], r["policy"], r["width_ms"], r["start_ms"]): (r["version"], tuple(r["counts"]))
                 for r in rows}  # fmt: skip
 
-    async def alert_window(self, start_ms: int, width_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
-        """Each cohort's (comparisons, drifted) in the window [start, start + width)."""
+    async def alert_windows(self, start_ms: int, end_ms: int, width_ms: int) -> dict[int, Window]:
+        """Each window of ``width_ms`` in [start, end): each cohort's (comparisons, drifted) in it."""
         rows = await self._leader().fetch(
-            f"SELECT cohort, policy, sum(counts[1])::bigint AS n, sum(counts[1] - counts[2])::bigint AS d "
-            f"FROM {self._q}.rate_window WHERE topic = $1 AND start_ms >= $2 AND start_ms < $3 "
-            "GROUP BY cohort, policy", self.topic, start_ms, start_ms + width_ms,
+            f"SELECT cohort, policy, start_ms - start_ms % $4 AS w, sum(counts[1])::bigint AS n, "
+            f"sum(counts[1] - counts[2])::bigint AS d FROM {self._q}.rate_window "
+            "WHERE topic = $1 AND start_ms >= $2 AND start_ms < $3 GROUP BY cohort, policy, w",
+            self.topic, start_ms, end_ms, width_ms,
         )  # fmt: skip
-        return {(r["cohort"], r["policy"]): (int(r["n"]), int(r["d"])) for r in rows if r["n"]}
+        out: dict[int, Window] = {}
+        for r in rows:
+            if r["n"]:
+                out.setdefault(r["w"], {})[(r["cohort"], r["policy"])] = (int(r["n"]), int(r["d"]))
+        return out
 
     async def alert_states(self) -> dict[tuple[str, str], CohortState]:
         rows = await self._leader().fetch(
