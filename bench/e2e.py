@@ -432,8 +432,12 @@ async def main() -> None:
         rw = [sys.executable, "-m", "replaywatch", "run"]
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         results["replaywatch"] = await system("replaywatch", rw)
-        if "rates-off" in wanted:  # what the drift rates, their windows and the closer cost
-            results["replaywatch_rates_off"] = await system("replaywatch-rates-off", rw, REPLAYWATCH_RATES="false")
+        if "rates-off" in wanted:  # what the drift rates cost: off, off, on again, alternating with the first run
+            off = [await system(f"replaywatch-rates-off{i}", rw, REPLAYWATCH_RATES="false") for i in (1, 2)]
+            again = await system("replaywatch-rates-on2", rw)
+            results["replaywatch_rates_off"] = off[0]
+            results["rates_pairs"] = {"on_cpu_s": [results["replaywatch"]["cpu_s"], again["cpu_s"]],
+                                      "off_cpu_s": [o["cpu_s"] for o in off]}  # fmt: skip
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -534,9 +538,11 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     rss = rw["peak_rss_mb"]
     before = r["replaywatch_before"]["peak_rss_mb"] if "replaywatch_before" in r else BASELINE_PEAK_RSS_MB
     out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before)", rss <= before))
-    if "replaywatch_rates_off" in r:
-        on, off = rw["cpu_s"], r["replaywatch_rates_off"]["cpu_s"]
-        out.append(("consumer CPU per event, rates on vs off", f"{on / off:.2f}x", "<= 1.10x", on / off <= 1.10))
+    if "rates_pairs" in r:  # two runs of each, alternating: on, off, off, on
+        on, off = sum(r["rates_pairs"]["on_cpu_s"]), sum(r["rates_pairs"]["off_cpu_s"])
+        runs = ", ".join(f"{1e6 * v / n:.0f}" for v in [*r["rates_pairs"]["on_cpu_s"], *r["rates_pairs"]["off_cpu_s"]])
+        out.append((f"consumer CPU per event, rates on vs off (on, on, off, off: {runs} µs)", f"{on / off:.2f}x",
+                    "<= 1.10x", on / off <= 1.10))  # fmt: skip
     if "replaywatch_aioboto3" in r:
         a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
         out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",
