@@ -235,3 +235,18 @@ def test_a_rate_round_trips_through_avro(schema_id: int | None) -> None:
     assert rec["provider"] == "anthropic" and rec["kind"] == "plan" and rec["width_seconds"] == 300
     assert rec["causes"] == {"structure": 3, "tool_added": 0, "tool_removed": 0, "tool_changed": 0,
                              "attestation": 0, "tokens": 1, "cost": 0, "latency": 0}  # fmt: skip
+
+
+def test_the_gauges_keep_the_busiest_cohorts_and_sum_the_rest() -> None:
+    from replaywatch.runtime.closer import gauges
+
+    def state(i: int) -> CohortState:
+        last = {"comparisons": 10 * (i + 1), "drifted": i, "rate": i / (10 * (i + 1)), "reference_rate": 0.05}
+        return CohortState(status="open" if i == 7 else "quiet", last=last)
+
+    states = {(f"p|v|k{i}", "default"): state(i) for i in range(8)}
+    rows = gauges(states, 3)
+    assert [r[0] for r in rows] == ["p|v|k7", "p|v|k6", "p|v|k5", "(other)"]
+    assert rows[0][4] is True and rows[-1][4] is False
+    rest = [(10 * (i + 1), i) for i in range(5)]
+    assert rows[-1][2] == pytest.approx(sum(d for _, d in rest) / sum(n for n, _ in rest))

@@ -268,13 +268,12 @@ def rates(
     from rich.console import Console
 
     from replaywatch.store.postgres import PostgresStore
-    from replaywatch.store.rates_history import RatesHistory
     from replaywatch.views.rates import alerts_table, rates_json, rates_table
 
     settings = _settings(postgres_dsn=postgres_dsn, postgres_schema=postgres_schema, input_topic=input_topic)
 
     async def show(store: PostgresStore) -> bool:
-        reader = RatesHistory(store.pool, settings.postgres_schema, settings.input_topic)
+        reader = store.history.rates
         rows = [r for r in await reader.cohorts() if fnmatch.fnmatchcase(r.cohort, cohort)]
         alerts = [a for a in await reader.alerts(open_only=True) if fnmatch.fnmatchcase(a["cohort"], cohort)]
         console = Console()

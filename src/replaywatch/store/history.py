@@ -11,6 +11,7 @@ import asyncpg
 
 from replaywatch.envelope.model import CohortEnvelope
 from replaywatch.store.errors import translate_postgres_errors
+from replaywatch.store.rates_history import RatesHistory
 
 
 class History:
@@ -22,8 +23,9 @@ class History:
         self.topic = topic
 
     @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
+    def rates(self) -> RatesHistory:
+        """What the views read of the drift rates of this topic."""
+        return RatesHistory(self._pool, self.schema, self.topic)
 
     async def envelopes(self, partitions: Iterable[int] | None = None) -> dict[tuple[int, str], CohortEnvelope]:
         """The envelopes of this group on its input topic, by (partition, cohort): those of

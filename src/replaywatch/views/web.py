@@ -41,7 +41,6 @@ from replaywatch.envelope.volatility import by_cohort, suggest, toml_rule
 from replaywatch.exceptions import CorruptDiff, NotFound, ReplaywatchError
 from replaywatch.ports import DiffStore
 from replaywatch.store.history import History
-from replaywatch.store.rates_history import RatesHistory
 from replaywatch.views.diff_view import view
 from replaywatch.views.rates import svg_chart
 from replaywatch.views.show_diff import fetch
@@ -252,7 +251,6 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
     """The web view over ``store`` (read-only) and ``diffs``, behind ``access``
     (default: open, for a view bound to loopback)."""
     access = access or Access("none", hosts=LOOPBACK_NAMES)
-    rates = RatesHistory(store.pool, store.schema, store.topic)
 
     async def index(request: Request) -> HTMLResponse:
         verdict = request.query_params.get("verdict") or None
@@ -298,14 +296,19 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
         return page("stats.html", "the last hour", counts=await store.verdict_counts(3600))
 
     async def fleet(request: Request) -> HTMLResponse:
-        return page("rates.html", "drift rates", rows=await rates.cohorts(), alerts=await rates.alerts(open_only=True))
+        return page(
+            "rates.html",
+            "drift rates",
+            rows=await store.rates.cohorts(),
+            alerts=await store.rates.alerts(open_only=True),
+        )
 
     async def behind(request: Request) -> HTMLResponse:
         name, q = request.path_params["cohort"], request.query_params
         start, end = q.get("from", ""), q.get("to", "")
         if not (start.isdigit() and end.isdigit()):
             return page("behind.html", "give from and to (ms)", 400, cohort=name, comparisons=[], start=None, end=None)
-        found = await rates.comparisons(
+        found = await store.rates.comparisons(
             name, q.get("policy") or None, int(start), int(end), drifted=bool(q.get("drifted"))
         )
         return page("behind.html", f"comparisons of {name}", cohort=name, comparisons=found, start=int(start),
@@ -317,17 +320,17 @@ def create_app(store: History, diffs: DiffStore, access: Access | None = None) -
     async def cohort_page(request: Request) -> HTMLResponse:
         name = request.path_params["cohort"]
         found = [v for v in by_cohort(await store.envelopes()) if v.cohort == name]
-        standing = [r for r in await rates.cohorts() if r.cohort == name]
+        standing = [r for r in await store.rates.cohorts() if r.cohort == name]
         width = int(request.query_params.get("width", "300000")) if request.query_params.get(
             "width", "").isdigit() else 300_000  # fmt: skip
-        points = await rates.series(name, width if width in dict(WIDTHS) else 300_000)
+        points = await store.rates.series(name, width if width in dict(WIDTHS) else 300_000)
         if not found and not standing and not points:
             return page("cohorts.html", f"no cohort {name}", 404, rows=[], k=3)
-        alerts = await rates.alerts(name)
+        alerts = await store.rates.alerts(name)
         rate = standing[0] if standing else None
         reference = rate.last.get("reference_rate") if rate else None
         since = (points[-1].start_ms if points else 0) - 86_400_000
-        steps, paths = await rates.drifting(name, since)
+        steps, paths = await store.rates.drifting(name, since)
         rule = toml_rule(suggest(found[0], 0.02), f"cohort {name}") if found else None
         return page("cohort.html", f"cohort {name}", v=found[0] if found else None, k=3, target=0.02, rule=rule,
                     rate=rate, chart=svg_chart(points, alerts, reference), alerts=alerts, steps=steps, paths=paths,
