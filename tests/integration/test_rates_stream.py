@@ -31,6 +31,7 @@ from replaywatch.replay.backfill import backfill
 from replaywatch.replay.jobs import ReplaySpec
 from replaywatch.replay.rebuild import NoDiffs
 from replaywatch.store.postgres import PostgresStore
+from replaywatch.store.rates import RatesStore
 from replaywatch.views.web import create_app, serving_web
 from tests.conftest import Endpoints
 from tests.integration.streaming import Lane, attempt_event, stop_proc
@@ -302,3 +303,20 @@ async def test_windows_equal_a_recount_after_kills_restarts_a_backfill_and_late_
     expected, late = recount([phase_one, phase_two], lane.settings().rates_settings())
     assert late > 0 and sum(c[0] for c in expected.values()) + late == (len(first) + len(second)) // 2
     assert await stored_windows(lane) == expected
+
+
+async def test_one_closer_at_a_time_and_the_lock_is_given_back(endpoints: Endpoints, pg_schema: str) -> None:
+    store = await PostgresStore.connect(endpoints.postgres_dsn, schema=pg_schema, group_id="g", topic="t", pool_size=3)
+    try:
+        await store.migrate()
+        first, second = RatesStore(store.pool, pg_schema, "g", "t"), RatesStore(store.pool, pg_schema, "g", "t")
+        assert await first.lead() and await first.lead()  # taken, then still held
+        assert not await second.lead()
+        await first.resign()
+        assert await second.lead()
+        async with store.pool.acquire() as conn:  # what first gave back holds no lock
+            assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                       "AND pid = pg_backend_pid()") == 0  # fmt: skip
+        await second.resign()
+    finally:
+        await store.close()

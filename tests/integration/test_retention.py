@@ -130,5 +130,8 @@ async def test_the_rates_are_pruned_by_their_event_time(
         assert deleted == {"rate_window": 13, "rate_published": 13, "rate_alert": 0}
         left = await conn.fetchval(f'SELECT min(start_ms) FROM "{pg_schema}".rate_window')
         assert now - left == 7 * day
+        # the default, 90 days, in milliseconds is past a 32-bit integer
+        assert await prune_once(migrated_store, Retention(rates_days=90), batch=4) == {
+            "rate_window": 0, "rate_published": 0, "rate_alert": 0}  # fmt: skip
     finally:
         await conn.close()

@@ -137,7 +137,7 @@ async def _open_closer(
     admin = await enter(stack, retry, lambda: kafka_admin(client_options(settings)), "connect to Kafka")
     progress_group = f"{settings.group_id}.rates"
     read = kafka_progress(admin, settings.rates_topic, progress_group)
-    offsets = await enter(stack, retry, lambda: end_offsets(client_options(settings), settings.input_topic),
+    offsets = await enter(stack, retry, lambda: end_offsets(client_options(settings), admin, settings.input_topic),
                           "connect to Kafka")  # fmt: skip
     closer = Closer(
         store=RatesStore(store.pool, settings.postgres_schema, settings.group_id, settings.input_topic),

@@ -61,9 +61,10 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """What the pool does to a released connection besides what asyncpg always does
     (roll back an open transaction): nothing. The store keeps no session state (no SET,
-    LISTEN, cursors or session advisory locks), so asyncpg's default reset statement
-    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), one more round trip
-    per query at ~40 releases a second, is skipped."""
+    LISTEN, cursors; the rates' closer unlocks its advisory lock, or closes its
+    connection, before giving it back: ``RatesStore.resign``), so asyncpg's default reset
+    statement (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), one more
+    round trip per query at ~40 releases a second, is skipped."""
 
 
 def _attempt_json(p: PreparedAttempt | None) -> str | None:
@@ -356,7 +357,7 @@ class PostgresStore:
         if table not in _PRUNABLE or column != _PRUNABLE[table]:
             raise ValueError(f"{table}.{column} is not a table replaywatch prunes")
         mine = table == "ignore_rule_stats"
-        before = ("(extract(epoch FROM now()) * 1000 - $1 * 1000)::bigint" if column.endswith("_ms")  # epoch ms
+        before = ("(extract(epoch FROM now()) * 1000 - $1::float8 * 1000)::bigint" if column.endswith("_ms")  # epoch ms
                   else "now() - make_interval(secs => $1)")  # fmt: skip
         async with translate_postgres_errors(f"prune {table}"):
             status = await self._pool.execute(

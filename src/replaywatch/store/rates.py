@@ -86,15 +86,18 @@ class RatesStore:
             return True
 
     async def resign(self) -> None:
+        """Give the lock up: unlocked, else its connection closed (the pool's connections
+        keep no session state, so none goes back still holding it)."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._lock_key)
+            unlocked = await conn.fetchval("SELECT pg_advisory_unlock(hashtext($1))", self._lock_key)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-            pass
-        finally:
-            await self._pool.release(conn)
+            unlocked = False
+        if not unlocked:
+            conn.terminate()
+        await self._pool.release(conn)
 
     def _leader(self) -> Any:
         assert self._conn is not None, "only the leader closes windows"

@@ -35,17 +35,22 @@ async def kafka_admin(client: dict[str, Any]) -> AsyncIterator[AIOKafkaAdminClie
 
 
 @contextlib.asynccontextmanager
-async def end_offsets(client: dict[str, Any], topic: str) -> AsyncIterator[Callable[[], Awaitable[dict[int, int]]]]:
-    """Reads ``topic``'s end offsets, by partition (a consumer of no group)."""
+async def end_offsets(
+    client: dict[str, Any], admin: AIOKafkaAdminClient, topic: str
+) -> AsyncIterator[Callable[[], Awaitable[dict[int, int]]]]:
+    """Reads ``topic``'s end offsets, by partition (its partitions from ``admin``, their
+    ends from a consumer of no group)."""
     consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
     async with translate_kafka_errors("connect a consumer"):
         await consumer.start()
 
     async def read() -> dict[int, int]:
+        partitions = await partitions_of(admin, topic)
+        if not partitions:
+            raise TransientError(f"Kafka does not know the partitions of {topic} yet")
         async with translate_kafka_errors("read end offsets"):
-            partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()} if tps else {}
+            return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
 
     try:
         yield read
