@@ -109,10 +109,6 @@ def close(
     return out
 
 
-def is_final(start_ms: int, width_ms: int, clock: int | None, settings: RatesSettings) -> bool:
-    return clock is not None and start_ms + width_ms + settings.lateness_ms <= clock
-
-
 def pending(
     since_ms: int | None, first_ms: int | None, clock: int | None, settings: RatesSettings, most: int = 500
 ) -> list[int]:

@@ -82,7 +82,7 @@ class Closer:
         ends, stored = await self.ends(), await store.stored_offsets()
         waiting = [p for p, end in ends.items() if end > stored.get(p, 0)]
         clock = closing.fleet_clock(await store.clocks(), waiting, s.idle_ms)
-        changed, first = await store.changed(since)
+        changed = await store.changed(since)
         spans = closing.spans([k for k, _ in changed], s)
         base = await store.base(spans)
         keys = {k for w in s.widths for k in closing.rollup(base, w)}
@@ -94,6 +94,7 @@ class Closer:
         states = await store.alert_states()
         transitions = []
         touched: dict[tuple[str, str], CohortState] = {}
+        first = await store.first_window() if judged is None else None  # judging starts at the oldest window
         starts = closing.pending(judged, first, clock, s)
         if starts:
             windows = await store.alert_windows(starts[0], starts[-1] + s.alert_width_ms, s.alert_width_ms)

@@ -130,16 +130,19 @@ class RatesStore:
         )  # fmt: skip
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    async def changed(self, since: int) -> tuple[list[tuple[RateKey, int]], int | None]:
-        """The base windows changed after sequence ``since``, with their sequences, and the
-        oldest window start counted (None: none)."""
-        conn = self._leader()
-        rows = await conn.fetch(
+    async def changed(self, since: int) -> list[tuple[RateKey, int]]:
+        """The base windows changed after sequence ``since``, with their sequences."""
+        rows = await self._leader().fetch(
             f"SELECT cohort, policy, start_ms, seq FROM {self._q}.rate_window WHERE topic = $1 AND seq > $2 "
             "ORDER BY seq LIMIT 20000", self.topic, since,
         )  # fmt: skip
-        first = await conn.fetchval(f"SELECT min(start_ms) FROM {self._q}.rate_window WHERE topic = $1", self.topic)
-        return [((r["cohort"], r["policy"], r["start_ms"]), r["seq"]) for r in rows], first
+        return [((r["cohort"], r["policy"], r["start_ms"]), r["seq"]) for r in rows]
+
+    async def first_window(self) -> int | None:
+        """The oldest base window counted (None: none)."""
+        return await self._leader().fetchval(  # type: ignore[no-any-return]
+            f"SELECT min(start_ms) FROM {self._q}.rate_window WHERE topic = $1", self.topic
+        )
 
     async def base(self, spans: Iterable[tuple[str, str, int, int]]) -> dict[RateKey, Counts]:
         """The base windows within each (cohort, policy, start, end)."""
