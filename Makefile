@@ -51,8 +51,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Starts the stack unless REPLAYWATCH_KAFKA_BOOTSTRAP is given, runs the tests, stops
-# what it started, and exits with pytest's status.
+# Starts the stack unless REPLAYWATCH_KAFKA_BOOTSTRAP is given, runs the tests, prints
+# the services' logs when they fail, stops what it started, and exits with pytest's status.
 define with_stack
 	@set +e; started=""; \
 	if [ -z "$$REPLAYWATCH_KAFKA_BOOTSTRAP" ]; then \
@@ -61,6 +61,11 @@ define with_stack
 	  eval "$$($(RW) devstack env)"; started=1; \
 	fi; \
 	$(1); rc=$$?; \
+	if [ $$rc -ne 0 ] && [ -n "$$started" ]; then \
+	  echo "--- the services' logs, for the failures above ---"; \
+	  $(RW) devstack logs registry --lines 60 --match 'response_code="[45]|WARN|ERROR'; \
+	  $(RW) devstack logs --lines 30; \
+	fi; \
 	if [ -n "$$started" ]; then $(RW) devstack down --purge; fi; \
 	exit $$rc
 endef

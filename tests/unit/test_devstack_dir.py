@@ -119,3 +119,66 @@ def test_services_saving_their_pids_at_once_never_fail(tmp_path: Path) -> None:
         list(pool.map(save, range(4)))  # re-raises what any thread raised
     assert stack._state()["s3"]["pid"] is not None
     assert sorted(p.name for p in stack.root.iterdir() if p.name.startswith("state")) == ["state.json"]
+
+
+def test_every_port_of_a_new_stack_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ports picked one at a time can repeat (the kernel hands a released one out again);
+    the registry and its management interface on one port shared it, and some requests
+    reached the management router (404). The picker is made to offer a repeat here."""
+    import socket
+
+    offered = iter([5001, 5001, 5002, 5001, 5003, 5004, 5002, 5005, 5006, 5007, 5008])
+
+    class Repeating:
+        def __init__(self, *args: object) -> None:
+            self.port = next(offered)
+
+        def bind(self, addr: tuple[str, int]) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+        def close(self) -> None:
+            pass
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket, "socket", Repeating)
+        state = Stack(tmp_path / "state")._ports()
+    ports = [p for st in state.values() for k, p in st.items() if k != "pid"]
+    assert len(ports) == 7 and len(set(ports)) == 7
+
+
+def test_a_configured_port_another_service_uses_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLAYWATCH_DEVSTACK_KAFKA_PORT", "6100")
+    monkeypatch.setenv("REPLAYWATCH_DEVSTACK_REGISTRY_PORT", "6100")
+    with pytest.raises(DevstackError, match=r"_PORT=6100 is a port another service of the devstack uses"):
+        Stack(tmp_path / "state")._ports()
+
+
+def test_a_registry_sharing_its_management_port_is_not_started(tmp_path: Path) -> None:
+    from replaywatch.devstack.registry import Registry
+
+    with pytest.raises(DevstackError, match="both name port 6200"):
+        Registry(tmp_path, 6200, 6200).start()
+
+
+def test_logs_prints_the_last_matching_lines_of_each_service(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from replaywatch.cli import app
+
+    stack = Stack(tmp_path / "state")
+    log = stack.service("registry").log
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f'access path="/p{i}" response_code="{404 if i % 3 == 0 else 200}"\n' for i in range(10)))
+    run = CliRunner().invoke(app, ["devstack", "logs", "registry", "--lines", "2", "--match", 'response_code="4',
+                                   "--dir", str(stack.root)])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert run.output.splitlines()[1:] == [f'access path="/p{i}" response_code="404"' for i in (6, 9)]
+    assert "(2 of 10 lines)" in run.output.splitlines()[0]
+    every = CliRunner().invoke(app, ["devstack", "logs", "--lines", "1", "--dir", str(stack.root)])
+    assert [line.split(":")[0] for line in every.output.splitlines() if line.startswith("==>")] == [
+        "==> kafka", "==> postgres", "==> s3", "==> registry"]  # fmt: skip
+    wrong = CliRunner().invoke(app, ["devstack", "logs", "zookeeper", "--dir", str(stack.root)])
+    assert wrong.exit_code == 2 and "no service 'zookeeper'" in wrong.output

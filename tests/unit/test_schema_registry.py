@@ -15,6 +15,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from replaywatch import codec
 from replaywatch.exceptions import (
+    ConfigError,
     IncompatibleSchema,
     ServiceRefused,
     TransientError,
@@ -62,6 +63,8 @@ class FakeClient:
         self.schemas = schemas
         self.calls: list[int] = []
         self.fail: Exception | None = None
+        self.registrations = 0
+        self.fail_first: list[Exception] = []
 
     async def get_schema(self, schema_id: int) -> Schema:
         self.calls.append(schema_id)
@@ -72,6 +75,9 @@ class FakeClient:
         return self.schemas[schema_id]
 
     async def register_schema(self, subject: str, schema: Schema) -> int:
+        self.registrations += 1
+        if self.fail_first:
+            raise self.fail_first.pop(0)
         if self.fail is not None:
             raise self.fail
         return 77
@@ -194,6 +200,46 @@ async def test_a_4xx_about_one_id_dead_letters_its_records_and_the_others_go_on(
     client.fail = None
     assert set(await reg.writers([framed(1, V1, EVENT), framed(6, V1, EVENT)])) == {1, 6}
     assert client.calls == [6, 1]  # 6 is remembered for a while, not asked again at once
+
+
+def unrouted() -> SchemaRegistryError:
+    """What an HTTP server answers for a path it has no route for: no registry error code."""
+    return SchemaRegistryError(404, -1, "Unknown Schema Registry Error: b'<html><body><h1>Resource not found</h1>'")
+
+
+async def test_an_unrouted_404_on_a_fetch_is_transient_and_nothing_is_dead_lettered() -> None:
+    reg, client = registry(i1=Schema(json.dumps(V1), "AVRO"))
+    client.fail = unrouted()
+    with pytest.raises(TransientError, match=r"answered 404 with no registry error .* schema id 1"):
+        await reg.writers([framed(1, V1, EVENT)])
+    client.fail = None
+    assert set(await reg.writers([framed(1, V1, EVENT)])) == {1}  # asked again at once, not remembered
+    assert client.calls == [1, 1]
+
+
+async def test_a_registration_answered_by_an_unrouted_404_is_tried_again() -> None:
+    reg, client = registry()
+    reg.unrouted_wait = 0.0
+    client.fail_first = [unrouted(), unrouted()]
+    assert await reg.register_output("out") == 77
+    assert client.registrations == 3
+
+
+async def test_a_url_that_never_routes_to_a_registry_is_a_config_error() -> None:
+    reg, client = registry()
+    reg.unrouted_wait = 0.0
+    client.fail = unrouted()
+    with pytest.raises(ConfigError, match=r"does not name a Confluent-compatible API; set REPLAYWATCH_SCHEMA_REGISTRY"):
+        await reg.register_output("out")
+    assert client.registrations == schema_registry.UNROUTED_TRIES
+
+
+async def test_a_registry_404_about_the_subject_is_not_asked_again() -> None:
+    reg, client = registry()
+    client.fail = SchemaRegistryError(404, 40401, "Subject 'out-value' not found.")
+    with pytest.raises(ConfigError, match="answered 404 to register"):
+        await reg.register_output("out")
+    assert client.registrations == 1
 
 
 ZERO_BYTE_ITEMS = [

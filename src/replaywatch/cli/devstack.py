@@ -1,7 +1,8 @@
-"""``replaywatch devstack up|down|status|env|start|stop``."""
+"""``replaywatch devstack up|down|status|env|start|stop|logs``."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path
@@ -12,7 +13,9 @@ import typer
 from replaywatch.devstack.stack import SERVICES, Stack, default_dir
 from replaywatch.exceptions import DevstackError
 
-devstack_app = typer.Typer(help="Start and stop the local stack (Kafka, PostgreSQL, S3).", no_args_is_help=True)
+devstack_app = typer.Typer(
+    help="Start and stop the local stack (Kafka, PostgreSQL, S3, a schema registry).", no_args_is_help=True
+)
 
 DirOption = Annotated[
     Path | None,
@@ -31,7 +34,7 @@ def _fail(exc: DevstackError) -> None:
 
 @devstack_app.command()
 def up(dir: DirOption = None) -> None:
-    """Start Kafka, PostgreSQL and S3 (keeps data from an earlier run)."""
+    """Start Kafka, PostgreSQL, S3 and the schema registry (keeps data from an earlier run)."""
     t0 = time.monotonic()
     try:
         took = _stack(dir).start()
@@ -93,3 +96,34 @@ def env(dir: DirOption = None) -> None:
     """Print the endpoints as shell variables (eval "$(replaywatch devstack env)")."""
     for k, v in _stack(dir).env().items():
         typer.echo(f"export {k}={shlex.quote(v)}")
+
+
+@devstack_app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help=f"One of {', '.join(SERVICES)}; all by default.")] = None,
+    lines: Annotated[int, typer.Option(help="Lines shown per service, the last ones.")] = 40,
+    match: Annotated[
+        str | None, typer.Option(help="Only lines this regular expression finds, e.g. 'response_code=\"[45]'.")
+    ] = None,
+    dir: DirOption = None,
+) -> None:
+    """Print the last lines of each service's log (what to read when a test or a start fails)."""
+    stack = _stack(dir)
+    try:
+        pattern = re.compile(match) if match else None
+    except re.error as exc:
+        typer.echo(f"replaywatch devstack: error: --match is not a regular expression: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for name in [service] if service else SERVICES:
+        if name not in SERVICES:
+            typer.echo(f"replaywatch devstack: error: no service {name!r}; one of {', '.join(SERVICES)}", err=True)
+            raise typer.Exit(2)
+        log = stack.service(name).log
+        try:
+            text = log.read_text(errors="replace").splitlines()
+        except OSError:
+            text = []
+        shown = [line for line in text if pattern is None or pattern.search(line)][-lines:] if lines > 0 else []
+        typer.echo(f"==> {name}: {log} ({len(shown)} of {len(text)} lines) <==")
+        for line in shown:
+            typer.echo(line)

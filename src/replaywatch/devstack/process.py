@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from replaywatch.exceptions import DevstackError
@@ -48,9 +48,30 @@ def wait_ready(pid: int, marker: str, log: Path, what: str, probe: Callable[[], 
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, *, taken: Iterable[int] = ()) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1, none of ``taken``. Every socket stays bound
+    until all are chosen: one at a time, the kernel can hand out a port it just gave back,
+    and two services of one JVM on the same port share it (Vert.x does), so that some
+    connections reach the wrong one."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    avoid = set(taken)
+    try:
+        while len(ports) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+                avoid.add(port)
+        return ports
+    finally:
+        for s in held:
+            s.close()
 
 
 def ensure_bindable(port: int, what: str) -> None:

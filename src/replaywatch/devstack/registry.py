@@ -100,6 +100,9 @@ class Registry:
         return f"http://127.0.0.1:{self.port}{CCOMPAT}"
 
     def start(self) -> int:
+        if self.port == self.management_port:
+            # Vert.x would share the one port between both routers: some requests 404
+            raise DevstackError(f"the schema registry and its management interface both name port {self.port}")
         java = java_binary()
         app = application()
         for p, what in ((self.port, "the schema registry"), (self.management_port, "its management port")):

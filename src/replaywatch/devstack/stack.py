@@ -38,6 +38,7 @@ _SAVING = threading.Lock()
 
 class Service(Protocol):
     name: str
+    log: Path
 
     @property
     def marker(self) -> str: ...
@@ -114,25 +115,29 @@ class Stack:
 
     def _ports(self) -> dict[str, dict[str, int | None]]:
         state = self._state()
-        fresh = {
-            "kafka": lambda: {
-                "port": _port_setting("KAFKA") or process.free_port(),
-                "controller_port": process.free_port(),
-                "pid": None,
-            },
-            "postgres": lambda: {"port": _port_setting("POSTGRES") or process.free_port(), "pid": None},
-            "s3": lambda: {"port": _port_setting("S3") or process.free_port(), "pid": None},
-            "registry": lambda: {
-                "port": _port_setting("REGISTRY") or process.free_port(),
-                "management_port": process.free_port(),
-                "pid": None,
-            },
-        }
         missing = [name for name in SERVICES if name not in state]  # a stack made before a service was added
-        if missing or "sasl_port" not in state["kafka"]:
-            state.update({name: fresh[name]() for name in missing})
-            state["kafka"].setdefault("sasl_port", process.free_port())
-            self._save(state)
+        if not missing and "sasl_port" in state.get("kafka", {}):
+            return state
+        # every port of the stack differs: the ones it already has, the ones set, the new ones
+        used = [p for st in state.values() for k, p in st.items() if k != "pid" and isinstance(p, int)]
+        wanted = {"KAFKA": "kafka", "POSTGRES": "postgres", "S3": "s3", "REGISTRY": "registry"}
+        configured = {svc: _port_setting(name) for name, svc in wanted.items() if svc in missing}
+        configured = {svc: port for svc, port in configured.items() if port}
+        clash = [svc for svc, port in configured.items() if port in used or list(configured.values()).count(port) > 1]
+        if clash:
+            raise DevstackError(
+                f"REPLAYWATCH_DEVSTACK_{clash[0].upper()}_PORT={configured[clash[0]]} is a port another service "
+                "of the devstack uses; give each service its own port"
+            )
+        fields = {"kafka": ("port", "controller_port"), "postgres": ("port",), "s3": ("port",),
+                  "registry": ("port", "management_port")}  # fmt: skip
+        needed = sum(len(fields[n]) for n in missing) - len(configured) + ("sasl_port" not in state.get("kafka", {}))
+        fresh = iter(process.free_ports(needed, taken=[*used, *configured.values()]))
+        for name in missing:
+            state[name] = {f: configured[name] if f == "port" and name in configured else next(fresh)
+                           for f in fields[name]} | {"pid": None}  # fmt: skip
+        state["kafka"].setdefault("sasl_port", next(fresh))
+        self._save(state)
         return state
 
     def service(self, name: str) -> Service:

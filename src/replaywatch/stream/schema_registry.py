@@ -12,6 +12,11 @@ confluent-kafka 2.13; basic auth and a TLS CA from the settings). What this adap
 - **Outages are transient**: unreachable, a timeout, 408/429/5xx (after the client's
   own retries) raise ``TransientError``, so the batch waits and is prepared again;
   nothing is dead-lettered for it. A 401/403 is ``ServiceRefused``: credentials to fix.
+- **A 404 with no registry error in it** (no Confluent ``error_code``: an HTML page, a
+  proxy's answer) did not come from the registry's API: the request was not routed to
+  it. A fetch takes it as transient (the records wait, none is dead-lettered for it);
+  a registration asks again a few times, then stops with a ``ConfigError`` that says
+  the URL may not name a Confluent-compatible API.
 - **The output schema** is registered under ``<topic>-value`` (TopicNameStrategy) at
   start; its id frames every event published (``codec.encode_comparison``).
 """
@@ -26,6 +31,8 @@ import urllib.parse
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 try:  # the HTTP client confluent-kafka's registry client uses: httpx2 from 2.13, httpx before
     import httpx2 as http_client
@@ -54,6 +61,8 @@ MAX_SCHEMAS: Final = 4096
 """Writer schemas, and ids the registry did not know, kept at most (the oldest go)."""
 UNKNOWN_FOR: Final = 60.0
 """Seconds an id the registry did not know is taken as unknown before it is asked again."""
+UNROUTED_TRIES: Final = 5
+"""Registrations answered by a 404 that no registry wrote, before the URL is taken as wrong."""
 _HEADER = struct.Struct(">bI")
 
 Writers = Mapping[int, Any]
@@ -85,6 +94,8 @@ class SchemaRegistry:
         self._unknown: dict[int, float] = {}
         self.fetches = 0
         """Requests made for writer schemas (one per id, unknown ids once a minute)."""
+        self.unrouted_wait = 0.25
+        """Seconds before a registration answered by an unrouted 404 is tried again (doubling)."""
 
     @classmethod
     def open(cls, url: str, *, user_info: str | None = None, ca_location: str | None = None,
@@ -118,6 +129,11 @@ class SchemaRegistry:
             schema = await self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             status = exc.http_status_code
+            if unrouted(exc):
+                raise TransientError(
+                    f"the schema registry at {self.url} answered 404 with no registry error to a fetch of "
+                    f"schema id {schema_id}: the request did not reach its API; the records wait"
+                ) from None
             if status == 404 or (400 <= status < 500 and status not in (401, 403, 408, 429)):
                 # about this id, not about us: its records are dead-lettered, the others go on
                 self._remember_unknown(schema_id)
@@ -154,8 +170,22 @@ class SchemaRegistry:
         subject = f"{topic}-value"
         text = codec.schema_text(schema)
         try:
-            return int(await self._client.register_schema(subject, Schema(text, "AVRO")))
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(lambda e: isinstance(e, SchemaRegistryError) and unrouted(e)),
+                wait=wait_exponential(multiplier=self.unrouted_wait, max=2.0),
+                stop=stop_after_attempt(UNROUTED_TRIES),
+                reraise=True,
+            ):
+                with attempt:
+                    return int(await self._client.register_schema(subject, Schema(text, "AVRO")))
         except SchemaRegistryError as exc:
+            if unrouted(exc):
+                raise ConfigError(
+                    f"the schema registry URL {self.url} answered 404 with no registry error, "
+                    f"{UNROUTED_TRIES} times, to register {schema} under {subject!r}: it does not name a "
+                    "Confluent-compatible API; set REPLAYWATCH_SCHEMA_REGISTRY_URL to one (on Apicurio "
+                    "Registry: http://<host>:8080/apis/ccompat/v7)"
+                ) from None
             if exc.http_status_code == 409:
                 raise ConfigError(
                     f"the schema registry refuses {schema} under {subject!r} as incompatible with "
@@ -164,6 +194,7 @@ class SchemaRegistry:
             raise _error(exc, f"register {schema} under {subject!r}") from None
         except (http_client.TransportError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     def _unreachable(self, exc: Exception) -> TransientError:
         return TransientError(f"the schema registry at {self.url} is unreachable: {type(exc).__name__}: {exc}")
@@ -178,6 +209,11 @@ def _writer_schema(schema_id: int, schema: Schema) -> Any:
         return IncompatibleSchema(f"schema id {schema_id}: {exc}")
     except Exception as exc:  # fastavro raises several kinds on a schema it cannot parse
         return IncompatibleSchema(f"schema id {schema_id} does not parse as Avro: {type(exc).__name__}: {exc}")
+
+
+def unrouted(exc: SchemaRegistryError) -> bool:
+    """A 404 that carries no registry error code: the registry's API did not answer it."""
+    return bool(exc.http_status_code == 404 and (exc.error_code is None or exc.error_code < 0))
 
 
 def _error(exc: SchemaRegistryError, doing: str) -> Exception:
