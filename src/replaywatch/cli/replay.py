@@ -15,6 +15,7 @@ import typer
 from replaywatch.cli.app import Bootstrap, GroupId, InputTopic, PostgresDsn, PostgresSchema, app, fail
 from replaywatch.cli.app import settings_from as _settings
 from replaywatch.cli.logs import configure_logging
+from replaywatch.cli.process import run as run_loop
 from replaywatch.cli.process import until_signalled
 from replaywatch.config import Settings
 from replaywatch.exceptions import ReplaywatchError, UsageError
@@ -41,7 +42,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 def _replay(settings: Settings, work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]], as_json: bool) -> NoReturn:
     configure_logging(settings.log_level, settings.log_format)
     try:
-        summary = asyncio.run(until_signalled(settings, work))
+        summary = run_loop(settings, until_signalled(settings, work))
     except UsageError as exc:
         fail(str(exc))
     except ReplaywatchError as exc:

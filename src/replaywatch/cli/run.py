@@ -23,6 +23,7 @@ from replaywatch.cli.app import (
 )
 from replaywatch.cli.app import settings_from as _settings
 from replaywatch.cli.logs import configure_logging
+from replaywatch.cli.process import run as run_loop
 from replaywatch.cli.process import tune_gc, until_signalled
 from replaywatch.config import Settings
 from replaywatch.exceptions import ReplaywatchError, UsageError
@@ -76,7 +77,7 @@ def run(
             await pipeline.run(stop)
 
     try:
-        asyncio.run(until_signalled(settings, serve))
+        run_loop(settings, until_signalled(settings, serve))
     except UsageError as exc:
         fail(str(exc))
     finally:
