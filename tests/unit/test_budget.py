@@ -5,6 +5,7 @@ figure while the records around it are compared."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -95,3 +96,24 @@ def test_spent_counts_every_unit_charged(units: int, calls: int) -> None:
         for _ in range(calls):
             budget.spend(units)
     assert b.spent == units * calls
+
+
+def test_the_clock_is_read_only_once_a_record_reaches_a_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most records never reach a check: their budget costs no clock read."""
+    reads: list[float] = []
+    clock = iter([10.0, 10.5, 11.5])
+
+    def thread_time() -> float:
+        reads.append(now := next(clock))
+        return now
+
+    monkeypatch.setattr(time, "thread_time", thread_time)
+    with budget.limited(1.0):
+        budget.spend(budget.CHECK_EVERY - 1)
+    assert reads == []
+    with budget.limited(1.0) as b:
+        budget.spend(budget.CHECK_EVERY)  # the first check starts the clock: 10.0
+        budget.spend(budget.CHECK_EVERY)  # 0.5 s later: within the second
+        with pytest.raises(TooCostly, match=r"used 1\.50 s of CPU"):
+            budget.spend(budget.CHECK_EVERY)  # 1.5 s after the first check
+    assert b.started == 10.0 and reads == [10.0, 10.5, 11.5]

@@ -3,8 +3,9 @@
 Every walk of the comparison is linear (or n log n) in its input, but a record at the
 contract's limits (16 MB, 1,024 levels) can still take seconds of pure Python. The
 walks charge their work here as they go (``spend``: a count of nodes or bytes), and
-every ``CHECK_EVERY`` units the thread's CPU time is read: past the deadline, the
-record raises ``TooCostly`` with the figure, and its caller dead-letters it.
+every ``CHECK_EVERY`` units the thread's CPU time is read (the first read starts the
+record's clock): past the deadline, the record raises ``TooCostly`` with the figure,
+and its caller dead-letters it.
 
 The budget in force is a module-level value, set by ``limited`` around one record's
 comparison: the pure functions take no extra argument, and outside ``limited`` the
@@ -36,8 +37,10 @@ class Budget:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.started = time.thread_time()
-        self.deadline = self.started + seconds
+        self.started = -1.0
+        """The thread's CPU time at the first check (no clock is read for a record that
+        never reaches one: most records; the work before it is ``CHECK_EVERY`` units)."""
+        self.deadline = math.inf
         self.left = CHECK_EVERY
         self.checks = 0
 
@@ -53,7 +56,9 @@ class Budget:
             self.checks += 1
             self.left += CHECK_EVERY
             now = time.thread_time()
-            if now > self.deadline:
+            if self.started < 0:
+                self.started, self.deadline = now, now + self.seconds
+            elif now > self.deadline:
                 raise TooCostly(
                     f"comparing this record used {now - self.started:.2f} s of CPU, over the budget of "
                     f"{self.seconds:g} s per record (REPLAYWATCH_RECORD_CPU_SECONDS); the record is "
