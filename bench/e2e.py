@@ -254,6 +254,11 @@ def before_tree(commit: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def commit_subject(commit: str) -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%s", commit], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def fleet(n: int, seed: int) -> list[dict[str, Any]]:
     runs = max(1, round(n / (4 * 3 * 1.02)))
     spec = demo.FleetSpec(runs=runs, steps=4, attempts=3, drift=0.07, tool_divergence=0.02,
@@ -294,11 +299,14 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "replaywatch-aioboto3", "before", "profile", "replaywatch-2", "latency",
-               "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
-BEFORE = "f19e630"
-"""The commit measured beside this tree (`--before`): the pipeline before its
-throughput work (one transaction per batch, obstore, the prepared baseline)."""
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-asyncio", "replaywatch-aioboto3", "before", "steps", "profile",
+               "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
+BEFORE = "50e436a"
+"""The commit measured beside this tree (`--before`): the whole product (the worked
+policy, adaptive envelopes, drift rates) before its latest round of throughput levers."""
+STEPS = ""
+"""Commits between ``--before`` and this tree, each run on its own (`--steps`): the
+effect of each lever, one after the other, in the same run."""
 PROFILE_RATE = 250
 """py-spy's samples per second in the profiled runs."""
 WARMUP_S = 5.0
@@ -380,6 +388,9 @@ async def main() -> None:
                     help="a commit of replaywatch run beside this tree, from a git worktree ('' for none)")  # fmt: skip
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help="which runs to make, comma-separated")  # fmt: skip
+    ap.add_argument("--steps", default=STEPS, help="commits between --before and this tree, each run on its own")
+    ap.add_argument("--judgment", choices=("on", "off"), default="on",
+                    help="on: each replaywatch run under the worked policy, adaptive, drift rates on")  # fmt: skip
     ap.add_argument("--llm-events", type=int, default=40_000, help="events of the LLM fleet")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
@@ -399,7 +410,12 @@ async def main() -> None:
     if args.skip_peer:
         wanted -= {"quix-alo", "quix-eos", "quix-profile"}
     tag = uuid.uuid4().hex[:6]
-    results: dict[str, Any] = {"events": args.events, "partitions": args.partitions, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"events": args.events, "partitions": args.partitions, "cpus": os.cpu_count(),
+                               "judgment": args.judgment}  # fmt: skip
+    if args.judgment == "on":  # the product as it is meant to run: its judgment on
+        args.out.mkdir(parents=True, exist_ok=True)
+        b.env |= {"REPLAYWATCH_POLICY_FILE": str(adaptive_policy(args.out / f"judgment-{tag}.toml")),
+                  "REPLAYWATCH_RATES": "true"}  # fmt: skip
     try:
         print(f"generating {args.events} events ...", flush=True)
         events = fleet(args.events, seed=5)
@@ -438,6 +454,9 @@ async def main() -> None:
             results["replaywatch_rates_off"] = off[0]
             results["rates_pairs"] = {"on_cpu_s": [results["replaywatch"]["cpu_s"], again["cpu_s"]],
                                       "off_cpu_s": [o["cpu_s"] for o in off]}  # fmt: skip
+        if "loop-asyncio" in wanted:  # the event loop lever: asyncio's own loop instead of uvloop
+            results["replaywatch_loop_asyncio"] = await system("replaywatch-loop-asyncio", rw,
+                                                               REPLAYWATCH_EVENT_LOOP="asyncio")  # fmt: skip
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -457,6 +476,12 @@ async def main() -> None:
             with before_tree(args.before) as src:
                 results["replaywatch_before"] = await system("replaywatch-before", rw, PYTHONPATH=str(src))
                 results["replaywatch_before"]["commit"] = args.before
+        if args.steps and "steps" in wanted:  # each lever on its own: the tree at each commit between
+            results["steps"] = []
+            for commit in args.steps.split(","):
+                with before_tree(commit) as src:
+                    r = await system(f"replaywatch-at-{commit}", rw, PYTHONPATH=str(src))
+                results["steps"].append(r | {"commit": commit, "subject": commit_subject(commit)})
         if "profile" in wanted:
             await profiled("replaywatch_profiled", "replaywatch", rw)
         if "replaywatch-2" in wanted:
