@@ -24,6 +24,7 @@ from replaywatch.compare import attestations, structure, tool_changes, usage
 from replaywatch.compare import usage as usage_presets
 from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
 from replaywatch.compare.graded import PathComparators, PathResult, graded, structure_score
+from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.ignore import IgnoreRules
 from replaywatch.compare.tool_changes import NO_CHANGES, ToolCounts
 from replaywatch.compare.trajectory import MODES, SAME, Mode, Trajectory, trajectory
@@ -362,7 +363,7 @@ def comparison_id(run_id: str, step_id: str, baseline_attempt: int, current_atte
     """Deterministic event id: the same pair of attempts always gets the same id.
     Cached: a comparison's id is read by the encoder, the history row and telemetry."""
     name = f"{run_id}\x1f{step_id}\x1f{baseline_attempt}\x1f{current_attempt}"
-    return str(uuid.uuid5(_ID_NAMESPACE, name))
+    return uuid5_text(_ID_NAMESPACE, name)
 
 
 def _fingerprint(value: Json) -> bytes:

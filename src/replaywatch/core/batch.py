@@ -16,6 +16,7 @@ from typing import Any
 
 from replaywatch import codec
 from replaywatch.compare import Attempt, CompareConfig, Comparison, budget
+from replaywatch.compare.ids import uuid5_text
 from replaywatch.core.projection import StepProjection, apply
 from replaywatch.core.types import Batch, ComparisonRow, OutboxRow, Partition, Record, Source, StepKey
 from replaywatch.envelope.adaptive import Adaptive
@@ -246,4 +247,4 @@ def drifting_paths(c: Comparison) -> str | None:
 def superseding_id(event_id: str, settings_fingerprint: str) -> str:
     """The id of the event that re-scores ``event_id`` under other settings: the same
     pair under the same settings always gets the same id, so a re-run says nothing new."""
-    return str(uuid.uuid5(uuid.UUID(event_id), settings_fingerprint))
+    return uuid5_text(uuid.UUID(event_id), settings_fingerprint)
