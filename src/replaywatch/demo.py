@@ -28,6 +28,8 @@ class FleetSpec:
     no_snapshot: float = 0.0
     snapshot_bytes: int = 1000
     seed: int = 7
+    run_every_ms: int = 10_000
+    """Event time between two runs' starts (their steps a tenth of it apart)."""
 
 
 def _snapshot(rng: random.Random, run: int, step: int, size: int) -> dict[str, Any]:
@@ -93,7 +95,7 @@ def synthetic_fleet(spec: FleetSpec) -> list[dict[str, Any]]:
                         "step_id": step_id,
                         "attempt": n,
                         "status": "succeeded" if has_snapshot else "failed",
-                        "occurred_at": BASE_TIME_MS + run * 10_000 + step * 1000 + n,
+                        "occurred_at": BASE_TIME_MS + run * spec.run_every_ms + step * (spec.run_every_ms // 10) + n,
                         "output_snapshot": orjson.dumps(snap).decode() if has_snapshot else None,
                         "tool_events": orjson.dumps(tools).decode(),
                         "provider": "demo",
