@@ -287,3 +287,18 @@ if TYPE_CHECKING:  # each fake is checked against the port it stands for
     _ports: tuple[ports.Store, ports.DiffStore, ports.DeadLetterSink, ports.Consumer, ports.Publisher,
                   ports.SchemaSource] = (FakeStore(), FakeDiffStore(), FakeDeadLetters(), FakeConsumer({}),
                                          FakePublisher(), FakeSchemas())  # fmt: skip
+
+
+class FakeBatch:
+    """aiokafka's ``BatchBuilder`` as the publisher fills it: full past ``capacity``
+    records (a first record always fits)."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes | None, bytes | None, Any]] = []
+
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: float | None, headers: Any) -> object:
+        if self.records and len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value, headers))
+        return object()

@@ -127,7 +127,19 @@ class TransactionalProducer(Protocol):
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None: ...
 
 
-ProducerFactory = Callable[[int], TransactionalProducer]
+class BatchingProducer(TransactionalProducer, Protocol):
+    """A transactional producer that also takes a batch per partition at once (aiokafka's
+    ``create_batch``/``send_batch``): the publisher builds one batch per output partition
+    instead of routing each event through ``send``."""
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+
+ProducerFactory = Callable[[int], BatchingProducer]
 """The transactional producer of an input partition's publisher lane."""
 ProgressReader = Callable[[int], Awaitable[int | None]]
 """Kafka's admin, as the publisher reads it: a partition's progress, committed in the

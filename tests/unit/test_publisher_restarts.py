@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from replaywatch.core.types import OutboxRow
 from replaywatch.stream.publisher import OutboxPublisher
+from tests.fakes import FakeBatch
 from tests.unit.test_publisher_handoff import within_bytes
 
 PARTITIONS = (0, 1, 2)
@@ -92,6 +93,18 @@ class Producer:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.pending += [value for _, value, _ in batch.records]
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
         self.offsets.update({tp.partition: o for tp, o in offsets.items()})

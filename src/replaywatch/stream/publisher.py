@@ -44,10 +44,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from replaywatch import telemetry
 from replaywatch.core.types import OutboxRow
 from replaywatch.exceptions import EventTooLarge, Fenced, GaveUp, ServiceRefused, TransientError
-from replaywatch.ports import ProducerFactory, ProgressReader, TransactionalProducer
+from replaywatch.ports import BatchingProducer, ProducerFactory, ProgressReader
 from replaywatch.runtime.retry import Backoff
 from replaywatch.stream.deadletter import dead_letter_headers
 from replaywatch.stream.kafka_errors import translate_kafka_errors
+from replaywatch.stream.partitioning import KeyPartitions
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class OutboxPublisher:
         """Bytes of events kept in memory, over all partitions; beyond, the outbox is read."""
         self._retry = retry or Backoff(asyncio.Event())
         self._lanes: dict[int, _Lane] = {}
+        self._keys: KeyPartitions | None = None
         self._failure: ServiceRefused | None = None
         self.published = 0
         self.dead_lettered = 0
@@ -237,7 +239,7 @@ class OutboxPublisher:
         await self._store.outbox_delete_before(partition, done)
         return done
 
-    async def _drain(self, partition: int, lane: _Lane, producer: TransactionalProducer, upto: int) -> None:
+    async def _drain(self, partition: int, lane: _Lane, producer: BatchingProducer, upto: int) -> None:
         """Publish from source offset ``upto`` on: the outbox up to its watermark, then
         the handoffs that continue it, and the outbox again whenever they do not. What
         is published is pruned now and then, and always before the lane goes idle."""
@@ -288,13 +290,24 @@ class OutboxPublisher:
                 await self._store.outbox_delete_before(partition, upto)
                 pruned, deleted_at = upto, time.monotonic()
 
-    async def _publish(self, partition: int, producer: TransactionalProducer, rows: list[OutboxRow], upto: int) -> None:
-        """Events and progress in one Kafka transaction; an event too large for the
-        output topic goes to the dead-letter topic in the same transaction."""
+    async def _key_partitions(self, producer: BatchingProducer) -> KeyPartitions:
+        """The output topic's partitioning, kept while its partitions stay the same."""
+        partitions = sorted(await producer.partitions_for(self._output))
+        if self._keys is None or self._keys.partitions != partitions:
+            self._keys = KeyPartitions(partitions)
+        return self._keys
+
+    async def _publish(self, partition: int, producer: BatchingProducer, rows: list[OutboxRow], upto: int) -> None:
+        """Events and progress in one Kafka transaction, the events in one batch per
+        output partition (the producers' default partitioner picks it, by key, as
+        ``send`` would); an event too large for the output topic goes to the
+        dead-letter topic in the same transaction."""
         tp = TopicPartition(self._input, partition)
         dead = 0
         started = time.perf_counter()
         async with translate_kafka_errors("publish"), producer.transaction():
+            keys = await self._key_partitions(producer)
+            batches: dict[int, Any] = {}
             for r in rows:
                 headers = [("verdict", r.verdict.encode())]
                 if r.trace:
@@ -303,8 +316,14 @@ class OutboxPublisher:
                     headers += [(k, v.encode()) for k, v in orjson.loads(r.headers).items()]
                 size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
                 if size <= self._max_message_bytes:
-                    sent = await producer.send(self._output, r.value, key=r.key, headers=headers)
-                    sent.add_done_callback(_retrieve)  # the transaction's outcome says it all
+                    out = keys.of(r.key)
+                    batch = batches.get(out)
+                    if batch is None:
+                        batch = batches[out] = producer.create_batch()
+                    if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
+                        await _send_batch(producer, batch, self._output, out)  # full: it goes, another starts
+                        batch = batches[out] = producer.create_batch()
+                        batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)  # a first always fits
                     continue
                 dead += 1
                 logger.error(
@@ -315,6 +334,8 @@ class OutboxPublisher:
                                              size)  # fmt: skip
                 sent = await producer.send(self._dlq, None, key=r.key, headers=headers)
                 sent.add_done_callback(_retrieve)
+            for out, batch in batches.items():
+                await _send_batch(producer, batch, self._output, out)
             await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
         self.published += len(rows) - dead
         self.dead_lettered += dead
@@ -322,6 +343,11 @@ class OutboxPublisher:
         telemetry.STAGE_SECONDS.record(time.perf_counter() - started, {"stage": "publish"})
         if dead:
             telemetry.record_dead_letters(["too_large"] * dead)
+
+
+async def _send_batch(producer: BatchingProducer, batch: Any, topic: str, partition: int) -> None:
+    sent = await producer.send_batch(batch, topic, partition=partition)
+    sent.add_done_callback(_retrieve)  # the transaction's outcome says it all
 
 
 def _too_large_headers(
@@ -362,8 +388,8 @@ def kafka_producers(config: dict[str, Any], group: str, input_topic: str, max_me
     """A transactional producer per input partition, ``{group}.outbox.{topic}.{partition}``:
     the next owner of a partition fences the last."""
 
-    def make(partition: int) -> TransactionalProducer:
-        producer: TransactionalProducer = AIOKafkaProducer(
+    def make(partition: int) -> BatchingProducer:
+        producer: BatchingProducer = AIOKafkaProducer(
             **config,
             transactional_id=f"{group}.outbox.{input_topic}.{partition}",
             acks="all",
