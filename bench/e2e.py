@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -536,6 +537,7 @@ async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
 SYSTEMS = (
     ("replaywatch", "replaywatch, 1 process (obstore)"),
     ("replaywatch_rates_off", "replaywatch, 1 process, rates off"),
+    ("replaywatch_loop_asyncio", "replaywatch, 1 process, asyncio's own event loop"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
     ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
@@ -579,6 +581,23 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         a, o = r["replaywatch_aioboto3"]["cpu_s"], rw["cpu_s"]
         out.append(("consumer CPU per event obstore saves over aioboto3", f"{1 - o / a:.1%}",
                     "> 15%: obstore is the default", 1 - o / a > 0.15))  # fmt: skip
+    return out
+
+
+def levers(r: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """Each lever's effect, all in this run, as (what, CPU µs per event without it,
+    with it): the commits from ``--before`` to this tree one after the other (each
+    adds one lever), and the event loop switched on this tree."""
+    n = r["events"]
+    out: list[tuple[str, float, float]] = []
+    chain = [("before", r.get("replaywatch_before"))] + [(s["subject"], s) for s in r.get("steps", [])]
+    chain.append(("this tree", r["replaywatch"]))
+    known = [(what, s) for what, s in chain if s]
+    for (_, a), (what, b) in itertools.pairwise(known):
+        out.append((f"{b.get('commit', 'this tree')}: {what}", 1e6 * a["cpu_s"] / n, 1e6 * b["cpu_s"] / n))
+    if "replaywatch_loop_asyncio" in r:
+        out.append(("uvloop instead of asyncio's loop, on this tree", 1e6 * r["replaywatch_loop_asyncio"]["cpu_s"] / n,
+                    1e6 * r["replaywatch"]["cpu_s"] / n))  # fmt: skip
     return out
 
 
@@ -648,6 +667,11 @@ def write(r: dict[str, Any], out: Path) -> None:
                 "policy's CPU per event (the goal: at most 1.15x).",
                 "",
             ]
+    changes = levers(r)
+    if changes:
+        lines += ["Each lever on its own, consumer CPU µs per event (same run):", "",
+                  "| lever | without | with | change |", "|---|---|---|---|",
+                  *(f"| {what} | {a:.1f} | {b:.1f} | {b / a - 1:+.1%} |" for what, a, b in changes), ""]  # fmt: skip
     lines += ["Throughput goals, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
     lines += [f"| {g} | {m} | {t} | {'yes' if ok else '**no**'} |" for g, m, t, ok in goals(r)]
     md = "\n".join(lines) + "\n"
