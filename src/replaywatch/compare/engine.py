@@ -382,11 +382,12 @@ def prepare(
     ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
     """
     rules = config.ignore
-    stripped, tokens, cost = structure.strip_usage(output_snapshot, config.usage)
     ignored = 0
     if rules.output:
-        stripped, matched = structure.drop_ignored(stripped, rules.output)
+        stripped, tokens, cost, matched = structure.strip_and_drop(output_snapshot, config.usage, rules.output)
         ignored = rules.rules_of(matched, "output")
+    else:
+        stripped, tokens, cost = structure.strip_usage(output_snapshot, config.usage)
     tool_fp = tools_json = None
     if tool_events is not ABSENT:
         if rules.tools:

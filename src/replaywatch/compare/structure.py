@@ -52,20 +52,40 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
     of their own (compared as sets), and counting an order-only change as structural
     drift would undo that choice.
     """
+    stripped, tokens, cost, _ = _strip(snapshot, usage, None)
+    return stripped, tokens, cost
+
+
+def strip_and_drop(
+    snapshot: Json, usage: UsagePreset, patterns: tuple[ignore.Pattern, ...]
+) -> tuple[Json, float | None, float | None, int]:
+    """``drop_ignored(strip_usage(snapshot, usage)[0], patterns)`` in one walk, with the
+    usage numbers: (structure, tokens, cost, the patterns matched). The usage numbers
+    are searched for in ignored subtrees too, as ``strip_usage`` does before the rules
+    apply (a property test holds the two forms equal)."""
+    automaton = ignore.matcher(patterns)
+    return _strip(snapshot, usage, automaton if automaton.start >= 0 else None)
+
+
+def _strip(
+    snapshot: Json, usage: UsagePreset, automaton: ignore.Matcher | None
+) -> tuple[Json, float | None, float | None, int]:
     token_keys, cost_keys, groups = usage.token_keys, usage.cost_keys, usage.token_parts
     parts: list[float | None] = [None] * len(groups)
     missing_parts = len(groups)
     tokens: float | None = None
     cost: float | None = None
+    matched = 0
     root: list[Json] = [None]
-    # (value, the container its copy goes in (None: a dropped subtree, only searched), key or index there)
-    stack: list[tuple[Json, Any, Any]] = [(snapshot, root, 0)]
+    # (value, the container its copy goes in (None: a dropped subtree, only searched), key or index there,
+    # the ignore rules' state there (-1: none reaches it))
+    stack: list[tuple[Json, Any, Any, int]] = [(snapshot, root, 0, -1 if automaton is None else automaton.start)]
     push, pop = stack.append, stack.pop
     drop_below, part_keys = usage.strip, usage.part_keys
     drop_top = _TOP_DROP.get(drop_below) or _TOP_DROP.setdefault(drop_below, drop_below | {ATTESTATION_KEY})
     charge = budget.current.spend
     while stack:
-        value, parent, slot = pop()
+        value, parent, slot, here = pop()
         t = type(value)
         if t is dict:
             charge(len(value) + 1)
@@ -82,15 +102,23 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
                 if tokens is None or cost is None:
                     for v in reversed(value.values()):
                         if type(v) is dict or type(v) is list:
-                            push((v, None, None))
+                            push((v, None, None, -1))
                 continue
             drop = drop_top if value is snapshot else drop_below
             copy: dict[str, Any] = {}
             parent[slot] = copy
             for k, v in reversed(value.items()):  # reversed: popped in document order
+                sub = -1
+                if here >= 0 and k not in drop:
+                    done, sub = automaton.key(here, k)  # type: ignore[union-attr]
+                    if done:  # an ignored member: not kept, only searched for usage numbers
+                        matched |= done
+                        if type(v) is dict or type(v) is list:
+                            push((v, None, None, -1))
+                        continue
                 tv = type(v)
                 if tv is dict or tv is list:
-                    push((v, None if k in drop else copy, k))
+                    push((v, None if k in drop else copy, k, sub))
                 elif k not in drop:
                     copy[k] = v
         elif t is list:
@@ -101,21 +129,34 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
                     if dict in kinds or list in kinds:
                         for v in reversed(value):
                             if type(v) is dict or type(v) is list:
-                                push((v, None, None))
+                                push((v, None, None, -1))
                 continue
             items = list(value)
             parent[slot] = items
+            if here >= 0:
+                for i in range(len(items) - 1, -1, -1):
+                    done, sub = automaton.item(here, i)  # type: ignore[union-attr]
+                    v = items[i]
+                    tv = type(v)
+                    if done:  # an ignored item: null in its place, only searched
+                        matched |= done
+                        items[i] = None
+                        if tv is dict or tv is list:
+                            push((v, None, None, -1))
+                    elif tv is dict or tv is list:
+                        push((v, items, i, sub))
+                continue
             kinds = set(map(type, items))  # in C: a list of scalars needs no walk
             if dict in kinds or list in kinds:
                 for i in range(len(items) - 1, -1, -1):
                     tv = type(items[i])
                     if tv is dict or tv is list:
-                        push((items[i], items, i))
+                        push((items[i], items, i, -1))
         elif parent is not None:
             parent[slot] = value
     if tokens is None and groups:
         tokens = sum_parts([n for n in parts if n is not None])
-    return root[0], tokens, cost
+    return root[0], tokens, cost, matched
 
 
 def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Json, int]:
@@ -164,7 +205,7 @@ def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Jso
 
 def output_structure(snapshot: Json, rules: ignore.IgnoreRules, usage: UsagePreset = REFERENCE) -> Json:
     """The part of an output snapshot that must stay equal (rule 3 plus ignore rules)."""
-    return drop_ignored(strip_usage(snapshot, usage)[0], rules.output)[0]
+    return strip_and_drop(snapshot, usage, rules.output)[0]
 
 
 def tool_structure(tool_events: Json, rules: ignore.IgnoreRules) -> Json:
