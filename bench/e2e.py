@@ -307,8 +307,8 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-asyncio", "replaywatch-aioboto3", "before", "steps", "profile",
-               "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-asyncio", "replaywatch-aioboto3", "before", "steps", "palindrome",
+               "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
 policy, adaptive envelopes, drift rates) before its latest round of throughput levers."""
@@ -490,6 +490,26 @@ async def main() -> None:
                 with before_tree(commit) as src:
                     r = await system(f"replaywatch-at-{commit}", rw, PYTHONPATH=str(src))
                 results["steps"].append(r | {"commit": commit, "subject": commit_subject(commit)})
+        if args.before and "palindrome" in wanted:  # the machine drifts within a run: each config twice, mirrored
+            with before_tree(args.before) as src:
+                configs: dict[str, tuple[list[str], dict[str, str]]] = {
+                    "this-tree": (rw, {}),
+                    "asyncio-loop": (rw, {"REPLAYWATCH_EVENT_LOOP": "asyncio"}),
+                    "before": (rw, {"PYTHONPATH": str(src)}),
+                    "quix-alo": (quix, {"QUIX_GUARANTEE": "at-least-once"}),
+                    "quix-eos": (quix, {"QUIX_GUARANTEE": "exactly-once"}),
+                }
+                order = [*configs, *reversed(configs)]
+                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
+                for i, name in enumerate(order):
+                    argv, extra = configs[name]
+                    if name.startswith("quix"):
+                        extra = extra | {"QUIX_STATE_DIR": f"/tmp/quix-{tag}-{i}"}
+                    runs[name].append(await system(f"{name}-{i}", argv, **extra))
+            results["palindrome"] = {"order": order, "commit": args.before,
+                                     "runs": {k: [{f: r[f] for f in ("cpu_s", "seconds", "events_per_s", "peak_rss_mb",
+                                                                     "service_cpu_s")} for r in v]
+                                              for k, v in runs.items()}}  # fmt: skip
         if "profile" in wanted:
             await profiled("replaywatch_profiled", "replaywatch", rw)
         if "replaywatch-2" in wanted:
@@ -551,14 +571,28 @@ BASELINE_PEAK_RSS_MB = 493.0
 ceiling when the run has no ``--before``."""
 
 
+def mirrored(r: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A config of the mirrored runs as one: the mean of its two runs (the peak RSS: the higher)."""
+    runs = r.get("palindrome", {}).get("runs", {}).get(name)
+    if not runs:
+        return None
+    services = {k for x in runs for k in x["service_cpu_s"]}
+    return {"events_per_s": sum(x["events_per_s"] for x in runs) / len(runs),
+            "cpu_s": sum(x["cpu_s"] for x in runs) / len(runs),
+            "service_cpu_s": {k: sum(x["service_cpu_s"].get(k, 0.0) for x in runs) / len(runs) for k in services},
+            "peak_rss_mb": max(x["peak_rss_mb"] for x in runs)}  # fmt: skip
+
+
 def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """The throughput goals as (goal, measured, target, met), all from this run."""
-    rw, n = r["replaywatch"], r["events"]
+    """The throughput goals as (goal, measured, target, met), all from this run: from the
+    mirrored runs when there are (the machine's drift cancelled), else from the first."""
+    rw, n = mirrored(r, "this-tree") or r["replaywatch"], r["events"]
     ceiling = 1e6 / r["ceiling_consume_decode_eps"]
     out = []
     for key, label in (("quix_alo", "at-least-once"), ("quix_eos", "exactly-once")):
-        if key in r:
-            ratio = rw["events_per_s"] / r[key]["events_per_s"]
+        peer = mirrored(r, key.replace("_", "-")) or r.get(key)
+        if peer:
+            ratio = rw["events_per_s"] / peer["events_per_s"]
             out.append((f"events/s vs Quix {label}", f"{ratio:.2f}x", ">= 3x", ratio >= 3))
     own = rw["cpu_s"] / n * 1e6
     out.append(("consumer CPU per event vs consume+decode", f"{own:.1f} / {ceiling:.1f} µs = {own / ceiling:.1f}x",
@@ -570,7 +604,8 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         p99, rate = r["latency"]["p99_ms"], r["latency"]["rate"]
         out.append((f"detected_at p99 at {rate:,.0f} events/s", f"{p99:.0f} ms", "<= 200 ms", p99 <= 200))
     rss = rw["peak_rss_mb"]
-    before = r["replaywatch_before"]["peak_rss_mb"] if "replaywatch_before" in r else BASELINE_PEAK_RSS_MB
+    earlier = mirrored(r, "before") or r.get("replaywatch_before")
+    before = earlier["peak_rss_mb"] if earlier else BASELINE_PEAK_RSS_MB
     out.append(("peak RSS", f"{rss:.0f} MB", f"<= {before:.0f} MB (before)", rss <= before))
     if "rates_pairs" in r:  # two runs of each, alternating: on, off, off, on
         on, off = sum(r["rates_pairs"]["on_cpu_s"]), sum(r["rates_pairs"]["off_cpu_s"])
@@ -598,6 +633,11 @@ def levers(r: dict[str, Any]) -> list[tuple[str, float, float]]:
     if "replaywatch_loop_asyncio" in r:
         out.append(("uvloop instead of asyncio's loop, on this tree", 1e6 * r["replaywatch_loop_asyncio"]["cpu_s"] / n,
                     1e6 * r["replaywatch"]["cpu_s"] / n))  # fmt: skip
+    if "palindrome" in r:  # mirrored runs: a drift of the machine falls on both sides
+        mean = {k: 1e6 * sum(x["cpu_s"] for x in v) / len(v) / n for k, v in r["palindrome"]["runs"].items()}
+        out.append((f"every lever since {r['palindrome']['commit']} (mirrored runs)", mean["before"],
+                    mean["this-tree"]))  # fmt: skip
+        out.append(("uvloop instead of asyncio's loop (mirrored runs)", mean["asyncio-loop"], mean["this-tree"]))
     return out
 
 
@@ -667,6 +707,27 @@ def write(r: dict[str, Any], out: Path) -> None:
                 "policy's CPU per event (the goal: at most 1.15x).",
                 "",
             ]
+    if "palindrome" in r:
+        pal = r["palindrome"]
+        seen: dict[str, int] = {}
+        lines += ["Mirrored runs, in the order they ran (each config twice, so that the machine's drift "
+                  "falls on both sides):", "",
+                  "| # | config | events/s | CPU µs per event | whole machine µs per event | peak RSS MB |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for i, name in enumerate(pal["order"]):
+            x = pal["runs"][name][seen.get(name, 0)]
+            seen[name] = seen.get(name, 0) + 1
+            whole = x["cpu_s"] + sum(x["service_cpu_s"].values())
+            lines.append(f"| {i + 1} | {name} | {x['events_per_s']:,.0f} | {1e6 * x['cpu_s'] / n:.1f} | "
+                         f"{1e6 * whole / n:.1f} | {x['peak_rss_mb']:.0f} |")  # fmt: skip
+        lines += ["", "| config | events/s (mean) | CPU µs per event (mean) | whole machine µs per event (mean) |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for name in pal["runs"]:
+            m = mirrored(r, name)
+            assert m is not None
+            whole = m["cpu_s"] + sum(m["service_cpu_s"].values())
+            lines.append(f"| {name} | {m['events_per_s']:,.0f} | {1e6 * m['cpu_s'] / n:.1f} | {1e6 * whole / n:.1f} |")
+        lines.append("")
     changes = levers(r)
     if changes:
         lines += ["Each lever on its own, consumer CPU µs per event (same run):", "",
