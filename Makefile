@@ -104,7 +104,7 @@ stack-down: $(STAMP)
 # bench/results/ (not committed).
 bench: deps $(STAMP)
 	$(BIN)/pip install -q -e '.[test,devstack,semantic,bench]'
-	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/telemetry_cost.py && $(BIN)/python bench/registry_decode.py)
+	$(call with_stack,$(BIN)/python bench/e2e.py $(BENCH_ARGS) && $(BIN)/python bench/levers.py && $(BIN)/python bench/telemetry_cost.py && $(BIN)/python bench/registry_decode.py)
 
 bench-compare: $(STAMP)
 	$(BIN)/python bench/compare_bench.py --policies --against 124457f --rounds 5
