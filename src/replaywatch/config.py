@@ -180,8 +180,8 @@ class Settings(BaseSettings):
     cache_mb: int = Field(512, ge=0, description="Memory for cached step projections, in MB (at most)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or as JSON objects")
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
-        "auto", description="The event loop of run and replay: uvloop where installed (auto), uvloop, or asyncio's own"
+    event_loop: Literal["asyncio", "uvloop", "auto"] = Field(
+        "asyncio", description="The event loop of run and replay: asyncio's own, uvloop, or uvloop if installed (auto)"
     )
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a pod)")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: none")

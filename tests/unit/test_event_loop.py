@@ -23,6 +23,11 @@ def test_the_loop_the_setting_names(choice: str, module: str) -> None:
     assert process.run(Settings(event_loop=choice), loop_module()).split(".")[0] == module
 
 
+def test_asyncios_own_loop_is_the_default() -> None:
+    assert Settings().event_loop == "asyncio"
+    assert process.run(Settings(), loop_module()) == "asyncio.unix_events"
+
+
 def without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
     real = builtins.__import__
 

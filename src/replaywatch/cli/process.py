@@ -36,9 +36,12 @@ def tune_gc() -> None:
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``REPLAYWATCH_EVENT_LOOP`` names: uvloop (libuv, in C: less CPU per
-    socket read, write and callback than asyncio's selector loop) where it is installed,
-    or asyncio's own. None is asyncio's default."""
+    """The event loop ``REPLAYWATCH_EVENT_LOOP`` names: asyncio's own (the default), uvloop
+    (libuv, in C), or uvloop where it is installed (``auto``). None is asyncio's loop.
+
+    asyncio's loop is the default because it measured faster here: on the end-to-end
+    bench, mirrored runs, uvloop cost the consumer 25% more CPU per event (and Kafka
+    and PostgreSQL more too), in both runs of each (``bench/README.md``)."""
     if choice == "asyncio":
         return None
     try:
