@@ -307,7 +307,7 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-asyncio", "replaywatch-aioboto3", "before", "steps", "palindrome",
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "before", "steps", "palindrome",
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
@@ -462,9 +462,9 @@ async def main() -> None:
             results["replaywatch_rates_off"] = off[0]
             results["rates_pairs"] = {"on_cpu_s": [results["replaywatch"]["cpu_s"], again["cpu_s"]],
                                       "off_cpu_s": [o["cpu_s"] for o in off]}  # fmt: skip
-        if "loop-asyncio" in wanted:  # the event loop lever: asyncio's own loop instead of uvloop
-            results["replaywatch_loop_asyncio"] = await system("replaywatch-loop-asyncio", rw,
-                                                               REPLAYWATCH_EVENT_LOOP="asyncio")  # fmt: skip
+        if "loop-uvloop" in wanted:  # the event loop lever: uvloop instead of asyncio's own loop
+            results["replaywatch_loop_uvloop"] = await system("replaywatch-loop-uvloop", rw,
+                                                              REPLAYWATCH_EVENT_LOOP="uvloop")  # fmt: skip
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -494,7 +494,7 @@ async def main() -> None:
             with before_tree(args.before) as src:
                 configs: dict[str, tuple[list[str], dict[str, str]]] = {
                     "this-tree": (rw, {}),
-                    "asyncio-loop": (rw, {"REPLAYWATCH_EVENT_LOOP": "asyncio"}),
+                    "uvloop": (rw, {"REPLAYWATCH_EVENT_LOOP": "uvloop"}),
                     "before": (rw, {"PYTHONPATH": str(src)}),
                     "quix-alo": (quix, {"QUIX_GUARANTEE": "at-least-once"}),
                     "quix-eos": (quix, {"QUIX_GUARANTEE": "exactly-once"}),
@@ -557,7 +557,7 @@ async def llm_runs(b: Bench, tag: str, n: int, out: Path) -> dict[str, Any]:
 SYSTEMS = (
     ("replaywatch", "replaywatch, 1 process (obstore)"),
     ("replaywatch_rates_off", "replaywatch, 1 process, rates off"),
-    ("replaywatch_loop_asyncio", "replaywatch, 1 process, asyncio's own event loop"),
+    ("replaywatch_loop_uvloop", "replaywatch, 1 process, uvloop"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
     ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
@@ -630,14 +630,14 @@ def levers(r: dict[str, Any]) -> list[tuple[str, float, float]]:
     known = [(what, s) for what, s in chain if s]
     for (_, a), (what, b) in itertools.pairwise(known):
         out.append((f"{b.get('commit', 'this tree')}: {what}", 1e6 * a["cpu_s"] / n, 1e6 * b["cpu_s"] / n))
-    if "replaywatch_loop_asyncio" in r:
-        out.append(("uvloop instead of asyncio's loop, on this tree", 1e6 * r["replaywatch_loop_asyncio"]["cpu_s"] / n,
-                    1e6 * r["replaywatch"]["cpu_s"] / n))  # fmt: skip
+    if "replaywatch_loop_uvloop" in r:
+        out.append(("uvloop instead of asyncio's loop, on this tree", 1e6 * r["replaywatch"]["cpu_s"] / n,
+                    1e6 * r["replaywatch_loop_uvloop"]["cpu_s"] / n))  # fmt: skip
     if "palindrome" in r:  # mirrored runs: a drift of the machine falls on both sides
         mean = {k: 1e6 * sum(x["cpu_s"] for x in v) / len(v) / n for k, v in r["palindrome"]["runs"].items()}
         out.append((f"every lever since {r['palindrome']['commit']} (mirrored runs)", mean["before"],
                     mean["this-tree"]))  # fmt: skip
-        out.append(("uvloop instead of asyncio's loop (mirrored runs)", mean["asyncio-loop"], mean["this-tree"]))
+        out.append(("uvloop instead of asyncio's loop (mirrored runs)", mean["this-tree"], mean["uvloop"]))
     return out
 
 
