@@ -311,7 +311,7 @@ ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3"
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
-policy, adaptive envelopes, drift rates) before its latest round of throughput levers."""
+policy, adaptive envelopes, drift rates) before the per-event levers `bench/levers.py` measures."""
 STEPS = ""
 """Commits between ``--before`` and this tree, each run on its own (`--steps`): the
 effect of each lever, one after the other, in the same run."""
