@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -255,11 +254,6 @@ def before_tree(commit: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def commit_subject(commit: str) -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%s", commit], capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 RUN_EVERY_MS = 4
 """The fleet's event time: a run (12 events) starts every 4 ms, 3,000 events per second
 of event time, as a live fleet at this rate produces them; the drift-rate windows close
@@ -307,14 +301,11 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "before", "steps", "palindrome",
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "before", "palindrome",
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
 policy, adaptive envelopes, drift rates) before the per-event levers `bench/levers.py` measures."""
-STEPS = ""
-"""Commits between ``--before`` and this tree, each run on its own (`--steps`): the
-effect of each lever, one after the other, in the same run."""
 PROFILE_RATE = 250
 """py-spy's samples per second in the profiled runs."""
 WARMUP_S = 5.0
@@ -396,7 +387,6 @@ async def main() -> None:
                     help="a commit of replaywatch run beside this tree, from a git worktree ('' for none)")  # fmt: skip
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help="which runs to make, comma-separated")  # fmt: skip
-    ap.add_argument("--steps", default=STEPS, help="commits between --before and this tree, each run on its own")
     ap.add_argument("--judgment", choices=("on", "off"), default="on",
                     help="on: each replaywatch run under the worked policy, adaptive, drift rates on")  # fmt: skip
     ap.add_argument("--llm-events", type=int, default=40_000, help="events of the LLM fleet")
@@ -484,12 +474,6 @@ async def main() -> None:
             with before_tree(args.before) as src:
                 results["replaywatch_before"] = await system("replaywatch-before", rw, PYTHONPATH=str(src))
                 results["replaywatch_before"]["commit"] = args.before
-        if args.steps and "steps" in wanted:  # each lever on its own: the tree at each commit between
-            results["steps"] = []
-            for commit in args.steps.split(","):
-                with before_tree(commit) as src:
-                    r = await system(f"replaywatch-at-{commit}", rw, PYTHONPATH=str(src))
-                results["steps"].append(r | {"commit": commit, "subject": commit_subject(commit)})
         if args.before and "palindrome" in wanted:  # the machine drifts within a run: each config twice, mirrored
             with before_tree(args.before) as src:
                 configs: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -620,16 +604,11 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 
 def levers(r: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """Each lever's effect, all in this run, as (what, CPU µs per event without it,
-    with it): the commits from ``--before`` to this tree one after the other (each
-    adds one lever), and the event loop switched on this tree."""
+    """Each lever's effect measured end to end in this run, as (what, consumer CPU µs per
+    event without it, with it): the event loop, and every lever since ``--before``.
+    (``bench/levers.py`` measures the per-event levers one by one.)"""
     n = r["events"]
     out: list[tuple[str, float, float]] = []
-    chain = [("before", r.get("replaywatch_before"))] + [(s["subject"], s) for s in r.get("steps", [])]
-    chain.append(("this tree", r["replaywatch"]))
-    known = [(what, s) for what, s in chain if s]
-    for (_, a), (what, b) in itertools.pairwise(known):
-        out.append((f"{b.get('commit', 'this tree')}: {what}", 1e6 * a["cpu_s"] / n, 1e6 * b["cpu_s"] / n))
     if "replaywatch_loop_uvloop" in r:
         out.append(("uvloop instead of asyncio's loop, on this tree", 1e6 * r["replaywatch"]["cpu_s"] / n,
                     1e6 * r["replaywatch_loop_uvloop"]["cpu_s"] / n))  # fmt: skip

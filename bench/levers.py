@@ -29,7 +29,6 @@ import tomllib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -40,6 +39,7 @@ from replaywatch.compare import ignore, structure
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.stream.partitioning import KeyPartitions
+from replaywatch.stream.publisher import PartitionBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = uuid.UUID("5b1c2d3e-8f4a-4b6c-9d0e-7a1b2c3d4e5f")
@@ -120,20 +120,14 @@ async def publish_lever(rounds: int, events: int) -> tuple[float, float]:
                 for key, value, headers in rows[start : start + per]:
                     await producer.send(topic, value, key=key, headers=headers)
 
-    async def by_batch() -> None:
+    async def by_batch() -> None:  # the publisher's own batching
         keys = KeyPartitions(sorted(await producer.partitions_for(topic)))
         for start in range(0, len(rows), per):
             async with producer.transaction():
-                batches: dict[int, Any] = {}
+                batches = PartitionBatches(producer, topic, keys)
                 for key, value, headers in rows[start : start + per]:
-                    p = keys.of(key)
-                    batch = batches.get(p) or batches.setdefault(p, producer.create_batch())
-                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                        await producer.send_batch(batch, topic, partition=p)
-                        batch = batches[p] = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None, headers=headers)
-                for p, batch in batches.items():
-                    await producer.send_batch(batch, topic, partition=p)
+                    await batches.add(key, value, headers)
+                await batches.send()
 
     got: dict[str, list[float]] = {"send": [], "batch": []}
     try:

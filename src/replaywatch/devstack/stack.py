@@ -131,12 +131,13 @@ class Stack:
             )
         fields = {"kafka": ("port", "controller_port"), "postgres": ("port",), "s3": ("port",),
                   "registry": ("port", "management_port")}  # fmt: skip
-        needed = sum(len(fields[n]) for n in missing) - len(configured) + ("sasl_port" not in state.get("kafka", {}))
-        fresh = iter(process.free_ports(needed, taken=[*used, *configured.values()]))
         for name in missing:
-            state[name] = {f: configured[name] if f == "port" and name in configured else next(fresh)
-                           for f in fields[name]} | {"pid": None}  # fmt: skip
-        state["kafka"].setdefault("sasl_port", next(fresh))
+            state[name] = {"pid": None} | ({"port": configured[name]} if name in configured else {})
+        slots = [(name, f) for name in missing for f in fields[name] if f not in state[name]]
+        slots += [("kafka", "sasl_port")] if "sasl_port" not in state["kafka"] else []
+        for (name, f), port in zip(slots, process.free_ports(len(slots), taken=[*used, *configured.values()]),
+                                   strict=True):  # fmt: skip
+            state[name][f] = port
         self._save(state)
         return state
 

@@ -306,8 +306,7 @@ class OutboxPublisher:
         dead = 0
         started = time.perf_counter()
         async with translate_kafka_errors("publish"), producer.transaction():
-            keys = await self._key_partitions(producer)
-            batches: dict[int, Any] = {}
+            batches = PartitionBatches(producer, self._output, await self._key_partitions(producer))
             for r in rows:
                 headers = [("verdict", r.verdict.encode())]
                 if r.trace:
@@ -316,14 +315,7 @@ class OutboxPublisher:
                     headers += [(k, v.encode()) for k, v in orjson.loads(r.headers).items()]
                 size = len(r.value) + len(r.key or b"") + RECORD_OVERHEAD
                 if size <= self._max_message_bytes:
-                    out = keys.of(r.key)
-                    batch = batches.get(out)
-                    if batch is None:
-                        batch = batches[out] = producer.create_batch()
-                    if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
-                        await _send_batch(producer, batch, self._output, out)  # full: it goes, another starts
-                        batch = batches[out] = producer.create_batch()
-                        batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)  # a first always fits
+                    await batches.add(r.key, r.value, headers)
                     continue
                 dead += 1
                 logger.error(
@@ -334,8 +326,7 @@ class OutboxPublisher:
                                              size)  # fmt: skip
                 sent = await producer.send(self._dlq, None, key=r.key, headers=headers)
                 sent.add_done_callback(_retrieve)
-            for out, batch in batches.items():
-                await _send_batch(producer, batch, self._output, out)
+            await batches.send()
             await producer.send_offsets_to_transaction({tp: upto}, self._progress_group)
         self.published += len(rows) - dead
         self.dead_lettered += dead
@@ -345,9 +336,33 @@ class OutboxPublisher:
             telemetry.record_dead_letters(["too_large"] * dead)
 
 
-async def _send_batch(producer: BatchingProducer, batch: Any, topic: str, partition: int) -> None:
-    sent = await producer.send_batch(batch, topic, partition=partition)
-    sent.add_done_callback(_retrieve)  # the transaction's outcome says it all
+class PartitionBatches:
+    """The events of one transaction to ``topic``, one record batch per partition (the
+    partition ``keys`` gives the event's key); a full batch goes at once, the rest on
+    ``send``. Each partition's events keep the order they were added in."""
+
+    def __init__(self, producer: BatchingProducer, topic: str, keys: KeyPartitions) -> None:
+        self._producer, self._topic, self._keys = producer, topic, keys
+        self._batches: dict[int, Any] = {}
+
+    async def add(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        partition = self._keys.of(key)
+        batch = self._batches.get(partition)
+        if batch is None:
+            batch = self._batches[partition] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: it goes
+            await self._send(partition, batch)
+            batch = self._batches[partition] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)  # a first record always fits
+
+    async def send(self) -> None:
+        for partition, batch in self._batches.items():
+            await self._send(partition, batch)
+        self._batches.clear()
+
+    async def _send(self, partition: int, batch: Any) -> None:
+        sent = await self._producer.send_batch(batch, self._topic, partition=partition)
+        sent.add_done_callback(_retrieve)  # the transaction's outcome says it all
 
 
 def _too_large_headers(
