@@ -28,6 +28,7 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
+from replaywatch import native
 from replaywatch.compare import ABSENT, Attempt, Comparison, parse_json
 from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.envelope.cohort import kind_of
@@ -84,6 +85,14 @@ def _without_logical_types(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_logical_types(v) for v in node]
     return node
+
+
+@cache
+def _schema_json(name: str) -> str:
+    """A schema of ``schemas/`` as JSON text with its logical types as their raw types
+    (what ``load_schema`` parses), for the native encoder."""
+    text = (resources.files("replaywatch.schemas") / name).read_text()
+    return json.dumps(_without_logical_types(json.loads(text)))
 
 
 @cache
@@ -241,7 +250,7 @@ def read_attempt(
         )
     reader = load_schema(ATTEMPT_SCHEMA)
     writer = reader
-    buf = io.BytesIO(value)
+    start = 0
     if value[0] == 0:
         if len(value) < 5:
             raise UndecodableRecord("Confluent framing cut short: fewer than 5 bytes")
@@ -256,17 +265,36 @@ def read_attempt(
                 raise UnknownSchemaId(f"Confluent schema id {schema_id} is unknown")
             if isinstance(writer, BadRecordError):
                 raise type(writer)(str(writer))
-        buf.seek(5)
+        start = 5
+    rec = _read(value, start, writer, reader)
+    _check_ids(rec, limits)
+    return rec
+
+
+def _read(value: bytes, start: int, writer: Any, reader: Any) -> dict[str, Any]:
+    """The Avro record from ``start``: natively when the writer schema is the reader's
+    and that path is on and takes the bytes, else (and for what it leaves, with the
+    reference's errors) fastavro, which also resolves another writer schema."""
+    if writer is reader and (fast := native.decoder(_schema_json(ATTEMPT_SCHEMA))) is not None:
+        try:
+            rec, end = fast.decode(value, start)
+        except native.Mismatch:
+            pass
+        else:
+            if end != len(value):
+                raise UndecodableRecord(f"{len(value) - end} trailing bytes after the Avro record")
+            return rec
+    buf = io.BytesIO(value)
+    buf.seek(start)
     try:
-        rec: dict[str, Any] = fastavro.schemaless_reader(buf, writer, None if writer is reader else reader)  # type: ignore[assignment]
+        read: dict[str, Any] = fastavro.schemaless_reader(buf, writer, None if writer is reader else reader)  # type: ignore[assignment]
     except SchemaResolutionError as exc:
         raise IncompatibleSchema(f"the writer schema does not resolve to StepAttemptEvent: {exc}") from None
     except Exception as exc:  # fastavro raises many kinds on corrupt input
         raise UndecodableRecord(f"not a StepAttemptEvent in Avro binary: {type(exc).__name__}: {exc}") from None
     if buf.tell() != len(value):
         raise UndecodableRecord(f"{len(value) - buf.tell()} trailing bytes after the Avro record")
-    _check_ids(rec, limits)
-    return rec
+    return read
 
 
 def _check_ids(rec: dict[str, Any], limits: Limits) -> None:
@@ -470,6 +498,14 @@ def encode_comparison_body(record: dict[str, Any], max_bytes: int | None = None)
 
 
 def _encode(record: dict[str, Any]) -> bytes:
+    """Avro binary of a ReplayComparisonEvent: natively where that path is on and takes
+    the record, else (and for what it leaves, with the reference's errors) fastavro."""
+    fast = native.encoder(_schema_json(COMPARISON_SCHEMA))
+    if fast is not None:
+        try:
+            return fast.encode(record)
+        except native.Mismatch:
+            pass
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(COMPARISON_SCHEMA), record)
     return buf.getvalue()

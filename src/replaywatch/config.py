@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     event_loop: Literal["asyncio", "uvloop", "auto"] = Field(
         "asyncio", description="The event loop of run and replay: asyncio's own, uvloop, or uvloop if installed (auto)"
     )
+    native: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The per-record path in native code where it is built (auto), required (on), or Python only (off)",
+    )
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a pod)")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: none")
     adaptive: bool = Field(

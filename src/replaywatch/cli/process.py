@@ -12,6 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from replaywatch import native
 from replaywatch.cli.logs import quiet_client_futures
 from replaywatch.config import Settings
 from replaywatch.exceptions import GaveUp, UsageError
@@ -61,10 +62,12 @@ def run(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the event loop the settings name."""
     try:
         factory = loop_factory(settings.event_loop)
+        fast = native.use(settings.native)
     except UsageError:
         main.close()  # never started: no "was never awaited" warning
         raise
-    logging.getLogger("replaywatch.cli").info("event loop: %s", "uvloop" if factory else "asyncio")
+    log = logging.getLogger("replaywatch.cli")
+    log.info("event loop: %s; per-record path: %s", "uvloop" if factory else "asyncio", "native" if fast else "Python")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
 

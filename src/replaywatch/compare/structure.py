@@ -16,8 +16,9 @@ must tell ``true`` from ``1`` (Python's ``==`` does not).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+from replaywatch import native
 from replaywatch.compare import budget, ignore
 from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.compare.canonical import Json
@@ -26,6 +27,7 @@ from replaywatch.compare.usage import REFERENCE, UsagePreset, as_number, sum_par
 _CONTAINERS = (dict, list)
 _TOP_DROP: dict[frozenset[str], frozenset[str]] = {}
 """A preset's usage keys and the top-level attestation ids, by preset (a few presets)."""
+_TOP: Final = frozenset({ATTESTATION_KEY})
 _NUMBERS = (int, float)
 
 
@@ -52,7 +54,7 @@ def strip_usage(snapshot: Json, usage: UsagePreset = REFERENCE) -> tuple[Json, f
     of their own (compared as sets), and counting an order-only change as structural
     drift would undo that choice.
     """
-    stripped, tokens, cost, _ = _strip(snapshot, usage, None)
+    stripped, tokens, cost, _ = _walk(snapshot, usage, ())
     return stripped, tokens, cost
 
 
@@ -63,8 +65,28 @@ def strip_and_drop(
     usage numbers: (structure, tokens, cost, the patterns matched). The usage numbers
     are searched for in ignored subtrees too, as ``strip_usage`` does before the rules
     apply (a property test holds the two forms equal)."""
-    automaton = ignore.matcher(patterns)
-    return _strip(snapshot, usage, automaton if automaton.start >= 0 else None)
+    return _walk(snapshot, usage, patterns)
+
+
+def _walk(
+    snapshot: Json, usage: UsagePreset, patterns: tuple[ignore.Pattern, ...]
+) -> tuple[Json, float | None, float | None, int]:
+    """The native walk where it is on and takes the input, else the reference (``_strip``)."""
+    fast = native.usage(usage, _TOP)
+    if fast is not None:
+        automaton = native.automaton(patterns) if patterns else None
+        if automaton is not None or not patterns:
+            try:
+                stripped, tokens, cost, matched, parts, units = native.strip(snapshot, fast, automaton)
+            except native.Mismatch:
+                pass
+            else:
+                budget.current.spend(units)
+                if tokens is None and usage.token_parts:
+                    tokens = sum_parts(parts)
+                return stripped, tokens, cost, matched
+    reference = ignore.matcher(patterns)
+    return _strip(snapshot, usage, reference if reference.start >= 0 else None)
 
 
 def _strip(
@@ -160,12 +182,25 @@ def _strip(
 
 
 def drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Json, int]:
-    """Copy ``value`` without the paths that ignore rules match (explicit stack: any
-    depth), and say which patterns matched: bit ``p`` of the mask is pattern ``p``.
+    """Copy ``value`` without the paths that ignore rules match, and say which patterns
+    matched: bit ``p`` of the mask is pattern ``p``. A matched object member is removed;
+    a matched array item is replaced by null. A subtree that no rule can reach is
+    shared, not copied. The native walk where it is on and takes the input, else the
+    reference (``_drop_ignored``)."""
+    automaton = native.automaton(patterns) if patterns else None
+    if automaton is not None:
+        try:
+            kept, matched, units = native.drop_ignored(value, automaton)
+        except native.Mismatch:
+            pass
+        else:
+            budget.current.spend(units)
+            return kept, matched
+    return _drop_ignored(value, patterns)
 
-    A matched object member is removed; a matched array item is replaced by null. A
-    subtree that no rule can reach is shared, not copied.
-    """
+
+def _drop_ignored(value: Json, patterns: tuple[ignore.Pattern, ...]) -> tuple[Json, int]:
+    """``drop_ignored`` in Python (explicit stack: any depth): the reference."""
     automaton = ignore.matcher(patterns)
     if automaton.start < 0:
         return value, 0

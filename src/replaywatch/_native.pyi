@@ -1,0 +1,33 @@
+"""Types of the native module (``native/src/lib.rs``)."""
+
+from typing import Any
+
+class Mismatch(ValueError): ...
+
+class Automaton:
+    start: int
+    def __init__(self, patterns: tuple[tuple[tuple[int, str | int | None], ...], ...]) -> None: ...
+
+class Usage:
+    def __init__(
+        self,
+        token_keys: list[str],
+        cost_keys: list[str],
+        groups: list[list[str]],
+        part_keys: list[str],
+        strip: frozenset[str],
+        strip_top: frozenset[str],
+    ) -> None: ...
+
+class Encoder:
+    def __init__(self, schema: str) -> None: ...
+    def encode(self, record: dict[str, Any]) -> bytes: ...
+
+class Decoder:
+    def __init__(self, schema: str) -> None: ...
+    def decode(self, value: bytes, start: int) -> tuple[dict[str, Any], int]: ...
+
+def strip(
+    snapshot: Any, usage: Usage, automaton: Automaton | None = None
+) -> tuple[Any, float | None, float | None, int, list[float], int]: ...
+def drop_ignored(value: Any, automaton: Automaton) -> tuple[Any, int, int]: ...

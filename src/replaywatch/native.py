@@ -1,0 +1,131 @@
+"""The native path: the snapshot walks and the output event's Avro encoding in Rust
+(``native/``, built by ``pip install`` where cargo is).
+
+Each native function has a pure-Python twin that stays the reference
+(``structure._strip``, ``structure._drop_ignored``, fastavro's writer); property tests
+hold the two equal on every input class the engine accepts. An input the native code
+does not take as the reference would (``Mismatch``: an object key that is not a string,
+more than 64 ignore patterns, a value its Avro schema does not describe) is handed to
+the twin, so the answer, and any error, is the reference's own.
+
+``REPLAYWATCH_NATIVE`` chooses (``use``): ``auto`` (the default) takes the native path
+where it is built, ``on`` refuses to start without it, ``off`` runs the reference only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from replaywatch.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from replaywatch._native import Automaton, Decoder, Encoder, Usage
+    from replaywatch.compare.ignore import Pattern
+    from replaywatch.compare.usage import UsagePreset
+
+try:
+    from replaywatch import _native as _built
+except ImportError:  # built without cargo: the reference runs
+    _built = None  # type: ignore[assignment]
+
+MODES: Final = ("auto", "on", "off")
+Mismatch: type[Exception] = ValueError if _built is None else _built.Mismatch
+_on = _built is not None
+_automata: dict[tuple[Pattern, ...], Automaton | None] = {}
+_usages: dict[tuple[UsagePreset, frozenset[str]], Usage] = {}
+_encoders: dict[str, Encoder] = {}
+_decoders: dict[str, Decoder] = {}
+
+
+def built() -> bool:
+    """The native module was built with this install."""
+    return _built is not None
+
+
+def use(mode: str) -> bool:
+    """Take the native path (``auto``: where built; ``on``: or refuse) or not (``off``);
+    whether it is taken."""
+    global _on
+    if mode not in MODES:
+        raise ConfigError(f"REPLAYWATCH_NATIVE={mode!r}: use one of {', '.join(MODES)}")
+    if mode == "on" and _built is None:
+        raise ConfigError(
+            "REPLAYWATCH_NATIVE=on, but this install has no native module: install Rust (cargo) and "
+            "reinstall replaywatch (pip install .), or set REPLAYWATCH_NATIVE=auto to run the Python path"
+        )
+    _on = mode != "off" and _built is not None
+    return _on
+
+
+def active() -> bool:
+    return _on
+
+
+def automaton(patterns: tuple[Pattern, ...]) -> Automaton | None:
+    """The native automaton of ignore patterns (built once per set, at most 256 kept);
+    None when the native path is off or leaves these patterns to the reference."""
+    if _built is None or not _on:
+        return None
+    try:
+        return _automata[patterns]
+    except KeyError:
+        pass
+    if len(_automata) >= 256:
+        _automata.clear()
+    try:
+        made: Automaton | None = _built.Automaton(patterns)
+    except _built.Mismatch:
+        made = None
+    _automata[patterns] = made
+    return made
+
+
+def usage(preset: UsagePreset, top: frozenset[str]) -> Usage | None:
+    """A usage preset as the native walk reads it (``top``: the keys left out at the top
+    level besides the preset's); None when the native path is off."""
+    if _built is None or not _on:
+        return None
+    made = _usages.get((preset, top))
+    if made is None:
+        made = _usages[preset, top] = _built.Usage(
+            list(preset.token_keys), list(preset.cost_keys), [list(g) for g in preset.token_parts],
+            sorted(preset.part_keys), preset.strip, preset.strip | top,
+        )  # fmt: skip
+    return made
+
+
+def encoder(schema: str) -> Encoder | None:
+    """The native Avro encoder of a schema (its JSON text, logical types left out); None
+    when the native path is off."""
+    if _built is None or not _on:
+        return None
+    made = _encoders.get(schema)
+    if made is None:
+        made = _encoders[schema] = _built.Encoder(schema)
+    return made
+
+
+def decoder(schema: str) -> Decoder | None:
+    """The native Avro decoder of a schema (its JSON text, logical types left out); None
+    when the native path is off."""
+    if _built is None or not _on:
+        return None
+    made = _decoders.get(schema)
+    if made is None:
+        made = _decoders[schema] = _built.Decoder(schema)
+    return made
+
+
+def strip(
+    snapshot: object, usage: Usage, automaton: Automaton | None
+) -> tuple[Any, float | None, float | None, int, list[float], int]:
+    """``structure._strip`` natively: (structure, tokens, cost, patterns matched, the token
+    parts found in group order, units of work to charge)."""
+    assert _built is not None, "the native path is off"
+    return _built.strip(snapshot, usage, automaton)
+
+
+def drop_ignored(value: object, automaton: Automaton) -> tuple[Any, int, int]:
+    """``structure._drop_ignored`` natively: (copy, patterns matched, units of work)."""
+    assert _built is not None, "the native path is off"
+    return _built.drop_ignored(value, automaton)
