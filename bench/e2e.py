@@ -478,7 +478,7 @@ async def main() -> None:
             with before_tree(args.before) as src:
                 configs: dict[str, tuple[list[str], dict[str, str]]] = {
                     "this-tree": (rw, {}),
-                    "uvloop": (rw, {"REPLAYWATCH_EVENT_LOOP": "uvloop"}),
+                    "python-path": (rw, {"REPLAYWATCH_NATIVE": "off"}),
                     "before": (rw, {"PYTHONPATH": str(src)}),
                     "quix-alo": (quix, {"QUIX_GUARANTEE": "at-least-once"}),
                     "quix-eos": (quix, {"QUIX_GUARANTEE": "exactly-once"}),
@@ -616,7 +616,9 @@ def levers(r: dict[str, Any]) -> list[tuple[str, float, float]]:
         mean = {k: 1e6 * sum(x["cpu_s"] for x in v) / len(v) / n for k, v in r["palindrome"]["runs"].items()}
         out.append((f"every lever since {r['palindrome']['commit']} (mirrored runs)", mean["before"],
                     mean["this-tree"]))  # fmt: skip
-        out.append(("uvloop instead of asyncio's loop (mirrored runs)", mean["this-tree"], mean["uvloop"]))
+        if "python-path" in mean:
+            out.append(("the native per-record path instead of the Python one (mirrored runs)", mean["python-path"],
+                        mean["this-tree"]))  # fmt: skip
     return out
 
 
