@@ -53,7 +53,7 @@ type States = Vec<(u32, u32)>;
 
 /// `ignore.Matcher` (not `through`): each set of states met is numbered once, and each
 /// move from it is worked out once and remembered.
-#[pyclass(unsendable)]
+#[pyclass]
 struct Automaton {
     patterns: Vec<Vec<Token>>,
     sets: Vec<States>,
@@ -208,7 +208,7 @@ impl Automaton {
 // ---------------------------------------------------------------------------------------
 
 /// `usage.UsagePreset` as the walk reads it.
-#[pyclass(unsendable)]
+#[pyclass]
 struct Usage {
     token_keys: Vec<Py<PyString>>,
     cost_keys: Vec<Py<PyString>>,

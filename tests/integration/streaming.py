@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -257,6 +258,15 @@ class Lane:
     def spawn(self, stderr: Any = subprocess.PIPE, **env: str) -> subprocess.Popen[bytes]:
         """``replaywatch run`` as a subprocess (killed at the end of the test if still running)."""
         return spawn_run({**os.environ, **self.env, "REPLAYWATCH_LOG_LEVEL": "INFO", **env}, stderr=stderr)
+
+
+async def consuming(log: Path, timeout: float = 60) -> None:
+    """Wait until the ``replaywatch run`` whose stderr is ``log`` consumes (it has joined its
+    group, its stop handlers in place): what it is asked to do after that is its own work,
+    not another process's already done."""
+    async with asyncio.timeout(timeout):
+        while "replaywatch consuming" not in log.read_text(errors="replace"):
+            await asyncio.sleep(0.1)
 
 
 def stop_proc(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, float]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -34,7 +35,7 @@ from replaywatch.store.postgres import PostgresStore
 from replaywatch.store.rates import RatesStore
 from replaywatch.views.web import create_app, serving_web
 from tests.conftest import Endpoints
-from tests.integration.streaming import Lane, attempt_event, stop_proc
+from tests.integration.streaming import Lane, attempt_event, consuming, stop_proc
 from tests.integration.test_web import browser, shoot
 
 pytestmark = pytest.mark.integration
@@ -270,7 +271,7 @@ async def stored_windows(lane: Lane) -> dict[RateKey, list[int]]:
 
 
 async def test_windows_equal_a_recount_after_kills_restarts_a_backfill_and_late_events(
-    endpoints: Endpoints, pg_schema: str, bucket: str
+    endpoints: Endpoints, pg_schema: str, bucket: str, tmp_path: Path
 ) -> None:
     lane = Lane(endpoints, pg_schema, bucket, partitions=2)
     lane.extra = {"batch_size": 50}
@@ -283,7 +284,9 @@ async def test_windows_equal_a_recount_after_kills_restarts_a_backfill_and_late_
         await lane.committed_past(past)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    proc = lane.spawn()
+    with (tmp_path / "third.log").open("wb") as log:  # the killed one before it may have read the rest
+        proc = lane.spawn(stderr=log)
+    await consuming(tmp_path / "third.log")
     await lane.committed_past(len(first) - 1)
     assert stop_proc(proc)[0] == 0
 
