@@ -42,7 +42,7 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
     asyncio's loop is the default because it measured faster here: on the end-to-end
     bench, mirrored runs, uvloop cost the consumer 25% more CPU per event (and Kafka
-    and PostgreSQL more too), in both runs of each (``bench/README.md``)."""
+    and PostgreSQL more too), in both runs of each (``bench/HISTORY.md``)."""
     if choice == "asyncio":
         return None
     try:
