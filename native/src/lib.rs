@@ -10,7 +10,7 @@
 //! - `Automaton`: the ignore rules' automaton (`compare/ignore.py`'s `Matcher`);
 //! - `strip`: `compare/structure.py`'s `_strip` (usage keys out, ignored paths out, the
 //!   usage numbers found, in one walk);
-//! - `drop_ignored`: `compare/structure.py`'s `drop_ignored`;
+//! - `drop_ignored`: `compare/structure.py`'s `_drop_ignored`;
 //! - `Encoder`, `Decoder`: Avro binary of a record and back (`codec.py`'s fastavro writer
 //!   and reader are the reference).
 
