@@ -11,8 +11,8 @@
 //! - `strip`: `compare/structure.py`'s `_strip` (usage keys out, ignored paths out, the
 //!   usage numbers found, in one walk);
 //! - `drop_ignored`: `compare/structure.py`'s `_drop_ignored`;
-//! - `Encoder`, `Decoder`: Avro binary of a record and back (`codec.py`'s fastavro writer
-//!   and reader are the reference).
+//! - `Avro`: Avro binary of a record and back (`codec.py`'s fastavro writer and reader
+//!   are the reference).
 
 use std::collections::HashMap;
 
@@ -470,15 +470,22 @@ fn drop_ignored<'py>(
 // Avro
 // ---------------------------------------------------------------------------------------
 
-/// Avro binary of records of one schema (its JSON text, logical types left out). The
-/// `apache-avro` crate parses and checks the schema; the datum is written here, straight
-/// from the Python values (the crate's own writer builds a `Value` tree, validates it and
-/// resolves the schema's names for every datum: measured, it saved a quarter of
-/// fastavro's time where this saves most of it). Values are read as fastavro's writer
-/// reads them where the two agree; anything else (a missing field, a union of more than
-/// null and one type, a map, a named reference) raises `Mismatch`.
+/// Records of one schema (its JSON text, logical types left out) to Avro binary and
+/// back. The `apache-avro` crate parses and checks the schema; the datum is written and
+/// read here, straight from and to Python values (the crate's own writer builds a
+/// `Value` tree, validates it and resolves the schema's names for every datum: measured,
+/// it saved a quarter of fastavro's time where this saves most of it).
+///
+/// `encode` reads values as fastavro's writer reads them where the two agree; anything
+/// else (a missing field, a union of more than null and one type, a map, a named
+/// reference) raises `Mismatch`. `decode(value, start)` gives the record and where it
+/// ended, with the values fastavro's reader gives (dicts, lists, str, bytes, int, float,
+/// bool, None; an enum's symbol); input cut short, not UTF-8 where a string is, a boolean
+/// byte other than 0 or 1, an index out of range or a schema part it leaves (floats,
+/// fixed, named references) raises `Mismatch`, and the caller reads the record with the
+/// reference, which says what is wrong.
 #[pyclass(frozen)]
-struct Encoder {
+struct Avro {
     plan: Plan,
 }
 
@@ -603,32 +610,6 @@ fn write_value(py: Python<'_>, plan: &Plan, v: &Bound<'_, PyAny>, out: &mut Vec<
     Ok(())
 }
 
-#[pymethods]
-impl Encoder {
-    #[new]
-    fn new(py: Python<'_>, schema: &str) -> PyResult<Self> {
-        let schema = Schema::parse_str(schema).map_err(|e| PyValueError::new_err(format!("not an Avro schema: {e}")))?;
-        Ok(Encoder { plan: plan(py, &schema) })
-    }
-
-    fn encode<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-        let mut out = Vec::with_capacity(512);
-        write_value(py, &self.plan, record, &mut out)?;
-        Ok(PyBytes::new(py, &out))
-    }
-}
-
-/// Records of one schema read from Avro binary into Python values (its JSON text,
-/// logical types left out): `decode(value, start)` gives the record and where it ended.
-/// Values are what fastavro's reader gives (dicts, lists, str, bytes, int, float, bool,
-/// None; an enum's symbol); input that is cut short, not UTF-8 where a string is, a
-/// boolean byte other than 0 or 1, an index out of range or a schema part it leaves
-/// (floats, fixed, named references) raises `Mismatch`, and the caller reads the
-/// record with the reference, which says what is wrong.
-#[pyclass(frozen)]
-struct Decoder {
-    plan: Plan,
-}
 
 struct Input<'a> {
     bytes: &'a [u8],
@@ -743,11 +724,17 @@ fn read_value<'py>(py: Python<'py>, plan: &Plan, input: &mut Input<'_>) -> PyRes
 }
 
 #[pymethods]
-impl Decoder {
+impl Avro {
     #[new]
     fn new(py: Python<'_>, schema: &str) -> PyResult<Self> {
         let schema = Schema::parse_str(schema).map_err(|e| PyValueError::new_err(format!("not an Avro schema: {e}")))?;
-        Ok(Decoder { plan: plan(py, &schema) })
+        Ok(Avro { plan: plan(py, &schema) })
+    }
+
+    fn encode<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(512);
+        write_value(py, &self.plan, record, &mut out)?;
+        Ok(PyBytes::new(py, &out))
     }
 
     /// (the record, the offset after it)
@@ -765,8 +752,7 @@ impl Decoder {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Automaton>()?;
     m.add_class::<Usage>()?;
-    m.add_class::<Encoder>()?;
-    m.add_class::<Decoder>()?;
+    m.add_class::<Avro>()?;
     m.add_function(wrap_pyfunction!(strip, m)?)?;
     m.add_function(wrap_pyfunction!(drop_ignored, m)?)?;
     m.add("Mismatch", m.py().get_type::<Mismatch>())?;

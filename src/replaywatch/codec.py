@@ -90,7 +90,7 @@ def _without_logical_types(node: Any) -> Any:
 @cache
 def _schema_json(name: str) -> str:
     """A schema of ``schemas/`` as JSON text with its logical types as their raw types
-    (what ``load_schema`` parses), for the native encoder."""
+    (what ``load_schema`` parses), for the native codec."""
     text = (resources.files("replaywatch.schemas") / name).read_text()
     return json.dumps(_without_logical_types(json.loads(text)))
 
@@ -275,7 +275,7 @@ def _read(value: bytes, start: int, writer: Any, reader: Any) -> dict[str, Any]:
     """The Avro record from ``start``: natively when the writer schema is the reader's
     and that path is on and takes the bytes, else (and for what it leaves, with the
     reference's errors) fastavro, which also resolves another writer schema."""
-    if writer is reader and (fast := native.decoder(_schema_json(ATTEMPT_SCHEMA))) is not None:
+    if writer is reader and (fast := native.avro(_schema_json(ATTEMPT_SCHEMA))) is not None:
         try:
             rec, end = fast.decode(value, start)
         except native.Mismatch:
@@ -500,7 +500,7 @@ def encode_comparison_body(record: dict[str, Any], max_bytes: int | None = None)
 def _encode(record: dict[str, Any]) -> bytes:
     """Avro binary of a ReplayComparisonEvent: natively where that path is on and takes
     the record, else (and for what it leaves, with the reference's errors) fastavro."""
-    fast = native.encoder(_schema_json(COMPARISON_SCHEMA))
+    fast = native.avro(_schema_json(COMPARISON_SCHEMA))
     if fast is not None:
         try:
             return fast.encode(record)

@@ -14,12 +14,13 @@ where it is built, ``on`` refuses to start without it, ``off`` runs the referenc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from replaywatch.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from replaywatch._native import Automaton, Decoder, Encoder, Usage
+    from replaywatch._native import Automaton, Avro, Usage
     from replaywatch.compare.ignore import Pattern
     from replaywatch.compare.usage import UsagePreset
 
@@ -31,10 +32,9 @@ except ImportError:  # built without cargo: the reference runs
 MODES: Final = ("auto", "on", "off")
 Mismatch: type[Exception] = ValueError if _built is None else _built.Mismatch
 _on = _built is not None
-_automata: dict[tuple[Pattern, ...], Automaton | None] = {}
-_usages: dict[tuple[UsagePreset, frozenset[str]], Usage] = {}
-_encoders: dict[str, Encoder] = {}
-_decoders: dict[str, Decoder] = {}
+T = TypeVar("T")
+_made: dict[tuple[object, ...], Any] = {}
+"""Native objects by what they were made of (a kind, then its inputs)."""
 
 
 def built() -> bool:
@@ -61,23 +61,39 @@ def active() -> bool:
     return _on
 
 
-def automaton(patterns: tuple[Pattern, ...]) -> Automaton | None:
-    """The native automaton of ignore patterns (built once per set, at most 256 kept);
-    None when the native path is off or leaves these patterns to the reference."""
-    if _built is None or not _on:
-        return None
+def _once(key: tuple[object, ...], make: Callable[..., T], *args: object) -> T:
+    """``make(*args)``, made on the first use of ``key`` and kept (at most 1,024)."""
     try:
-        return _automata[patterns]
+        made: T = _made[key]
+        return made
     except KeyError:
         pass
-    if len(_automata) >= 256:
-        _automata.clear()
-    try:
-        made: Automaton | None = _built.Automaton(patterns)
-    except _built.Mismatch:
-        made = None
-    _automata[patterns] = made
+    if len(_made) >= 1024:
+        _made.clear()
+    made = _made[key] = make(*args)
     return made
+
+
+def _automaton(patterns: tuple[Pattern, ...]) -> Automaton | None:
+    assert _built is not None
+    try:
+        return _built.Automaton(patterns)
+    except _built.Mismatch:
+        return None
+
+
+def _usage(preset: UsagePreset, top: frozenset[str]) -> Usage:
+    assert _built is not None
+    return _built.Usage(list(preset.token_keys), list(preset.cost_keys), [list(g) for g in preset.token_parts],
+                        sorted(preset.part_keys), preset.strip, preset.strip | top)  # fmt: skip
+
+
+def automaton(patterns: tuple[Pattern, ...]) -> Automaton | None:
+    """The native automaton of ignore patterns; None when the native path is off or
+    leaves these patterns to the reference."""
+    if _built is None or not _on:
+        return None
+    return _once(("automaton", patterns), _automaton, patterns)
 
 
 def usage(preset: UsagePreset, top: frozenset[str]) -> Usage | None:
@@ -85,35 +101,15 @@ def usage(preset: UsagePreset, top: frozenset[str]) -> Usage | None:
     level besides the preset's); None when the native path is off."""
     if _built is None or not _on:
         return None
-    made = _usages.get((preset, top))
-    if made is None:
-        made = _usages[preset, top] = _built.Usage(
-            list(preset.token_keys), list(preset.cost_keys), [list(g) for g in preset.token_parts],
-            sorted(preset.part_keys), preset.strip, preset.strip | top,
-        )  # fmt: skip
-    return made
+    return _once(("usage", preset, top), _usage, preset, top)
 
 
-def encoder(schema: str) -> Encoder | None:
-    """The native Avro encoder of a schema (its JSON text, logical types left out); None
+def avro(schema: str) -> Avro | None:
+    """The native Avro codec of a schema (its JSON text, logical types left out); None
     when the native path is off."""
     if _built is None or not _on:
         return None
-    made = _encoders.get(schema)
-    if made is None:
-        made = _encoders[schema] = _built.Encoder(schema)
-    return made
-
-
-def decoder(schema: str) -> Decoder | None:
-    """The native Avro decoder of a schema (its JSON text, logical types left out); None
-    when the native path is off."""
-    if _built is None or not _on:
-        return None
-    made = _decoders.get(schema)
-    if made is None:
-        made = _decoders[schema] = _built.Decoder(schema)
-    return made
+    return _once(("avro", schema), _built.Avro, schema)
 
 
 def strip(

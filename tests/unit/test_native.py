@@ -183,7 +183,7 @@ def fastavro_bytes(schema_name: str, record: dict[str, Any]) -> bytes:
 @settings(max_examples=500, deadline=None)
 @given(record=avro_values(OUTPUT))
 def test_the_encoder_writes_fastavros_bytes(record: dict[str, Any]) -> None:
-    fast = native.encoder(codec._schema_json(codec.COMPARISON_SCHEMA))
+    fast = native.avro(codec._schema_json(codec.COMPARISON_SCHEMA))
     assert fast is not None
     assert fast.encode(record) == fastavro_bytes(codec.COMPARISON_SCHEMA, record)
 
@@ -228,7 +228,7 @@ def test_a_malformed_output_record_gets_the_references_answer(record: dict[str, 
 @given(record=avro_values(INPUT), frame=st.booleans())
 def test_the_decoder_reads_what_fastavro_reads(record: dict[str, Any], frame: bool) -> None:
     value = fastavro_bytes(codec.ATTEMPT_SCHEMA, record)
-    fast = native.decoder(codec._schema_json(codec.ATTEMPT_SCHEMA))
+    fast = native.avro(codec._schema_json(codec.ATTEMPT_SCHEMA))
     assert fast is not None
     got, end = fast.decode(b"\0\0\0\0\1" + value if frame else value, 5 if frame else 0)
     assert end == len(value) + (5 if frame else 0)
@@ -250,7 +250,7 @@ def test_any_bytes_get_the_references_answer(
         assert same(got[1], want[1])
     else:
         assert got == want
-    fast = native.decoder(codec._schema_json(codec.ATTEMPT_SCHEMA))
+    fast = native.avro(codec._schema_json(codec.ATTEMPT_SCHEMA))
     assert fast is not None
     try:
         rec, end = fast.decode(data, 0)
