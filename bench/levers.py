@@ -11,6 +11,11 @@ machine's drift between runs cannot pass for an effect:
 - ``publish``: a transaction's events as one batch per output partition against a
   ``send`` per event, through a real transactional producer (``REPLAYWATCH_KAFKA_BOOTSTRAP``;
   ``make bench`` starts the devstack's), CPU of this process per event;
+- ``write``: the batch's statement with each table's rows as one JSON document
+  (``commit_rows``) against a parameter array per column (the 53 arrays of
+  ``commit_batch``), on the real PostgreSQL (``REPLAYWATCH_POSTGRES_DSN``): the
+  client's CPU and the server backend's CPU (``/proc``) per input event, over the
+  batches the pipeline commits for the e2e bench's fleet;
 - ``native-*``: each piece of the native per-record path against its Python reference
   (``REPLAYWATCH_NATIVE=off``): the input record's Avro decode, the snapshot walk, the
   tool events' ignore walk, the output event's Avro encode.
@@ -30,25 +35,34 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import time
 import tomllib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo, native
-from replaywatch.compare import engine, ignore, structure
+from replaywatch.compare import PreparedAttempt, engine, ignore, structure
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.config import Settings
+from replaywatch.core.types import BatchCommit
+from replaywatch.pipeline import Pipeline
+from replaywatch.runtime.adapters import Adapters
+from replaywatch.store.postgres import PostgresStore, _attempt_json, commit_args, step_key
 from replaywatch.stream.partitioning import KeyPartitions
 from replaywatch.stream.publisher import PartitionBatches
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.fakes import FakeConsumer, FakeDeadLetters, FakeDiffStore, FakePublisher, FakeRecord, FakeStore  # noqa: E402
+
 NS = uuid.UUID("5b1c2d3e-8f4a-4b6c-9d0e-7a1b2c3d4e5f")
 
 
@@ -208,6 +222,170 @@ async def publish_lever(rounds: int, events: int) -> tuple[float, float]:
     return min(got["send"]), min(got["batch"])
 
 
+async def committed_batches(events: int) -> tuple[list[BatchCommit], int]:
+    """The batches the pipeline commits for a fleet of about ``events`` events (about
+    1,000 records each), and the number of records."""
+    fleet = demo.synthetic_fleet(demo.FleetSpec(runs=events // 12, seed=5, run_every_ms=4))
+    log: dict[int, list[FakeRecord]] = {p: [] for p in range(8)}
+    for e in fleet:
+        p = int(uuid.uuid5(NS, e["run_id"])) % 8
+        log[p].append(FakeRecord(p, len(log[p]), codec.encode_attempt(e)))
+    caught: list[BatchCommit] = []
+
+    class Store(FakeStore):
+        async def commit_batch(self, batch: BatchCommit) -> set[str]:
+            caught.append(batch)
+            return await super().commit_batch(batch)
+
+    store = Store()
+    adapters = Adapters(store, FakeDiffStore(), FakeDeadLetters(), FakePublisher(), FakeConsumer(log), 1 << 20)
+
+    async def opened(*_: object) -> Adapters:
+        return adapters
+
+    settings = Settings(batch_size=125, policy_file=ROOT / "docs/policies/llm-steps.toml", rates=True,
+                        retain_comparisons_days=0, retain_steps_days=0, retain_rule_stats_days=0)  # fmt: skip
+    await Pipeline(settings, open=opened, closes_rates=False).run(asyncio.Event())
+    return caught, sum(map(len, log.values()))
+
+
+COMMIT_ROWS = """
+CREATE OR REPLACE FUNCTION {q}.commit_rows(
+    p_group text, p_topic text,
+    o_partition int[], o_expected bigint[], o_next bigint[],
+    s_key bytea[], s_base json[], s_current json[], s_rows json,
+    e_key bytea[], e_value bytea[], e_rows json,
+    c_token double precision[], c_cost double precision[], c_rows json,
+    n_partition int[], n_cohort text[], n_state text[], n_actions_seen bigint,
+    w_cohort text[], w_policy text[], w_start bigint[], w_counts text[], k_partition int[], k_state text[]
+) RETURNS uuid[] LANGUAGE plpgsql AS $$
+DECLARE
+    s_run text[]; s_step text[]; s_base_attempt int[]; s_current_attempt int[]; s_max int[];
+    s_status text[]; s_verdict text[]; s_comparisons int[]; s_expected bigint[]; s_version bigint[];
+    e_partition int[]; e_offset bigint[]; e_event uuid[]; e_verdict text[]; e_trace text[]; e_headers text[];
+    c_run text[]; c_step text[]; c_base int[]; c_current int[]; c_kind text[]; c_sha text[]; c_uri text[];
+    c_detected timestamptz[]; c_origin uuid[]; c_supersedes uuid[]; c_settings text[]; c_cohort text[];
+    c_policy text[]; c_occurred timestamptz[]; c_paths text[];
+BEGIN
+    SELECT array_agg(r ORDER BY o), array_agg(st ORDER BY o), array_agg(ba ORDER BY o), array_agg(ca ORDER BY o),
+           array_agg(m ORDER BY o), array_agg(ls ORDER BY o), array_agg(lv ORDER BY o), array_agg(c ORDER BY o),
+           array_agg(ev ORDER BY o), array_agg(nv ORDER BY o)
+    INTO s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+         s_expected, s_version
+    FROM ROWS FROM (json_to_recordset(s_rows) AS (run_id text, step_id text, base int, current int, max int,
+                    status text, verdict text, comparisons int, expected bigint, version bigint))
+         WITH ORDINALITY AS t(r, st, ba, ca, m, ls, lv, c, ev, nv, o);
+    SELECT array_agg(pa ORDER BY o), array_agg(so ORDER BY o), array_agg(ev ORDER BY o), array_agg(ve ORDER BY o),
+           array_agg(tr ORDER BY o), array_agg(hd ORDER BY o)
+    INTO e_partition, e_offset, e_event, e_verdict, e_trace, e_headers
+    FROM ROWS FROM (json_to_recordset(e_rows) AS (partition int, source_offset bigint, event_id uuid,
+                    verdict text, trace text, headers text))
+         WITH ORDINALITY AS t(pa, so, ev, ve, tr, hd, o);
+    SELECT array_agg(r ORDER BY o), array_agg(st ORDER BY o), array_agg(b ORDER BY o), array_agg(cu ORDER BY o),
+           array_agg(k ORDER BY o), array_agg(sh ORDER BY o), array_agg(u ORDER BY o),
+           array_agg(timestamptz 'epoch' + d * interval '1 millisecond' ORDER BY o), array_agg(og ORDER BY o),
+           array_agg(sup ORDER BY o), array_agg(fp ORDER BY o), array_agg(ch ORDER BY o), array_agg(po ORDER BY o),
+           array_agg(timestamptz 'epoch' + oc * interval '1 millisecond' ORDER BY o), array_agg(pt ORDER BY o)
+    INTO c_run, c_step, c_base, c_current, c_kind, c_sha, c_uri, c_detected, c_origin, c_supersedes, c_settings,
+         c_cohort, c_policy, c_occurred, c_paths
+    FROM ROWS FROM (json_to_recordset(c_rows) AS (run_id text, step_id text, baseline_attempt int,
+                    current_attempt int, diff_kind text, diff_sha256 text, diff_uri text, detected_at_ms bigint,
+                    origin uuid, supersedes uuid, settings_fingerprint text, cohort text, policy text,
+                    occurred_at_ms bigint, paths text))
+         WITH ORDINALITY AS t(r, st, b, cu, k, sh, u, d, og, sup, fp, ch, po, oc, pt, o);
+    RETURN {q}.commit_batch(
+        p_group, p_topic, o_partition, o_expected, o_next,
+        s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+        s_base, s_current, s_expected, s_version,
+        e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace,
+        c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
+        c_supersedes, c_settings, n_partition, n_cohort, n_state, n_actions_seen,
+        e_headers, c_cohort, c_policy, c_occurred, c_paths,
+        w_cohort, w_policy, w_start, w_counts, k_partition, k_state);
+END;
+$$;
+"""
+"""The write tried: ``commit_batch`` called with each table's rows as one JSON document,
+read back into its column arrays on the server (``{q}``: the schema)."""
+
+
+def _bytes_apart(value: object) -> None:
+    if isinstance(value, bytes):  # an outbox row's key and value: arrays of their own
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_args(group_id: str, topic: str, batch: BatchCommit) -> list[object]:
+    """The arguments of ``COMMIT_ROWS``: the rows of each table as one JSON document
+    (orjson writes the outbox and history rows as they are), the bytes, the stored
+    attempts and the usage deltas (which may be infinite) as arrays."""
+    offs = sorted(batch.offsets.items())
+    projs = list(batch.projections.values())
+    before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
+
+    def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
+        return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
+
+    steps = [
+        {"run_id": p.run_id, "step_id": p.step_id, "base": p.baseline.number if p.baseline else None,
+         "current": p.current.number if p.current else None, "max": p.max_attempt, "status": p.last_status,
+         "verdict": p.last_verdict.value if p.last_verdict else None, "comparisons": p.comparisons,
+         "expected": b.version if b else 0, "version": p.version}
+        for p, b in zip(projs, before, strict=True)
+    ]  # fmt: skip
+    comps, windows = batch.comparisons, sorted(batch.windows)
+    return [
+        group_id, topic, [p for p, _ in offs], [o[0] for _, o in offs], [o[1] for _, o in offs],
+        [step_key((p.run_id, p.step_id)) for p in projs],
+        [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+        orjson.dumps(steps).decode(), [o.key for o in batch.outbox], [o.value for o in batch.outbox],
+        orjson.dumps(batch.outbox, default=_bytes_apart).decode(),
+        [c.token_delta for c in comps], [c.cost_delta for c in comps], orjson.dumps(comps).decode(),
+        [p for p, _ in batch.envelopes], [c for _, c in batch.envelopes], list(batch.envelopes.values()),
+        batch.actions_seen, [k[0] for k in windows], [k[1] for k in windows], [k[2] for k in windows],
+        ["{" + ",".join(map(str, batch.windows[k])) + "}" for k in windows],
+        sorted(batch.clocks), [batch.clocks[p] for p in sorted(batch.clocks)],
+    ]  # fmt: skip
+
+
+def _backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def write_lever(rounds: int, events: int) -> dict[str, tuple[float, float]]:
+    """CPU per input event of the client and of the PostgreSQL backend: the batch's
+    statement as a parameter array per column, or as a JSON document per table."""
+    batches, records = await committed_batches(events)
+    schema = f"bench_levers_{uuid.uuid4().hex[:6]}"
+    store = await PostgresStore.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"], schema=schema, group_id="g", topic="t")
+    await store.migrate()
+    await store.close()
+    q = f'"{schema}"'
+    conn = await asyncpg.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"])
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    await conn.execute(COMMIT_ROWS.replace("{q}", q))
+    tables = ", ".join(f"{q}.{t}" for t in ("step_projection", "outbox", "comparison", "consumer_offset",
+                                             "envelope", "rate_window", "rate_clock"))  # fmt: skip
+    columns = f"SELECT {q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 54)) + ")"
+    rows = f"SELECT {q}.commit_rows(" + ", ".join(f"${i}" for i in range(1, 26)) + ")"
+    got: dict[str, list[tuple[float, float]]] = {"columns": [], "rows": []}
+    try:
+        for _ in range(rounds):
+            for name, sql, make in (("columns", columns, commit_args), ("rows", rows, json_args)):
+                await conn.execute(f"TRUNCATE {tables}")
+                t0, s0 = time.process_time(), _backend_cpu(pid)
+                for batch in batches:
+                    await conn.fetchval(sql, *make("g", "t", batch))
+                got[name].append(((time.process_time() - t0) / records, (_backend_cpu(pid) - s0) / records))
+    finally:
+        await conn.execute(f"DROP SCHEMA {q} CASCADE")
+        await conn.close()
+    return {"write-client": (min(c for c, _ in got["columns"]), min(c for c, _ in got["rows"])),
+            "write-server": (min(s for _, s in got["columns"]), min(s for _, s in got["rows"]))}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -217,10 +395,14 @@ def main() -> None:
     results = pure_levers(args.rounds) | native_levers(args.rounds)
     if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
         results["publish"] = asyncio.run(publish_lever(args.rounds, args.events))
+    if os.environ.get("REPLAYWATCH_POSTGRES_DSN"):
+        results |= asyncio.run(write_lever(args.rounds, args.events))
     labels = {"strip": "usage keys and ignore rules: two walks -> one (per snapshot)",
               "ids": "comparison id: uuid.uuid5 -> hashed straight to text (per id)",
               "budget": "record budget: a clock read at the start -> none before the first check (per record)",
               "publish": "publish: a send per event -> a batch per output partition (per event)",
+              "write-client": "write: an array per column -> a JSON document per table, client (per input event)",
+              "write-server": "write: an array per column -> a JSON document per table, PostgreSQL (per input event)",
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",
               "native-tools": "native: the tool events' ignore walk, Python -> native (per tool events)",
