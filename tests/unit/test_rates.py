@@ -10,7 +10,7 @@ import math
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from replaywatch.compare import CompareConfig, compare_attempts
@@ -135,12 +135,22 @@ def test_alert_windows_are_judged_once_final_in_order() -> None:
 
 
 @given(st.integers(1, 400), st.integers(1, 4000), st.floats(0.01, 0.9))
+@example(10, 10, 0.75)  # by the pooled counts the test would be z at 3 drifted, Fisher's at 4
 @settings(max_examples=200, deadline=None)
 def test_the_p_value_is_a_probability_and_falls_as_the_window_drifts_more(n: int, ref_n: int, rate: float) -> None:
     ref_d = int(ref_n * rate)
     ps = [p_greater(d, n, ref_d, ref_n) for d in range(0, n + 1, max(1, n // 7))]
     assert all(0.0 <= p <= 1.0 for p in ps)
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(ps))
+
+
+def test_more_drifted_never_tests_as_less_significant_on_small_counts() -> None:
+    # every window and reference of up to 15 comparisons: where the test changes (z or
+    # Fisher's) is where a p-value could rise with the count
+    for n, ref_n in itertools.product(range(1, 16), repeat=2):
+        for ref_d in range(ref_n + 1):
+            ps = [p_greater(d, n, ref_d, ref_n) for d in range(n + 1)]
+            assert all(a >= b - 1e-12 for a, b in itertools.pairwise(ps)), (n, ref_d, ref_n, ps)
 
 
 def test_small_counts_use_an_exact_test() -> None:

@@ -10,8 +10,10 @@ For each alert window (``alert_width_ms``), once it is final:
    instead (the most recently active one): the alert says which version, and on which
    step kinds the new version is compared with it.
 2. **Test.** One-sided (the window drifts more than its reference): the two-proportion
-   z-test when every expected count is at least 5 (its tail from the standard library's
-   ``NormalDist``), else Fisher's exact test (scipy).
+   z-test when every count expected at the reference's rate is at least 5 (its tail
+   from the standard library's ``NormalDist``), else Fisher's exact test (scipy). The
+   choice does not depend on the window's own count, so that a window that drifts more
+   never tests as less significant.
 3. **Correction.** Benjamini-Hochberg across the cohorts tested in the window; a
    cohort's q-value is its adjusted p-value.
 4. **Opening.** q <= ``alpha``, at least ``min_comparisons`` comparisons, the rate at
@@ -53,7 +55,11 @@ def p_greater(drifted: int, n: int, ref_drifted: int, ref_n: int) -> float:
     pooled = (drifted + ref_drifted) / (n + ref_n)
     if pooled in (0.0, 1.0):
         return 1.0
-    expected = min(n * pooled, n * (1 - pooled), ref_n * pooled, ref_n * (1 - pooled))
+    # which test: by the counts expected at the reference's rate, which do not move with
+    # the window's own count (a choice by the pooled rate would switch tests between two
+    # neighbouring counts, and a window that drifted more could test as less significant)
+    rate = ref_drifted / ref_n
+    expected = min(n * rate, n * (1 - rate), ref_n * rate, ref_n * (1 - rate))
     if expected >= 5:
         se = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n))
         return STANDARD_NORMAL.cdf(-(drifted / n - ref_drifted / ref_n) / se)
