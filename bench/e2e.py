@@ -432,18 +432,13 @@ async def main() -> None:
         results["ceiling_consume_eps"] = await b.consume_only(source, len(records))
         # the ceiling's decode is fastavro's (the Python path, as the goals were set);
         # the native reader's is measured beside it
-        for key, mode in (("ceiling_decode_eps", "off"), ("ceiling_native_decode_eps", "auto")):
+        for name, mode in (("", "off"), ("native_", "auto")):
             native.use(mode)
             t0 = time.perf_counter()
             for _, v in records:
                 codec.decode_attempt(v)
-            results[key] = len(records) / (time.perf_counter() - t0)
-        native.use("auto")
-        both = 1 / (1 / results["ceiling_consume_eps"] + 1 / results["ceiling_decode_eps"])
-        results["ceiling_consume_decode_eps"] = both
-        results["ceiling_consume_native_decode_eps"] = 1 / (
-            1 / results["ceiling_consume_eps"] + 1 / results["ceiling_native_decode_eps"]
-        )
+            decode = results[f"ceiling_{name}decode_eps"] = len(records) / (time.perf_counter() - t0)
+            results[f"ceiling_consume_{name}decode_eps"] = 1 / (1 / results["ceiling_consume_eps"] + 1 / decode)
         ceil_c, ceil_d = results["ceiling_consume_eps"], results["ceiling_decode_eps"]
         print(f"ceilings: consume {ceil_c:,.0f}/s, decode {ceil_d:,.0f}/s", flush=True)
 
@@ -587,17 +582,15 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             ratio = rw["events_per_s"] / peer["events_per_s"]
             out.append((f"events/s vs Quix {label}", f"{ratio:.2f}x", ">= 3x", ratio >= 3))
     own = rw["cpu_s"] / n * 1e6
-    out.append(("consumer CPU per event vs consume+decode", f"{own:.1f} / {ceiling:.1f} µs = {own / ceiling:.1f}x",
-                "<= 4x", own / ceiling <= 4))  # fmt: skip
     whole = (rw["cpu_s"] + sum(rw["service_cpu_s"].values())) / n * 1e6
-    whole_text = f"{whole:.1f} / {ceiling:.1f} µs = {whole / ceiling:.1f}x"
-    out.append(("whole machine CPU per event vs consume+decode", whole_text, "<= 10x", whole / ceiling <= 10))
+    ceilings = [("consume+decode", ceiling)]
     if "ceiling_consume_native_decode_eps" in r:  # the stricter ceiling: the native reader's decode
-        strict = 1e6 / r["ceiling_consume_native_decode_eps"]
-        out.append(("consumer CPU per event vs consume+native decode", f"{own:.1f} / {strict:.1f} µs = "
-                    f"{own / strict:.1f}x", "<= 4x", own / strict <= 4))  # fmt: skip
-        out.append(("whole machine CPU per event vs consume+native decode", f"{whole:.1f} / {strict:.1f} µs = "
-                    f"{whole / strict:.1f}x", "<= 10x", whole / strict <= 10))  # fmt: skip
+        ceilings.append(("consume+native decode", 1e6 / r["ceiling_consume_native_decode_eps"]))
+    for label, c in ceilings:
+        out.append((f"consumer CPU per event vs {label}", f"{own:.1f} / {c:.1f} µs = {own / c:.1f}x", "<= 4x",
+                    own / c <= 4))  # fmt: skip
+        out.append((f"whole machine CPU per event vs {label}", f"{whole:.1f} / {c:.1f} µs = {whole / c:.1f}x",
+                    "<= 10x", whole / c <= 10))  # fmt: skip
     if "latency" in r:
         p99, rate = r["latency"]["p99_ms"], r["latency"]["rate"]
         out.append((f"detected_at p99 at {rate:,.0f} events/s", f"{p99:.0f} ms", "<= 200 ms", p99 <= 200))

@@ -48,14 +48,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo, native
-from replaywatch.compare import PreparedAttempt, engine, ignore, structure
+from replaywatch.compare import engine, ignore, structure
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.config import Settings
 from replaywatch.core.types import BatchCommit
 from replaywatch.pipeline import Pipeline
 from replaywatch.runtime.adapters import Adapters
-from replaywatch.store.postgres import PostgresStore, _attempt_json, commit_args, step_key
+from replaywatch.store.postgres import PostgresStore, changed_attempt, commit_args, step_key
 from replaywatch.stream.partitioning import KeyPartitions
 from replaywatch.stream.publisher import PartitionBatches
 
@@ -323,9 +323,6 @@ def json_args(group_id: str, topic: str, batch: BatchCommit) -> list[object]:
     projs = list(batch.projections.values())
     before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
 
-    def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
-        return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
-
     steps = [
         {"run_id": p.run_id, "step_id": p.step_id, "base": p.baseline.number if p.baseline else None,
          "current": p.current.number if p.current else None, "max": p.max_attempt, "status": p.last_status,
@@ -337,8 +334,8 @@ def json_args(group_id: str, topic: str, batch: BatchCommit) -> list[object]:
     return [
         group_id, topic, [p for p, _ in offs], [o[0] for _, o in offs], [o[1] for _, o in offs],
         [step_key((p.run_id, p.step_id)) for p in projs],
-        [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
-        [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed_attempt(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed_attempt(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
         orjson.dumps(steps).decode(), [o.key for o in batch.outbox], [o.value for o in batch.outbox],
         orjson.dumps(batch.outbox, default=_bytes_apart).decode(),
         [c.token_delta for c in comps], [c.cost_delta for c in comps], orjson.dumps(comps).decode(),

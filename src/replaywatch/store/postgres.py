@@ -77,6 +77,12 @@ def _attempt_json(p: PreparedAttempt | None) -> str | None:
     return (b'{"attempt":%d%s,"output_snapshot":%s%s}' % (p.number, latency, p.snapshot_json, tools)).decode()
 
 
+def changed_attempt(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
+    """An attempt of a step's row as the batch writes it: None when the stored row holds
+    it already (the same attempt number), else its JSON (``_attempt_json``)."""
+    return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
+
+
 _TOOLS_MARK = ',"tool_events":'
 _ATTEMPT_HEAD = re.compile(r'\{"attempt":(\d+)(?:,"latency_ms":([-+0-9.eE]+))?,"output_snapshot":')
 
@@ -417,9 +423,6 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
     projs = list(batch.projections.values())
     before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
 
-    def changed(new: PreparedAttempt | None, old: PreparedAttempt | None) -> str | None:
-        return None if old is not None and new is not None and old.number == new.number else _attempt_json(new)
-
     outbox = batch.outbox
     comps = batch.comparisons
     windows = sorted(batch.windows)
@@ -438,8 +441,8 @@ def commit_args(group_id: str, topic: str, batch: BatchCommit) -> list[Any]:
         [p.last_status for p in projs],
         [p.last_verdict.value if p.last_verdict else None for p in projs],
         [p.comparisons for p in projs],
-        [changed(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
-        [changed(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed_attempt(p.baseline, b.baseline if b else None) for p, b in zip(projs, before, strict=True)],
+        [changed_attempt(p.current, b.current if b else None) for p, b in zip(projs, before, strict=True)],
         [b.version if b else 0 for b in before],
         [p.version for p in projs],
         [o.partition for o in outbox],
