@@ -29,7 +29,6 @@ from replaywatch.replay.backfill import backfill, dry_run
 from replaywatch.replay.jobs import CountedDeadLetters, ReplaySpec, job_settings, open_store, resolve_ranges, spec_hash
 from replaywatch.replay.rebuild import rebuild
 from replaywatch.replay.rescore import rescore
-from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 from tests.conftest import Endpoints
 from tests.faults.harness import expected_for
@@ -428,7 +427,7 @@ async def abandoned_job(lane: Lane, events: list[dict[str, Any]]) -> str:
     async with open_store(s) as (_, jobs):
         job = await jobs.start("backfill", spec_hash(described), described, ranges)
     js = job_settings(s, job, None)
-    pipeline = Pipeline(js, consumer=lambda st: RangeConsumer(reader(client_options(st)), st.input_topic, job.ranges),
+    pipeline = Pipeline(js, consumer=lambda st: RangeConsumer(reader(st), st.input_topic, job.ranges),
                         dead_letters=CountedDeadLetters(), publish=False)  # fmt: skip
     await asyncio.wait_for(pipeline.run(asyncio.Event()), 120)
     assert pipeline.checkpoint.processed == len(events)

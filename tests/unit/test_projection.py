@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, PreparedAttempt, compare, prepare
-from replaywatch.compare.engine import Verdict
+from replaywatch.compare.engine import Verdict, prepared_under, unprepared
 from replaywatch.core.projection import StepProjection, apply, replay_step
 
 from .strategies import json_values, snapshots
@@ -59,7 +59,8 @@ def test_final_verdict_equals_the_batch_oracle(stream, config: CompareConfig) ->
         return
     oracle = replay_step(distinct, config)
     assert proj.baseline is not None and proj.current is not None
-    final = compare("run", "step", proj.baseline, proj.current, config)
+    # the step may keep its current without its compared forms: made again to compare it
+    final = compare("run", "step", prepared_under(proj.baseline, config), prepared_under(proj.current, config), config)
     assert final == oracle
     if proj.baseline.number != proj.current.number:
         assert emitted[-1] == oracle
@@ -69,6 +70,28 @@ def test_final_verdict_equals_the_batch_oracle(stream, config: CompareConfig) ->
     # no pair is compared twice: event ids are unique
     ids = [c.event_id for c in emitted]
     assert len(ids) == len(set(ids))
+
+
+@settings(max_examples=500)
+@given(snapshots, st.one_of(st.just(ABSENT), json_values), CONFIGS, st.one_of(st.none(), st.floats(0, 1e6)))
+def test_an_unprepared_attempt_is_prepared_again_to_the_same_forms(snap, tools, config: CompareConfig,  # type: ignore[no-untyped-def]
+                                                                   latency) -> None:  # fmt: skip
+    p = prepare(3, snap, tools, config, latency)
+    kept = unprepared(p)
+    assert kept.structure_fp == b"" and kept.tool_fp is None and kept.prepared_with != config.prep_key
+    assert (kept.snapshot_json, kept.tools_json) == (p.snapshot_json, p.tools_json)  # the stored row's parts
+    assert prepared_under(kept, config) == p
+
+
+@settings(max_examples=300)
+@given(snapshots, snapshots, st.sampled_from(["first", "previous"]))
+def test_the_base_first_keeps_its_current_without_compared_forms(a, b, base) -> None:  # type: ignore[no-untyped-def]
+    config = CompareConfig.build(base=base)
+    proj, out = run([Attempt("run", "step", 1, a, event_id="e1"), Attempt("run", "step", 2, b, event_id="e2")], config)
+    assert len(out) == 1 and proj.baseline is not None and proj.current is not None
+    assert proj.baseline.prepared_with == config.prep_key  # compared with the next attempt
+    # "previous" compares the next attempt with this current: it stays prepared
+    assert (proj.current.prepared_with == config.prep_key) is (base == "previous")
 
 
 @settings(max_examples=2000)

@@ -414,6 +414,20 @@ def prepare(
     )
 
 
+UNPREPARED: Final = "\x00"
+"""The ``prepared_with`` of an attempt kept without its compared forms: it matches no
+settings' ``prep_key``, so ``prepared_under`` prepares it again before it is compared."""
+
+
+def unprepared(attempt: PreparedAttempt) -> PreparedAttempt:
+    """The attempt without its compared forms (the fingerprints): what a step keeps of
+    an attempt it is not expected to compare again, about half the memory. Everything
+    else is kept (the stored row is written from it); ``prepared_under`` makes the
+    forms again, the same bytes, should it be compared after all."""
+    return PreparedAttempt(attempt.number, attempt.snapshot_json, attempt.tools_json, attempt.tokens, attempt.cost,
+                           attempt.attestation_ids, b"", None, UNPREPARED, 0, attempt.latency_ms)  # fmt: skip
+
+
 def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedAttempt:
     """The attempt as ``config`` prepares it: itself, or prepared again when it was
     prepared under another usage preset or other ignore rules (another policy)."""

@@ -5,7 +5,9 @@ current attempt, and nothing else of the attempt history, so its size is bounded
 whatever the number of retries:
 
 - base ``first`` (the reference): base = the lowest-numbered attempt with an output
-  snapshot, current = the highest-numbered one;
+  snapshot, current = the highest-numbered one. A later attempt is compared with the
+  base, so the current is kept without its compared forms (``unprepared``: half its
+  memory), made again only when an earlier attempt arrives late;
 - base ``previous`` (shadow mode): current = the highest-numbered one, base = the
   highest-numbered one below it.
 
@@ -22,7 +24,7 @@ from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from replaywatch.compare import Attempt, CompareConfig, Comparison, PreparedAttempt, compare, compare_attempts, prepare
-from replaywatch.compare.engine import Verdict, prepared_under
+from replaywatch.compare.engine import Verdict, prepared_under, unprepared
 from replaywatch.exceptions import MissingOutputSnapshots
 
 MISSING_SNAPSHOTS = "missing output snapshots; cannot run mocked replay"
@@ -121,7 +123,11 @@ def apply(
     else:
         comparison = judge(compare(run_id, step_id, baseline, current, config, judge.decides(config)), baseline,
                            current, config)  # fmt: skip
-    new = StepProjection(run_id, step_id, baseline, current, max_attempt, last_status, comparison.verdict,
+    # the base "first" compares the next attempt with this baseline, not with this
+    # current: the step keeps the current without its compared forms (made again
+    # should an earlier attempt arrive late and be compared with it)
+    kept = unprepared(current) if config.base == "first" else current
+    new = StepProjection(run_id, step_id, baseline, kept, max_attempt, last_status, comparison.verdict,
                          proj.comparisons + 1, proj.version)  # fmt: skip
     return new, (comparison,)
 

@@ -44,7 +44,6 @@ from replaywatch.replay.scan import Emitted, scan
 from replaywatch.runtime.adapters import open_adapters
 from replaywatch.runtime.retry import Backoff
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 logger = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ async def backfill(
         counted = None if dead_letter else CountedDeadLetters()
         pipeline = Pipeline(
             js,
-            consumer=lambda s: RangeConsumer(reader(client_options(s)), s.input_topic, job.ranges),
+            consumer=lambda s: RangeConsumer(reader(s), s.input_topic, job.ranges),
             dead_letters=counted,
             closes_rates=False,
         )

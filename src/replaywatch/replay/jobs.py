@@ -75,7 +75,7 @@ async def resolve_ranges(settings: Settings, spec: ReplaySpec) -> Ranges:
         available = await partitions_of(admin, settings.input_topic)
     if not available:
         raise UsageError(f"topic {settings.input_topic!r} does not exist or has no partitions; check --input-topic")
-    consumer = reader(client_options(settings))
+    consumer = reader(settings)
     async with translate_kafka_errors("resolve the replay's offsets"):
         await consumer.start()
     try:

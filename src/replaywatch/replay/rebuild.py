@@ -33,7 +33,6 @@ from replaywatch.replay.progress import run_with_progress
 from replaywatch.replay.ranges import Ranges
 from replaywatch.store.errors import translate_postgres_errors
 from replaywatch.store.postgres import PostgresStore
-from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 logger = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ async def _round(
     checkpoint = await built.load_offsets(set(ranges))
     pipeline = Pipeline(
         rb,
-        consumer=lambda s: RangeConsumer(reader(client_options(s)), s.input_topic, ranges),
+        consumer=lambda s: RangeConsumer(reader(s), s.input_topic, ranges),
         diffs=NoDiffs(),
         dead_letters=CountedDeadLetters(),
         publish=False,

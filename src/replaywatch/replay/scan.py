@@ -19,7 +19,6 @@ from replaywatch.envelope.adaptive import Adaptive
 from replaywatch.replay.ranges import Ranges
 from replaywatch.runtime.adapters import open_schema_registry
 from replaywatch.runtime.retry import Backoff
-from replaywatch.stream.kafka_client import client_options
 from replaywatch.stream.range_consumer import RangeConsumer, reader
 
 StartFrom = Callable[[list[StepKey]], Awaitable[dict[StepKey, StepProjection]]]
@@ -56,7 +55,7 @@ async def scan(settings: Settings, ranges: Ranges, config: CompareConfig, start_
     """Apply the records of ``ranges`` in order to in-memory projections under ``config``;
     of each batch's comparisons, what ``keep`` returns is kept."""
     out = out or Scan()
-    consumer = RangeConsumer(reader(client_options(settings)), settings.input_topic, ranges)
+    consumer = RangeConsumer(reader(settings), settings.input_topic, ranges)
     limits = settings.limits(config.any_adaptive)
     known: dict[StepKey, StepProjection] = {}
     # adaptive policies: envelopes learned along the range, from none (a range from the

@@ -20,9 +20,8 @@ from replaywatch.config import Settings
 from replaywatch.core.types import Batch, Partition, Record
 from replaywatch.exceptions import TransientError
 from replaywatch.ports import PartitionsChanged
-from replaywatch.stream.kafka_client import client_options
+from replaywatch.stream.kafka_client import client_options, fetch_options
 from replaywatch.stream.kafka_errors import translate_kafka_errors
-from replaywatch.stream.topics import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +80,7 @@ class InputConsumer:
                 max_poll_interval_ms=600_000,
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=2_000,
-                fetch_max_bytes=64 * 1024 * 1024,
-                fetch_min_bytes=settings.fetch_min_bytes,
-                fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                **fetch_options(settings),
             ),
             settings.input_topic,
         )

@@ -44,6 +44,18 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def fetch_options(settings: Settings) -> dict[str, Any]:
+    """How much a consumer fetches at once. What a fetch brings stays in memory until
+    it is prepared, so these bound the consumer's memory as well as its round trips;
+    the broker still sends a record larger than either limit, alone."""
+    return {
+        "fetch_max_bytes": settings.fetch_max_bytes,
+        "max_partition_fetch_bytes": min(settings.fetch_partition_bytes, settings.fetch_max_bytes),
+        "fetch_min_bytes": settings.fetch_min_bytes,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+    }
+
+
 async def check_credentials(settings: Settings, timeout: float = 10.0) -> None:
     """With SASL, authenticate once against the first bootstrap server before any client
     starts: aiokafka's clients log a refused login and then report only that they could

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from replaywatch.config import Settings
 from replaywatch.core.types import Batch, Partition, Record
 from replaywatch.exceptions import TransientError
+from replaywatch.stream.kafka_client import client_options, fetch_options
 from replaywatch.stream.kafka_errors import translate_kafka_errors
-from replaywatch.stream.topics import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +30,15 @@ Ranges = dict[int, tuple[int, int]]
 """partition -> (first offset, end offset): the records [first, end) are read."""
 
 
-def reader(client: dict[str, Any], **config: Any) -> AIOKafkaConsumer:
-    """A consumer outside any group, reading committed records only (``client``: the
-    shared connection options of ``kafka_client``)."""
+def reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside any group, reading committed records only, with the live
+    consumer's connection and fetch options."""
     return AIOKafkaConsumer(
-        **client,
+        **client_options(settings),
+        **fetch_options(settings),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        **config,
     )
 
 
