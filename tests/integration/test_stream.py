@@ -116,6 +116,24 @@ async def test_duplicates_and_out_of_order_match_the_batch_oracle(lane: Lane) ->
     assert await lane.projections() == oracle_projection(events, config)
 
 
+async def test_records_larger_than_a_fetch_still_come_through(endpoints: Endpoints, pg_schema: str,
+                                                               bucket: str) -> None:  # fmt: skip
+    """The fetch limits bound memory, not records: the broker sends a record larger than
+    either limit alone, and the partition goes on."""
+    lane = Lane(endpoints, pg_schema, bucket, partitions=2,
+                extra={"fetch_max_bytes": 64 * 1024, "fetch_partition_bytes": 64 * 1024})  # fmt: skip
+    big = "x" * (200 * 1024)  # each record about three times either limit
+    events = [attempt(f"big-{r}", "s", n, {"text": big, "n": r + (n == 2 and r % 2)}) for r in range(6) for n in (1, 2)]
+    config = lane.settings().compare_config()
+    expected = demo.expected_comparisons(events, config)
+    assert sorted(expected.values()) == ["drift"] * 3 + ["within_tolerance"] * 3
+    await lane.create_topics()
+    await lane.send(events)
+    async with lane.pipeline():
+        out = await lane.outputs(want=len(expected))
+    assert {e["event_id"]: e["verdict"] for e in out} == expected
+
+
 async def test_the_group_offsets_in_kafka_follow_postgres_for_lag_tools(lane: Lane) -> None:
     """Kafka's group offsets are committed at most once a second while running (they
     are advisory), catch up with PostgreSQL's within seconds, and are exact on stop."""
