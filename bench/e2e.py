@@ -301,7 +301,7 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "before", "palindrome",
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "fetch-wide", "before", "palindrome",
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
@@ -458,6 +458,10 @@ async def main() -> None:
         if "loop-uvloop" in wanted:  # the event loop lever: uvloop instead of asyncio's own loop
             results["replaywatch_loop_uvloop"] = await system("replaywatch-loop-uvloop", rw,
                                                               REPLAYWATCH_EVENT_LOOP="uvloop")  # fmt: skip
+        if "fetch-wide" in wanted:  # the memory lever of the fetch: its earlier limits, 64 MB (16 MB a partition)
+            results["replaywatch_fetch_wide"] = await system(
+                "replaywatch-fetch-wide", rw, REPLAYWATCH_FETCH_MAX_BYTES=str(64 << 20),
+                REPLAYWATCH_FETCH_PARTITION_BYTES=str(16 << 20))  # fmt: skip
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -546,6 +550,7 @@ SYSTEMS = (
     ("replaywatch_rates_off", "replaywatch, 1 process, rates off"),
     ("replaywatch_loop_uvloop", "replaywatch, 1 process, uvloop"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
+    ("replaywatch_fetch_wide", "replaywatch, 1 process, fetches of 64 MB"),
     ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
     ("quix_alo", "Quix Streams, at-least-once"),
@@ -722,6 +727,10 @@ def write(r: dict[str, Any], out: Path) -> None:
         lines += ["Each lever on its own, consumer CPU µs per event (same run):", "",
                   "| lever | without | with | change |", "|---|---|---|---|",
                   *(f"| {what} | {a:.1f} | {b:.1f} | {b / a - 1:+.1%} |" for what, a, b in changes), ""]  # fmt: skip
+    if "replaywatch_fetch_wide" in r:
+        wide, default = r["replaywatch_fetch_wide"]["peak_rss_mb"], r["replaywatch"]["peak_rss_mb"]
+        lines += [f"Peak RSS, fetches of 64 MB (16 MB a partition) -> 8 MB (1 MB): {wide:.0f} -> {default:.0f} MB "
+                  f"({default - wide:+.0f} MB).", ""]  # fmt: skip
     lines += ["Throughput goals, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
     lines += [f"| {g} | {m} | {t} | {'yes' if ok else '**no**'} |" for g, m, t, ok in goals(r)]
     md = "\n".join(lines) + "\n"

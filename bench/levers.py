@@ -16,6 +16,8 @@ machine's drift between runs cannot pass for an effect:
   ``commit_batch``), on the real PostgreSQL (``REPLAYWATCH_POSTGRES_DSN``): the
   client's CPU and the server backend's CPU (``/proc``) per input event, over the
   batches the pipeline commits for the e2e bench's fleet;
+- ``cache``: the step cache's bytes per step for the e2e fleet, each step's current
+  attempt kept with its compared forms against without them (``engine.unprepared``);
 - ``native-*``: each piece of the native per-record path against its Python reference
   (``REPLAYWATCH_NATIVE=off``): the input record's Avro decode, the snapshot walk, the
   tool events' ignore walk, the output event's Avro encode.
@@ -49,12 +51,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo, native
 from replaywatch.compare import engine, ignore, structure
+from replaywatch.compare.engine import CompareConfig
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.config import Settings
-from replaywatch.core.types import BatchCommit
+from replaywatch.core.batch import apply_records, parse_records, read_records
+from replaywatch.core.projection import StepProjection
+from replaywatch.core.types import BatchCommit, StepKey
 from replaywatch.pipeline import Pipeline
 from replaywatch.runtime.adapters import Adapters
+from replaywatch.state.cache import weight
 from replaywatch.store.postgres import PostgresStore, changed_attempt, commit_args, step_key
 from replaywatch.stream.partitioning import KeyPartitions
 from replaywatch.stream.publisher import PartitionBatches
@@ -249,6 +255,29 @@ async def committed_batches(events: int) -> tuple[list[BatchCommit], int]:
     return caught, sum(map(len, log.values()))
 
 
+def cache_lever(events: int) -> dict[str, float]:
+    """The step cache's bytes per step (``state.cache.weight``, what bounds it) for the
+    e2e fleet's steps under the worked policy: each step's current attempt kept with
+    its compared forms (before) and without them (now, ``engine.unprepared``)."""
+    fleet = demo.synthetic_fleet(demo.FleetSpec(runs=events // 12, seed=5, run_every_ms=4))
+    settings = Settings(policy_file=ROOT / "docs/policies/llm-steps.toml", rates=True)
+    config, limits = settings.compare_config(), settings.limits()
+    records = [FakeRecord(0, i, codec.encode_attempt(e)) for i, e in enumerate(fleet)]
+    known: dict[StepKey, StepProjection] = {}
+    selected: dict[StepKey, CompareConfig] = {}
+    for i in range(0, len(records), 1000):
+        good, _ = read_records(records[i : i + 1000], limits, {}, None)
+        parsed = list(parse_records(good, [], limits))
+        for _, a in parsed:
+            selected[(a.run_id, a.step_id)] = config.select(a.provider, a.provider_version, a.step_id)
+        for key, (_, proj) in apply_records(parsed, known, config).projections.items():
+            known[key] = proj
+    now = sum(map(weight, known.values()))
+    before = sum(weight(p if p.current is None else p._replace(current=engine.prepared_under(p.current, selected[k])))
+                 for k, p in known.items())  # fmt: skip
+    return {"steps": len(known), "before_bytes": before / len(known), "now_bytes": now / len(known)}
+
+
 COMMIT_ROWS = """
 CREATE OR REPLACE FUNCTION {q}.commit_rows(
     p_group text, p_topic text,
@@ -394,6 +423,7 @@ def main() -> None:
         results["publish"] = asyncio.run(publish_lever(args.rounds, args.events))
     if os.environ.get("REPLAYWATCH_POSTGRES_DSN"):
         results |= asyncio.run(write_lever(args.rounds, args.events))
+    memory = cache_lever(args.events)
     labels = {"strip": "usage keys and ignore rules: two walks -> one (per snapshot)",
               "ids": "comparison id: uuid.uuid5 -> hashed straight to text (per id)",
               "budget": "record budget: a clock read at the start -> none before the first check (per record)",
@@ -407,8 +437,12 @@ def main() -> None:
     print("| lever | before µs | now µs | saved µs |\n|---|---|---|---|")
     for key, (before, now) in results.items():
         print(f"| {labels[key]} | {before * 1e6:.2f} | {now * 1e6:.2f} | {(before - now) * 1e6:.2f} |")
+    print(f"\nThe step cache, bytes per step ({memory['steps']:,} steps): current attempt with its compared forms "
+          f"{memory['before_bytes']:,.0f} -> without {memory['now_bytes']:,.0f} "
+          f"({memory['now_bytes'] / memory['before_bytes'] - 1:+.1%})")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({k: {"before_s": a, "now_s": b} for k, (a, b) in results.items()}, indent=2))
+        out = {k: {"before_s": a, "now_s": b} for k, (a, b) in results.items()}
+        args.json.write_text(json.dumps({**out, "cache": memory}, indent=2))
 
 
 if __name__ == "__main__":
