@@ -18,6 +18,8 @@ machine's drift between runs cannot pass for an effect:
   batches the pipeline commits for the e2e bench's fleet;
 - ``cache``: the step cache's bytes per step for the e2e fleet, each step's current
   attempt kept with its compared forms against without them (``engine.unprepared``);
+- ``load``: a stored step read back (a cache miss) with both attempts prepared against
+  the baseline alone (``store.postgres._pair_from``);
 - ``native-*``: each piece of the native per-record path against its Python reference
   (``REPLAYWATCH_NATIVE=off``): the input record's Avro decode, the snapshot walk, the
   tool events' ignore walk, the output event's Avro encode.
@@ -61,7 +63,15 @@ from replaywatch.core.types import BatchCommit, StepKey
 from replaywatch.pipeline import Pipeline
 from replaywatch.runtime.adapters import Adapters
 from replaywatch.state.cache import weight
-from replaywatch.store.postgres import PostgresStore, changed_attempt, commit_args, step_key
+from replaywatch.store.postgres import (
+    PostgresStore,
+    _attempt_from,
+    _attempt_json,
+    _pair_from,
+    changed_attempt,
+    commit_args,
+    step_key,
+)
 from replaywatch.stream.partitioning import KeyPartitions
 from replaywatch.stream.publisher import PartitionBatches
 
@@ -255,10 +265,12 @@ async def committed_batches(events: int) -> tuple[list[BatchCommit], int]:
     return caught, sum(map(len, log.values()))
 
 
-def cache_lever(events: int) -> dict[str, float]:
+def cache_lever(events: int, rounds: int) -> tuple[dict[str, float], tuple[float, float]]:
     """The step cache's bytes per step (``state.cache.weight``, what bounds it) for the
     e2e fleet's steps under the worked policy: each step's current attempt kept with
-    its compared forms (before) and without them (now, ``engine.unprepared``)."""
+    its compared forms (before) and without them (now, ``engine.unprepared``); and the
+    CPU to read a stored step back (a cache miss), both attempts prepared (before)
+    against the baseline alone (now, ``store.postgres._pair_from``)."""
     fleet = demo.synthetic_fleet(demo.FleetSpec(runs=events // 12, seed=5, run_every_ms=4))
     settings = Settings(policy_file=ROOT / "docs/policies/llm-steps.toml", rates=True)
     config, limits = settings.compare_config(), settings.limits()
@@ -275,7 +287,20 @@ def cache_lever(events: int) -> dict[str, float]:
     now = sum(map(weight, known.values()))
     before = sum(weight(p if p.current is None else p._replace(current=engine.prepared_under(p.current, selected[k])))
                  for k, p in known.items())  # fmt: skip
-    return {"steps": len(known), "before_bytes": before / len(known), "now_bytes": now / len(known)}
+    rows = [(_attempt_json(p.baseline), _attempt_json(p.current)) for p in known.values()]
+
+    def both_prepared() -> int:
+        for base, current in rows:
+            _attempt_from(base, config), _attempt_from(current, config)
+        return len(rows)
+
+    def baseline_prepared() -> int:
+        for base, current in rows:
+            _pair_from(base, current, config)
+        return len(rows)
+
+    memory = {"steps": len(known), "before_bytes": before / len(known), "now_bytes": now / len(known)}
+    return memory, best_of(rounds, both_prepared, baseline_prepared)
 
 
 COMMIT_ROWS = """
@@ -423,13 +448,14 @@ def main() -> None:
         results["publish"] = asyncio.run(publish_lever(args.rounds, args.events))
     if os.environ.get("REPLAYWATCH_POSTGRES_DSN"):
         results |= asyncio.run(write_lever(args.rounds, args.events))
-    memory = cache_lever(args.events)
+    memory, results["load"] = cache_lever(args.events, args.rounds)
     labels = {"strip": "usage keys and ignore rules: two walks -> one (per snapshot)",
               "ids": "comparison id: uuid.uuid5 -> hashed straight to text (per id)",
               "budget": "record budget: a clock read at the start -> none before the first check (per record)",
               "publish": "publish: a send per event -> a batch per output partition (per event)",
               "write-client": "write: an array per column -> a JSON document per table, client (per input event)",
               "write-server": "write: an array per column -> a JSON document per table, PostgreSQL (per input event)",
+              "load": "a stored step read back: both attempts prepared -> the baseline alone (per step)",
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",
               "native-tools": "native: the tool events' ignore walk, Python -> native (per tool events)",

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from replaywatch.compare import ABSENT, Attempt, CompareConfig, PreparedAttempt, compare, prepare
 from replaywatch.compare.engine import Verdict, prepared_under, unprepared
 from replaywatch.core.projection import StepProjection, apply, replay_step
+from replaywatch.store.postgres import _attempt_from, _attempt_json, _pair_from
 
 from .strategies import json_values, snapshots
 
@@ -81,6 +82,17 @@ def test_an_unprepared_attempt_is_prepared_again_to_the_same_forms(snap, tools, 
     assert kept.structure_fp == b"" and kept.tool_fp is None and kept.prepared_with != config.prep_key
     assert (kept.snapshot_json, kept.tools_json) == (p.snapshot_json, p.tools_json)  # the stored row's parts
     assert prepared_under(kept, config) == p
+    assert _attempt_from(_attempt_json(p), None) == kept  # read back from its row: the same, without the work
+
+
+@settings(max_examples=300)
+@given(attempt_streams(), CONFIGS)
+def test_a_stored_step_is_read_back_as_apply_keeps_it(stream, config: CompareConfig) -> None:  # type: ignore[no-untyped-def]
+    _, order = stream
+    proj, _ = run(order, config)
+    baseline, current = _pair_from(_attempt_json(proj.baseline), _attempt_json(proj.current), config)
+    assert (baseline, current) == (proj.baseline, proj.current)
+    assert (baseline is current) is (proj.baseline is proj.current)
 
 
 @settings(max_examples=300)

@@ -420,12 +420,21 @@ settings' ``prep_key``, so ``prepared_under`` prepares it again before it is com
 
 
 def unprepared(attempt: PreparedAttempt) -> PreparedAttempt:
-    """The attempt without its compared forms (the fingerprints): what a step keeps of
-    an attempt it is not expected to compare again, about half the memory. Everything
-    else is kept (the stored row is written from it); ``prepared_under`` makes the
-    forms again, the same bytes, should it be compared after all."""
-    return PreparedAttempt(attempt.number, attempt.snapshot_json, attempt.tools_json, attempt.tokens, attempt.cost,
-                           attempt.attestation_ids, b"", None, UNPREPARED, 0, attempt.latency_ms)  # fmt: skip
+    """The attempt as it is stored, without what ``prepare`` finds in it (fingerprints,
+    usage numbers, attestation ids): what a step keeps of an attempt it is not expected
+    to compare again, about half the memory. The stored row is written from what it
+    keeps; ``prepared_under`` prepares it again, to the same values, should it be
+    compared after all."""
+    return PreparedAttempt(attempt.number, attempt.snapshot_json, attempt.tools_json, None, None, (), b"", None,
+                           UNPREPARED, 0, attempt.latency_ms)  # fmt: skip
+
+
+def stored(attempt: int, output_snapshot: Json, tool_events: Json, latency_ms: float | None = None) -> PreparedAttempt:
+    """An attempt read back from storage and not prepared: ``unprepared`` of what
+    ``prepare`` would make of it, without the work."""
+    tools_json = None if tool_events is ABSENT else compact_bytes(tool_events)
+    return PreparedAttempt(attempt, compact_bytes(output_snapshot), tools_json, None, None, (), b"", None, UNPREPARED,
+                           0, latency_ms)  # fmt: skip
 
 
 def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedAttempt:

@@ -30,7 +30,7 @@ import asyncpg
 import orjson
 
 from replaywatch.compare import ABSENT, CompareConfig, PreparedAttempt, prepare
-from replaywatch.compare.engine import Verdict
+from replaywatch.compare.engine import Verdict, stored
 from replaywatch.core.projection import StepProjection
 from replaywatch.core.types import BatchCommit, OutboxRow, StepKey
 from replaywatch.envelope.adaptive import Action
@@ -87,15 +87,30 @@ _TOOLS_MARK = ',"tool_events":'
 _ATTEMPT_HEAD = re.compile(r'\{"attempt":(\d+)(?:,"latency_ms":([-+0-9.eE]+))?,"output_snapshot":')
 
 
-def _attempt_from(text: str | None, config: CompareConfig) -> PreparedAttempt | None:
+def _attempt_from(text: str | None, config: CompareConfig | None) -> PreparedAttempt | None:
+    """A stored attempt, prepared under ``config`` (None: not prepared, ``engine.stored``)."""
     if text is None:
         return None
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
         doc = _attempt_parts(text)  # a snapshot at the contract's 1,024 levels: the row has one more
-    return prepare(doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT), config,
-                   doc.get("latency_ms"))  # fmt: skip
+    parts = (doc["attempt"], doc["output_snapshot"], doc.get("tool_events", ABSENT))
+    if config is None:
+        return stored(*parts, doc.get("latency_ms"))
+    return prepare(*parts, config, doc.get("latency_ms"))
+
+
+def _pair_from(
+    base: str | None, current: str | None, config: CompareConfig
+) -> tuple[PreparedAttempt | None, PreparedAttempt | None]:
+    """A stored step's (baseline, current), as ``core.projection.apply`` keeps them: one
+    attempt prepared once when it is both; under the base first, the current not
+    prepared (the next attempt is compared with the baseline)."""
+    baseline = _attempt_from(base, config)
+    if current == base:
+        return baseline, baseline
+    return baseline, _attempt_from(current, None if config.base == "first" else config)
 
 
 def _attempt_parts(text: str) -> dict[str, Any]:
@@ -204,11 +219,12 @@ class PostgresStore:
                 slice_end = time.perf_counter() + LOAD_SLICE_SECONDS
             key = (r["run_id"], r["step_id"])
             try:
+                baseline, current = _pair_from(r["base"], r["current"], config)
                 out[key] = StepProjection(
                     run_id=r["run_id"],
                     step_id=r["step_id"],
-                    baseline=_attempt_from(r["base"], config),
-                    current=_attempt_from(r["current"], config),
+                    baseline=baseline,
+                    current=current,
                     max_attempt=r["max_attempt"],
                     last_status=r["last_status"],
                     last_verdict=Verdict(r["last_verdict"]) if r["last_verdict"] else None,
