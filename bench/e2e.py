@@ -301,8 +301,11 @@ def exact_policy(path: Path) -> Path:
     return path
 
 
-ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "fetch-wide", "before", "palindrome",
+ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "fetch", "before", "palindrome",
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
+FETCH_SIZES = ((8, 1), (64, 16))
+"""Fetch limits measured beside the default (``--systems fetch``), in MB: the whole
+answer, a partition's share (64 and 16: aiokafka's limits before they were settings)."""
 BEFORE = "50e436a"
 """The commit measured beside this tree (`--before`): the whole product (the worked
 policy, adaptive envelopes, drift rates) before the per-event levers `bench/levers.py` measures."""
@@ -458,10 +461,14 @@ async def main() -> None:
         if "loop-uvloop" in wanted:  # the event loop lever: uvloop instead of asyncio's own loop
             results["replaywatch_loop_uvloop"] = await system("replaywatch-loop-uvloop", rw,
                                                               REPLAYWATCH_EVENT_LOOP="uvloop")  # fmt: skip
-        if "fetch-wide" in wanted:  # the memory lever of the fetch: its earlier limits, 64 MB (16 MB a partition)
-            results["replaywatch_fetch_wide"] = await system(
-                "replaywatch-fetch-wide", rw, REPLAYWATCH_FETCH_MAX_BYTES=str(64 << 20),
-                REPLAYWATCH_FETCH_PARTITION_BYTES=str(16 << 20))  # fmt: skip
+        if "fetch" in wanted:  # the fetch limits: memory against round trips, each twice, mirrored
+            sizes = {"default": {}, **{f"{m}MB": {"REPLAYWATCH_FETCH_MAX_BYTES": str(m << 20),
+                                                  "REPLAYWATCH_FETCH_PARTITION_BYTES": str(p << 20)}
+                                       for m, p in FETCH_SIZES}}  # fmt: skip
+            fetch_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sizes}
+            for i, name in enumerate([*sizes, *reversed(sizes)]):
+                fetch_runs[name].append(await system(f"fetch-{name}-{i}", rw, 1, **sizes[name]))
+            results["fetch"] = fetch_runs
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -550,7 +557,6 @@ SYSTEMS = (
     ("replaywatch_rates_off", "replaywatch, 1 process, rates off"),
     ("replaywatch_loop_uvloop", "replaywatch, 1 process, uvloop"),
     ("replaywatch_aioboto3", "replaywatch, 1 process, aioboto3"),
-    ("replaywatch_fetch_wide", "replaywatch, 1 process, fetches of 64 MB"),
     ("replaywatch_before", "replaywatch before its throughput work (1 process)"),
     ("replaywatch_2proc", "replaywatch, 2 processes"),
     ("quix_alo", "Quix Streams, at-least-once"),
@@ -727,10 +733,16 @@ def write(r: dict[str, Any], out: Path) -> None:
         lines += ["Each lever on its own, consumer CPU µs per event (same run):", "",
                   "| lever | without | with | change |", "|---|---|---|---|",
                   *(f"| {what} | {a:.1f} | {b:.1f} | {b / a - 1:+.1%} |" for what, a, b in changes), ""]  # fmt: skip
-    if "replaywatch_fetch_wide" in r:
-        wide, default = r["replaywatch_fetch_wide"]["peak_rss_mb"], r["replaywatch"]["peak_rss_mb"]
-        lines += [f"Peak RSS, fetches of 64 MB (16 MB a partition) -> 8 MB (1 MB): {wide:.0f} -> {default:.0f} MB "
-                  f"({default - wide:+.0f} MB).", ""]  # fmt: skip
+    if "fetch" in r:
+        lines += ["Fetch limits (each twice, mirrored; means, the peak RSS the higher):", "",
+                  "| fetch answer at most (a partition) | consumer CPU µs per event | Kafka CPU µs per event | "
+                  "peak RSS MB |", "|---|---:|---:|---:|"]  # fmt: skip
+        for name, runs in r["fetch"].items():
+            label = "the default" if name == "default" else name
+            cpu = sum(x["cpu_s"] for x in runs) / len(runs) / n * 1e6
+            kafka = sum(x["service_cpu_s"]["kafka"] for x in runs) / len(runs) / n * 1e6
+            lines.append(f"| {label} | {cpu:.1f} | {kafka:.1f} | {max(x['peak_rss_mb'] for x in runs):.0f} |")
+        lines.append("")
     lines += ["Throughput goals, measured in this run:", "", "| goal | measured | target | met |", "|---|---|---|---|"]
     lines += [f"| {g} | {m} | {t} | {'yes' if ok else '**no**'} |" for g, m, t, ok in goals(r)]
     md = "\n".join(lines) + "\n"

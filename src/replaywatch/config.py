@@ -138,13 +138,13 @@ class Settings(BaseSettings):
         10, ge=0, le=60_000, description="Longest the broker holds a fetch to gather REPLAYWATCH_FETCH_MIN_BYTES"
     )
     fetch_max_bytes: int = Field(
-        8 * 1024 * 1024,
+        32 * 1024 * 1024,
         ge=64 * 1024,
         description="Most bytes of one fetch answer, all partitions together: about what the consumer holds fetched "
         "and not yet prepared (a record larger than this still comes, alone)",
     )
     fetch_partition_bytes: int = Field(
-        1024 * 1024,
+        4 * 1024 * 1024,
         ge=64 * 1024,
         description="Most bytes of one partition in a fetch answer (a record larger than this still comes, alone)",
     )

@@ -32,9 +32,9 @@ MB = 1024 * 1024
 CACHE_MB = 128
 RSS_BOUND_MB = 1500
 """What the README documents for a stream of 4 MB records with REPLAYWATCH_CACHE_MB=128
-and REPLAYWATCH_INFLIGHT_MB=64 (the long suite measured 1,053 MB; the peak moves with
+and REPLAYWATCH_INFLIGHT_MB=64 (the long suite measured 1,049 MB; the peak moves with
 how fetches and batches line up): the cache, a few times the input in flight (records,
-their parsed form, their fingerprints), aiokafka's fetched records (8 MB a fetch, or
+their parsed form, their fingerprints), aiokafka's fetched records (32 MB a fetch, or
 one larger record) and the interpreter."""
 
 
