@@ -462,7 +462,7 @@ async def main() -> None:
             results["replaywatch_loop_uvloop"] = await system("replaywatch-loop-uvloop", rw,
                                                               REPLAYWATCH_EVENT_LOOP="uvloop")  # fmt: skip
         if "fetch" in wanted:  # the fetch limits: memory against round trips, each twice, mirrored
-            sizes = {"default": {}, **{f"{m}MB": {"REPLAYWATCH_FETCH_MAX_BYTES": str(m << 20),
+            sizes = {"default": {}, **{f"{m}mb": {"REPLAYWATCH_FETCH_MAX_BYTES": str(m << 20),
                                                   "REPLAYWATCH_FETCH_PARTITION_BYTES": str(p << 20)}
                                        for m, p in FETCH_SIZES}}  # fmt: skip
             fetch_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sizes}
@@ -738,7 +738,7 @@ def write(r: dict[str, Any], out: Path) -> None:
                   "| fetch answer at most (a partition) | consumer CPU µs per event | Kafka CPU µs per event | "
                   "peak RSS MB |", "|---|---:|---:|---:|"]  # fmt: skip
         for name, runs in r["fetch"].items():
-            label = "the default" if name == "default" else name
+            label = "the default" if name == "default" else name.replace("mb", " MB")
             cpu = sum(x["cpu_s"] for x in runs) / len(runs) / n * 1e6
             kafka = sum(x["service_cpu_s"]["kafka"] for x in runs) / len(runs) / n * 1e6
             lines.append(f"| {label} | {cpu:.1f} | {kafka:.1f} | {max(x['peak_rss_mb'] for x in runs):.0f} |")
