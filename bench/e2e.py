@@ -303,6 +303,8 @@ def exact_policy(path: Path) -> Path:
 
 ALL_SYSTEMS = ("replaywatch", "rates-off", "loop-uvloop", "replaywatch-aioboto3", "fetch", "before", "palindrome",
                "profile", "replaywatch-2", "latency", "quix-alo", "quix-eos", "quix-profile", "llm")  # fmt: skip
+Configs = dict[str, tuple[list[str], dict[str, str]]]
+"""Configurations measured side by side: name -> (argv, environment added)."""
 FETCH_SIZES = ((8, 1), (64, 16))
 """Fetch limits measured beside the default (``--systems fetch``), in MB: the whole
 answer, a partition's share (64 and 16: aiokafka's limits before they were settings)."""
@@ -449,6 +451,17 @@ async def main() -> None:
             return await b.measure(name, f"{tag}{name.replace('-', '')}", argv, records, len(expected), processes,
                                    **extra)  # fmt: skip
 
+        async def mirrored_runs(configs: Configs, prefix: str = "") -> dict[str, list[dict[str, Any]]]:
+            """Each config twice, in the order A B C C B A, so that the machine's drift
+            within the run falls on both sides of every comparison."""
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
+            for i, name in enumerate([*configs, *reversed(configs)]):
+                argv, extra = configs[name]
+                if name.startswith("quix"):
+                    extra = extra | {"QUIX_STATE_DIR": f"/tmp/quix-{tag}-{i}"}
+                runs[name].append(await system(f"{prefix}{name}-{i}", argv, 1, **extra))
+            return runs
+
         rw = [sys.executable, "-m", "replaywatch", "run"]
         quix = [sys.executable, str(ROOT / "bench/peers/quix_job.py")]
         results["replaywatch"] = await system("replaywatch", rw)
@@ -461,14 +474,11 @@ async def main() -> None:
         if "loop-uvloop" in wanted:  # the event loop lever: uvloop instead of asyncio's own loop
             results["replaywatch_loop_uvloop"] = await system("replaywatch-loop-uvloop", rw,
                                                               REPLAYWATCH_EVENT_LOOP="uvloop")  # fmt: skip
-        if "fetch" in wanted:  # the fetch limits: memory against round trips, each twice, mirrored
-            sizes = {"default": {}, **{f"{m}mb": {"REPLAYWATCH_FETCH_MAX_BYTES": str(m << 20),
-                                                  "REPLAYWATCH_FETCH_PARTITION_BYTES": str(p << 20)}
-                                       for m, p in FETCH_SIZES}}  # fmt: skip
-            fetch_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in sizes}
-            for i, name in enumerate([*sizes, *reversed(sizes)]):
-                fetch_runs[name].append(await system(f"fetch-{name}-{i}", rw, 1, **sizes[name]))
-            results["fetch"] = fetch_runs
+        if "fetch" in wanted:  # the fetch limits: memory against round trips
+            sizes: Configs = {"default": (rw, {}), **{f"{m}mb": (rw, {"REPLAYWATCH_FETCH_MAX_BYTES": str(m << 20),
+                                                                    "REPLAYWATCH_FETCH_PARTITION_BYTES": str(p << 20)})
+                                                      for m, p in FETCH_SIZES}}  # fmt: skip
+            results["fetch"] = await mirrored_runs(sizes, "fetch-")
         if "replaywatch-aioboto3" in wanted:  # the other S3 client, the reason obstore is the default
             results["replaywatch_aioboto3"] = await system("replaywatch-aioboto3", rw, REPLAYWATCH_S3_CLIENT="aioboto3")
 
@@ -490,21 +500,15 @@ async def main() -> None:
                 results["replaywatch_before"]["commit"] = args.before
         if args.before and "palindrome" in wanted:  # the machine drifts within a run: each config twice, mirrored
             with before_tree(args.before) as src:
-                configs: dict[str, tuple[list[str], dict[str, str]]] = {
+                configs: Configs = {
                     "this-tree": (rw, {}),
                     "python-path": (rw, {"REPLAYWATCH_NATIVE": "off"}),
                     "before": (rw, {"PYTHONPATH": str(src)}),
                     "quix-alo": (quix, {"QUIX_GUARANTEE": "at-least-once"}),
                     "quix-eos": (quix, {"QUIX_GUARANTEE": "exactly-once"}),
                 }
-                order = [*configs, *reversed(configs)]
-                runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
-                for i, name in enumerate(order):
-                    argv, extra = configs[name]
-                    if name.startswith("quix"):
-                        extra = extra | {"QUIX_STATE_DIR": f"/tmp/quix-{tag}-{i}"}
-                    runs[name].append(await system(f"{name}-{i}", argv, **extra))
-            results["palindrome"] = {"order": order, "commit": args.before,
+                runs = await mirrored_runs(configs)
+            results["palindrome"] = {"order": [*configs, *reversed(configs)], "commit": args.before,
                                      "runs": {k: [{f: r[f] for f in ("cpu_s", "seconds", "events_per_s", "peak_rss_mb",
                                                                      "service_cpu_s")} for r in v]
                                               for k, v in runs.items()}}  # fmt: skip

@@ -53,13 +53,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo, native
 from replaywatch.compare import engine, ignore, structure
-from replaywatch.compare.engine import CompareConfig
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.config import Settings
-from replaywatch.core.batch import apply_records, parse_records, read_records
-from replaywatch.core.projection import StepProjection
-from replaywatch.core.types import BatchCommit, StepKey
+from replaywatch.core.types import BatchCommit
 from replaywatch.pipeline import Pipeline
 from replaywatch.runtime.adapters import Adapters
 from replaywatch.state.cache import weight
@@ -79,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.fakes import FakeConsumer, FakeDeadLetters, FakeDiffStore, FakePublisher, FakeRecord, FakeStore  # noqa: E402
 
+POLICY = ROOT / "docs/policies/llm-steps.toml"
 NS = uuid.UUID("5b1c2d3e-8f4a-4b6c-9d0e-7a1b2c3d4e5f")
 
 
@@ -98,7 +96,7 @@ def native_levers(rounds: int) -> dict[str, tuple[float, float]]:
     under the worked policy."""
     events = demo.synthetic_fleet(demo.FleetSpec(runs=300, seed=5))
     values = [codec.encode_attempt(e) for e in events]
-    config = Settings(policy_file=ROOT / "docs/policies/llm-steps.toml").compare_config()
+    config = Settings(policy_file=POLICY).compare_config()
     attempts = [codec.decode_attempt(v) for v in values]
     snapshots = [a.output_snapshot for a in attempts if a.output_snapshot is not None]
     tools = [a.tool_events for a in attempts if isinstance(a.tool_events, list)]
@@ -153,7 +151,7 @@ def pure_levers(rounds: int) -> dict[str, tuple[float, float]]:
     native.use("off")  # the Python path's levers, as they ran before the native path
     events = demo.synthetic_fleet(demo.FleetSpec(runs=300, seed=5))
     snapshots = [orjson.loads(e["output_snapshot"]) for e in events if e["output_snapshot"]]
-    policy = tomllib.loads((ROOT / "docs/policies/llm-steps.toml").read_text())
+    policy = tomllib.loads(POLICY.read_text())
     patterns = ignore.IgnoreRules.compile(policy["default"]["ignore"]).output
     usage = PRESETS["all"]
 
@@ -259,34 +257,25 @@ async def committed_batches(events: int) -> tuple[list[BatchCommit], int]:
     async def opened(*_: object) -> Adapters:
         return adapters
 
-    settings = Settings(batch_size=125, policy_file=ROOT / "docs/policies/llm-steps.toml", rates=True,
+    settings = Settings(batch_size=125, policy_file=POLICY, rates=True,
                         retain_comparisons_days=0, retain_steps_days=0, retain_rule_stats_days=0)  # fmt: skip
     await Pipeline(settings, open=opened, closes_rates=False).run(asyncio.Event())
     return caught, sum(map(len, log.values()))
 
 
-def cache_lever(events: int, rounds: int) -> tuple[dict[str, float], tuple[float, float]]:
+def cache_lever(batches: list[BatchCommit], rounds: int) -> tuple[dict[str, float], tuple[float, float]]:
     """The step cache's bytes per step (``state.cache.weight``, what bounds it) for the
-    e2e fleet's steps under the worked policy: each step's current attempt kept with
-    its compared forms (before) and without them (now, ``engine.unprepared``); and the
-    CPU to read a stored step back (a cache miss), both attempts prepared (before)
-    against the baseline alone (now, ``store.postgres._pair_from``)."""
-    fleet = demo.synthetic_fleet(demo.FleetSpec(runs=events // 12, seed=5, run_every_ms=4))
-    settings = Settings(policy_file=ROOT / "docs/policies/llm-steps.toml", rates=True)
-    config, limits = settings.compare_config(), settings.limits()
-    records = [FakeRecord(0, i, codec.encode_attempt(e)) for i, e in enumerate(fleet)]
-    known: dict[StepKey, StepProjection] = {}
-    selected: dict[StepKey, CompareConfig] = {}
-    for i in range(0, len(records), 1000):
-        good, _ = read_records(records[i : i + 1000], limits, {}, None)
-        parsed = list(parse_records(good, [], limits))
-        for _, a in parsed:
-            selected[(a.run_id, a.step_id)] = config.select(a.provider, a.provider_version, a.step_id)
-        for key, (_, proj) in apply_records(parsed, known, config).projections.items():
-            known[key] = proj
+    steps the pipeline commits (``committed_batches``): each step's current attempt kept
+    with its compared forms (before: prepared as its baseline was) and without them (now,
+    ``engine.unprepared``); and the CPU to read a stored step back (a cache miss), both
+    attempts prepared (before) against the baseline alone (now, ``store.postgres._pair_from``)."""
+    known = {k: p for batch in batches for k, p in batch.projections.items()}  # each step as last committed
+    config = Settings(policy_file=POLICY, rates=True).compare_config()
+    by_key = {c.prep_key: c for c in (config, *(rule.config for rule in config.rules))}
     now = sum(map(weight, known.values()))
-    before = sum(weight(p if p.current is None else p._replace(current=engine.prepared_under(p.current, selected[k])))
-                 for k, p in known.items())  # fmt: skip
+    before = sum(weight(p if p.current is None or p.baseline is None
+                        else p._replace(current=engine.prepared_under(p.current, by_key[p.baseline.prepared_with])))
+                 for p in known.values())  # fmt: skip
     rows = [(_attempt_json(p.baseline), _attempt_json(p.current)) for p in known.values()]
 
     def both_prepared() -> int:
@@ -405,10 +394,10 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def write_lever(rounds: int, events: int) -> dict[str, tuple[float, float]]:
+async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> dict[str, tuple[float, float]]:
     """CPU per input event of the client and of the PostgreSQL backend: the batch's
-    statement as a parameter array per column, or as a JSON document per table."""
-    batches, records = await committed_batches(events)
+    statement as a parameter array per column, or as a JSON document per table, over
+    the batches the pipeline commits for ``records`` input records (``committed_batches``)."""
     schema = f"bench_levers_{uuid.uuid4().hex[:6]}"
     store = await PostgresStore.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"], schema=schema, group_id="g", topic="t")
     await store.migrate()
@@ -444,11 +433,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results = pure_levers(args.rounds) | native_levers(args.rounds)
+    batches, records = asyncio.run(committed_batches(args.events))
     if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
         results["publish"] = asyncio.run(publish_lever(args.rounds, args.events))
     if os.environ.get("REPLAYWATCH_POSTGRES_DSN"):
-        results |= asyncio.run(write_lever(args.rounds, args.events))
-    memory, results["load"] = cache_lever(args.events, args.rounds)
+        results |= asyncio.run(write_lever(args.rounds, batches, records))
+    memory, results["load"] = cache_lever(batches, args.rounds)
     labels = {"strip": "usage keys and ignore rules: two walks -> one (per snapshot)",
               "ids": "comparison id: uuid.uuid5 -> hashed straight to text (per id)",
               "budget": "record budget: a clock read at the start -> none before the first check (per record)",
