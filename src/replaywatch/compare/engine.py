@@ -425,16 +425,18 @@ def unprepared(attempt: PreparedAttempt) -> PreparedAttempt:
     to compare again, about half the memory. The stored row is written from what it
     keeps; ``prepared_under`` prepares it again, to the same values, should it be
     compared after all."""
-    return PreparedAttempt(attempt.number, attempt.snapshot_json, attempt.tools_json, None, None, (), b"", None,
-                           UNPREPARED, 0, attempt.latency_ms)  # fmt: skip
+    return _kept(attempt.number, attempt.snapshot_json, attempt.tools_json, attempt.latency_ms)
 
 
 def stored(attempt: int, output_snapshot: Json, tool_events: Json, latency_ms: float | None = None) -> PreparedAttempt:
     """An attempt read back from storage and not prepared: ``unprepared`` of what
     ``prepare`` would make of it, without the work."""
     tools_json = None if tool_events is ABSENT else compact_bytes(tool_events)
-    return PreparedAttempt(attempt, compact_bytes(output_snapshot), tools_json, None, None, (), b"", None, UNPREPARED,
-                           0, latency_ms)  # fmt: skip
+    return _kept(attempt, compact_bytes(output_snapshot), tools_json, latency_ms)
+
+
+def _kept(number: int, snapshot_json: bytes, tools_json: bytes | None, latency_ms: float | None) -> PreparedAttempt:
+    return PreparedAttempt(number, snapshot_json, tools_json, None, None, (), b"", None, UNPREPARED, 0, latency_ms)
 
 
 def prepared_under(attempt: PreparedAttempt, config: CompareConfig) -> PreparedAttempt:
