@@ -44,7 +44,9 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -389,6 +391,121 @@ def json_args(group_id: str, topic: str, batch: BatchCommit) -> list[object]:
     ]  # fmt: skip
 
 
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS rw_steps (
+    o bigint GENERATED ALWAYS AS IDENTITY, k bytea, r text, st text, ba int, ca int, m int, ls text, lv text,
+    c int, b json, cu json, ev bigint, nv bigint) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS rw_outbox (
+    o bigint GENERATED ALWAYS AS IDENTITY, pa int, so bigint, ev uuid, ke bytea, va bytea, ve text, tr text,
+    hd text) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS rw_comps (
+    o bigint GENERATED ALWAYS AS IDENTITY, r text, st text, b int, cu int, tk double precision,
+    co double precision, k text, sh text, u text, d timestamptz, og uuid, sup uuid, fp text, ch text, po text,
+    oc timestamptz, pt text) ON COMMIT DELETE ROWS;
+CREATE OR REPLACE FUNCTION {q}.commit_staged(
+    p_group text, p_topic text, o_partition int[], o_expected bigint[], o_next bigint[],
+    n_partition int[], n_cohort text[], n_state text[], n_actions_seen bigint,
+    w_cohort text[], w_policy text[], w_start bigint[], w_counts text[], k_partition int[], k_state text[]
+) RETURNS uuid[] LANGUAGE plpgsql AS $$
+DECLARE
+    s_key bytea[]; s_run text[]; s_step text[]; s_base_attempt int[]; s_current_attempt int[]; s_max int[];
+    s_status text[]; s_verdict text[]; s_comparisons int[]; s_base json[]; s_current json[]; s_expected bigint[];
+    s_version bigint[];
+    e_partition int[]; e_offset bigint[]; e_event uuid[]; e_key bytea[]; e_value bytea[]; e_verdict text[];
+    e_trace text[]; e_headers text[];
+    c_run text[]; c_step text[]; c_base int[]; c_current int[]; c_token double precision[];
+    c_cost double precision[]; c_kind text[]; c_sha text[]; c_uri text[]; c_detected timestamptz[];
+    c_origin uuid[]; c_supersedes uuid[]; c_settings text[]; c_cohort text[]; c_policy text[];
+    c_occurred timestamptz[]; c_paths text[];
+BEGIN
+    SELECT array_agg(k ORDER BY o), array_agg(r ORDER BY o), array_agg(st ORDER BY o), array_agg(ba ORDER BY o),
+           array_agg(ca ORDER BY o), array_agg(m ORDER BY o), array_agg(ls ORDER BY o), array_agg(lv ORDER BY o),
+           array_agg(c ORDER BY o), array_agg(b ORDER BY o), array_agg(cu ORDER BY o), array_agg(ev ORDER BY o),
+           array_agg(nv ORDER BY o)
+    INTO s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+         s_base, s_current, s_expected, s_version
+    FROM rw_steps;
+    SELECT array_agg(pa ORDER BY o), array_agg(so ORDER BY o), array_agg(ev ORDER BY o), array_agg(ke ORDER BY o),
+           array_agg(va ORDER BY o), array_agg(ve ORDER BY o), array_agg(tr ORDER BY o), array_agg(hd ORDER BY o)
+    INTO e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace, e_headers
+    FROM rw_outbox;
+    SELECT array_agg(r ORDER BY o), array_agg(st ORDER BY o), array_agg(b ORDER BY o), array_agg(cu ORDER BY o),
+           array_agg(tk ORDER BY o), array_agg(co ORDER BY o), array_agg(k ORDER BY o), array_agg(sh ORDER BY o),
+           array_agg(u ORDER BY o), array_agg(d ORDER BY o), array_agg(og ORDER BY o), array_agg(sup ORDER BY o),
+           array_agg(fp ORDER BY o), array_agg(ch ORDER BY o), array_agg(po ORDER BY o), array_agg(oc ORDER BY o),
+           array_agg(pt ORDER BY o)
+    INTO c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
+         c_supersedes, c_settings, c_cohort, c_policy, c_occurred, c_paths
+    FROM rw_comps;
+    RETURN {q}.commit_batch(
+        p_group, p_topic, o_partition, o_expected, o_next,
+        s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+        s_base, s_current, s_expected, s_version,
+        e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace,
+        c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
+        c_supersedes, c_settings, n_partition, n_cohort, n_state, n_actions_seen,
+        coalesce(e_headers, '{}'), coalesce(c_cohort, '{}'), coalesce(c_policy, '{}'), coalesce(c_occurred, '{}'),
+        coalesce(c_paths, '{}'), w_cohort, w_policy, w_start, w_counts, k_partition, k_state);
+END;
+$$;
+"""
+"""The write tried: the batch's per-event rows (steps, outbox, history) by binary COPY
+into staging tables of the session, read back into ``commit_batch``'s column arrays on
+the server (``{q}``: the schema)."""
+
+_STEP_COLUMNS = ("k", "r", "st", "ba", "ca", "m", "ls", "lv", "c", "b", "cu", "ev", "nv")
+_OUTBOX_COLUMNS = ("pa", "so", "ev", "ke", "va", "ve", "tr", "hd")
+_COMP_COLUMNS = ("r", "st", "b", "cu", "tk", "co", "k", "sh", "u", "d", "og", "sup", "fp", "ch", "po", "oc", "pt")
+
+
+WRITTEN = """
+SELECT (SELECT md5(string_agg(concat_ws('|', step_key, run_id, step_id, base_attempt, current_attempt, max_attempt,
+                                       last_status, last_verdict, comparisons, base, current, version), ','
+                              ORDER BY step_key)) FROM {q}.step_projection),
+       (SELECT md5(string_agg(concat_ws('|', partition, source_offset, event_id, key, value, verdict, trace, headers),
+                              ',' ORDER BY partition, source_offset, event_id)) FROM {q}.outbox),
+       (SELECT md5(string_agg((c - 'seq')::text, ',' ORDER BY c::text))
+        FROM (SELECT to_jsonb(x) AS c FROM {q}.comparison AS x) AS t)
+"""
+"""What a variant of the write left in the tables (the times and sequence numbers it stamps aside)."""
+
+
+def _when(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def copy_commit(conn: asyncpg.Connection, sql: str, group_id: str, topic: str, batch: BatchCommit) -> object:
+    """``batch`` written as the COPY variant does it: three binary COPYs and the
+    statement, in one transaction on one connection."""
+    offs = sorted(batch.offsets.items())
+    projs = list(batch.projections.values())
+    before = [batch.previous.get((p.run_id, p.step_id)) for p in projs]
+    steps = [(step_key((p.run_id, p.step_id)), p.run_id, p.step_id, p.baseline.number if p.baseline else None,
+              p.current.number if p.current else None, p.max_attempt, p.last_status,
+              p.last_verdict.value if p.last_verdict else None, p.comparisons,
+              changed_attempt(p.baseline, b.baseline if b else None),
+              changed_attempt(p.current, b.current if b else None), b.version if b else 0, p.version)
+             for p, b in zip(projs, before, strict=True)]  # fmt: skip
+    outbox = [(o.partition, o.source_offset, o.event_id, o.key, o.value, o.verdict, o.trace, o.headers)
+              for o in batch.outbox]  # fmt: skip
+    comps = [(c.run_id, c.step_id, c.baseline_attempt, c.current_attempt, c.token_delta, c.cost_delta, c.diff_kind,
+              c.diff_sha256, c.diff_uri, _when(c.detected_at_ms), c.origin, c.supersedes, c.settings_fingerprint,
+              c.cohort, c.policy, _when(c.occurred_at_ms), c.paths) for c in batch.comparisons]  # fmt: skip
+    windows = sorted(batch.windows)
+    async with conn.transaction():
+        for table, rows, columns in (("rw_steps", steps, _STEP_COLUMNS), ("rw_outbox", outbox, _OUTBOX_COLUMNS),
+                                     ("rw_comps", comps, _COMP_COLUMNS)):  # fmt: skip
+            if rows:
+                await conn.copy_records_to_table(table, records=rows, columns=columns)
+        return await conn.fetchval(
+            sql, group_id, topic, [p for p, _ in offs], [o[0] for _, o in offs], [o[1] for _, o in offs],
+            [p for p, _ in batch.envelopes], [c for _, c in batch.envelopes], list(batch.envelopes.values()),
+            batch.actions_seen, [k[0] for k in windows], [k[1] for k in windows], [k[2] for k in windows],
+            ["{" + ",".join(map(str, batch.windows[k])) + "}" for k in windows],
+            sorted(batch.clocks), [batch.clocks[p] for p in sorted(batch.clocks)],
+        )  # fmt: skip
+
+
 def _backend_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -396,8 +513,9 @@ def _backend_cpu(pid: int) -> float:
 
 async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> dict[str, tuple[float, float]]:
     """CPU per input event of the client and of the PostgreSQL backend: the batch's
-    statement as a parameter array per column, or as a JSON document per table, over
-    the batches the pipeline commits for ``records`` input records (``committed_batches``)."""
+    statement as a parameter array per column, as a JSON document per table, or with its
+    per-event rows copied into staging tables first, over the batches the pipeline
+    commits for ``records`` input records (``committed_batches``)."""
     schema = f"bench_levers_{uuid.uuid4().hex[:6]}"
     store = await PostgresStore.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"], schema=schema, group_id="g", topic="t")
     await store.migrate()
@@ -406,24 +524,37 @@ async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> 
     conn = await asyncpg.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"])
     pid = await conn.fetchval("SELECT pg_backend_pid()")
     await conn.execute(COMMIT_ROWS.replace("{q}", q))
+    await conn.execute(STAGING.replace("{q}", q))
     tables = ", ".join(f"{q}.{t}" for t in ("step_projection", "outbox", "comparison", "consumer_offset",
                                              "envelope", "rate_window", "rate_clock"))  # fmt: skip
     columns = f"SELECT {q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 54)) + ")"
     rows = f"SELECT {q}.commit_rows(" + ", ".join(f"${i}" for i in range(1, 26)) + ")"
-    got: dict[str, list[tuple[float, float]]] = {"columns": [], "rows": []}
+    staged = f"SELECT {q}.commit_staged(" + ", ".join(f"${i}" for i in range(1, 16)) + ")"
+
+    def statement(sql: str, make: Callable[[str, str, BatchCommit], list[object]]) -> Callable[[BatchCommit], Any]:
+        return lambda batch: conn.fetchval(sql, *make("g", "t", batch))
+
+    ways = {"columns": statement(columns, commit_args), "rows": statement(rows, json_args),
+            "copy": lambda batch: copy_commit(conn, staged, "g", "t", batch)}  # fmt: skip
+    said: dict[str, list[object]] = {}
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     try:
         for _ in range(rounds):
-            for name, sql, make in (("columns", columns, commit_args), ("rows", rows, json_args)):
+            for name, write in ways.items():
                 await conn.execute(f"TRUNCATE {tables}")
                 t0, s0 = time.process_time(), _backend_cpu(pid)
-                for batch in batches:
-                    await conn.fetchval(sql, *make("g", "t", batch))
+                said[name] = [await write(batch) for batch in batches]
                 got[name].append(((time.process_time() - t0) / records, (_backend_cpu(pid) - s0) / records))
+                said[name].append(await conn.fetchrow(WRITTEN.replace("{q}", q)))
     finally:
         await conn.execute(f"DROP SCHEMA {q} CASCADE")
         await conn.close()
-    return {"write-client": (min(c for c, _ in got["columns"]), min(c for c, _ in got["rows"])),
-            "write-server": (min(s for _, s in got["columns"]), min(s for _, s in got["rows"]))}  # fmt: skip
+    if said["copy"] != said["columns"]:  # the statement's own result, then what the tables hold
+        raise AssertionError("the write by COPY did not leave what the write by arrays leaves")
+    best = {name: (min(c for c, _ in v), min(s for _, s in v)) for name, v in got.items()}
+    return {"write-client": (best["columns"][0], best["rows"][0]),
+            "write-server": (best["columns"][1], best["rows"][1]), "copy-client": (best["columns"][0], best["copy"][0]),
+            "copy-server": (best["columns"][1], best["copy"][1])}  # fmt: skip
 
 
 def main() -> None:
@@ -445,6 +576,8 @@ def main() -> None:
               "publish": "publish: a send per event -> a batch per output partition (per event)",
               "write-client": "write: an array per column -> a JSON document per table, client (per input event)",
               "write-server": "write: an array per column -> a JSON document per table, PostgreSQL (per input event)",
+              "copy-client": "write: an array per column -> rows by binary COPY, client (per input event)",
+              "copy-server": "write: an array per column -> rows by binary COPY, PostgreSQL (per input event)",
               "load": "a stored step read back: both attempts prepared -> the baseline alone (per step)",
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",

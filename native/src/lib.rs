@@ -11,10 +11,21 @@
 //! - `strip`: `compare/structure.py`'s `_strip` (usage keys out, ignored paths out, the
 //!   usage numbers found, in one walk);
 //! - `drop_ignored`: `compare/structure.py`'s `_drop_ignored`;
+//! - `Document` and `prepare`: a JSON text read natively (orjson's `loads` is the
+//!   reference) and everything `compare/engine.py`'s `prepare` makes of it: the
+//!   structure's canonical bytes, the compact snapshot, the usage numbers, the ignore
+//!   rules matched, the attestation ids, and the tool events' forms, with orjson's
+//!   `dumps` as the reference for every byte written;
 //! - `Avro`: Avro binary of a record and back (`codec.py`'s fastavro writer and reader
 //!   are the reference).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+/// Maps and sets keyed by a record's strings: foldhash, seeded per process (std's
+/// SipHash cost most of a walk's time; the automaton bounds each state's moves anyway).
+type Fast = foldhash::fast::RandomState;
+use std::fmt;
 
 use apache_avro::schema::Schema;
 use pyo3::create_exception;
@@ -57,9 +68,9 @@ type States = Vec<(u32, u32)>;
 struct Automaton {
     patterns: Vec<Vec<Token>>,
     sets: Vec<States>,
-    ids: HashMap<States, i32>,
-    keys: Vec<HashMap<String, (u64, i32)>>,
-    items: Vec<HashMap<i64, (u64, i32)>>,
+    ids: HashMap<States, i32, Fast>,
+    keys: Vec<HashMap<String, (u64, i32), Fast>>,
+    items: Vec<HashMap<i64, (u64, i32), Fast>>,
     indexed: Vec<bool>,
     #[pyo3(get)]
     start: i32,
@@ -90,8 +101,8 @@ impl Automaton {
         });
         self.ids.insert(states.clone(), n);
         self.sets.push(states);
-        self.keys.push(HashMap::new());
-        self.items.push(HashMap::new());
+        self.keys.push(HashMap::default());
+        self.items.push(HashMap::default());
         self.indexed.push(indexed);
         n
     }
@@ -188,7 +199,7 @@ impl Automaton {
         let mut automaton = Automaton {
             patterns: parsed,
             sets: Vec::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             keys: Vec::new(),
             items: Vec::new(),
             indexed: Vec::new(),
@@ -216,6 +227,25 @@ struct Usage {
     part_keys: Vec<Py<PyString>>,
     strip: Py<PyFrozenSet>,
     strip_top: Py<PyFrozenSet>,
+    /// The same keys as Rust strings, for the walk over a `Document`.
+    keys: UsageKeys,
+}
+
+struct UsageKeys {
+    token: Vec<String>,
+    cost: Vec<String>,
+    groups: Vec<Vec<String>>,
+    parts: HashSet<String, Fast>,
+    strip: HashSet<String, Fast>,
+    strip_top: HashSet<String, Fast>,
+}
+
+fn strings(py: Python<'_>, keys: &[Py<PyString>]) -> PyResult<Vec<String>> {
+    keys.iter().map(|k| Ok(k.bind(py).to_cow()?.into_owned())).collect()
+}
+
+fn string_set(set: &Bound<'_, PyFrozenSet>) -> PyResult<HashSet<String, Fast>> {
+    set.iter().map(|k| Ok(k.downcast_exact::<PyString>()?.to_cow()?.into_owned())).collect()
 }
 
 #[pymethods]
@@ -223,14 +253,23 @@ impl Usage {
     /// `strip_top`: `strip` and the top-level keys left out besides (the attestation ids).
     #[new]
     fn new(
+        py: Python<'_>,
         token_keys: Vec<Py<PyString>>,
         cost_keys: Vec<Py<PyString>>,
         groups: Vec<Vec<Py<PyString>>>,
         part_keys: Vec<Py<PyString>>,
         strip: Py<PyFrozenSet>,
         strip_top: Py<PyFrozenSet>,
-    ) -> Self {
-        Usage { token_keys, cost_keys, groups, part_keys, strip, strip_top }
+    ) -> PyResult<Self> {
+        let keys = UsageKeys {
+            token: strings(py, &token_keys)?,
+            cost: strings(py, &cost_keys)?,
+            groups: groups.iter().map(|g| strings(py, g)).collect::<PyResult<_>>()?,
+            parts: strings(py, &part_keys)?.into_iter().collect(),
+            strip: string_set(strip.bind(py))?,
+            strip_top: string_set(strip_top.bind(py))?,
+        };
+        Ok(Usage { token_keys, cost_keys, groups, part_keys, strip, strip_top, keys })
     }
 }
 
@@ -464,6 +503,634 @@ fn drop_ignored<'py>(
         }
     }
     Ok((root.unwrap_or_else(|| py.None().into_bound(py)), matched, units))
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON documents read natively, and what `prepare` makes of them
+// ---------------------------------------------------------------------------------------
+
+/// A JSON value as orjson's `loads` gives it: integers within 64 bits (signed, or
+/// unsigned above `i64::MAX`), every other number a double; an object's members in
+/// their order, a repeated key keeping its first place and its last value.
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Arr(Vec<Node<'a>>),
+    Obj(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    fn is_container(&self) -> bool {
+        matches!(self, Node::Arr(_) | Node::Obj(_))
+    }
+
+    /// `usage.as_number`: a number as a double (a boolean is none).
+    fn number(&self) -> Option<f64> {
+        match self {
+            Node::Int(n) => Some(*n as f64),
+            Node::UInt(n) => Some(*n as f64),
+            Node::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+/// Members past which a repeated key is looked up in an index, not by scanning.
+const SCAN: usize = 16;
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
+        Ok(if v <= i64::MAX as u64 { Node::Int(v as i64) } else { Node::UInt(v) })
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node<'de>, E> {
+        if v == 0.0 && v.is_sign_negative() {
+            // serde_json reads `-0` and `-0.0` alike; orjson reads the first as the integer 0
+            return Err(E::custom("a negative zero: left to orjson"));
+        }
+        Ok(Node::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Node::Arr(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Node<'de>)> = Vec::new();
+        let mut index: Option<HashMap<Cow<'de, str>, usize, Fast>> = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let value = map.next_value::<Node<'de>>()?;
+            let at = match &index {
+                Some(ix) => ix.get(&key).copied(),
+                None => members.iter().position(|(k, _)| *k == key),
+            };
+            match at {
+                Some(i) => members[i].1 = value,
+                None => {
+                    if let Some(ix) = index.as_mut() {
+                        ix.insert(key.clone(), members.len());
+                    }
+                    members.push((key, value));
+                    if index.is_none() && members.len() > SCAN {
+                        index = Some(members.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect());
+                    }
+                }
+            }
+        }
+        Ok(Node::Obj(members))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Node<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Node<'de>, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// An object's key, borrowed from the text unless it holds an escape.
+struct Key<'a>(Cow<'a, str>);
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The bytes a JSON string escapes: `"`, `\\` and the control characters.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The first byte at or after `from` that a JSON string escapes: eight bytes at a time
+/// while none of them is one (a control character, `"` or `\\`).
+fn next_escaped(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= bytes.len() {
+        let x = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let quote = x ^ (ONES * b'"' as u64);
+        let slash = x ^ (ONES * b'\\' as u64);
+        let found = below | (quote.wrapping_sub(ONES) & !quote & HIGH) | (slash.wrapping_sub(ONES) & !slash & HIGH);
+        if found != 0 {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| ESCAPED[b as usize]).map(|at| i + at)
+}
+
+/// orjson's `dumps` of a string: `"`, `\\` and the control characters escaped (the
+/// short forms where JSON has them, else `\u00xx`), everything else as it is.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(i) = next_escaped(bytes, start) {
+        out.extend_from_slice(&bytes[start..i]);
+        let b = bytes[i];
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x09 => out.extend_from_slice(b"\\t"),
+            0x0a => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0d => out.extend_from_slice(b"\\r"),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_scalar(out: &mut Vec<u8>, node: &Node<'_>) {
+    match node {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(true) => out.extend_from_slice(b"true"),
+        Node::Bool(false) => out.extend_from_slice(b"false"),
+        Node::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        Node::UInt(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        // orjson writes doubles with zmij; a parsed double is finite
+        Node::Float(f) => out.extend_from_slice(zmij::Buffer::new().format_finite(*f).as_bytes()),
+        Node::Str(s) => write_str(out, s),
+        Node::Arr(_) | Node::Obj(_) => unreachable!("a container is not a scalar"),
+    }
+}
+
+/// orjson's `dumps(value)` (`sorted`: with `OPT_SORT_KEYS`, keys by their code points).
+fn write_node(out: &mut Vec<u8>, node: &Node<'_>, sorted: bool) {
+    match node {
+        Node::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_node(out, item, sorted);
+            }
+            out.push(b']');
+        }
+        Node::Obj(members) => {
+            let mut order: Vec<&(Cow<'_, str>, Node<'_>)> = members.iter().collect();
+            if sorted {
+                order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            out.push(b'{');
+            for (i, (k, v)) in order.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_node(out, v, sorted);
+            }
+            out.push(b'}');
+        }
+        scalar => write_scalar(out, scalar),
+    }
+}
+
+/// The copy of a document that is compared: members and items kept, or an item an
+/// ignore rule replaced by null.
+enum Kept<'a> {
+    Same(&'a Node<'a>),
+    Null,
+    Arr(Vec<Kept<'a>>),
+    Obj(Vec<(&'a str, Kept<'a>)>),
+}
+
+/// orjson's `dumps(copy, option=OPT_SORT_KEYS)`.
+fn write_kept(out: &mut Vec<u8>, kept: &Kept<'_>) {
+    match kept {
+        Kept::Same(node) => write_node(out, node, true),
+        Kept::Null => out.extend_from_slice(b"null"),
+        Kept::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_kept(out, item);
+            }
+            out.push(b']');
+        }
+        Kept::Obj(members) => {
+            let mut order: Vec<&(&str, Kept<'_>)> = members.iter().collect();
+            order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in order.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_kept(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn node_value<'py>(py: Python<'py>, node: &Node<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match node {
+        Node::Null => py.None().into_bound(py),
+        Node::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Node::Int(n) => n.into_pyobject(py)?.into_any(),
+        Node::UInt(n) => n.into_pyobject(py)?.into_any(),
+        Node::Float(f) => PyFloat::new(py, *f).into_any(),
+        Node::Str(s) => PyString::new(py, s).into_any(),
+        Node::Arr(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(node_value(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Node::Obj(members) => {
+            let dict = PyDict::new(py);
+            for (k, v) in members {
+                dict.set_item(PyString::new(py, k), node_value(py, v)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+/// A JSON object or array read natively from its text (`document`).
+#[pyclass(frozen)]
+struct Document {
+    /// Borrows its strings from `text` (dropped first: fields drop in order).
+    root: Node<'static>,
+    #[allow(dead_code)] // kept for `root` to borrow from
+    text: Box<str>,
+}
+
+#[pymethods]
+impl Document {
+    /// The value as orjson's `loads` gives it.
+    fn value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        node_value(py, &self.root)
+    }
+
+    /// The UTF-8 bytes of the strings in a top-level `attestation_ids` array.
+    fn attestation_bytes(&self) -> usize {
+        match attestation_node(&self.root) {
+            Some(items) => items.iter().map(|i| if let Node::Str(s) = i { s.len() } else { 0 }).sum(),
+            None => 0,
+        }
+    }
+}
+
+const ATTESTATION_KEY: &str = "attestation_ids";
+
+fn attestation_node<'n>(root: &'n Node<'_>) -> Option<&'n Vec<Node<'n>>> {
+    if let Node::Obj(members) = root {
+        if let Some((_, Node::Arr(items))) = members.iter().find(|(k, _)| k == ATTESTATION_KEY) {
+            return Some(items);
+        }
+    }
+    None
+}
+
+/// The document of a JSON text whose value is an object or an array; any other text
+/// (a scalar, or one that does not parse, or nests deeper than the reader goes) raises
+/// `Mismatch`, and the caller reads it with orjson, which says what is wrong.
+#[pyfunction]
+fn document(text: &str) -> PyResult<Document> {
+    let text: Box<str> = text.into();
+    // SAFETY: `root` borrows from the heap buffer of `text`, which the Document owns,
+    // never changes and drops after `root`; moving the Box does not move the buffer.
+    let view: &'static str = unsafe { &*(text.as_ref() as *const str) };
+    match serde_json::from_str::<Node<'static>>(view) {
+        Ok(root) if root.is_container() => Ok(Document { root, text }),
+        Ok(_) => Err(mismatch("a JSON scalar")),
+        Err(_) => Err(mismatch("JSON the native reader does not take")),
+    }
+}
+
+/// `structure._strip` over a document: the usage numbers, the patterns matched, the
+/// units of work, and the copy that is compared.
+struct Walk<'u, 'a> {
+    keys: &'u UsageKeys,
+    auto: Option<PyRefMut<'a, Automaton>>,
+    tokens: Option<f64>,
+    cost: Option<f64>,
+    parts: Vec<Option<f64>>,
+    missing_parts: usize,
+    matched: u64,
+    units: u64,
+}
+
+fn own_number(members: &[(Cow<'_, str>, Node<'_>)], keys: &[String]) -> Option<f64> {
+    for key in keys {
+        if let Some((_, v)) = members.iter().find(|(k, _)| k == key) {
+            if let Some(n) = v.number() {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
+impl Walk<'_, '_> {
+    /// The usage numbers an object holds as its own members.
+    fn search(&mut self, members: &[(Cow<'_, str>, Node<'_>)]) {
+        if self.tokens.is_none() {
+            self.tokens = own_number(members, &self.keys.token);
+            if self.missing_parts > 0
+                && self.tokens.is_none()
+                && members.iter().any(|(k, _)| self.keys.parts.contains(k.as_ref()))
+            {
+                for (g, group) in self.keys.groups.iter().enumerate() {
+                    if self.parts[g].is_none() {
+                        if let Some(n) = own_number(members, group) {
+                            self.parts[g] = Some(n);
+                            self.missing_parts -= 1;
+                        }
+                    }
+                }
+            }
+        }
+        if self.cost.is_none() {
+            self.cost = own_number(members, &self.keys.cost);
+        }
+    }
+
+    /// A subtree left out of the copy: only searched for usage numbers.
+    fn dropped(&mut self, node: &Node<'_>) {
+        match node {
+            Node::Obj(members) => {
+                self.units += members.len() as u64 + 1;
+                self.search(members);
+                if self.tokens.is_none() || self.cost.is_none() {
+                    for (_, v) in members {
+                        if v.is_container() {
+                            self.dropped(v);
+                        }
+                    }
+                }
+            }
+            Node::Arr(items) => {
+                self.units += items.len() as u64 + 1;
+                if self.tokens.is_none() || self.cost.is_none() {
+                    for v in items {
+                        if v.is_container() {
+                            self.dropped(v);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn key(&mut self, here: i32, key: &str) -> (u64, i32) {
+        self.auto.as_mut().expect("a state without an automaton").key(here, key)
+    }
+
+    fn item(&mut self, here: i32, index: usize) -> (u64, i32) {
+        self.auto.as_mut().expect("a state without an automaton").item(here, index)
+    }
+
+    /// A subtree kept in the copy (`top`: the snapshot itself).
+    fn kept<'n>(&mut self, node: &'n Node<'n>, here: i32, top: bool) -> Kept<'n> {
+        match node {
+            Node::Obj(members) => {
+                self.units += members.len() as u64 + 1;
+                self.search(members);
+                let keys = self.keys;
+                let drop = if top { &keys.strip_top } else { &keys.strip };
+                let mut copy = Vec::with_capacity(members.len());
+                for (k, v) in members {
+                    let dropped = drop.contains(k.as_ref());
+                    let mut sub = -1;
+                    if here >= 0 && !dropped {
+                        let (done, next) = self.key(here, k);
+                        sub = next;
+                        if done != 0 {
+                            self.matched |= done;
+                            self.dropped(v);
+                            continue;
+                        }
+                    }
+                    if dropped {
+                        self.dropped(v);
+                    } else if v.is_container() {
+                        copy.push((k.as_ref(), self.kept(v, sub, false)));
+                    } else {
+                        copy.push((k.as_ref(), Kept::Same(v)));
+                    }
+                }
+                Kept::Obj(copy)
+            }
+            Node::Arr(items) => {
+                self.units += items.len() as u64 + 1;
+                let mut copy = Vec::with_capacity(items.len());
+                for (i, v) in items.iter().enumerate() {
+                    if here >= 0 {
+                        let (done, sub) = self.item(here, i);
+                        if done != 0 {
+                            self.matched |= done;
+                            self.dropped(v);
+                            copy.push(Kept::Null);
+                            continue;
+                        }
+                        copy.push(if v.is_container() { self.kept(v, sub, false) } else { Kept::Same(v) });
+                    } else {
+                        copy.push(if v.is_container() { self.kept(v, -1, false) } else { Kept::Same(v) });
+                    }
+                }
+                Kept::Arr(copy)
+            }
+            scalar => Kept::Same(scalar),
+        }
+    }
+}
+
+/// `structure._drop_ignored` over a document: the copy, the patterns matched, the units.
+fn drop_node<'n>(auto: &mut Automaton, node: &'n Node<'n>, here: i32, matched: &mut u64, units: &mut u64) -> Kept<'n> {
+    match node {
+        Node::Obj(members) => {
+            *units += members.len() as u64 + 1;
+            let mut copy = Vec::with_capacity(members.len());
+            for (k, v) in members {
+                let (done, sub) = auto.key(here, k);
+                if done != 0 {
+                    *matched |= done;
+                } else if sub >= 0 {
+                    copy.push((k.as_ref(), drop_node(auto, v, sub, matched, units)));
+                } else {
+                    copy.push((k.as_ref(), Kept::Same(v)));
+                }
+            }
+            Kept::Obj(copy)
+        }
+        Node::Arr(items) => {
+            *units += items.len() as u64 + 1;
+            let mut copy = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                let (done, sub) = auto.item(here, i);
+                if done != 0 {
+                    *matched |= done;
+                    copy.push(Kept::Null);
+                } else if sub >= 0 {
+                    copy.push(drop_node(auto, v, sub, matched, units));
+                } else {
+                    copy.push(Kept::Same(v));
+                }
+            }
+            Kept::Arr(copy)
+        }
+        scalar => Kept::Same(scalar),
+    }
+}
+
+fn bytes_of<'py>(py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, data)
+}
+
+/// What `engine.prepare` makes of a snapshot (and its tool events) read as documents:
+/// (the structure's canonical bytes, the compact snapshot, tokens, cost, output patterns
+/// matched, the token parts found in group order, the attestation ids (distinct,
+/// sorted), the tool events' compared canonical bytes, their stored compact bytes, tool
+/// patterns matched, units of work to charge). Without tool rules the tool events'
+/// canonical bytes serve as both.
+#[pyfunction]
+#[pyo3(signature = (snapshot, usage, automaton=None, tools=None, tools_automaton=None))]
+#[allow(clippy::type_complexity)]
+fn prepare<'py>(
+    py: Python<'py>,
+    snapshot: PyRef<'py, Document>,
+    usage: PyRef<'py, Usage>,
+    automaton: Option<Bound<'py, Automaton>>,
+    tools: Option<PyRef<'py, Document>>,
+    tools_automaton: Option<Bound<'py, Automaton>>,
+) -> PyResult<(
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Option<f64>,
+    Option<f64>,
+    u64,
+    Vec<f64>,
+    Vec<String>,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    u64,
+    u64,
+)> {
+    let keys = &usage.keys;
+    let auto = automaton.as_ref().map(|a| a.borrow_mut());
+    let start = auto.as_ref().map_or(-1, |a| a.start);
+    let mut walk = Walk {
+        keys,
+        auto,
+        tokens: None,
+        cost: None,
+        parts: vec![None; keys.groups.len()],
+        missing_parts: keys.groups.len(),
+        matched: 0,
+        units: 0,
+    };
+    let root = &snapshot.root;
+    let kept = walk.kept(root, start, true);
+    walk.auto = None; // the tool rules may be the same automaton: borrowed again below
+    let mut out = Vec::with_capacity(1024);
+    write_kept(&mut out, &kept);
+    let structure_fp = bytes_of(py, &out);
+    out.clear();
+    write_node(&mut out, root, false);
+    let snapshot_json = bytes_of(py, &out);
+    let mut ids: Vec<String> = attestation_node(root)
+        .map(|items| items.iter().filter_map(|i| if let Node::Str(s) = i { Some(s.to_string()) } else { None }).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut tool_fp, mut tools_json, mut tools_matched, mut units) = (None, None, 0u64, walk.units);
+    if let Some(t) = tools.as_ref() {
+        out.clear();
+        match tools_automaton.as_ref() {
+            Some(a) => {
+                let mut a = a.borrow_mut();
+                let start = a.start;
+                let copy = drop_node(&mut a, &t.root, start, &mut tools_matched, &mut units);
+                write_kept(&mut out, &copy);
+                tool_fp = Some(bytes_of(py, &out));
+                out.clear();
+                write_node(&mut out, &t.root, false);
+                tools_json = Some(bytes_of(py, &out));
+            }
+            None => {
+                write_node(&mut out, &t.root, true);
+                let both = bytes_of(py, &out);
+                tool_fp = Some(both.clone());
+                tools_json = Some(both);
+            }
+        }
+    }
+    let found: Vec<f64> = if walk.tokens.is_none() { walk.parts.iter().flatten().copied().collect() } else { Vec::new() };
+    Ok((structure_fp, snapshot_json, walk.tokens, walk.cost, walk.matched, found, ids, tool_fp, tools_json,
+        tools_matched, units))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -755,6 +1422,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Avro>()?;
     m.add_function(wrap_pyfunction!(strip, m)?)?;
     m.add_function(wrap_pyfunction!(drop_ignored, m)?)?;
+    m.add_class::<Document>()?;
+    m.add_function(wrap_pyfunction!(document, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare, m)?)?;
     m.add("Mismatch", m.py().get_type::<Mismatch>())?;
     Ok(())
 }

@@ -317,9 +317,13 @@ def _check_ids(rec: dict[str, Any], limits: Limits) -> None:
             )
 
 
-def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attempt:
+def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS, documents: bool = False) -> Attempt:
     """The second step of ``decode_attempt``: the JSON fields the comparison reads,
-    parsed and checked, and the Attempt. Raises BadRecordError on any breach."""
+    parsed and checked, and the Attempt. Raises BadRecordError on any breach.
+
+    ``documents``: where the native path reads a JSON field, keep it as a
+    ``native.Document`` rather than Python objects (``engine.prepare`` takes either, to
+    the same attempt); a text it leaves is parsed here as ever, with the same errors."""
     tools_text = rec["tool_events"]
     if tools_text is not None and (size := _utf8_len(tools_text)) > limits.tool_events_bytes:
         raise RecordTooLarge(
@@ -330,18 +334,24 @@ def parse_attempt(rec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Attem
     for name in COMPARED_JSON_FIELDS:
         text = rec[name]
         if text is not None:
+            if documents and (doc := native.document(text)) is not None:
+                parsed[name] = doc
+                continue
             try:
                 parsed[name] = parse_json(text)
             except BadRecordError as exc:
                 raise type(exc)(f"{name}: {exc}") from None
     snapshot = parsed.get("output_snapshot")
-    if type(snapshot) is dict and type(ids := snapshot.get(ATTESTATION_KEY)) is list:
+    size = 0
+    if native.is_document(snapshot):
+        size = snapshot.attestation_bytes()
+    elif type(snapshot) is dict and type(ids := snapshot.get(ATTESTATION_KEY)) is list:
         size = sum(_utf8_len(i) for i in ids if type(i) is str)
-        if size > limits.attestation_bytes:
-            raise RecordTooLarge(
-                f"attestation_ids of {size} bytes is over the limit of {limits.attestation_bytes} "
-                "(REPLAYWATCH_MAX_ATTESTATION_BYTES)"
-            )
+    if size > limits.attestation_bytes:
+        raise RecordTooLarge(
+            f"attestation_ids of {size} bytes is over the limit of {limits.attestation_bytes} "
+            "(REPLAYWATCH_MAX_ATTESTATION_BYTES)"
+        )
     tools = parsed.get("tool_events", ABSENT)
     return Attempt(
         run_id=rec["run_id"],

@@ -15,12 +15,15 @@ where it is built, ``on`` refuses to start without it, ``off`` runs the referenc
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, TypeVar
 
 from replaywatch.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from replaywatch._native import Automaton, Avro, Usage
+    from replaywatch._native import Automaton as Automaton
+    from replaywatch._native import Avro
+    from replaywatch._native import Document as Document
+    from replaywatch._native import Usage as Usage
     from replaywatch.compare.ignore import Pattern
     from replaywatch.compare.usage import UsagePreset
 
@@ -31,6 +34,7 @@ except ImportError:  # built without cargo: the reference runs
 
 MODES: Final = ("auto", "on", "off")
 Mismatch: type[Exception] = ValueError if _built is None else _built.Mismatch
+_DOCUMENT: type | None = None if _built is None else _built.Document
 _on = _built is not None
 T = TypeVar("T")
 _made: dict[tuple[object, ...], Any] = {}
@@ -61,7 +65,7 @@ def active() -> bool:
     return _on
 
 
-def _once(key: tuple[object, ...], make: Callable[..., T], *args: object) -> T:
+def once(key: tuple[object, ...], make: Callable[..., T], *args: object) -> T:
     """``make(*args)``, made on the first use of ``key`` and kept (at most 1,024)."""
     try:
         made: T = _made[key]
@@ -93,7 +97,7 @@ def automaton(patterns: tuple[Pattern, ...]) -> Automaton | None:
     leaves these patterns to the reference."""
     if _built is None or not _on:
         return None
-    return _once(("automaton", patterns), _automaton, patterns)
+    return once(("automaton", patterns), _automaton, patterns)
 
 
 def usage(preset: UsagePreset, top: frozenset[str]) -> Usage | None:
@@ -101,7 +105,7 @@ def usage(preset: UsagePreset, top: frozenset[str]) -> Usage | None:
     level besides the preset's); None when the native path is off."""
     if _built is None or not _on:
         return None
-    return _once(("usage", preset, top), _usage, preset, top)
+    return once(("usage", preset, top), _usage, preset, top)
 
 
 def avro(schema: str) -> Avro | None:
@@ -109,7 +113,7 @@ def avro(schema: str) -> Avro | None:
     when the native path is off."""
     if _built is None or not _on:
         return None
-    return _once(("avro", schema), _built.Avro, schema)
+    return once(("avro", schema), _built.Avro, schema)
 
 
 def strip(
@@ -125,3 +129,42 @@ def drop_ignored(value: object, automaton: Automaton) -> tuple[Any, int, int]:
     """``structure._drop_ignored`` natively: (copy, patterns matched, units of work)."""
     assert _built is not None, "the native path is off"
     return _built.drop_ignored(value, automaton)
+
+
+def document(text: str) -> Document | None:
+    """A JSON text read natively, when the native path is on and takes it: an object or
+    an array that orjson would read to the same value (``Document.value``). None: read
+    it with orjson (``canonical.parse_json``), which also says what is wrong with it."""
+    if _built is None or not _on:
+        return None
+    try:
+        return _built.document(text)
+    except _built.Mismatch:
+        return None
+
+
+def is_document(value: object) -> TypeGuard[Document]:
+    """Whether ``value`` is a ``Document`` (JSON not parsed into Python objects)."""
+    return type(value) is _DOCUMENT
+
+
+def value(node: Any) -> Any:
+    """``node`` as parsed JSON: a document's value, anything else as it is."""
+    return node.value() if is_document(node) else node
+
+
+Prepared = tuple[bytes, bytes, float | None, float | None, int, list[float], list[str], bytes | None, bytes | None,
+                 int, int]  # fmt: skip
+"""What ``prepare`` gives (see it)."""
+
+
+def prepare(
+    snapshot: Document, usage: Usage, automaton: Automaton | None, tools: Document | None,
+    tools_automaton: Automaton | None,
+) -> Prepared:  # fmt: skip
+    """``engine.prepare``'s work on documents natively: (structure's canonical bytes,
+    compact snapshot, tokens, cost, output patterns matched, token parts found, the
+    attestation ids distinct and sorted, the tool events' compared canonical bytes,
+    their compact bytes, tool patterns matched, units of work to charge)."""
+    assert _built is not None, "the native path is off"
+    return _built.prepare(snapshot, usage, automaton, tools, tools_automaton)

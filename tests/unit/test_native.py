@@ -23,15 +23,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import fastavro
+import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from replaywatch import codec, native
-from replaywatch.compare import budget, ignore, structure
+from replaywatch.compare import CompareConfig, budget, engine, ignore, structure
+from replaywatch.compare.attestations import ATTESTATION_KEY
 from replaywatch.compare.usage import PRESETS, sum_parts
 from replaywatch.exceptions import BadRecordError
-from tests.unit.strategies import documents, ignore_paths, json_values, same
+from tests.unit.strategies import USAGE_KEYS, documents, ignore_paths, json_values, same
 
 rule_sets = st.lists(ignore_paths(("output_snapshot", "tool_events", "**")), min_size=1, max_size=5)
 """Ignore rules of either document (or both, ``**``), over ``documents``' keys."""
@@ -267,3 +269,174 @@ def test_random_bytes_get_the_references_answer(data: bytes) -> None:
     assert got == want or (got[0] == want[0] == "ok" and same(got[1], want[1]))
     with contextlib.suppress(BadRecordError):  # any other error fails the test
         codec.read_attempt(data)
+
+
+# --- JSON read natively (``native.document``) and prepared from it ---------------------
+
+numbers = st.builds(
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["0", "1", "9", "10", "123456789012345678901234567890"]) | st.integers(0, 2**70).map(str),
+    st.sampled_from(["", ".0", ".5", ".000001", ".1234567890123456789"])
+    | st.integers(0, 10**20).map(lambda n: f".{n}"),
+    st.sampled_from(["", "e0", "E5", "e-5", "e+16", "e308", "e309", "e-324", "e-400", "E400"])
+    | st.integers(-400, 400).map(lambda n: f"e{n}"),
+)
+"""JSON number literals of every form the grammar allows: integers beyond 64 bits,
+fractions, exponents past a double's range either way."""
+
+texts_of = st.text(max_size=6) | st.sampled_from(
+    ["\x00", "\x1f", "\x7f", '"', "\\", "/", "\u2028", "é", "😀", "\ud7ff"]
+)
+
+wide_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**65),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts_of,
+)
+
+wide_values = st.recursive(
+    wide_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(USAGE_KEYS) | texts_of, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+roots = st.lists(wide_values, max_size=4) | st.dictionaries(
+    st.sampled_from(USAGE_KEYS) | texts_of, wide_values, max_size=6
+)
+
+
+def written(value: Any, form: str) -> str:
+    """``value`` as JSON text in one of the ways producers write it."""
+    if form == "compact":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if form == "spaced":
+        return json.dumps(value)
+    if form == "indented":
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=True)  # every non-ASCII character escaped, surrogate pairs too
+
+
+forms = st.sampled_from(["compact", "spaced", "indented", "ascii"])
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> str:
+    """JSON texts: values written in any form, objects with repeated keys, number
+    literals of every form, and texts that are not JSON at all."""
+    kind = draw(st.sampled_from(["value", "repeated", "number", "any"]))
+    if kind == "value":
+        return written(draw(roots), draw(forms))
+    if kind == "repeated":
+        members = draw(st.lists(st.tuples(st.sampled_from(["a", "b", "tokens"]), wide_values), min_size=1, max_size=6))
+        return "{" + ",".join(f"{json.dumps(k)}:{written(v, 'compact')}" for k, v in members) + "}"
+    if kind == "number":
+        return "[" + ",".join(draw(st.lists(numbers, min_size=1, max_size=4))) + "]"
+    return draw(st.text(alphabet='{}[],:"\\ 0123456789.eE+-truefalsnu\x00é', max_size=20))
+
+
+def read_by_orjson(text: str) -> tuple[str, Any]:
+    try:
+        return "value", orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return "error", None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=json_texts())
+def test_the_reader_reads_what_orjson_reads(text: str) -> None:
+    doc = native.document(text)
+    outcome, want = read_by_orjson(text)
+    if doc is None:  # left to orjson: a scalar, an error, or more than the reader takes
+        return
+    assert outcome == "value", f"the native reader took what orjson refuses: {text!r}"
+    got = doc.value()
+    assert same(got, want) and orjson.dumps(got) == orjson.dumps(want)
+    ids = want.get(ATTESTATION_KEY) if type(want) is dict else None
+    want_bytes = sum(len(i.encode()) for i in ids if type(i) is str) if type(ids) is list else 0
+    assert doc.attestation_bytes() == want_bytes
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1', "[-0]", "[1,]", "[01]", "[1.]", "[.5]", "[NaN]", "[Infinity]", "[1e400]", "[-1e400]", '["\\ud800"]',
+     '["\\udc00"]', '["a\x00"]', '{"a":1}x', "{'a':1}", '{"a" 1}', "", " ", "null", "1", '"text"', "true"],
+)  # fmt: skip
+def test_what_the_reader_does_not_take_goes_to_orjson(text: str) -> None:
+    assert native.document(text) is None
+
+
+def test_documents_past_the_readers_depth_go_to_orjson() -> None:
+    assert native.document("[" * 100 + "]" * 100) is not None
+    deep = "[" * 1000 + "]" * 1000
+    assert native.document(deep) is None
+    assert orjson.loads(deep) is not None  # the contract takes it; orjson reads it
+
+
+def prepared_by_the_reference(value: Any, tools: Any, config: CompareConfig) -> tuple[Any, int]:
+    native.use("off")
+    try:
+        with budget.limited(1e9) as b:
+            return engine.prepare(3, value, tools, config, 12.5), b.spent
+    finally:
+        native.use("auto")
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    snapshot=roots, tools=st.none() | roots, form=forms, rules=rule_sets | st.just([]),
+    preset=st.sampled_from(sorted(PRESETS)),
+)  # fmt: skip
+def test_a_document_is_prepared_as_the_reference_prepares_its_value(
+    snapshot: Any, tools: Any, form: str, rules: list[str], preset: str
+) -> None:
+    config = CompareConfig.build(ignore=rules, usage=preset)
+    text, tools_text = written(snapshot, form), None if tools is None else written(tools, form)
+    doc, tools_doc = native.document(text), None if tools_text is None else native.document(tools_text)
+    assume(doc is not None and (tools_text is None or tools_doc is not None))
+    assert doc is not None
+    walked = structure.walk_documents(doc, tools_doc, config.usage, config.ignore, config.prep_key)
+    assert walked is not None, "the native path took the documents"
+    with budget.limited(1e9) as b:
+        got = engine.prepare(3, doc, engine.ABSENT if tools_doc is None else tools_doc, config, 12.5)
+    want, spent = prepared_by_the_reference(orjson.loads(text), engine.ABSENT if tools_text is None
+                                            else orjson.loads(tools_text), config)  # fmt: skip
+    assert got == want and b.spent == spent
+
+
+@settings(max_examples=500, deadline=None)
+@given(numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**64), 2**64), max_size=8))
+def test_numbers_are_written_as_orjson_writes_them(numbers: list[Any]) -> None:
+    text = json.dumps(numbers)
+    doc = native.document(text)
+    if doc is None:  # only a negative zero is left to orjson (serde_json reads -0 as -0.0)
+        assert any(n == 0 and math.copysign(1, n) < 0 for n in numbers if type(n) is float)
+        return
+    got = engine.prepare(0, doc, engine.ABSENT, CompareConfig())
+    assert got.snapshot_json == orjson.dumps(orjson.loads(text))
+    assert got.structure_fp == orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot=roots, tools=st.none() | roots, ids=st.lists(texts_of, max_size=6))
+def test_a_record_reads_the_same_with_documents(snapshot: Any, tools: Any, ids: list[str]) -> None:
+    if isinstance(snapshot, dict):
+        snapshot[ATTESTATION_KEY] = ids
+    rec = {"event_id": "00000000-0000-4000-8000-000000000000", "run_id": "r", "step_id": "s", "attempt": 1,
+           "status": "succeeded", "occurred_at": 0, "output_snapshot": json.dumps(snapshot),
+           "tool_events": None if tools is None else json.dumps(tools)}  # fmt: skip
+    limits = codec.Limits(attestation_bytes=8)
+    both = [outcome(codec.parse_attempt, rec, limits, documents) for documents in (False, True)]
+    assert both[0][0] == both[1][0]  # both read it, or both refuse it, with the same error
+    if both[0][0] == "ok":
+        plain, read = both[0][1], both[1][1]
+        config = CompareConfig.build(usage="all")
+        assert engine.prepare(1, read.output_snapshot, read.tool_events, config) == engine.prepare(
+            1, plain.output_snapshot, plain.tool_events, config
+        )
+    else:
+        assert both[0] == both[1]

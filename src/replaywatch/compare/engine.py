@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
+from replaywatch import native
 from replaywatch.compare import attestations, structure, tool_changes, usage
 from replaywatch.compare import usage as usage_presets
 from replaywatch.compare.canonical import Json, canonical_bytes, compact_bytes, parse_json, sha256_hex
@@ -380,8 +381,20 @@ def prepare(
     Fingerprints hash the canonical bytes without normalizing numbers, so equal
     fingerprints mean equal structures; unequal ones are confirmed by value in
     ``compare`` (``1`` and ``1.0`` differ in bytes, not in value).
+
+    The snapshot and tool events may come as ``native.Document``s (JSON read natively,
+    ``codec.parse_attempt(documents=True)``): then the walks and the bytes are made
+    natively, to the same values (``structure.walk_documents``).
     """
     rules = config.ignore
+    if native.is_document(output_snapshot) or native.is_document(tool_events):
+        walked = structure.walk_documents(output_snapshot, None if tool_events is ABSENT else tool_events,
+                                          config.usage, rules, config.prep_key)  # fmt: skip
+        if walked is not None:
+            return PreparedAttempt(attempt, walked.snapshot_json, walked.tools_json, walked.tokens, walked.cost,
+                                   walked.attestation_ids, walked.structure_fp, walked.tool_fp, config.prep_key,
+                                   walked.ignored, latency_ms)  # fmt: skip
+        output_snapshot, tool_events = native.value(output_snapshot), native.value(tool_events)
     ignored = 0
     if rules.output:
         stripped, tokens, cost, matched = structure.strip_and_drop(output_snapshot, config.usage, rules.output)

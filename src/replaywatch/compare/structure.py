@@ -16,7 +16,7 @@ must tell ``true`` from ``1`` (Python's ``==`` does not).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from replaywatch import native
 from replaywatch.compare import budget, ignore
@@ -87,6 +87,63 @@ def _walk(
                 return stripped, tokens, cost, matched
     reference = ignore.matcher(patterns)
     return _strip(snapshot, usage, reference if reference.start >= 0 else None)
+
+
+class Walked(NamedTuple):
+    """What the walks make of a snapshot and its tool events read as documents."""
+
+    structure_fp: bytes
+    snapshot_json: bytes
+    tokens: float | None
+    cost: float | None
+    attestation_ids: tuple[str, ...]
+    tool_fp: bytes | None
+    tools_json: bytes | None
+    ignored: int
+
+
+def walk_documents(
+    snapshot: object, tools: object, usage: UsagePreset, rules: ignore.IgnoreRules, key: str
+) -> Walked | None:
+    """The walks of ``strip_and_drop`` and ``drop_ignored`` over a snapshot and its tool
+    events (None: none) read as ``native.Document``s, with their canonical and compact
+    bytes, natively: what ``engine.prepare`` makes of them without parsing them into
+    Python objects. ``key``: names ``usage`` and ``rules`` (the settings' ``prep_key``).
+    None when the native path leaves them to the reference (a value that is not a
+    document, a rule set its automaton does not take)."""
+    plan = native.once(("walks", key), _plan, usage, rules) if native.active() else None
+    if plan is None or not native.is_document(snapshot):
+        return None
+    if tools is None:
+        tools_doc = None
+    elif native.is_document(tools):
+        tools_doc = tools
+    else:
+        return None
+    fast, automaton, tools_automaton = plan
+    fp, snapshot_json, tokens, cost, matched, parts, ids, tool_fp, tools_json, tools_matched, units = native.prepare(
+        snapshot, fast, automaton, tools_doc, tools_automaton
+    )
+    budget.current.spend(units)
+    if tokens is None and usage.token_parts:
+        tokens = sum_parts(parts)
+    ignored = rules.rules_of(matched, "output") if matched else 0
+    if tools_matched:
+        ignored |= rules.rules_of(tools_matched, "tools")
+    return Walked(fp, snapshot_json, tokens, cost, tuple(ids), tool_fp, tools_json, ignored)
+
+
+def _plan(
+    usage: UsagePreset, rules: ignore.IgnoreRules
+) -> tuple[native.Usage, native.Automaton | None, native.Automaton | None] | None:
+    """What ``walk_documents`` hands the native code for these settings; None when the
+    native path is off or its automaton does not take the rules."""
+    fast = native.usage(usage, _TOP)
+    automaton = native.automaton(rules.output) if rules.output else None
+    tools_automaton = native.automaton(rules.tools) if rules.tools else None
+    if fast is None or (rules.output and automaton is None) or (rules.tools and tools_automaton is None):
+        return None
+    return fast, automaton, tools_automaton
 
 
 def _strip(

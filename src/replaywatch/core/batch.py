@@ -115,10 +115,11 @@ def parse_records(
 ) -> Iterator[tuple[Record, Attempt]]:
     """The second half, one record at a time (``codec.parse_attempt``): a record's
     parsed snapshot lives only while it is compared, so a batch never holds a thousand
-    of them at once. Records that break the contract are added to ``bad``."""
+    of them at once. Records that break the contract are added to ``bad``. The JSON
+    the native path reads stays a ``native.Document`` (``apply_records`` takes either)."""
     for record, rec in read:
         try:
-            attempt = codec.parse_attempt(rec, limits)
+            attempt = codec.parse_attempt(rec, limits, documents=True)
         except BadRecordError as exc:
             bad.append((record, exc))
             continue
