@@ -58,7 +58,7 @@ def main() -> None:
 
     def process(value: bytes, state: Any) -> list[bytes]:
         try:
-            a = codec.decode_attempt(value)
+            a = codec.parse_attempt(codec.read_attempt(value), documents=True)  # as replaywatch's pipeline reads
         except BadRecordError:
             return []
         proj = state.get(a.step_id) or StepProjection.empty(a.run_id, a.step_id)
