@@ -12,17 +12,22 @@ machine's drift between runs cannot pass for an effect:
   ``send`` per event, through a real transactional producer (``REPLAYWATCH_KAFKA_BOOTSTRAP``;
   ``make bench`` starts the devstack's), CPU of this process per event;
 - ``write``: the batch's statement with each table's rows as one JSON document
-  (``commit_rows``) against a parameter array per column (the 53 arrays of
-  ``commit_batch``), on the real PostgreSQL (``REPLAYWATCH_POSTGRES_DSN``): the
-  client's CPU and the server backend's CPU (``/proc``) per input event, over the
-  batches the pipeline commits for the e2e bench's fleet;
+  (``commit_rows``), and with its per-event rows (steps, outbox, history) copied by
+  binary COPY into staging tables first (``commit_staged``), against a parameter array
+  per column (the 53 arrays of ``commit_batch``), on the real PostgreSQL
+  (``REPLAYWATCH_POSTGRES_DSN``): the client's CPU and the server backend's CPU
+  (``/proc``) per input event, over the batches the pipeline commits for the e2e
+  bench's fleet (the COPY's tables are checked to hold what the arrays' hold);
 - ``cache``: the step cache's bytes per step for the e2e fleet, each step's current
   attempt kept with its compared forms against without them (``engine.unprepared``);
 - ``load``: a stored step read back (a cache miss) with both attempts prepared against
   the baseline alone (``store.postgres._pair_from``);
 - ``native-*``: each piece of the native per-record path against its Python reference
   (``REPLAYWATCH_NATIVE=off``): the input record's Avro decode, the snapshot walk, the
-  tool events' ignore walk, the output event's Avro encode.
+  tool events' ignore walk, the output event's Avro encode; and ``native-documents``: a
+  record's snapshot and tool events parsed by orjson and prepared from the Python objects
+  (the native walk inside) against read and prepared natively from their text
+  (``native.Document``), both with the native path on.
 
 The Python path's own levers (``strip``, ``ids``, ``budget``) are measured with the
 native path off, as they ran before it.
@@ -144,9 +149,22 @@ def native_levers(rounds: int) -> dict[str, tuple[float, float]]:
 
         return python, fn
 
+    read = [codec.read_attempt(v) for v in values]
+
+    def parsed_then_prepared(documents: bool) -> Callable[[], int]:
+        def run() -> int:
+            for rec in read:
+                a = codec.parse_attempt(rec, documents=documents)
+                if a.output_snapshot is not None:
+                    engine.prepare(a.number, a.output_snapshot, a.tool_events, config, a.latency_ms)
+            return len(read)
+
+        return run
+
     native.use("on")
-    return {f"native-{name}": best_of(rounds, *both(fn))
-            for name, fn in (("decode", decode), ("walk", walk), ("tools", tool_walk), ("encode", encode))}  # fmt: skip
+    return {**{f"native-{name}": best_of(rounds, *both(fn))
+               for name, fn in (("decode", decode), ("walk", walk), ("tools", tool_walk), ("encode", encode))},
+            "native-documents": best_of(rounds, parsed_then_prepared(False), parsed_then_prepared(True))}  # fmt: skip
 
 
 def pure_levers(rounds: int) -> dict[str, tuple[float, float]]:
@@ -582,7 +600,9 @@ def main() -> None:
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",
               "native-tools": "native: the tool events' ignore walk, Python -> native (per tool events)",
-              "native-encode": "native: the output event's Avro encode, fastavro -> native (per event)"}  # fmt: skip
+              "native-encode": "native: the output event's Avro encode, fastavro -> native (per event)",
+              "native-documents": "native: a record's JSON parsed by orjson, then prepared -> read and prepared "
+                                  "natively as documents (per input event)"}  # fmt: skip
     print("| lever | before µs | now µs | saved µs |\n|---|---|---|---|")
     for key, (before, now) in results.items():
         print(f"| {labels[key]} | {before * 1e6:.2f} | {now * 1e6:.2f} | {(before - now) * 1e6:.2f} |")

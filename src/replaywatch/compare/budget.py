@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final
 
 from replaywatch.exceptions import TooCostly
@@ -76,13 +74,26 @@ def spend(units: int) -> None:
     current.spend(units)
 
 
-@contextmanager
-def limited(seconds: float | None) -> Iterator[Budget]:
+class _Limited:
+    """``limited``'s context: a class, not a generator (it is entered once per record)."""
+
+    __slots__ = ("previous", "seconds")
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.previous = UNLIMITED
+
+    def __enter__(self) -> Budget:
+        global current
+        self.previous = current
+        current = UNLIMITED if self.seconds is None else Budget(self.seconds)
+        return current
+
+    def __exit__(self, *exc: object) -> None:
+        global current
+        current = self.previous
+
+
+def limited(seconds: float | None) -> _Limited:
     """Run the block under a budget of ``seconds`` of CPU (None: unlimited)."""
-    global current
-    previous = current
-    current = UNLIMITED if seconds is None else Budget(seconds)
-    try:
-        yield current
-    finally:
-        current = previous
+    return _Limited(seconds)

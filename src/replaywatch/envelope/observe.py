@@ -23,6 +23,7 @@ before they are walked, under ``/tool_events/*``. Pure.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from replaywatch.compare import budget
@@ -177,6 +178,14 @@ def _by_tool(calls: Json) -> tuple[list[Json], frozenset[str]]:
     return list(calls), frozenset(n for n in names if n is not None)
 
 
+@lru_cache(maxsize=4096)
+def _tool_names(tool_fp: bytes) -> frozenset[str]:
+    """The tools the calls of ``tool_fp`` name: parsed once per distinct calls (most
+    comparisons find the same calls on both sides, and a step's baseline is compared
+    again and again)."""
+    return _by_tool(parse_json(tool_fp))[1]
+
+
 def _aligned(before: list[Json], now: list[Json]) -> tuple[list[Json], list[Json]]:
     """The calls of each side paired by tool name, in order (each with the first unused
     call of the same tool): what differs in a call is walked, not its position."""
@@ -210,7 +219,7 @@ def observe(
         left, right = _aligned(calls_before, calls_now)
         paths += walk(left, right, TOOLS)
     elif baseline.tool_fp is not None:  # the same calls: the cohort still learns their names
-        before = now = _by_tool(parse_json(baseline.tool_fp))[1]
+        before = now = _tool_names(baseline.tool_fp)
     return Observation(
         tuple(paths),
         relative(baseline.tokens, current.tokens),

@@ -10,6 +10,7 @@ its first ``WARN_AFTER`` comparisons. The counts go to a metric
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Final
 
@@ -38,11 +39,12 @@ class IgnoreRuleStats:
         """Count committed comparisons. Returns their counts, as (policy, rule,
         comparisons, matches), and the warnings now due (each rule's once)."""
         counted: dict[RuleKey, list[int]] = {}
-        for c in comparisons:
-            for n, path in enumerate(self.rules.get(c.policy, ())):
-                counts = counted.setdefault((c.policy, path), [0, 0])
-                counts[0] += 1
-                counts[1] += c.ignored >> n & 1
+        # comparisons mostly share a policy and a mask of rules matched: counted by those
+        for (policy, ignored), k in Counter((c.policy, c.ignored) for c in comparisons).items():
+            for n, path in enumerate(self.rules.get(policy, ())):
+                counts = counted.setdefault((policy, path), [0, 0])
+                counts[0] += k
+                counts[1] += k if ignored >> n & 1 else 0
         rows = [(policy, rule, n, m) for (policy, rule), (n, m) in counted.items()]
         warnings = []
         for policy, rule, n, m in rows:
