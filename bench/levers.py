@@ -48,7 +48,8 @@ import sys
 import time
 import tomllib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from replaywatch import codec, demo, native
-from replaywatch.compare import engine, ignore, structure
+from replaywatch.compare import budget, canonical, engine, ignore, structure
 from replaywatch.compare.ids import uuid5_text
 from replaywatch.compare.usage import PRESETS
 from replaywatch.config import Settings
 from replaywatch.core.types import BatchCommit
+from replaywatch.envelope import observe
 from replaywatch.pipeline import Pipeline
 from replaywatch.runtime.adapters import Adapters
+from replaywatch.state import rule_stats
 from replaywatch.state.cache import weight
 from replaywatch.store.postgres import (
     PostgresStore,
@@ -165,6 +168,83 @@ def native_levers(rounds: int) -> dict[str, tuple[float, float]]:
     return {**{f"native-{name}": best_of(rounds, *both(fn))
                for name, fn in (("decode", decode), ("walk", walk), ("tools", tool_walk), ("encode", encode))},
             "native-documents": best_of(rounds, parsed_then_prepared(False), parsed_then_prepared(True))}  # fmt: skip
+
+
+@contextmanager
+def _limited_by_a_generator(seconds: float | None) -> Iterator[budget.Budget]:
+    """``budget.limited`` as it was: a generator made a context manager."""
+    previous = budget.current
+    budget.current = budget.UNLIMITED if seconds is None else budget.Budget(seconds)
+    try:
+        yield budget.current
+    finally:
+        budget.current = previous
+
+
+def _counted_one_by_one(rules: dict[str, tuple[str, ...]], comparisons: list[engine.Comparison]) -> dict[Any, Any]:
+    """``rule_stats.counted`` as it was: each comparison's rules counted in turn."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for c in comparisons:
+        for n, path in enumerate(rules.get(c.policy, ())):
+            counts = out.setdefault((c.policy, path), [0, 0])
+            counts[0] += 1
+            counts[1] += c.ignored >> n & 1
+    return out
+
+
+def comparison_levers(rounds: int) -> dict[str, tuple[float, float]]:
+    """Work per comparison done once: the rules' counts, a cohort's tool names, the
+    record budget's context (before, now), over the bench's fleet's comparisons under
+    the worked policy."""
+    events = demo.synthetic_fleet(demo.FleetSpec(runs=300, seed=5))
+    config = Settings(policy_file=POLICY).compare_config()
+    firsts: dict[tuple[str, str], engine.PreparedAttempt] = {}
+    comparisons: list[engine.Comparison] = []
+    calls: list[bytes] = []
+    for e in events:
+        a = codec.decode_attempt(codec.encode_attempt(e))
+        if a.output_snapshot is None:
+            continue
+        prepared = engine.prepare(a.number, a.output_snapshot, a.tool_events, config, a.latency_ms)
+        first = firsts.setdefault((a.run_id, a.step_id), prepared)
+        if first is not prepared:
+            comparisons.append(engine.compare(a.run_id, a.step_id, first, prepared, config))
+            if first.tool_fp is not None and first.tool_fp == prepared.tool_fp:
+                calls.append(first.tool_fp)
+    rules = {config.policy: config.ignore.paths} | {r.name: r.config.ignore.paths for r in config.rules}
+    if _counted_one_by_one(rules, comparisons) != rule_stats.counted(rules, comparisons):
+        raise AssertionError("the rules' counts differ")
+
+    def parsed_each_time() -> int:
+        for fp in calls:
+            observe._by_tool(canonical.parse_json(fp))
+        return len(calls)
+
+    def names_once() -> int:
+        for fp in calls:
+            observe._tool_names(fp)
+        return len(calls)
+
+    def budgets(limited: Callable[[float | None], Any]) -> Callable[[], int]:
+        def run() -> int:
+            for _ in comparisons:
+                with limited(30.0):
+                    pass
+            return len(comparisons)
+
+        return run
+
+    def one_by_one() -> int:
+        _counted_one_by_one(rules, comparisons)
+        return len(comparisons)
+
+    def grouped() -> int:
+        rule_stats.counted(rules, comparisons)
+        return len(comparisons)
+
+    return {"rule-counts": best_of(rounds, one_by_one, grouped),
+            "tool-names": best_of(rounds, parsed_each_time, names_once),
+            "budget-context": best_of(rounds, budgets(_limited_by_a_generator), budgets(budget.limited))}  # fmt: skip
 
 
 def pure_levers(rounds: int) -> dict[str, tuple[float, float]]:
@@ -482,7 +562,7 @@ SELECT (SELECT md5(string_agg(concat_ws('|', step_key, run_id, step_id, base_att
                               ORDER BY step_key)) FROM {q}.step_projection),
        (SELECT md5(string_agg(concat_ws('|', partition, source_offset, event_id, key, value, verdict, trace, headers),
                               ',' ORDER BY partition, source_offset, event_id)) FROM {q}.outbox),
-       (SELECT md5(string_agg((c - 'seq')::text, ',' ORDER BY c::text))
+       (SELECT md5(string_agg((c - 'seq')::text, ',' ORDER BY (c - 'seq')::text))
         FROM (SELECT to_jsonb(x) AS c FROM {q}.comparison AS x) AS t)
 """
 """What a variant of the write left in the tables (the times and sequence numbers it stamps aside)."""
@@ -581,7 +661,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    results = pure_levers(args.rounds) | native_levers(args.rounds)
+    results = pure_levers(args.rounds) | native_levers(args.rounds) | comparison_levers(args.rounds)
     batches, records = asyncio.run(committed_batches(args.events))
     if os.environ.get("REPLAYWATCH_KAFKA_BOOTSTRAP"):
         results["publish"] = asyncio.run(publish_lever(args.rounds, args.events))
@@ -596,6 +676,11 @@ def main() -> None:
               "write-server": "write: an array per column -> a JSON document per table, PostgreSQL (per input event)",
               "copy-client": "write: an array per column -> rows by binary COPY, client (per input event)",
               "copy-server": "write: an array per column -> rows by binary COPY, PostgreSQL (per input event)",
+              "rule-counts": "ignore rules' counts: each comparison in turn -> by (policy, rules matched) "
+                             "(per comparison)",
+              "tool-names": "a cohort's tool names when the calls are the same: parsed each time -> once per "
+                            "distinct calls (per such comparison)",
+              "budget-context": "record budget's context: a generator -> a class (per record)",
               "load": "a stored step read back: both attempts prepared -> the baseline alone (per step)",
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",

@@ -1,12 +1,14 @@
-"""The native path: the snapshot walks and the output event's Avro encoding in Rust
-(``native/``, built by ``pip install`` where cargo is).
+"""The native path: the input record's Avro decode, its snapshot and tool events read
+from their JSON text and made into what a comparison keeps of them, and the output
+event's Avro encoding, in Rust (``native/``, built by ``pip install`` where cargo is).
 
 Each native function has a pure-Python twin that stays the reference
-(``structure._strip``, ``structure._drop_ignored``, fastavro's writer); property tests
-hold the two equal on every input class the engine accepts. An input the native code
-does not take as the reference would (``Mismatch``: an object key that is not a string,
-more than 64 ignore patterns, a value its Avro schema does not describe) is handed to
-the twin, so the answer, and any error, is the reference's own.
+(fastavro's reader and writer, orjson's ``loads`` and ``dumps``, ``structure._strip``,
+``structure._drop_ignored``, ``engine.prepare``); property tests hold the two equal on
+every input class the engine accepts. An input the native code does not take as the
+reference would (``Mismatch``: an object key that is not a string, more than 64 ignore
+patterns, a value its Avro schema does not describe, JSON its reader leaves to orjson)
+is handed to the twin, so the answer, and any error, is the reference's own.
 
 ``REPLAYWATCH_NATIVE`` chooses (``use``): ``auto`` (the default) takes the native path
 where it is built, ``on`` refuses to start without it, ``off`` runs the reference only.

@@ -24,6 +24,19 @@ Row = tuple[str, str, int, int]
 """(policy, ignore path, comparisons, matches)."""
 
 
+def counted(rules: dict[str, tuple[str, ...]], comparisons: Iterable[Comparison]) -> dict[RuleKey, list[int]]:
+    """(comparisons, matches) of each rule of ``rules`` (ignore paths by policy) in
+    ``comparisons``. They mostly share a policy and a mask of rules matched: counted by
+    those, not one by one."""
+    out: dict[RuleKey, list[int]] = {}
+    for (policy, ignored), k in Counter((c.policy, c.ignored) for c in comparisons).items():
+        for n, path in enumerate(rules.get(policy, ())):
+            counts = out.setdefault((policy, path), [0, 0])
+            counts[0] += k
+            counts[1] += k if ignored >> n & 1 else 0
+    return out
+
+
 class IgnoreRuleStats:
     def __init__(self, config: CompareConfig, warn_after: int = WARN_AFTER) -> None:
         self.rules: dict[str, tuple[str, ...]] = {config.policy: config.ignore.paths}
@@ -38,14 +51,7 @@ class IgnoreRuleStats:
     def observe(self, comparisons: Iterable[Comparison]) -> tuple[list[Row], list[str]]:
         """Count committed comparisons. Returns their counts, as (policy, rule,
         comparisons, matches), and the warnings now due (each rule's once)."""
-        counted: dict[RuleKey, list[int]] = {}
-        # comparisons mostly share a policy and a mask of rules matched: counted by those
-        for (policy, ignored), k in Counter((c.policy, c.ignored) for c in comparisons).items():
-            for n, path in enumerate(self.rules.get(policy, ())):
-                counts = counted.setdefault((policy, path), [0, 0])
-                counts[0] += k
-                counts[1] += k if ignored >> n & 1 else 0
-        rows = [(policy, rule, n, m) for (policy, rule), (n, m) in counted.items()]
+        rows = [(policy, rule, n, m) for (policy, rule), (n, m) in counted(self.rules, comparisons).items()]
         warnings = []
         for policy, rule, n, m in rows:
             key = (policy, rule)
