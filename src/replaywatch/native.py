@@ -133,11 +133,18 @@ def drop_ignored(value: object, automaton: Automaton) -> tuple[Any, int, int]:
     return _built.drop_ignored(value, automaton)
 
 
+DOCUMENT_CHARS: Final = 1 << 20
+"""The longest JSON text read as a ``Document``: a tree of nodes takes up to 16 bytes
+per character of a text of tiny numbers (``[0,0,...]``), against 4 for orjson's objects,
+so a text near the contract's 16 MB limit is read by orjson."""
+
+
 def document(text: str) -> Document | None:
     """A JSON text read natively, when the native path is on and takes it: an object or
-    an array that orjson would read to the same value (``Document.value``). None: read
-    it with orjson (``canonical.parse_json``), which also says what is wrong with it."""
-    if _built is None or not _on:
+    an array that orjson would read to the same value (``Document.value``), of at most
+    ``DOCUMENT_CHARS``. None: read it with orjson (``canonical.parse_json``), which also
+    says what is wrong with it."""
+    if _built is None or not _on or len(text) > DOCUMENT_CHARS:
         return None
     try:
         return _built.document(text)

@@ -370,6 +370,12 @@ def test_what_the_reader_does_not_take_goes_to_orjson(text: str) -> None:
     assert native.document(text) is None
 
 
+def test_texts_longer_than_a_document_go_to_orjson() -> None:
+    at_limit = "[" + "0," * ((native.DOCUMENT_CHARS - 3) // 2) + "0]"
+    assert len(at_limit) <= native.DOCUMENT_CHARS and native.document(at_limit) is not None
+    assert native.document("[" + "0," * (native.DOCUMENT_CHARS // 2) + "0]") is None
+
+
 def test_documents_past_the_readers_depth_go_to_orjson() -> None:
     assert native.document("[" * 100 + "]" * 100) is not None
     deep = "[" * 1000 + "]" * 1000
