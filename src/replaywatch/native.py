@@ -134,9 +134,10 @@ def drop_ignored(value: object, automaton: Automaton) -> tuple[Any, int, int]:
 
 
 DOCUMENT_CHARS: Final = 1 << 20
-"""The longest JSON text read as a ``Document``: a tree of nodes takes up to 16 bytes
-per character of a text of tiny numbers (``[0,0,...]``), against 4 for orjson's objects,
-so a text near the contract's 16 MB limit is read by orjson."""
+"""The longest JSON text read as a ``Document``: its tree and the copy a walk makes of it
+take up to 32 bytes per character of a text of tiny numbers (``[0,0,...]``), against 4
+for orjson's objects, so a longer text (the contract takes 16 MB) is read by orjson: a
+document holds 32 MB at most."""
 
 
 def document(text: str) -> Document | None:
