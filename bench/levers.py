@@ -17,7 +17,9 @@ machine's drift between runs cannot pass for an effect:
   per column (the 53 arrays of ``commit_batch``), on the real PostgreSQL
   (``REPLAYWATCH_POSTGRES_DSN``): the client's CPU and the server backend's CPU
   (``/proc``) per input event, over the batches the pipeline commits for the e2e
-  bench's fleet (the COPY's tables are checked to hold what the arrays' hold);
+  bench's fleet (the COPY's tables are checked to hold what the arrays' hold); and the
+  steps' stored attempts as text columns (``text``), which PostgreSQL does not parse to
+  check on every insert as it does json;
 - ``cache``: the step cache's bytes per step for the e2e fleet, each step's current
   attempt kept with its compared forms against without them (``engine.unprepared``);
 - ``load``: a stored step read back (a cache miss) with both attempts prepared against
@@ -609,50 +611,71 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> dict[str, tuple[float, float]]:
-    """CPU per input event of the client and of the PostgreSQL backend: the batch's
-    statement as a parameter array per column, as a JSON document per table, or with its
-    per-event rows copied into staging tables first, over the batches the pipeline
-    commits for ``records`` input records (``committed_batches``)."""
+async def _migrated(dsn: str) -> str:
     schema = f"bench_levers_{uuid.uuid4().hex[:6]}"
-    store = await PostgresStore.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"], schema=schema, group_id="g", topic="t")
+    store = await PostgresStore.connect(dsn, schema=schema, group_id="g", topic="t")
     await store.migrate()
     await store.close()
-    q = f'"{schema}"'
-    conn = await asyncpg.connect(os.environ["REPLAYWATCH_POSTGRES_DSN"])
+    return f'"{schema}"'
+
+
+async def _attempts_as_text(conn: asyncpg.Connection, q: str) -> None:
+    """The schema's steps keep their stored attempts as text, which PostgreSQL takes as
+    it comes, not as json, which it parses on every insert to check it."""
+    await conn.execute(f"ALTER TABLE {q}.step_projection ALTER COLUMN base TYPE text, ALTER COLUMN current TYPE text")
+    body = await conn.fetchval(f"SELECT pg_get_functiondef('{q}.commit_batch'::regproc)")
+    if "s_base json[], s_current json[]" not in body:
+        raise AssertionError("commit_batch no longer takes the stored attempts as json[]")
+    await conn.execute(f"DROP FUNCTION {q}.commit_batch")
+    await conn.execute(body.replace("s_base json[], s_current json[]", "s_base text[], s_current text[]"))
+
+
+async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> dict[str, tuple[float, float]]:
+    """CPU per input event of the client and of the PostgreSQL backend: the batch's
+    statement as a parameter array per column, as a JSON document per table, with its
+    per-event rows copied into staging tables first, or with the stored attempts as text
+    rather than json, over the batches the pipeline commits for ``records`` input
+    records (``committed_batches``)."""
+    dsn = os.environ["REPLAYWATCH_POSTGRES_DSN"]
+    q, q_text = await _migrated(dsn), await _migrated(dsn)
+    conn = await asyncpg.connect(dsn)
     pid = await conn.fetchval("SELECT pg_backend_pid()")
     await conn.execute(COMMIT_ROWS.replace("{q}", q))
     await conn.execute(STAGING.replace("{q}", q))
-    tables = ", ".join(f"{q}.{t}" for t in ("step_projection", "outbox", "comparison", "consumer_offset",
-                                             "envelope", "rate_window", "rate_clock"))  # fmt: skip
-    columns = f"SELECT {q}.commit_batch(" + ", ".join(f"${i}" for i in range(1, 54)) + ")"
-    rows = f"SELECT {q}.commit_rows(" + ", ".join(f"${i}" for i in range(1, 26)) + ")"
-    staged = f"SELECT {q}.commit_staged(" + ", ".join(f"${i}" for i in range(1, 16)) + ")"
+    await _attempts_as_text(conn, q_text)
+    tables = ("step_projection", "outbox", "comparison", "consumer_offset", "envelope", "rate_window", "rate_clock")
+    args = ", ".join(f"${i}" for i in range(1, 54))
 
     def statement(sql: str, make: Callable[[str, str, BatchCommit], list[object]]) -> Callable[[BatchCommit], Any]:
         return lambda batch: conn.fetchval(sql, *make("g", "t", batch))
 
-    ways = {"columns": statement(columns, commit_args), "rows": statement(rows, json_args),
-            "copy": lambda batch: copy_commit(conn, staged, "g", "t", batch)}  # fmt: skip
+    ways = {"columns": (q, statement(f"SELECT {q}.commit_batch({args})", commit_args)),
+            "rows": (q, statement(f"SELECT {q}.commit_rows(" + ", ".join(f"${i}" for i in range(1, 26)) + ")",
+                                  json_args)),
+            "copy": (q, lambda batch: copy_commit(conn, f"SELECT {q}.commit_staged("
+                                                  + ", ".join(f"${i}" for i in range(1, 16)) + ")", "g", "t", batch)),
+            "text": (q_text, statement(f"SELECT {q_text}.commit_batch({args})", commit_args))}  # fmt: skip
     said: dict[str, list[object]] = {}
     got: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     try:
         for _ in range(rounds):
-            for name, write in ways.items():
-                await conn.execute(f"TRUNCATE {tables}")
+            for name, (schema, write) in ways.items():
+                await conn.execute("TRUNCATE " + ", ".join(f"{schema}.{t}" for t in tables))
                 t0, s0 = time.process_time(), _backend_cpu(pid)
                 said[name] = [await write(batch) for batch in batches]
                 got[name].append(((time.process_time() - t0) / records, (_backend_cpu(pid) - s0) / records))
-                said[name].append(await conn.fetchrow(WRITTEN.replace("{q}", q)))
+                said[name].append(await conn.fetchrow(WRITTEN.replace("{q}", schema)))
     finally:
         await conn.execute(f"DROP SCHEMA {q} CASCADE")
+        await conn.execute(f"DROP SCHEMA {q_text} CASCADE")
         await conn.close()
-    if said["copy"] != said["columns"]:  # the statement's own result, then what the tables hold
-        raise AssertionError("the write by COPY did not leave what the write by arrays leaves")
+    for name in ("copy", "text"):  # the statement's own result, then what the tables hold
+        if said[name] != said["columns"]:
+            raise AssertionError(f"the write's {name} variant did not leave what the write by arrays leaves")
     best = {name: (min(c for c, _ in v), min(s for _, s in v)) for name, v in got.items()}
-    return {"write-client": (best["columns"][0], best["rows"][0]),
-            "write-server": (best["columns"][1], best["rows"][1]), "copy-client": (best["columns"][0], best["copy"][0]),
-            "copy-server": (best["columns"][1], best["copy"][1])}  # fmt: skip
+    return {f"{key}-{side}": (best["columns"][i], best[name][i])
+            for key, name in (("write", "rows"), ("copy", "copy"), ("text", "text"))
+            for i, side in enumerate(("client", "server"))}  # fmt: skip
 
 
 def main() -> None:
@@ -681,6 +704,8 @@ def main() -> None:
               "tool-names": "a cohort's tool names when the calls are the same: parsed each time -> once per "
                             "distinct calls (per such comparison)",
               "budget-context": "record budget's context: a generator -> a class (per record)",
+              "text-client": "write: stored attempts as json -> as text (not parsed), client (per input event)",
+              "text-server": "write: stored attempts as json -> as text (not parsed), PostgreSQL (per input event)",
               "load": "a stored step read back: both attempts prepared -> the baseline alone (per step)",
               "native-decode": "native: the input record's Avro decode, fastavro -> native (per record)",
               "native-walk": "native: the snapshot walk, Python -> native (per snapshot)",
