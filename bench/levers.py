@@ -394,6 +394,19 @@ def cache_lever(batches: list[BatchCommit], rounds: int) -> tuple[dict[str, floa
     return memory, best_of(rounds, both_prepared, baseline_prepared)
 
 
+COMMIT_CALL = """{q}.commit_batch(
+        p_group, p_topic, o_partition, o_expected, o_next,
+        s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
+        s_base, s_current, s_expected, s_version,
+        e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace,
+        c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
+        c_supersedes, c_settings, n_partition, n_cohort, n_state, n_actions_seen,
+        e_headers, c_cohort, c_policy, c_occurred, c_paths,
+        w_cohort, w_policy, w_start, w_counts, k_partition, k_state)"""
+"""The call of ``commit_batch`` that the tried forms of the write end with, once their
+rows are read back into its column arrays (``{call}`` in ``COMMIT_ROWS`` and ``STAGING``)."""
+
+
 COMMIT_ROWS = """
 CREATE OR REPLACE FUNCTION {q}.commit_rows(
     p_group text, p_topic text,
@@ -438,15 +451,7 @@ BEGIN
                     origin uuid, supersedes uuid, settings_fingerprint text, cohort text, policy text,
                     occurred_at_ms bigint, paths text))
          WITH ORDINALITY AS t(r, st, b, cu, k, sh, u, d, og, sup, fp, ch, po, oc, pt, o);
-    RETURN {q}.commit_batch(
-        p_group, p_topic, o_partition, o_expected, o_next,
-        s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
-        s_base, s_current, s_expected, s_version,
-        e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace,
-        c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
-        c_supersedes, c_settings, n_partition, n_cohort, n_state, n_actions_seen,
-        e_headers, c_cohort, c_policy, c_occurred, c_paths,
-        w_cohort, w_policy, w_start, w_counts, k_partition, k_state);
+    RETURN {call};
 END;
 $$;
 """
@@ -537,15 +542,7 @@ BEGIN
     INTO c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
          c_supersedes, c_settings, c_cohort, c_policy, c_occurred, c_paths
     FROM rw_comps;
-    RETURN {q}.commit_batch(
-        p_group, p_topic, o_partition, o_expected, o_next,
-        s_key, s_run, s_step, s_base_attempt, s_current_attempt, s_max, s_status, s_verdict, s_comparisons,
-        s_base, s_current, s_expected, s_version,
-        e_partition, e_offset, e_event, e_key, e_value, e_verdict, e_trace,
-        c_run, c_step, c_base, c_current, c_token, c_cost, c_kind, c_sha, c_uri, c_detected, c_origin,
-        c_supersedes, c_settings, n_partition, n_cohort, n_state, n_actions_seen,
-        coalesce(e_headers, '{}'), coalesce(c_cohort, '{}'), coalesce(c_policy, '{}'), coalesce(c_occurred, '{}'),
-        coalesce(c_paths, '{}'), w_cohort, w_policy, w_start, w_counts, k_partition, k_state);
+    RETURN {call};
 END;
 $$;
 """
@@ -640,8 +637,8 @@ async def write_lever(rounds: int, batches: list[BatchCommit], records: int) -> 
     q, q_text = await _migrated(dsn), await _migrated(dsn)
     conn = await asyncpg.connect(dsn)
     pid = await conn.fetchval("SELECT pg_backend_pid()")
-    await conn.execute(COMMIT_ROWS.replace("{q}", q))
-    await conn.execute(STAGING.replace("{q}", q))
+    for sql in (COMMIT_ROWS, STAGING):
+        await conn.execute(sql.replace("{call}", COMMIT_CALL).replace("{q}", q))
     await _attempts_as_text(conn, q_text)
     tables = ("step_projection", "outbox", "comparison", "consumer_offset", "envelope", "rate_window", "rate_clock")
     args = ", ".join(f"${i}" for i in range(1, 54))

@@ -718,34 +718,48 @@ fn write_scalar(out: &mut Vec<u8>, node: &Node<'_>) {
     }
 }
 
+/// A JSON array of `items`, each written by `each`.
+fn write_items<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(b']');
+}
+
+/// A JSON object of `members` (`sorted`: keys by their code points, as orjson's
+/// `OPT_SORT_KEYS`), each value written by `each`.
+fn write_members<T>(
+    out: &mut Vec<u8>,
+    mut members: Vec<(&str, &T)>,
+    sorted: bool,
+    mut each: impl FnMut(&mut Vec<u8>, &T),
+) {
+    if sorted {
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    out.push(b'{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        each(out, v);
+    }
+    out.push(b'}');
+}
+
 /// orjson's `dumps(value)` (`sorted`: with `OPT_SORT_KEYS`, keys by their code points).
 fn write_node(out: &mut Vec<u8>, node: &Node<'_>, sorted: bool) {
     match node {
-        Node::Arr(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_node(out, item, sorted);
-            }
-            out.push(b']');
-        }
+        Node::Arr(items) => write_items(out, items, |o, n| write_node(o, n, sorted)),
         Node::Obj(members) => {
-            let mut order: Vec<&(Cow<'_, str>, Node<'_>)> = members.iter().collect();
-            if sorted {
-                order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            }
-            out.push(b'{');
-            for (i, (k, v)) in order.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, k);
-                out.push(b':');
-                write_node(out, v, sorted);
-            }
-            out.push(b'}');
+            let members = members.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+            write_members(out, members, sorted, |o, n| write_node(o, n, sorted))
         }
         scalar => write_scalar(out, scalar),
     }
@@ -765,30 +779,8 @@ fn write_kept(out: &mut Vec<u8>, kept: &Kept<'_>) {
     match kept {
         Kept::Same(node) => write_node(out, node, true),
         Kept::Null => out.extend_from_slice(b"null"),
-        Kept::Arr(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_kept(out, item);
-            }
-            out.push(b']');
-        }
-        Kept::Obj(members) => {
-            let mut order: Vec<&(&str, Kept<'_>)> = members.iter().collect();
-            order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in order.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, k);
-                out.push(b':');
-                write_kept(out, v);
-            }
-            out.push(b'}');
-        }
+        Kept::Arr(items) => write_items(out, items, write_kept),
+        Kept::Obj(members) => write_members(out, members.iter().map(|(k, v)| (*k, v)).collect(), true, write_kept),
     }
 }
 
